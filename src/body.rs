@@ -1,0 +1,170 @@
+//! The response body the layer returns, and the buffer a request body is collected into.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// The body of a response from [`VerifyWebhook`](crate::VerifyWebhook): the inner
+    /// service's body, or the short plain-text reason of an answer the layer made itself.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Own { text: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    pub(crate) fn own(text: Bytes) -> Self {
+        Self {
+            kind: Kind::Own {
+                text: Some(text).filter(|text| !text.is_empty()),
+            },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Own { text } => Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Own { text } => text.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Own { text } => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Inner { .. } => "ResponseBody::Inner",
+            Kind::Own { .. } => "ResponseBody::Own",
+        })
+    }
+}
+
+/// A request body gathered into one `Bytes`, refusing to grow past a limit.
+///
+/// A body that arrives in one chunk (the usual case for a small webhook, and always for a
+/// `Full` body) is kept as that chunk without a copy; later chunks are appended into one
+/// buffer sized from the length the body announced.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    first: Option<Bytes>,
+    rest: Option<BytesMut>,
+    len: usize,
+    limit: usize,
+    expected: usize,
+}
+
+pub(crate) struct TooLarge;
+
+impl Collector {
+    pub(crate) fn new(limit: usize, expected: usize) -> Self {
+        Self {
+            first: None,
+            rest: None,
+            len: 0,
+            limit,
+            expected: expected.min(limit),
+        }
+    }
+
+    pub(crate) fn push(&mut self, mut data: impl Buf) -> Result<(), TooLarge> {
+        let size = data.remaining();
+        self.len = self.len.checked_add(size).ok_or(TooLarge)?;
+        if self.len > self.limit {
+            return Err(TooLarge);
+        }
+        if size == 0 {
+            return Ok(());
+        }
+        match (&mut self.first, &mut self.rest) {
+            (None, None) => self.first = Some(data.copy_to_bytes(size)),
+            (_, Some(rest)) => rest.put(data),
+            (Some(first), None) => {
+                let mut rest = BytesMut::with_capacity(self.expected.max(self.len));
+                rest.extend_from_slice(first);
+                rest.put(data);
+                self.first = None;
+                self.rest = Some(rest);
+            }
+        }
+        Ok(())
+    }
+
+    /// The collected body; the collector is left empty.
+    pub(crate) fn finish(&mut self) -> Bytes {
+        match (self.first.take(), self.rest.take()) {
+            (_, Some(rest)) => rest.freeze(),
+            (Some(first), None) => first,
+            (None, None) => Bytes::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_chunk_is_kept_without_a_copy() {
+        let chunk = Bytes::from_static(b"hello");
+        let mut c = Collector::new(10, 5);
+        assert!(c.push(chunk.clone()).is_ok());
+        let out = c.finish();
+        assert_eq!(out.as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn chunks_are_joined_and_limited() {
+        let mut c = Collector::new(10, 0);
+        for part in [&b"abc"[..], b"", b"defg", b"hij"] {
+            assert!(c.push(part).is_ok());
+        }
+        assert!(c.push(&b"k"[..]).is_err());
+        let mut c = Collector::new(10, 0);
+        assert!(c.push(&b"abc"[..]).is_ok());
+        assert!(c.push(&b"def"[..]).is_ok());
+        assert_eq!(c.finish(), "abcdef");
+        assert_eq!(Collector::new(1, 0).finish(), "");
+    }
+}

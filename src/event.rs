@@ -1,0 +1,146 @@
+//! The verified delivery a handler receives.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// A delivery that passed verification, as the inner service sees it.
+///
+/// The layer puts an `Event` (that is, `Event<Unparsed>`) into the request's extensions
+/// before it calls the inner service. In an axum handler take it as an extractor: `Event` for
+/// the raw form, or `Event<T>` to have the body deserialized from JSON into `T` as well.
+///
+/// ```
+/// # #[cfg(feature = "axum")] {
+/// use axum::http::StatusCode;
+/// use serde::Deserialize;
+/// use tower_webhook::Event;
+///
+/// #[derive(Deserialize)]
+/// struct UserCreated {
+///     r#type: String,
+/// }
+///
+/// async fn typed(event: Event<UserCreated>) -> StatusCode {
+///     println!("{} is a {}", event.id(), event.payload().r#type);
+///     StatusCode::NO_CONTENT
+/// }
+///
+/// async fn raw(event: Event) -> StatusCode {
+///     println!("{} bytes from {}", event.body().len(), event.scheme());
+///     StatusCode::NO_CONTENT
+/// }
+/// # }
+/// ```
+///
+/// Without the layer on the route, the extractor fails with a 500 that names the layer.
+#[derive(Clone)]
+pub struct Event<T = Unparsed> {
+    id: Arc<str>,
+    timestamp: Option<i64>,
+    body: Bytes,
+    scheme: &'static str,
+    payload: T,
+}
+
+/// The payload of an [`Event`] whose body has not been deserialized: the default.
+///
+/// Read the body with [`Event::body`], or deserialize it on demand with [`Event::json`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unparsed;
+
+impl Event {
+    pub(crate) fn new(id: Arc<str>, timestamp: Option<i64>, body: Bytes, scheme: &'static str) -> Self {
+        Self {
+            id,
+            timestamp,
+            body,
+            scheme,
+            payload: Unparsed,
+        }
+    }
+
+    /// Deserializes the body as JSON into `T`, keeping the rest of the event.
+    pub fn parse<T: DeserializeOwned>(self) -> Result<Event<T>, serde_json::Error> {
+        let payload = serde_json::from_slice(&self.body)?;
+        Ok(Event {
+            id: self.id,
+            timestamp: self.timestamp,
+            body: self.body,
+            scheme: self.scheme,
+            payload,
+        })
+    }
+}
+
+impl<T> Event<T> {
+    /// The delivery's id: the one the layer deduplicates on.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The signed timestamp, for schemes that have one.
+    pub fn timestamp(&self) -> Option<SystemTime> {
+        let secs = self.timestamp?;
+        let magnitude = Duration::from_secs(secs.unsigned_abs());
+        if secs >= 0 {
+            UNIX_EPOCH.checked_add(magnitude)
+        } else {
+            UNIX_EPOCH.checked_sub(magnitude)
+        }
+    }
+
+    /// The signed timestamp in seconds since the Unix epoch, for schemes that have one.
+    pub fn unix_timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// The raw body, exactly the bytes that were verified. Cloning it does not copy them.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The name of the scheme that verified the delivery, such as `"standard-webhooks"`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// Deserializes the body as JSON into `U`.
+    pub fn json<U: DeserializeOwned>(&self) -> Result<U, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+
+    /// The deserialized payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// The deserialized payload, dropping the rest of the event.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+}
+
+/// Shows the id, timestamp, scheme and body length; never the body or the payload, so an
+/// event can be logged without leaking what it carries.
+impl<T> fmt::Debug for Event<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("timestamp", &self.timestamp)
+            .field("scheme", &self.scheme)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+mod extract;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use extract::{EventRejection, EventRejectionKind};

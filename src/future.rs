@@ -1,0 +1,406 @@
+//! The response future: collect, verify, identify, claim, call, settle.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderName, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use tracing::Span;
+
+use crate::body::{Collector, ResponseBody};
+use crate::event::Event;
+use crate::layer::Config;
+use crate::reject::{Rejection, RejectionKind};
+use crate::stats::Outcome;
+use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreError};
+
+/// The header that marks the answer to a copy of a delivery that was handled already.
+///
+/// Its value is `true`. The answer is `200 OK`, so the sender stops retrying, and the inner
+/// service did not run.
+pub const DUPLICATE_HEADER: HeaderName = HeaderName::from_static("webhook-duplicate");
+
+pin_project! {
+    /// The future of [`VerifyWebhook`](crate::VerifyWebhook): a state machine that collects
+    /// the body, verifies and claims the delivery, calls the inner service and settles the
+    /// claim with its outcome.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        config: Arc<Config>,
+        span: Span,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        // Refused before a byte of the body was read.
+        Refused { rejection: Option<Rejection> },
+        Collecting {
+            #[pin]
+            body: B,
+            head: Option<(Parts, S)>,
+            collector: Collector,
+        },
+        Claiming {
+            claim: BoxFuture<Result<Claim, StoreError>>,
+            call: Option<(Request<Full<Bytes>>, S, Arc<str>)>,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+            held: Option<Held>,
+        },
+        Settling {
+            settle: BoxFuture<Result<bool, StoreError>>,
+            outcome: Option<Result<S::Response, S::Error>>,
+            completing: bool,
+        },
+        // The inner future panicked: release the claim, then let the panic go on.
+        Unwinding {
+            settle: BoxFuture<Result<bool, StoreError>>,
+            payload: Option<Box<dyn Any + Send>>,
+        },
+        Done,
+    }
+}
+
+/// A claim the future holds while the inner service runs.
+struct Held {
+    store: Arc<dyn DynStore>,
+    key: Arc<str>,
+    token: ClaimToken,
+}
+
+impl Held {
+    fn settle(self, complete: bool, keep_for: std::time::Duration) -> BoxFuture<Result<bool, StoreError>> {
+        if complete {
+            self.store.complete(self.key, self.token, keep_for)
+        } else {
+            self.store.release(self.key, self.token)
+        }
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+    B: Body,
+{
+    pub(crate) fn new(request: Request<B>, inner: S, config: Arc<Config>) -> Self {
+        let span = tracing::info_span!(
+            "webhook",
+            scheme = config.scheme.name(),
+            id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let (parts, body) = request.into_parts();
+        let limit = config.body_limit;
+        let announced = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        let hint = body.size_hint();
+        let too_large = |len: u64| usize::try_from(len).map_or(true, |len| len > limit);
+        let state = if announced.is_some_and(too_large) || too_large(hint.lower()) {
+            State::Refused {
+                rejection: Some(Rejection::new(RejectionKind::PayloadTooLarge)),
+            }
+        } else {
+            let expected = announced.or(hint.exact()).unwrap_or(0);
+            State::Collecting {
+                body,
+                head: Some((parts, inner)),
+                collector: Collector::new(limit, usize::try_from(expected).unwrap_or(limit)),
+            }
+        };
+        Self {
+            state,
+            config,
+            span,
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _entered = this.span.enter();
+        let config: &Config = this.config;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Refused { rejection } => {
+                    let rejection = rejection.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(reject(config, this.span, rejection)));
+                }
+                StateProj::Collecting {
+                    mut body,
+                    head,
+                    collector,
+                } => {
+                    let pushed = match ready!(body.as_mut().poll_frame(cx)) {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => collector.push(data).map_err(|_| RejectionKind::PayloadTooLarge),
+                            // Trailers carry nothing that is signed.
+                            Err(_) => Ok(()),
+                        },
+                        Some(Err(err)) => {
+                            let err = err.into();
+                            tracing::warn!(error = %err, "request body failed before its end");
+                            Err(RejectionKind::BodyUnreadable)
+                        }
+                        None => {
+                            let (parts, inner) = head.take().expect("polled after completion");
+                            let body = collector.finish();
+                            let next = match identify(config, this.span, parts, body) {
+                                Ok((request, key)) => start(config, request, inner, key),
+                                Err(rejection) => State::Refused {
+                                    rejection: Some(rejection),
+                                },
+                            };
+                            this.state.set(next);
+                            continue;
+                        }
+                    };
+                    if let Err(kind) = pushed {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(reject(config, this.span, Rejection::new(kind))));
+                    }
+                }
+                StateProj::Claiming { claim, call } => {
+                    let claimed = ready!(claim.as_mut().poll(cx));
+                    let (request, mut inner, key) = call.take().expect("polled after completion");
+                    let rejection = match claimed {
+                        Ok(Claim::Acquired(token)) => {
+                            let store = config.store.clone().expect("claimed without a store");
+                            let future = inner.call(request);
+                            this.state.set(State::Calling {
+                                future,
+                                held: Some(Held { store, key, token }),
+                            });
+                            continue;
+                        }
+                        Ok(Claim::Completed) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(duplicate(config, this.span, &key)));
+                        }
+                        Ok(Claim::InFlight) => Rejection::new(RejectionKind::InFlight),
+                        Err(err) => {
+                            tracing::error!(error = %err, "idempotency store failed to claim the delivery");
+                            Rejection::new(RejectionKind::StoreUnavailable)
+                        }
+                    };
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(reject(config, this.span, rejection)));
+                }
+                StateProj::Calling { future, held } => {
+                    let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+                    let result = match polled {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(result)) => result,
+                        Err(payload) => {
+                            finish(config, this.span, Outcome::HandlerFailed, "handler_panicked");
+                            tracing::error!("handler panicked; its claim is released so a retry runs it again");
+                            let Some(held) = held.take() else {
+                                this.state.set(State::Done);
+                                resume_unwind(payload)
+                            };
+                            let settle = held.settle(false, config.dedup_window);
+                            this.state.set(State::Unwinding {
+                                settle,
+                                payload: Some(payload),
+                            });
+                            continue;
+                        }
+                    };
+                    let completing = handled(config, this.span, &result);
+                    match held.take() {
+                        None => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(result.map(|r| r.map(ResponseBody::inner)));
+                        }
+                        Some(held) => {
+                            let settle = held.settle(completing, config.dedup_window);
+                            this.state.set(State::Settling {
+                                settle,
+                                outcome: Some(result),
+                                completing,
+                            });
+                        }
+                    }
+                }
+                StateProj::Settling {
+                    settle,
+                    outcome,
+                    completing,
+                } => {
+                    let settled = ready!(settle.as_mut().poll(cx));
+                    log_settled(&settled, *completing);
+                    let outcome = outcome.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    return Poll::Ready(outcome.map(|r| r.map(ResponseBody::inner)));
+                }
+                StateProj::Unwinding { settle, payload } => {
+                    let settled = ready!(settle.as_mut().poll(cx));
+                    log_settled(&settled, false);
+                    let payload = payload.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    resume_unwind(payload);
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+/// Verifies the collected delivery and finds its id: the request for the inner service, with
+/// the [`Event`] in its extensions, and the key to claim.
+fn identify(
+    config: &Config,
+    span: &Span,
+    mut parts: Parts,
+    body: Bytes,
+) -> Result<(Request<Full<Bytes>>, Arc<str>), Rejection> {
+    let verified = config
+        .scheme
+        .verify(&parts.headers, &body, config.clock.now())
+        .map_err(|err| Rejection::new(RejectionKind::Verification(err)))?;
+    let id = config
+        .id_source
+        .resolve(&parts, &body, &verified)
+        .ok_or_else(|| Rejection::new(RejectionKind::MissingId))?;
+    span.record("id", id.as_str());
+    let key: Arc<str> = Arc::from(id);
+    parts.extensions.insert(Event::new(
+        Arc::clone(&key),
+        verified.timestamp,
+        body.clone(),
+        config.scheme.name(),
+    ));
+    Ok((Request::from_parts(parts, Full::new(body)), key))
+}
+
+/// The state after verification: claim the key if there is a store, else call at once.
+fn start<S, B>(config: &Config, request: Request<Full<Bytes>>, mut inner: S, key: Arc<str>) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    match &config.store {
+        Some(store) => State::Claiming {
+            claim: Arc::clone(store).claim(Arc::clone(&key), config.lease),
+            call: Some((request, inner, key)),
+        },
+        None => State::Calling {
+            future: inner.call(request),
+            held: None,
+        },
+    }
+}
+
+/// Counts and logs the inner service's answer; whether it is a success that completes the
+/// claim.
+fn handled<R, E>(config: &Config, span: &Span, result: &Result<Response<R>, E>) -> bool {
+    match result {
+        Ok(response) if response.status().is_success() => {
+            finish(config, span, Outcome::Handled, "handled");
+            tracing::debug!(status = response.status().as_u16(), "webhook handled");
+            true
+        }
+        Ok(response) => {
+            finish(config, span, Outcome::HandlerFailed, "handler_failed");
+            tracing::warn!(
+                status = response.status().as_u16(),
+                "handler answered non-2xx; the sender will retry"
+            );
+            false
+        }
+        Err(_) => {
+            finish(config, span, Outcome::HandlerFailed, "handler_error");
+            tracing::warn!("handler returned an error; the sender will retry");
+            false
+        }
+    }
+}
+
+fn log_settled(settled: &Result<bool, StoreError>, completing: bool) {
+    match (settled, completing) {
+        (Ok(true), _) => {}
+        (Ok(false), true) => tracing::warn!(
+            "the claim's lease ran out before the handler finished; completion not recorded"
+        ),
+        (Ok(false), false) => tracing::debug!("the claim's lease had run out before its release"),
+        (Err(err), true) => tracing::error!(
+            error = %err,
+            "failed to record the completed delivery; a later copy may run the handler again"
+        ),
+        (Err(err), false) => tracing::warn!(
+            error = %err,
+            "failed to release the claim; a retry waits for its lease to run out"
+        ),
+    }
+}
+
+fn finish(config: &Config, span: &Span, outcome: Outcome, name: &'static str) {
+    config.stats.count(outcome);
+    span.record("outcome", name);
+}
+
+/// The answer to a delivery the layer refuses, counted and logged.
+fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<ResponseBody<R>> {
+    let status = rejection.status().as_u16();
+    match rejection.kind() {
+        RejectionKind::InFlight => {
+            finish(config, span, Outcome::InFlight, "in_flight");
+            tracing::info!(status, "another copy of this delivery is in flight; asked to retry");
+        }
+        RejectionKind::StoreUnavailable => {
+            finish(config, span, Outcome::StoreError, "store_error");
+            tracing::error!(status, "idempotency store unavailable; asked to retry");
+        }
+        _ => {
+            finish(config, span, Outcome::Rejected, "rejected");
+            tracing::warn!(status, reason = %rejection, "webhook rejected");
+        }
+    }
+    rejection
+        .into_response(config.retry_after)
+        .map(ResponseBody::own)
+}
+
+/// The answer to a copy of a delivery that was handled already.
+fn duplicate<R>(config: &Config, span: &Span, key: &str) -> Response<ResponseBody<R>> {
+    finish(config, span, Outcome::Duplicate, "duplicate");
+    tracing::info!(id = key, "duplicate delivery answered without running the handler");
+    let mut response = Response::new(ResponseBody::own(Bytes::from_static(b"duplicate delivery")));
+    let headers = response.headers_mut();
+    headers.insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    debug_assert_eq!(response.status(), StatusCode::OK);
+    response
+}

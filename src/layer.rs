@@ -1,0 +1,141 @@
+//! `VerifyWebhookLayer` and its settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::id::IdSource;
+use crate::scheme::Scheme;
+use crate::service::VerifyWebhook;
+use crate::stats::Stats;
+use crate::store::{DynStore, IdempotencyStore};
+
+/// A [`Layer`] that verifies webhook deliveries and deduplicates them before the inner service
+/// runs. See the [crate documentation](crate) for the whole pipeline.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_webhook::{scheme::StandardWebhooks, store::MemoryStore, IdSource, VerifyWebhookLayer};
+///
+/// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+///     .with_store(MemoryStore::new())
+///     .with_id_source(IdSource::json_fields(["verification_id", "type"], "-"))
+///     .with_body_limit(256 * 1024)
+///     .with_lease(Duration::from_secs(30))
+///     .with_dedup_window(Duration::from_secs(3 * 24 * 3600));
+/// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct VerifyWebhookLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) scheme: Arc<dyn Scheme>,
+    pub(crate) store: Option<Arc<dyn DynStore>>,
+    pub(crate) id_source: IdSource,
+    pub(crate) body_limit: usize,
+    pub(crate) lease: Duration,
+    pub(crate) dedup_window: Duration,
+    pub(crate) retry_after: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) stats: Stats,
+}
+
+impl VerifyWebhookLayer {
+    /// The default body limit: 1 MiB.
+    pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+    /// The default lease of a claim: 60 seconds.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+    /// The default dedup window: 7 days, longer than the retry schedules of Svix (about a
+    /// day) and Self (several days).
+    pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+    /// The default `Retry-After` of a 429 or 503: 5 seconds.
+    pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+    /// A layer that verifies deliveries with `scheme` and, until a store is set, only
+    /// verifies: every verified copy of a delivery runs the inner service.
+    pub fn new(scheme: impl Scheme) -> Self {
+        Self {
+            config: Arc::new(Config {
+                scheme: Arc::new(scheme),
+                store: None,
+                id_source: IdSource::default(),
+                body_limit: Self::DEFAULT_BODY_LIMIT,
+                lease: Self::DEFAULT_LEASE,
+                dedup_window: Self::DEFAULT_DEDUP_WINDOW,
+                retry_after: Self::DEFAULT_RETRY_AFTER,
+                clock: Arc::new(SystemClock),
+                stats: Stats::default(),
+            }),
+        }
+    }
+
+    /// Deduplicates deliveries through `store`: a copy of a delivery that was handled answers
+    /// 200 without running the inner service, and a copy that arrives while another is being
+    /// handled answers 429.
+    pub fn with_store(mut self, store: impl IdempotencyStore) -> Self {
+        self.config_mut().store = Some(Arc::new(store));
+        self
+    }
+
+    /// Sets where a delivery's id comes from. See [`IdSource`].
+    pub fn with_id_source(mut self, id_source: IdSource) -> Self {
+        self.config_mut().id_source = id_source;
+        self
+    }
+
+    /// Sets the largest body accepted, in bytes; larger ones answer 413.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.config_mut().body_limit = bytes;
+        self
+    }
+
+    /// Sets how long a claim holds a delivery's id while the inner service runs. A copy that
+    /// arrives within the lease answers 429; after it, the copy is handled again. Make it
+    /// longer than your slowest handler.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.config_mut().lease = lease;
+        self
+    }
+
+    /// Sets how long a handled delivery's id is remembered, so that copies are answered
+    /// without running the inner service. Make it longer than your senders' retry schedules.
+    pub fn with_dedup_window(mut self, window: Duration) -> Self {
+        self.config_mut().dedup_window = window;
+        self
+    }
+
+    /// Sets the `Retry-After` of 429 and 503 answers (rounded up to whole seconds).
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.config_mut().retry_after = after;
+        self
+    }
+
+    /// Reads the time for timestamp checks from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.config_mut().clock = Arc::new(clock);
+        self
+    }
+
+    /// The counters of delivery outcomes, shared by every service this layer makes.
+    pub fn stats(&self) -> Stats {
+        self.config.stats.clone()
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+}
+
+impl<S> Layer<S> for VerifyWebhookLayer {
+    type Service = VerifyWebhook<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        VerifyWebhook::new(inner, Arc::clone(&self.config))
+    }
+}

@@ -1,0 +1,105 @@
+//! Tower middleware that receives webhooks safely.
+//!
+//! Webhook senders (Svix and the senders built on it, Stripe, GitHub, ...) deliver each event
+//! **at least once**, sign it with an HMAC over the raw body, retry on any non-2xx answer, and
+//! expect the receiver to be idempotent. [`VerifyWebhookLayer`] does those checks once, in
+//! front of any Tower service, in this order:
+//!
+//! 1. **Size.** A `Content-Length` over the limit (1 MiB by default) is refused with `413`
+//!    before a byte is read; a body without one is counted as it streams.
+//! 2. **Buffer once.** The body becomes one [`Bytes`](bytes::Bytes); the inner service and
+//!    the [`Event`] share it, nothing copies it.
+//! 3. **Verify.** The [`Scheme`](scheme::Scheme) checks signature and timestamp against the
+//!    raw bytes, in constant time, with every configured secret. Failure: `400` with a short
+//!    reason, so the sender drops the forgery.
+//! 4. **Identify.** The delivery's id comes from an [`IdSource`]: the signed id header by
+//!    default, or fields of the JSON body, or a closure.
+//! 5. **Claim.** With a [store](store::IdempotencyStore), the id is claimed for a lease. A
+//!    copy of a delivery already handled answers `200` at once, marked with
+//!    [`DUPLICATE_HEADER`]; a copy arriving while another is handled answers `429` with
+//!    `Retry-After`; a store that cannot answer gives `503` with `Retry-After`, never a 4xx.
+//! 6. **Handle.** The inner service runs with the verified [`Event`] in the request
+//!    extensions.
+//! 7. **Settle.** A 2xx completes the claim and keeps the id for the dedup window (7 days by
+//!    default); anything else, an error, or a panic releases it so the sender's retry runs
+//!    the handler again.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "axum")]
+//! # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{http::StatusCode, routing::post, Router};
+//! use serde::Deserialize;
+//! use tower_webhook::{scheme::StandardWebhooks, store::MemoryStore, Event, VerifyWebhookLayer};
+//!
+//! #[derive(Deserialize)]
+//! struct Payload {
+//!     r#type: String,
+//! }
+//!
+//! async fn handle(event: Event<Payload>) -> StatusCode {
+//!     println!("handled event {} ({})", event.id(), event.payload().r#type);
+//!     StatusCode::NO_CONTENT
+//! }
+//!
+//! let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"; // from the sender's dashboard
+//! let app: Router = Router::new()
+//!     .route("/webhooks", post(handle))
+//!     .layer(VerifyWebhookLayer::new(StandardWebhooks::new(secret)?).with_store(MemoryStore::new()));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A customised layer: a rotation of two secrets, the Self-style id of two body fields, a
+//! smaller body limit and a shorter window.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_webhook::{scheme::StandardWebhooks, store::MemoryStore, IdSource, VerifyWebhookLayer};
+//!
+//! let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?
+//!     .with_secret("whsec_dGhlIG9sZCBzZWNyZXQ=")?;
+//! let layer = VerifyWebhookLayer::new(scheme)
+//!     .with_store(MemoryStore::new().with_max_entries(50_000))
+//!     .with_id_source(IdSource::json_fields(["verification_id", "type"], "-"))
+//!     .with_body_limit(64 * 1024)
+//!     .with_dedup_window(Duration::from_secs(3 * 24 * 3600));
+//! let stats = layer.stats(); // counters of each outcome, for alerts
+//! # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+//! ```
+//!
+//! # Testing your handlers
+//!
+//! Every scheme can sign a delivery the way its sender would, so a test needs no sender:
+//! [`StandardWebhooks::sign`](scheme::StandardWebhooks::sign) gives the headers for an id, a
+//! timestamp and a body.
+//!
+//! # Features
+//!
+//! - `axum` (default): [`Event`] as an axum extractor, on `axum-core` alone.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+pub mod clock;
+mod event;
+mod future;
+mod id;
+mod layer;
+mod reject;
+pub mod scheme;
+mod service;
+mod stats;
+pub mod store;
+
+pub use body::ResponseBody;
+#[cfg(feature = "axum")]
+pub use event::{EventRejection, EventRejectionKind};
+pub use event::{Event, Unparsed};
+pub use future::{ResponseFuture, DUPLICATE_HEADER};
+pub use id::IdSource;
+pub use layer::VerifyWebhookLayer;
+pub use reject::{Rejection, RejectionKind};
+pub use service::VerifyWebhook;
+pub use stats::{Stats, StatsSnapshot};

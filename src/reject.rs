@@ -1,0 +1,142 @@
+//! Why the layer answered a delivery itself, and how each reason becomes a response.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::scheme::VerifyError;
+
+/// Why the layer answered a delivery without running the inner service.
+///
+/// Every answer the layer makes on its own carries its `Rejection` in the response's
+/// extensions, so an outer layer can see why:
+///
+/// ```
+/// # use http::Response;
+/// # use tower_webhook::Rejection;
+/// # fn inspect<B>(response: &Response<B>) {
+/// if let Some(rejection) = response.extensions().get::<Rejection>() {
+///     eprintln!("webhook answered {}: {rejection}", rejection.status());
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    kind: RejectionKind,
+}
+
+/// The kind of a [`Rejection`], which decides its status code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// The body is larger than the layer's limit: `413 Payload Too Large`.
+    PayloadTooLarge,
+    /// The body stream failed before its end: `408 Request Timeout`, which senders retry. The
+    /// delivery was never seen whole, so it cannot be called forged.
+    BodyUnreadable,
+    /// The signature or timestamp did not verify: `400 Bad Request`, so the sender drops it.
+    Verification(VerifyError),
+    /// The delivery verified but carries no id where the layer takes one: `400 Bad Request`.
+    MissingId,
+    /// Another copy of the delivery is being handled right now: `429 Too Many Requests` with
+    /// `Retry-After`. Not 409: a sender that drops every other 4xx would lose the event if the
+    /// copy in flight then failed.
+    InFlight,
+    /// The idempotency store could not answer: `503 Service Unavailable` with `Retry-After`.
+    /// Never a 4xx, which would drop the event.
+    StoreUnavailable,
+}
+
+impl Rejection {
+    pub(crate) fn new(kind: RejectionKind) -> Self {
+        Self { kind }
+    }
+
+    /// Why the delivery was answered this way.
+    pub fn kind(&self) -> &RejectionKind {
+        &self.kind
+    }
+
+    /// The status code of the answer.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RejectionKind::BodyUnreadable => StatusCode::REQUEST_TIMEOUT,
+            RejectionKind::Verification(_) | RejectionKind::MissingId => StatusCode::BAD_REQUEST,
+            RejectionKind::InFlight => StatusCode::TOO_MANY_REQUESTS,
+            RejectionKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whether the sender should retry: the answer then carries `Retry-After`.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            RejectionKind::InFlight | RejectionKind::StoreUnavailable
+        )
+    }
+
+    /// The answer: the status, the reason as plain text, `Retry-After` when transient, and
+    /// this rejection in the extensions.
+    pub(crate) fn into_response(self, retry_after: Duration) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::from(self.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.is_transient() {
+            headers.insert(RETRY_AFTER, retry_after_value(retry_after));
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Whole seconds, rounded up and at least one: `Retry-After: 0` invites a tight retry loop.
+fn retry_after_value(after: Duration) -> HeaderValue {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            RejectionKind::PayloadTooLarge => f.write_str("payload too large"),
+            RejectionKind::BodyUnreadable => f.write_str("failed to read request body"),
+            RejectionKind::Verification(err) => err.fmt(f),
+            RejectionKind::MissingId => f.write_str("missing event id"),
+            RejectionKind::InFlight => f.write_str("delivery in flight, retry later"),
+            RejectionKind::StoreUnavailable => {
+                f.write_str("idempotency store unavailable, retry later")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_value(Duration::ZERO), "1");
+        assert_eq!(retry_after_value(Duration::from_millis(1500)), "2");
+        assert_eq!(retry_after_value(Duration::from_secs(5)), "5");
+    }
+
+    #[test]
+    fn only_transient_answers_carry_retry_after() {
+        let busy = Rejection::new(RejectionKind::InFlight).into_response(Duration::from_secs(3));
+        assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(busy.headers()[RETRY_AFTER], "3");
+        let forged = Rejection::new(RejectionKind::MissingId).into_response(Duration::from_secs(3));
+        assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+        assert!(forged.headers().get(RETRY_AFTER).is_none());
+        assert_eq!(forged.body().as_ref(), b"missing event id");
+    }
+}

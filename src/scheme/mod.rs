@@ -1,0 +1,285 @@
+//! Signature schemes: how one sender signs its deliveries.
+//!
+//! The layer knows nothing of any sender's headers. It hands the request headers, the raw body
+//! and the current time to a [`Scheme`], and goes on only if the scheme answers with
+//! [`Verified`]. A new sender is a new `Scheme`; the layer does not change.
+
+mod standard;
+
+pub use standard::StandardWebhooks;
+
+use std::error::Error;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName};
+
+use crate::clock::unix_seconds;
+
+/// How one sender signs its webhooks.
+///
+/// Implementations check the signature and timestamp of a delivery against its raw body. They
+/// must compare signatures in constant time, try every configured secret, and never put a
+/// secret or an expected signature into an error.
+pub trait Scheme: fmt::Debug + Send + Sync + 'static {
+    /// A short, stable name for the scheme, such as `"standard-webhooks"`.
+    fn name(&self) -> &'static str;
+
+    /// Verifies one delivery.
+    ///
+    /// `body` is the raw body exactly as received; `now` is the layer's clock.
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError>;
+}
+
+/// What a scheme learned from a delivery it verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The delivery's id, where the scheme carries one (Standard Webhooks: `webhook-id`).
+    pub id: Option<String>,
+    /// The signed timestamp, in seconds since the Unix epoch, where the scheme has one.
+    pub timestamp: Option<i64>,
+}
+
+impl Verified {
+    /// A verified delivery with neither id nor timestamp.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the id the scheme found.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the signed timestamp, in seconds since the Unix epoch.
+    #[must_use]
+    pub fn with_timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+/// Why a delivery failed verification. It becomes a `400 Bad Request`.
+///
+/// Its `Display` is the short reason sent back to the sender, such as
+/// `missing webhook-signature` or `no matching signature`: never a secret or an expected
+/// signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    kind: VerifyErrorKind,
+    header: Option<HeaderName>,
+}
+
+/// The kind of a [`VerifyError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum VerifyErrorKind {
+    /// A header the scheme needs is absent or empty.
+    MissingHeader,
+    /// A header is present but cannot be read (not text, not a number, malformed).
+    InvalidHeader,
+    /// The signed timestamp is older than the tolerance allows.
+    TimestampTooOld,
+    /// The signed timestamp is further in the future than the tolerance allows.
+    TimestampTooNew,
+    /// The signature header holds no signature of a version this scheme checks.
+    NoSupportedSignature,
+    /// No signature matches any configured secret.
+    NoMatchingSignature,
+}
+
+impl VerifyError {
+    /// A required header is absent or empty.
+    pub fn missing_header(name: HeaderName) -> Self {
+        Self {
+            kind: VerifyErrorKind::MissingHeader,
+            header: Some(name),
+        }
+    }
+
+    /// A header is present but malformed.
+    pub fn invalid_header(name: HeaderName) -> Self {
+        Self {
+            kind: VerifyErrorKind::InvalidHeader,
+            header: Some(name),
+        }
+    }
+
+    /// An error of a kind that names no header.
+    pub fn new(kind: VerifyErrorKind) -> Self {
+        Self { kind, header: None }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> VerifyErrorKind {
+        self.kind
+    }
+
+    /// The header at fault, for the kinds that have one.
+    pub fn header(&self) -> Option<&HeaderName> {
+        self.header.as_ref()
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header = self.header.as_ref().map_or("header", HeaderName::as_str);
+        match self.kind {
+            VerifyErrorKind::MissingHeader => write!(f, "missing {header}"),
+            VerifyErrorKind::InvalidHeader => write!(f, "invalid {header}"),
+            VerifyErrorKind::TimestampTooOld => f.write_str("timestamp too old"),
+            VerifyErrorKind::TimestampTooNew => f.write_str("timestamp too far in the future"),
+            VerifyErrorKind::NoSupportedSignature => f.write_str("no supported signature"),
+            VerifyErrorKind::NoMatchingSignature => f.write_str("no matching signature"),
+        }
+    }
+}
+
+impl Error for VerifyError {}
+
+/// A secret or key that cannot be used, found when the scheme is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSecret {
+    kind: InvalidSecretKind,
+}
+
+/// The kind of an [`InvalidSecret`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InvalidSecretKind {
+    /// The secret (after any prefix such as `whsec_`) is not valid base64.
+    NotBase64,
+    /// The secret is empty: an HMAC with an empty key proves nothing.
+    Empty,
+}
+
+impl InvalidSecret {
+    pub(crate) fn new(kind: InvalidSecretKind) -> Self {
+        Self { kind }
+    }
+
+    /// What is wrong with the secret.
+    pub fn kind(&self) -> InvalidSecretKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for InvalidSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            InvalidSecretKind::NotBase64 => {
+                f.write_str("webhook secret is not valid base64 after its `whsec_` prefix")
+            }
+            InvalidSecretKind::Empty => f.write_str("webhook secret is empty"),
+        }
+    }
+}
+
+impl Error for InvalidSecret {}
+
+/// The first value of `name` as text, or the error a scheme reports for it.
+///
+/// Header values may hold any byte but control characters; a value that is not UTF-8 is
+/// malformed for every scheme here. An empty value counts as missing.
+pub(crate) fn header_str<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<&'h str, VerifyError> {
+    let value = headers
+        .get(name)
+        .ok_or_else(|| VerifyError::missing_header(name.clone()))?;
+    let text = std::str::from_utf8(value.as_bytes())
+        .map_err(|_| VerifyError::invalid_header(name.clone()))?;
+    if text.trim().is_empty() {
+        return Err(VerifyError::missing_header(name.clone()));
+    }
+    Ok(text)
+}
+
+/// Parses a Unix timestamp in seconds and checks it lies within `tolerance` of `now`.
+///
+/// Only an optional `-` and ASCII digits are accepted: the signed text must be the number
+/// itself, so `+17` or ` 17` are malformed rather than quietly normalised.
+pub(crate) fn check_timestamp(
+    text: &str,
+    header: &HeaderName,
+    now: SystemTime,
+    tolerance: Duration,
+) -> Result<i64, VerifyError> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VerifyError::invalid_header(header.clone()));
+    }
+    let timestamp: i64 = text
+        .parse()
+        .map_err(|_| VerifyError::invalid_header(header.clone()))?;
+    let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
+    let now = unix_seconds(now);
+    // i128 so that no pair of i64 values can overflow the difference.
+    let age = i128::from(now) - i128::from(timestamp);
+    if age > i128::from(tolerance) {
+        Err(VerifyError::new(VerifyErrorKind::TimestampTooOld))
+    } else if -age > i128::from(tolerance) {
+        Err(VerifyError::new(VerifyErrorKind::TimestampTooNew))
+    } else {
+        Ok(timestamp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    const H: HeaderName = HeaderName::from_static("webhook-timestamp");
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn timestamps_within_tolerance_both_ways() {
+        let tol = Duration::from_secs(300);
+        assert_eq!(check_timestamp("1000", &H, at(1300), tol), Ok(1000));
+        assert_eq!(check_timestamp("1300", &H, at(1000), tol), Ok(1300));
+        assert_eq!(
+            check_timestamp("999", &H, at(1300), tol).unwrap_err().kind(),
+            VerifyErrorKind::TimestampTooOld
+        );
+        assert_eq!(
+            check_timestamp("1301", &H, at(1000), tol).unwrap_err().kind(),
+            VerifyErrorKind::TimestampTooNew
+        );
+    }
+
+    #[test]
+    fn malformed_timestamps() {
+        let tol = Duration::from_secs(300);
+        for text in ["", "-", "+1000", " 1000", "1e3", "10.5", "abc", "99999999999999999999"] {
+            assert_eq!(
+                check_timestamp(text, &H, at(1000), tol).unwrap_err().kind(),
+                VerifyErrorKind::InvalidHeader,
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            check_timestamp("-9223372036854775808", &H, at(1000), tol)
+                .unwrap_err()
+                .kind(),
+            VerifyErrorKind::TimestampTooOld
+        );
+        assert_eq!(
+            check_timestamp("9223372036854775807", &H, at(1000), Duration::MAX)
+                .map(|_| ()),
+            Ok(())
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Idempotency stores: how the layer remembers which deliveries it has handled.
+//!
+//! Senders deliver at least once. The layer claims each delivery's id in a store before the
+//! handler runs, completes the claim when the handler succeeds, and releases it when the
+//! handler fails, so that exactly one copy of a delivery is handled at a time and a delivery
+//! handled once is not handled again within the dedup window.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where the layer records claims on delivery ids.
+///
+/// Every method must be atomic with respect to every other call on the same key, from any
+/// process sharing the store: of N concurrent `claim`s of a fresh key exactly one gets
+/// [`Claim::Acquired`]. Make the claim one atomic operation of the backend (an insert that
+/// fails on conflict), never a read followed by a write.
+///
+/// Implement the methods with `async fn`; the futures must be `Send`.
+pub trait IdempotencyStore: fmt::Debug + Send + Sync + 'static {
+    /// Claims `key` for `lease`.
+    ///
+    /// Returns [`Claim::Acquired`] with a fresh token when the key is unknown, or when its
+    /// last claim's lease has run out without being completed; [`Claim::Completed`] when a
+    /// claim on it was completed within its dedup window; [`Claim::InFlight`] when another
+    /// claim holds it and its lease has not run out.
+    fn claim(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Marks the claim held by `token` as completed and keeps the key for `keep_for`.
+    ///
+    /// Returns `false` and changes nothing when `token` no longer holds the key: its lease ran
+    /// out, or another claim took the key since.
+    fn complete(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives up the claim held by `token`, so that the next claim of `key` is acquired.
+    ///
+    /// Returns `false` and changes nothing when `token` no longer holds the key.
+    fn release(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The answer to [`IdempotencyStore::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free: the caller holds it until the lease runs out.
+    Acquired(ClaimToken),
+    /// The key was handled already, within its dedup window.
+    Completed,
+    /// Another claim holds the key and its lease has not run out.
+    InFlight,
+}
+
+/// Proof of one claim: completing or releasing a key takes the token of the claim that holds
+/// it, so a claim whose lease ran out cannot undo the claim that followed it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClaimToken(Box<str>);
+
+impl ClaimToken {
+    /// A new token: 128 random bits as 32 hex digits.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // Tokens must be unique, not secret: without the OS generator, time, process id
+            // and a counter still tell claimers apart.
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let unique = (nanos << 32)
+                ^ u128::from(std::process::id()) << 96
+                ^ u128::from(COUNTER.fetch_add(1, Ordering::Relaxed));
+            bytes = unique.to_be_bytes();
+        }
+        let mut text = String::with_capacity(32);
+        for byte in bytes {
+            text.push(char::from(HEX[usize::from(byte >> 4)]));
+            text.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        Self(text.into_boxed_str())
+    }
+
+    /// The token as text, for stores that persist it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl fmt::Debug for ClaimToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClaimToken(..)")
+    }
+}
+
+/// A store could not answer. The layer turns it into `503 Service Unavailable` with
+/// `Retry-After`, never a 4xx: the sender must retry, or the event would be lost.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    source: Option<Box<dyn Error + Send + Sync>>,
+}
+
+/// The kind of a [`StoreError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The backend could not be reached (connection refused, reset, timed out).
+    Unavailable,
+    /// The backend answered with an error, or with data the store did not expect.
+    Backend,
+    /// The store is full and can take no new claim.
+    Full,
+}
+
+impl StoreError {
+    /// An error of `kind` caused by `source`.
+    pub fn new(kind: StoreErrorKind, source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// An error of `kind` with no underlying cause.
+    pub fn from_kind(kind: StoreErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            StoreErrorKind::Unavailable => "idempotency store unavailable",
+            StoreErrorKind::Backend => "idempotency store failed",
+            StoreErrorKind::Full => "idempotency store full",
+        })?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn Error + 'static))
+    }
+}
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// [`IdempotencyStore`] made object-safe, with owned arguments so the futures can live in the
+/// layer's response future.
+pub(crate) trait DynStore: fmt::Debug + Send + Sync {
+    fn claim(self: Arc<Self>, key: Arc<str>, lease: Duration) -> BoxFuture<Result<Claim, StoreError>>;
+    fn complete(
+        self: Arc<Self>,
+        key: Arc<str>,
+        token: ClaimToken,
+        keep_for: Duration,
+    ) -> BoxFuture<Result<bool, StoreError>>;
+    fn release(self: Arc<Self>, key: Arc<str>, token: ClaimToken) -> BoxFuture<Result<bool, StoreError>>;
+}
+
+impl<T: IdempotencyStore> DynStore for T {
+    fn claim(self: Arc<Self>, key: Arc<str>, lease: Duration) -> BoxFuture<Result<Claim, StoreError>> {
+        Box::pin(async move { IdempotencyStore::claim(&*self, &key, lease).await })
+    }
+
+    fn complete(
+        self: Arc<Self>,
+        key: Arc<str>,
+        token: ClaimToken,
+        keep_for: Duration,
+    ) -> BoxFuture<Result<bool, StoreError>> {
+        Box::pin(async move { IdempotencyStore::complete(&*self, &key, &token, keep_for).await })
+    }
+
+    fn release(self: Arc<Self>, key: Arc<str>, token: ClaimToken) -> BoxFuture<Result<bool, StoreError>> {
+        Box::pin(async move { IdempotencyStore::release(&*self, &key, &token).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_distinct_hex() {
+        let a = ClaimToken::random();
+        let b = ClaimToken::random();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(format!("{a:?}"), "ClaimToken(..)");
+    }
+
+    #[test]
+    fn store_error_keeps_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = StoreError::new(StoreErrorKind::Unavailable, io);
+        assert_eq!(err.kind(), StoreErrorKind::Unavailable);
+        assert_eq!(err.to_string(), "idempotency store unavailable: refused");
+        assert!(err.source().is_some());
+    }
+}
