@@ -53,7 +53,12 @@ pub struct Event<T = Unparsed> {
 pub struct Unparsed;
 
 impl Event {
-    pub(crate) fn new(id: Arc<str>, timestamp: Option<i64>, body: Bytes, scheme: &'static str) -> Self {
+    pub(crate) fn new(
+        id: Arc<str>,
+        timestamp: Option<i64>,
+        body: Bytes,
+        scheme: &'static str,
+    ) -> Self {
         Self {
             id,
             timestamp,

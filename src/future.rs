@@ -90,7 +90,11 @@ struct Held {
 }
 
 impl Held {
-    fn settle(self, complete: bool, keep_for: std::time::Duration) -> BoxFuture<Result<bool, StoreError>> {
+    fn settle(
+        self,
+        complete: bool,
+        keep_for: std::time::Duration,
+    ) -> BoxFuture<Result<bool, StoreError>> {
         if complete {
             self.store.complete(self.key, self.token, keep_for)
         } else {
@@ -166,7 +170,9 @@ where
                 } => {
                     let pushed = match ready!(body.as_mut().poll_frame(cx)) {
                         Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) => collector.push(data).map_err(|_| RejectionKind::PayloadTooLarge),
+                            Ok(data) => collector
+                                .push(data)
+                                .map_err(|_| RejectionKind::PayloadTooLarge),
                             // Trailers carry nothing that is signed.
                             Err(_) => Ok(()),
                         },
@@ -225,8 +231,15 @@ where
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(result)) => result,
                         Err(payload) => {
-                            finish(config, this.span, Outcome::HandlerFailed, "handler_panicked");
-                            tracing::error!("handler panicked; its claim is released so a retry runs it again");
+                            finish(
+                                config,
+                                this.span,
+                                Outcome::HandlerFailed,
+                                "handler_panicked",
+                            );
+                            tracing::error!(
+                                "handler panicked; its claim is released so a retry runs it again"
+                            );
                             let Some(held) = held.take() else {
                                 this.state.set(State::Done);
                                 resume_unwind(payload)
@@ -307,7 +320,12 @@ fn identify(
 }
 
 /// The state after verification: claim the key if there is a store, else call at once.
-fn start<S, B>(config: &Config, request: Request<Full<Bytes>>, mut inner: S, key: Arc<str>) -> State<S, B>
+fn start<S, B>(
+    config: &Config,
+    request: Request<Full<Bytes>>,
+    mut inner: S,
+    key: Arc<str>,
+) -> State<S, B>
 where
     S: Service<Request<Full<Bytes>>>,
 {
@@ -377,7 +395,10 @@ fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<Res
     match rejection.kind() {
         RejectionKind::InFlight => {
             finish(config, span, Outcome::InFlight, "in_flight");
-            tracing::info!(status, "another copy of this delivery is in flight; asked to retry");
+            tracing::info!(
+                status,
+                "another copy of this delivery is in flight; asked to retry"
+            );
         }
         RejectionKind::StoreUnavailable => {
             finish(config, span, Outcome::StoreError, "store_error");
@@ -396,11 +417,17 @@ fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<Res
 /// The answer to a copy of a delivery that was handled already.
 fn duplicate<R>(config: &Config, span: &Span, key: &str) -> Response<ResponseBody<R>> {
     finish(config, span, Outcome::Duplicate, "duplicate");
-    tracing::info!(id = key, "duplicate delivery answered without running the handler");
+    tracing::info!(
+        id = key,
+        "duplicate delivery answered without running the handler"
+    );
     let mut response = Response::new(ResponseBody::own(Bytes::from_static(b"duplicate delivery")));
     let headers = response.headers_mut();
     headers.insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     debug_assert_eq!(response.status(), StatusCode::OK);
     response
 }

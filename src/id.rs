@@ -97,7 +97,12 @@ impl IdSource {
     }
 
     /// The id of one verified delivery, if it has a non-empty one.
-    pub(crate) fn resolve(&self, parts: &Parts, body: &[u8], verified: &Verified) -> Option<String> {
+    pub(crate) fn resolve(
+        &self,
+        parts: &Parts,
+        body: &[u8],
+        verified: &Verified,
+    ) -> Option<String> {
         let id = match &self.source {
             Source::Scheme => verified.id.clone(),
             Source::Header(name) => std::str::from_utf8(parts.headers.get(name)?.as_bytes())
@@ -169,14 +174,20 @@ mod tests {
             Some("v_1-done")
         );
         assert_eq!(resolve(&source, r#"{"verification_id":"v_1"}"#), None);
-        assert_eq!(resolve(&source, r#"{"verification_id":null,"type":"a"}"#), None);
+        assert_eq!(
+            resolve(&source, r#"{"verification_id":null,"type":"a"}"#),
+            None
+        );
         assert_eq!(resolve(&source, "not json"), None);
     }
 
     #[test]
     fn pointers_numbers_and_empty_ids() {
         let nested = IdSource::json_field("/data/id");
-        assert_eq!(resolve(&nested, r#"{"data":{"id":42}}"#).as_deref(), Some("42"));
+        assert_eq!(
+            resolve(&nested, r#"{"data":{"id":42}}"#).as_deref(),
+            Some("42")
+        );
         assert_eq!(resolve(&IdSource::json_field("id"), r#"{"id":""}"#), None);
         assert_eq!(resolve(&IdSource::scheme(), "").as_deref(), Some("hdr"));
     }

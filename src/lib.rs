@@ -94,9 +94,9 @@ mod stats;
 pub mod store;
 
 pub use body::ResponseBody;
+pub use event::{Event, Unparsed};
 #[cfg(feature = "axum")]
 pub use event::{EventRejection, EventRejectionKind};
-pub use event::{Event, Unparsed};
 pub use future::{ResponseFuture, DUPLICATE_HEADER};
 pub use id::IdSource;
 pub use layer::VerifyWebhookLayer;

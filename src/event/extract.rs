@@ -51,9 +51,9 @@ impl EventRejection {
 impl fmt::Display for EventRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            EventRejectionKind::MissingLayer => f.write_str(
-                "Missing webhook event. Is `VerifyWebhookLayer` enabled on this route?",
-            ),
+            EventRejectionKind::MissingLayer => {
+                f.write_str("Missing webhook event. Is `VerifyWebhookLayer` enabled on this route?")
+            }
             EventRejectionKind::InvalidPayload(err) => {
                 write!(f, "webhook payload does not match the expected type: {err}")
             }
@@ -99,7 +99,11 @@ where
     type Rejection = EventRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Event>().cloned().ok_or_else(missing_layer)
+        parts
+            .extensions
+            .get::<Event>()
+            .cloned()
+            .ok_or_else(missing_layer)
     }
 }
 

@@ -251,11 +251,15 @@ mod tests {
         assert_eq!(check_timestamp("1000", &H, at(1300), tol), Ok(1000));
         assert_eq!(check_timestamp("1300", &H, at(1000), tol), Ok(1300));
         assert_eq!(
-            check_timestamp("999", &H, at(1300), tol).unwrap_err().kind(),
+            check_timestamp("999", &H, at(1300), tol)
+                .unwrap_err()
+                .kind(),
             VerifyErrorKind::TimestampTooOld
         );
         assert_eq!(
-            check_timestamp("1301", &H, at(1000), tol).unwrap_err().kind(),
+            check_timestamp("1301", &H, at(1000), tol)
+                .unwrap_err()
+                .kind(),
             VerifyErrorKind::TimestampTooNew
         );
     }
@@ -263,7 +267,16 @@ mod tests {
     #[test]
     fn malformed_timestamps() {
         let tol = Duration::from_secs(300);
-        for text in ["", "-", "+1000", " 1000", "1e3", "10.5", "abc", "99999999999999999999"] {
+        for text in [
+            "",
+            "-",
+            "+1000",
+            " 1000",
+            "1e3",
+            "10.5",
+            "abc",
+            "99999999999999999999",
+        ] {
             assert_eq!(
                 check_timestamp(text, &H, at(1000), tol).unwrap_err().kind(),
                 VerifyErrorKind::InvalidHeader,
@@ -277,8 +290,7 @@ mod tests {
             VerifyErrorKind::TimestampTooOld
         );
         assert_eq!(
-            check_timestamp("9223372036854775807", &H, at(1000), Duration::MAX)
-                .map(|_| ()),
+            check_timestamp("9223372036854775807", &H, at(1000), Duration::MAX).map(|_| ()),
             Ok(())
         );
     }

@@ -180,18 +180,30 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// [`IdempotencyStore`] made object-safe, with owned arguments so the futures can live in the
 /// layer's response future.
 pub(crate) trait DynStore: fmt::Debug + Send + Sync {
-    fn claim(self: Arc<Self>, key: Arc<str>, lease: Duration) -> BoxFuture<Result<Claim, StoreError>>;
+    fn claim(
+        self: Arc<Self>,
+        key: Arc<str>,
+        lease: Duration,
+    ) -> BoxFuture<Result<Claim, StoreError>>;
     fn complete(
         self: Arc<Self>,
         key: Arc<str>,
         token: ClaimToken,
         keep_for: Duration,
     ) -> BoxFuture<Result<bool, StoreError>>;
-    fn release(self: Arc<Self>, key: Arc<str>, token: ClaimToken) -> BoxFuture<Result<bool, StoreError>>;
+    fn release(
+        self: Arc<Self>,
+        key: Arc<str>,
+        token: ClaimToken,
+    ) -> BoxFuture<Result<bool, StoreError>>;
 }
 
 impl<T: IdempotencyStore> DynStore for T {
-    fn claim(self: Arc<Self>, key: Arc<str>, lease: Duration) -> BoxFuture<Result<Claim, StoreError>> {
+    fn claim(
+        self: Arc<Self>,
+        key: Arc<str>,
+        lease: Duration,
+    ) -> BoxFuture<Result<Claim, StoreError>> {
         Box::pin(async move { IdempotencyStore::claim(&*self, &key, lease).await })
     }
 
@@ -204,7 +216,11 @@ impl<T: IdempotencyStore> DynStore for T {
         Box::pin(async move { IdempotencyStore::complete(&*self, &key, &token, keep_for).await })
     }
 
-    fn release(self: Arc<Self>, key: Arc<str>, token: ClaimToken) -> BoxFuture<Result<bool, StoreError>> {
+    fn release(
+        self: Arc<Self>,
+        key: Arc<str>,
+        token: ClaimToken,
+    ) -> BoxFuture<Result<bool, StoreError>> {
         Box::pin(async move { IdempotencyStore::release(&*self, &key, &token).await })
     }
 }
