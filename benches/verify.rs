@@ -1,1 +1,122 @@
-fn main() {}
+//! Verification throughput against the raw HMAC-SHA256 limit, and the whole layer against
+//! the bare inner service.
+//!
+//!     cargo bench --bench verify
+
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use hmac::{Hmac, Mac};
+use http::{Request, Response};
+use http_body_util::Full;
+use sha2::Sha256;
+use tower::{Layer, ServiceExt};
+use tower_webhook::scheme::{Scheme, StandardWebhooks};
+use tower_webhook::store::MemoryStore;
+use tower_webhook::VerifyWebhookLayer;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+fn verify(c: &mut Criterion) {
+    let scheme = StandardWebhooks::new(SECRET).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut group = c.benchmark_group("verify");
+    for size in [1024, 64 * 1024, 1024 * 1024] {
+        let body = vec![b'x'; size];
+        let ts = now();
+        let headers = scheme.sign("msg_bench", ts, &body).unwrap();
+        let at = SystemTime::now();
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(
+            BenchmarkId::new("raw_hmac_sha256", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+                    mac.update(b"msg_bench.");
+                    mac.update(ts.to_string().as_bytes());
+                    mac.update(b".");
+                    mac.update(black_box(body));
+                    mac.finalize().into_bytes()
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("standard_webhooks", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    scheme
+                        .verify(black_box(&headers), black_box(body), at)
+                        .unwrap()
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+fn layer(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let scheme = StandardWebhooks::new(SECRET).unwrap();
+    let handler = tower::service_fn(|_request: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    });
+    let service = VerifyWebhookLayer::new(scheme.clone())
+        .with_store(MemoryStore::new())
+        .layer(handler);
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let ts = now();
+    let next = AtomicU64::new(0);
+    let request = || {
+        let id = format!("msg_{}", next.fetch_add(1, Ordering::Relaxed));
+        let mut request = Request::post("/webhooks")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        *request.headers_mut() = scheme.sign(&id, ts, &body).unwrap();
+        request
+    };
+
+    let mut group = c.benchmark_group("layer_1KiB");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("bare_inner_service", |b| {
+        b.iter_batched(
+            request,
+            |req| runtime.block_on(handler.oneshot(req)).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("verify_and_dedup_memory_store", |b| {
+        b.iter_batched(
+            request,
+            |req| runtime.block_on(service.clone().oneshot(req)).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify, layer);
+criterion_main!(benches);

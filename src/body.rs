@@ -1,11 +1,13 @@
 //! The response body the layer returns, and the buffer a request body is collected into.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use crate::reject::RejectionKind;
 
 pin_project! {
     /// The body of a response from [`VerifyWebhook`](crate::VerifyWebhook): the inner
@@ -95,8 +97,6 @@ pub(crate) struct Collector {
     expected: usize,
 }
 
-pub(crate) struct TooLarge;
-
 impl Collector {
     pub(crate) fn new(limit: usize, expected: usize) -> Self {
         Self {
@@ -108,11 +108,11 @@ impl Collector {
         }
     }
 
-    pub(crate) fn push(&mut self, mut data: impl Buf) -> Result<(), TooLarge> {
+    fn push(&mut self, mut data: impl Buf) -> Result<(), RejectionKind> {
         let size = data.remaining();
-        self.len = self.len.checked_add(size).ok_or(TooLarge)?;
-        if self.len > self.limit {
-            return Err(TooLarge);
+        match self.len.checked_add(size) {
+            Some(len) if len <= self.limit => self.len = len,
+            _ => return Err(RejectionKind::PayloadTooLarge),
         }
         if size == 0 {
             return Ok(());
@@ -129,6 +129,34 @@ impl Collector {
             }
         }
         Ok(())
+    }
+
+    /// Reads `body` to its end: the whole body, or why it cannot be had.
+    pub(crate) fn poll_collect<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Bytes, RejectionKind>>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        loop {
+            match ready!(body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers carry nothing that is signed.
+                    if let Ok(data) = frame.into_data() {
+                        self.push(data)?;
+                    }
+                }
+                Some(Err(err)) => {
+                    let err = err.into();
+                    tracing::warn!(error = %err, "request body failed before its end");
+                    return Poll::Ready(Err(RejectionKind::BodyUnreadable));
+                }
+                None => return Poll::Ready(Ok(self.finish())),
+            }
+        }
     }
 
     /// The collected body; the collector is left empty.

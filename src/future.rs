@@ -70,15 +70,39 @@ pin_project! {
         },
         Settling {
             settle: BoxFuture<Result<bool, StoreError>>,
-            outcome: Option<Result<S::Response, S::Error>>,
+            then: Option<Then<S::Response, S::Error>>,
             completing: bool,
         },
-        // The inner future panicked: release the claim, then let the panic go on.
-        Unwinding {
-            settle: BoxFuture<Result<bool, StoreError>>,
-            payload: Option<Box<dyn Any + Send>>,
-        },
         Done,
+    }
+}
+
+impl<S, B> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    fn refused(rejection: Rejection) -> Self {
+        Self::Refused {
+            rejection: Some(rejection),
+        }
+    }
+}
+
+/// What follows the settling of a claim.
+enum Then<R, E> {
+    /// The inner service's answer goes out.
+    Answer(Result<R, E>),
+    /// The inner future panicked: the panic goes on once the claim is released.
+    Unwind(Box<dyn Any + Send>),
+}
+
+impl<R, E> Then<Response<R>, E> {
+    /// Hands the answer out, or lets the panic go on.
+    fn go_on(self) -> Poll<Result<Response<ResponseBody<R>>, E>> {
+        match self {
+            Then::Answer(result) => Poll::Ready(result.map(|r| r.map(ResponseBody::inner))),
+            Then::Unwind(payload) => resume_unwind(payload),
+        }
     }
 }
 
@@ -124,9 +148,7 @@ where
         let hint = body.size_hint();
         let too_large = |len: u64| usize::try_from(len).map_or(true, |len| len > limit);
         let state = if announced.is_some_and(too_large) || too_large(hint.lower()) {
-            State::Refused {
-                rejection: Some(Rejection::new(RejectionKind::PayloadTooLarge)),
-            }
+            State::refused(Rejection::new(RejectionKind::PayloadTooLarge))
         } else {
             let expected = announced.or(hint.exact()).unwrap_or(0);
             State::Collecting {
@@ -164,127 +186,70 @@ where
                     return Poll::Ready(Ok(reject(config, this.span, rejection)));
                 }
                 StateProj::Collecting {
-                    mut body,
+                    body,
                     head,
                     collector,
                 } => {
-                    let pushed = match ready!(body.as_mut().poll_frame(cx)) {
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) => collector
-                                .push(data)
-                                .map_err(|_| RejectionKind::PayloadTooLarge),
-                            // Trailers carry nothing that is signed.
-                            Err(_) => Ok(()),
-                        },
-                        Some(Err(err)) => {
-                            let err = err.into();
-                            tracing::warn!(error = %err, "request body failed before its end");
-                            Err(RejectionKind::BodyUnreadable)
-                        }
-                        None => {
+                    let next = match ready!(collector.poll_collect(body, cx)) {
+                        Ok(body) => {
                             let (parts, inner) = head.take().expect("polled after completion");
-                            let body = collector.finish();
-                            let next = match identify(config, this.span, parts, body) {
+                            match identify(config, this.span, parts, body) {
                                 Ok((request, key)) => start(config, request, inner, key),
-                                Err(rejection) => State::Refused {
-                                    rejection: Some(rejection),
-                                },
-                            };
-                            this.state.set(next);
-                            continue;
+                                Err(rejection) => State::refused(rejection),
+                            }
                         }
+                        Err(kind) => State::refused(Rejection::new(kind)),
                     };
-                    if let Err(kind) = pushed {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(reject(config, this.span, Rejection::new(kind))));
-                    }
+                    this.state.set(next);
                 }
                 StateProj::Claiming { claim, call } => {
                     let claimed = ready!(claim.as_mut().poll(cx));
                     let (request, mut inner, key) = call.take().expect("polled after completion");
-                    let rejection = match claimed {
-                        Ok(Claim::Acquired(token)) => {
-                            let store = config.store.clone().expect("claimed without a store");
-                            let future = inner.call(request);
-                            this.state.set(State::Calling {
-                                future,
-                                held: Some(Held { store, key, token }),
-                            });
-                            continue;
-                        }
+                    let next = match claimed {
+                        Ok(Claim::Acquired(token)) => State::Calling {
+                            future: inner.call(request),
+                            held: config.store.clone().map(|store| Held { store, key, token }),
+                        },
                         Ok(Claim::Completed) => {
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(duplicate(config, this.span, &key)));
                         }
-                        Ok(Claim::InFlight) => Rejection::new(RejectionKind::InFlight),
+                        Ok(Claim::InFlight) => {
+                            State::refused(Rejection::new(RejectionKind::InFlight))
+                        }
                         Err(err) => {
                             tracing::error!(error = %err, "idempotency store failed to claim the delivery");
-                            Rejection::new(RejectionKind::StoreUnavailable)
+                            State::refused(Rejection::new(RejectionKind::StoreUnavailable))
                         }
                     };
-                    this.state.set(State::Done);
-                    return Poll::Ready(Ok(reject(config, this.span, rejection)));
+                    this.state.set(next);
                 }
                 StateProj::Calling { future, held } => {
-                    let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
-                    let result = match polled {
+                    let then = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                         Ok(Poll::Pending) => return Poll::Pending,
-                        Ok(Poll::Ready(result)) => result,
-                        Err(payload) => {
-                            finish(
-                                config,
-                                this.span,
-                                Outcome::HandlerFailed,
-                                "handler_panicked",
-                            );
-                            tracing::error!(
-                                "handler panicked; its claim is released so a retry runs it again"
-                            );
-                            let Some(held) = held.take() else {
-                                this.state.set(State::Done);
-                                resume_unwind(payload)
-                            };
-                            let settle = held.settle(false, config.dedup_window);
-                            this.state.set(State::Unwinding {
-                                settle,
-                                payload: Some(payload),
-                            });
-                            continue;
-                        }
+                        Ok(Poll::Ready(result)) => Then::Answer(result),
+                        Err(payload) => Then::Unwind(payload),
                     };
-                    let completing = handled(config, this.span, &result);
-                    match held.take() {
-                        None => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(result.map(|r| r.map(ResponseBody::inner)));
-                        }
-                        Some(held) => {
-                            let settle = held.settle(completing, config.dedup_window);
-                            this.state.set(State::Settling {
-                                settle,
-                                outcome: Some(result),
-                                completing,
-                            });
-                        }
-                    }
+                    let completing = handled(config, this.span, &then);
+                    let Some(held) = held.take() else {
+                        this.state.set(State::Done);
+                        return then.go_on();
+                    };
+                    this.state.set(State::Settling {
+                        settle: held.settle(completing, config.dedup_window),
+                        then: Some(then),
+                        completing,
+                    });
                 }
                 StateProj::Settling {
                     settle,
-                    outcome,
+                    then,
                     completing,
                 } => {
-                    let settled = ready!(settle.as_mut().poll(cx));
-                    log_settled(&settled, *completing);
-                    let outcome = outcome.take().expect("polled after completion");
+                    log_settled(&ready!(settle.as_mut().poll(cx)), *completing);
+                    let then = then.take().expect("polled after completion");
                     this.state.set(State::Done);
-                    return Poll::Ready(outcome.map(|r| r.map(ResponseBody::inner)));
-                }
-                StateProj::Unwinding { settle, payload } => {
-                    let settled = ready!(settle.as_mut().poll(cx));
-                    log_settled(&settled, false);
-                    let payload = payload.take().expect("polled after completion");
-                    this.state.set(State::Done);
-                    resume_unwind(payload);
+                    return then.go_on();
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
@@ -341,29 +306,32 @@ where
     }
 }
 
-/// Counts and logs the inner service's answer; whether it is a success that completes the
-/// claim.
-fn handled<R, E>(config: &Config, span: &Span, result: &Result<Response<R>, E>) -> bool {
-    match result {
-        Ok(response) if response.status().is_success() => {
+/// Counts and logs what the inner service did; whether it succeeded, so that its claim is
+/// completed rather than released.
+fn handled<R, E>(config: &Config, span: &Span, then: &Then<Response<R>, E>) -> bool {
+    match then {
+        Then::Answer(Ok(response)) if response.status().is_success() => {
             finish(config, span, Outcome::Handled, "handled");
             tracing::debug!(status = response.status().as_u16(), "webhook handled");
-            true
+            return true;
         }
-        Ok(response) => {
+        Then::Answer(Ok(response)) => {
             finish(config, span, Outcome::HandlerFailed, "handler_failed");
             tracing::warn!(
                 status = response.status().as_u16(),
                 "handler answered non-2xx; the sender will retry"
             );
-            false
         }
-        Err(_) => {
+        Then::Answer(Err(_)) => {
             finish(config, span, Outcome::HandlerFailed, "handler_error");
             tracing::warn!("handler returned an error; the sender will retry");
-            false
+        }
+        Then::Unwind(_) => {
+            finish(config, span, Outcome::HandlerFailed, "handler_panicked");
+            tracing::error!("handler panicked; the sender will retry");
         }
     }
+    false
 }
 
 fn log_settled(settled: &Result<bool, StoreError>, completing: bool) {

@@ -380,11 +380,8 @@ async fn a_utf8_id_is_accepted() {
 async fn svix_headers_verify() {
     let ts = now_unix();
     let mut headers = HeaderMap::new();
-    for (name, value) in scheme()
-        .sign("msg_svix", ts, BODY.as_bytes())
-        .unwrap()
-        .iter()
-    {
+    let signed = scheme().sign("msg_svix", ts, BODY.as_bytes()).unwrap();
+    for (name, value) in &signed {
         let svix = name.as_str().replace("webhook-", "svix-");
         headers.insert(
             HeaderName::from_bytes(svix.as_bytes()).unwrap(),
@@ -399,7 +396,7 @@ async fn svix_headers_verify() {
 
 /// A body that yields `chunks`, then fails if `fail` is set, and records whether it was read.
 struct Chunks {
-    chunks: Vec<Bytes>,
+    queue: Vec<Bytes>,
     fail: bool,
     polled: Arc<AtomicBool>,
     hint: SizeHint,
@@ -409,7 +406,7 @@ impl Chunks {
     fn new(chunks: Vec<Bytes>, fail: bool) -> (Self, Arc<AtomicBool>) {
         let polled = Arc::new(AtomicBool::new(false));
         let body = Self {
-            chunks,
+            queue: chunks,
             fail,
             polled: Arc::clone(&polled),
             hint: SizeHint::default(),
@@ -427,8 +424,8 @@ impl Body for Chunks {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.polled.store(true, Ordering::SeqCst);
-        if !self.chunks.is_empty() {
-            let chunk = self.chunks.remove(0);
+        if !self.queue.is_empty() {
+            let chunk = self.queue.remove(0);
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if self.fail {
@@ -442,7 +439,7 @@ impl Body for Chunks {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
