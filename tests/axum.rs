@@ -92,6 +92,23 @@ async fn route_layer_guards_only_its_routes() {
 }
 
 #[tokio::test]
+async fn a_layer_on_a_single_method_route() {
+    let calls = Calls::default();
+    let counted = calls.clone();
+    let route = post(move |event: Event| async move {
+        counted.hit();
+        event.id().to_owned()
+    })
+    .layer(layer());
+    let app = Router::new().route("/webhooks", route);
+    let (status, text) = call(app.clone(), signed("msg_method", BODY)).await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "msg_method"));
+    let (status, _) = call(app, common::request(http::HeaderMap::new(), BODY)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(calls.get(), 1);
+}
+
+#[tokio::test]
 async fn the_raw_event_and_json_on_demand() {
     let app = Router::new()
         .route(
