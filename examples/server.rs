@@ -6,6 +6,10 @@
 //! to listen on (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
 //! handler runs it prints `handled event <id>`; every rejection and duplicate prints a line
 //! too.
+//!
+//! The store comes from the environment: `REDIS_URL` set, Redis (build with
+//! `--features redis`); else `DATABASE_URL` set, PostgreSQL, its table created at start
+//! (`--features postgres`); neither, in memory.
 
 use std::net::SocketAddr;
 
@@ -37,13 +41,21 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .parse()
         .map_err(|err| format!("BIND: {err}"))?;
 
+    let layer = VerifyWebhookLayer::new(scheme);
+    let layer = if let Ok(url) = std::env::var("REDIS_URL") {
+        with_redis(layer, &url).await?
+    } else if let Ok(url) = std::env::var("DATABASE_URL") {
+        with_postgres(layer, &url).await?
+    } else {
+        println!("store: in memory");
+        layer.with_store(MemoryStore::new())
+    };
     let app = Router::new()
         .route("/webhooks", post(handle))
-        .layer(VerifyWebhookLayer::new(scheme).with_store(MemoryStore::new()))
+        .layer(layer)
         .layer(middleware::from_fn(report));
 
     let listener = tokio::net::TcpListener::bind(bind).await?;
-    println!("store: in memory");
     println!("listening on http://{}/webhooks", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -51,6 +63,60 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     Ok(())
+}
+
+#[cfg(feature = "redis")]
+async fn with_redis(
+    layer: VerifyWebhookLayer,
+    url: &str,
+) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+    let store = tower_webhook::store::RedisStore::connect(url)
+        .await
+        .map_err(|err| format!("REDIS_URL: {err}"))?;
+    println!(
+        "store: Redis, keys prefixed {:?}",
+        tower_webhook::store::RedisStore::<()>::DEFAULT_PREFIX
+    );
+    Ok(layer.with_store(store))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn with_redis(
+    _: VerifyWebhookLayer,
+    _: &str,
+) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+    Err("REDIS_URL is set, but this build has no Redis store: run with --features redis".into())
+}
+
+#[cfg(feature = "postgres")]
+async fn with_postgres(
+    layer: VerifyWebhookLayer,
+    url: &str,
+) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+    use tower_webhook::store::postgres::sqlx::postgres::PgPoolOptions;
+    use tower_webhook::store::PostgresStore;
+
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .connect(url)
+        .await
+        .map_err(|err| format!("DATABASE_URL: {err}"))?;
+    let store = PostgresStore::new(pool);
+    store.create_table().await?;
+    store.spawn_cleanup(std::time::Duration::from_secs(3600));
+    println!("store: PostgreSQL, table {}", PostgresStore::DEFAULT_TABLE);
+    Ok(layer.with_store(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn with_postgres(
+    _: VerifyWebhookLayer,
+    _: &str,
+) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+    Err(
+        "DATABASE_URL is set, but this build has no PostgreSQL store: run with --features postgres"
+            .into(),
+    )
 }
 
 async fn handle(event: Event) -> StatusCode {

@@ -246,7 +246,7 @@ where
                     then,
                     completing,
                 } => {
-                    log_settled(&ready!(settle.as_mut().poll(cx)), *completing);
+                    settled(config, &ready!(settle.as_mut().poll(cx)), *completing);
                     let then = then.take().expect("polled after completion");
                     this.state.set(State::Done);
                     return then.go_on();
@@ -334,8 +334,12 @@ fn handled<R, E>(config: &Config, span: &Span, then: &Then<Response<R>, E>) -> b
     false
 }
 
-fn log_settled(settled: &Result<bool, StoreError>, completing: bool) {
-    match (settled, completing) {
+/// Logs how settling a claim went, and counts completions that were not recorded.
+fn settled(config: &Config, result: &Result<bool, StoreError>, completing: bool) {
+    if completing && !matches!(result, Ok(true)) {
+        config.stats.count(Outcome::CompletionFailed);
+    }
+    match (result, completing) {
         (Ok(true), _) => {}
         (Ok(false), true) => tracing::warn!(
             "the claim's lease ran out before the handler finished; completion not recorded"

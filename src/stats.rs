@@ -21,6 +21,7 @@ struct Counters {
     store_errors: AtomicU64,
     handled: AtomicU64,
     handler_failures: AtomicU64,
+    completion_failures: AtomicU64,
 }
 
 /// The counters of [`Stats`] at one moment.
@@ -40,6 +41,9 @@ pub struct StatsSnapshot {
     pub handled: u64,
     /// Deliveries whose handler answered non-2xx, returned an error or panicked.
     pub handler_failures: u64,
+    /// Handled deliveries whose completion could not be recorded (the store failed, or the
+    /// lease ran out first): a later copy of each may run the handler again.
+    pub completion_failures: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +54,7 @@ pub(crate) enum Outcome {
     StoreError,
     Handled,
     HandlerFailed,
+    CompletionFailed,
 }
 
 impl Stats {
@@ -63,6 +68,7 @@ impl Stats {
             store_errors: c.store_errors.load(Ordering::Relaxed),
             handled: c.handled.load(Ordering::Relaxed),
             handler_failures: c.handler_failures.load(Ordering::Relaxed),
+            completion_failures: c.completion_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -75,6 +81,7 @@ impl Stats {
             Outcome::StoreError => &c.store_errors,
             Outcome::Handled => &c.handled,
             Outcome::HandlerFailed => &c.handler_failures,
+            Outcome::CompletionFailed => &c.completion_failures,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

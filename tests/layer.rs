@@ -841,6 +841,8 @@ async fn a_failed_completion_still_answers_with_the_handler() {
     let (status, _, text) = send(&layer, &calls, signed("msg_done", BODY)).await;
     assert_eq!((status, text.as_str()), (StatusCode::OK, "handled"));
     assert_eq!(calls.get(), 1);
+    let counted = layer.stats().snapshot();
+    assert_eq!((counted.handled, counted.completion_failures), (1, 1));
 }
 
 #[tokio::test]

@@ -292,3 +292,254 @@ macro_rules! store_conformance {
         )*
     };
 }
+
+// ---------------------------------------------------------------------------------------
+// Servers, replicas and faults, for the stores that talk to one.
+
+pub mod proxy;
+
+/// The value of `var`, or `default`.
+pub fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// What a test does when its server cannot be reached: fail under CI, else skip loudly.
+pub fn unreachable<T>(
+    server: &str,
+    var: &str,
+    url: &str,
+    err: impl std::fmt::Display,
+) -> Option<T> {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{server} at {url} is unreachable and CI is set: {err}"
+    );
+    eprintln!(
+        "\n*** SKIPPED: {server} at {url} is unreachable ({err}).\n*** Start it, or point {var} at one, to run this test.\n"
+    );
+    None
+}
+
+/// A handler that counts its runs per event id, holding each claim a little while so that
+/// concurrent copies overlap.
+#[derive(Clone, Default)]
+pub struct PerId(Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+
+impl PerId {
+    pub fn service(
+        &self,
+        hold: Duration,
+    ) -> impl tower::Service<
+        Request<Full<Bytes>>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        let runs = self.clone();
+        tower::service_fn(move |request: Request<Full<Bytes>>| {
+            let runs = runs.clone();
+            async move {
+                let id = request
+                    .extensions()
+                    .get::<tower_webhook::Event>()
+                    .unwrap()
+                    .id()
+                    .to_owned();
+                *runs.0.lock().unwrap().entry(id).or_default() += 1;
+                tokio::time::sleep(hold).await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            }
+        })
+    }
+
+    pub fn runs(&self, id: &str) -> usize {
+        self.0.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+
+    pub fn all(&self) -> std::collections::HashMap<String, usize> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Two layers, as two replicas with their own store instances on one backend, receive 50
+/// concurrent copies of one delivery between them: the handler runs exactly once.
+pub async fn two_replicas_run_the_handler_once<S: IdempotencyStore + Clone>(a: S, b: S) {
+    use tower::{Layer, ServiceExt};
+    let runs = PerId::default();
+    let replicas = [a, b].map(|store| {
+        tower_webhook::VerifyWebhookLayer::new(scheme())
+            .with_store(store)
+            .layer(runs.service(Duration::from_millis(100)))
+    });
+    let id = format!("msg_replicas_{}", ClaimToken::random().as_str());
+    let body = r#"{"type":"order.paid"}"#;
+    let headers = scheme().sign(&id, now_unix(), body.as_bytes()).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let service = replicas[i % 2].clone();
+        let request = request(headers.clone(), body);
+        tasks.spawn(async move { service.oneshot(request).await.unwrap().status() });
+    }
+    while let Some(status) = tasks.join_next().await {
+        let status = status.unwrap();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS,
+            "{status}"
+        );
+    }
+    assert_eq!(runs.runs(&id), 1);
+}
+
+/// Deliveries through a store whose connection fails: 503 with `Retry-After` while the
+/// proxy is down, never a 4xx, and handled again once it is up, with nothing restarted.
+pub async fn outages_answer_503_and_recover<S: IdempotencyStore + Clone>(
+    store: S,
+    proxy: &proxy::FaultProxy,
+) {
+    use tower::{Layer, ServiceExt};
+    let runs = PerId::default();
+    let service = tower_webhook::VerifyWebhookLayer::new(scheme())
+        .with_store(store)
+        .layer(runs.service(Duration::ZERO));
+    let send = |id: String| {
+        let service = service.clone();
+        async move {
+            let response = service.oneshot(signed(&id, r#"{"n":1}"#)).await.unwrap();
+            (
+                response.status(),
+                response.headers().get(http::header::RETRY_AFTER).cloned(),
+            )
+        }
+    };
+    let run = ClaimToken::random();
+    let (status, _) = send(format!("msg_before_{}", run.as_str())).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for (round, fault) in [
+        proxy::Fault::Refuse,
+        proxy::Fault::Cut,
+        proxy::Fault::Refuse,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        proxy.down(fault);
+        for attempt in 0..3 {
+            let id = format!("msg_down_{round}_{attempt}_{}", run.as_str());
+            let (status, retry_after) = send(id.clone()).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{fault:?}");
+            assert!(retry_after.is_some(), "a 503 carries Retry-After");
+            assert_eq!(
+                runs.runs(&id),
+                0,
+                "the handler must not run while the store is down"
+            );
+        }
+        proxy.up().await;
+        let id = format!("msg_up_{round}_{}", run.as_str());
+        let (status, _) = send(id.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the first delivery after recovery is handled ({fault:?})"
+        );
+        assert_eq!(runs.runs(&id), 1);
+    }
+}
+
+/// A sender that retries every non-2xx, and sends every event once more after it succeeds
+/// (senders deliver at least once), delivers 500 distinct events while the proxy goes down
+/// and up. Every event is handled; none is handled twice except where a completion could not
+/// be written.
+pub async fn a_retrying_sender_loses_nothing_through_outages<S: IdempotencyStore + Clone>(
+    store: S,
+    proxy: &proxy::FaultProxy,
+) {
+    use tower::{Layer, ServiceExt};
+    const EVENTS: usize = 500;
+    let runs = PerId::default();
+    let layer = tower_webhook::VerifyWebhookLayer::new(scheme())
+        .with_store(store)
+        // A claim orphaned by a cut connection blocks its event for one lease; keep it short.
+        .with_lease(Duration::from_secs(1));
+    let counters = layer.stats();
+    let service = layer.layer(runs.service(Duration::from_millis(2)));
+    let run = ClaimToken::random();
+    let ids: Vec<String> = (0..EVENTS)
+        .map(|i| format!("msg_sender_{i}_{}", run.as_str()))
+        .collect();
+
+    let deliveries = {
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for chunk in ids.chunks(EVENTS / 20) {
+                let (chunk, service) = (chunk.to_vec(), service.clone());
+                tasks.spawn(async move {
+                    for id in chunk {
+                        for copy in 0..2 {
+                            let mut attempts = 0;
+                            loop {
+                                attempts += 1;
+                                assert!(attempts < 2000, "{id} copy {copy} was never acknowledged");
+                                let status = service
+                                    .clone()
+                                    .oneshot(signed(&id, r#"{"type":"tick"}"#))
+                                    .await
+                                    .unwrap()
+                                    .status();
+                                if status.is_success() {
+                                    break;
+                                }
+                                assert!(
+                                    status == StatusCode::SERVICE_UNAVAILABLE
+                                        || status == StatusCode::TOO_MANY_REQUESTS,
+                                    "{id}: a sender would drop the event on {status}"
+                                );
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+        })
+    };
+
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.down(if round % 2 == 0 {
+            proxy::Fault::Cut
+        } else {
+            proxy::Fault::Refuse
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.up().await;
+    }
+    tokio::time::timeout(Duration::from_secs(240), deliveries)
+        .await
+        .expect("the sender finished")
+        .unwrap();
+
+    let all = runs.all();
+    let twice: usize = ids
+        .iter()
+        .map(|id| all.get(id).copied().unwrap_or(0).saturating_sub(1))
+        .sum();
+    for id in &ids {
+        assert!(all.get(id).copied().unwrap_or(0) >= 1, "{id} was lost");
+    }
+    let snapshot = counters.snapshot();
+    let unrecorded = usize::try_from(snapshot.completion_failures).unwrap();
+    assert!(
+        twice <= unrecorded,
+        "{twice} extra runs, but only {unrecorded} completions went unrecorded"
+    );
+    assert!(
+        snapshot.store_errors > 0,
+        "the outages were felt: {snapshot:?}"
+    );
+    eprintln!("outage run: {snapshot:?}, extra runs {twice}");
+}
