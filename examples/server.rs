@@ -81,6 +81,7 @@ async fn with_redis(
 }
 
 #[cfg(not(feature = "redis"))]
+#[allow(clippy::unused_async)] // the same signature as with the feature
 async fn with_redis(
     _: VerifyWebhookLayer,
     _: &str,
@@ -109,6 +110,7 @@ async fn with_postgres(
 }
 
 #[cfg(not(feature = "postgres"))]
+#[allow(clippy::unused_async)] // the same signature as with the feature
 async fn with_postgres(
     _: VerifyWebhookLayer,
     _: &str,

@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 pub struct Event<T = Unparsed> {
     id: Arc<str>,
     timestamp: Option<i64>,
+    kind: Option<Arc<str>>,
     body: Bytes,
     scheme: &'static str,
     payload: T,
@@ -56,12 +57,14 @@ impl Event {
     pub(crate) fn new(
         id: Arc<str>,
         timestamp: Option<i64>,
+        event_type: Option<String>,
         body: Bytes,
         scheme: &'static str,
     ) -> Self {
         Self {
             id,
             timestamp,
+            kind: event_type.map(Arc::from),
             body,
             scheme,
             payload: Unparsed,
@@ -74,6 +77,7 @@ impl Event {
         Ok(Event {
             id: self.id,
             timestamp: self.timestamp,
+            kind: self.kind,
             body: self.body,
             scheme: self.scheme,
             payload,
@@ -82,7 +86,8 @@ impl Event {
 }
 
 impl<T> Event<T> {
-    /// The delivery's id: the one the layer deduplicates on.
+    /// The delivery's id, from the layer's [`IdSource`](crate::IdSource). The layer dedupes
+    /// on it (with a hash of the body, under [`IdSource::with_body_hash`](crate::IdSource::with_body_hash)).
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -101,6 +106,13 @@ impl<T> Event<T> {
     /// The signed timestamp in seconds since the Unix epoch, for schemes that have one.
     pub fn unix_timestamp(&self) -> Option<i64> {
         self.timestamp
+    }
+
+    /// The kind of event, where the sender names it in a header: GitHub's `X-GitHub-Event`,
+    /// Shopify's `X-Shopify-Topic`. Senders that name it in the body (`type` for Stripe and
+    /// Standard Webhooks) leave it `None`: read it from the payload.
+    pub fn event_type(&self) -> Option<&str> {
+        self.kind.as_deref()
     }
 
     /// The raw body, exactly the bytes that were verified. Cloning it does not copy them.
@@ -136,6 +148,7 @@ impl<T> fmt::Debug for Event<T> {
         f.debug_struct("Event")
             .field("id", &self.id)
             .field("timestamp", &self.timestamp)
+            .field("event_type", &self.kind)
             .field("scheme", &self.scheme)
             .field("body_len", &self.body.len())
             .finish_non_exhaustive()

@@ -269,15 +269,17 @@ fn identify(
         .scheme
         .verify(&parts.headers, &body, config.clock.now())
         .map_err(|err| Rejection::new(RejectionKind::Verification(err)))?;
-    let id = config
+    let id: Arc<str> = config
         .id_source
-        .resolve(&parts, &body, &verified)
-        .ok_or_else(|| Rejection::new(RejectionKind::MissingId))?;
-    span.record("id", id.as_str());
-    let key: Arc<str> = Arc::from(id);
+        .resolve(&*config.scheme, &parts, &body, &verified)
+        .ok_or_else(|| Rejection::new(RejectionKind::MissingId))?
+        .into();
+    span.record("id", &*id);
+    let key = config.id_source.dedup_key(&id, &body);
     parts.extensions.insert(Event::new(
-        Arc::clone(&key),
+        id,
         verified.timestamp,
+        verified.event_type,
         body.clone(),
         config.scheme.name(),
     ));

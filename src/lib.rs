@@ -86,6 +86,7 @@ pub mod clock;
 mod event;
 mod future;
 mod id;
+mod json;
 mod layer;
 mod reject;
 pub mod scheme;

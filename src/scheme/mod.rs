@@ -3,9 +3,25 @@
 //! The layer knows nothing of any sender's headers. It hands the request headers, the raw body
 //! and the current time to a [`Scheme`], and goes on only if the scheme answers with
 //! [`Verified`]. A new sender is a new `Scheme`; the layer does not change.
+//!
+//! | sender | scheme |
+//! | --- | --- |
+//! | Svix and every Standard Webhooks sender (Clerk, Resend, Crossmint, Self, ...) | [`StandardWebhooks`] |
+//! | Stripe | [`HmacScheme::stripe`] |
+//! | GitHub | [`HmacScheme::github`] |
+//! | Shopify | [`HmacScheme::shopify`] |
+//! | Slack | [`HmacScheme::slack`] |
+//! | Paddle | [`HmacScheme::paddle`] |
+//! | anyone else who signs with HMAC-SHA256 | [`HmacScheme::builder`] |
+//!
+//! All of them run on one verification core: a signature header in one of two shapes, a
+//! template of what is signed, a timestamp rule and an id rule.
 
+pub(crate) mod engine;
+mod hmac;
 mod standard;
 
+pub use self::hmac::{Encoding, HmacScheme, HmacSchemeBuilder, InvalidScheme, InvalidSchemeKind};
 pub use standard::StandardWebhooks;
 
 use std::error::Error;
@@ -34,6 +50,17 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
         body: &[u8],
         now: SystemTime,
     ) -> Result<Verified, VerifyError>;
+
+    /// The id of a verified delivery, where [`IdSource::scheme`](crate::IdSource::scheme)
+    /// asks the scheme for it (the default).
+    ///
+    /// Runs after [`verify`](Self::verify) succeeded, and only when the id is needed, so that
+    /// a scheme whose id lies in the body (Stripe's `id` field) does not parse the body during
+    /// verification. The default is the id [`verify`](Self::verify) found.
+    fn identify(&self, headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+        let _ = (headers, body);
+        verified.id.clone()
+    }
 }
 
 /// What a scheme learned from a delivery it verified.
@@ -44,6 +71,9 @@ pub struct Verified {
     pub id: Option<String>,
     /// The signed timestamp, in seconds since the Unix epoch, where the scheme has one.
     pub timestamp: Option<i64>,
+    /// The kind of event, where the sender names it in a header (GitHub's `X-GitHub-Event`,
+    /// Shopify's `X-Shopify-Topic`).
+    pub event_type: Option<String>,
 }
 
 impl Verified {
@@ -65,6 +95,13 @@ impl Verified {
         self.timestamp = Some(timestamp);
         self
     }
+
+    /// Sets the kind of event.
+    #[must_use]
+    pub fn with_event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
 }
 
 /// Why a delivery failed verification. It becomes a `400 Bad Request`.
@@ -76,6 +113,7 @@ impl Verified {
 pub struct VerifyError {
     kind: VerifyErrorKind,
     header: Option<HeaderName>,
+    detail: Option<&'static str>,
 }
 
 /// The kind of a [`VerifyError`].
@@ -102,6 +140,7 @@ impl VerifyError {
         Self {
             kind: VerifyErrorKind::MissingHeader,
             header: Some(name),
+            detail: None,
         }
     }
 
@@ -110,12 +149,25 @@ impl VerifyError {
         Self {
             kind: VerifyErrorKind::InvalidHeader,
             header: Some(name),
+            detail: None,
         }
     }
 
     /// An error of a kind that names no header.
     pub fn new(kind: VerifyErrorKind) -> Self {
-        Self { kind, header: None }
+        Self {
+            kind,
+            header: None,
+            detail: None,
+        }
+    }
+
+    /// Adds what exactly is wrong, shown after the reason (`invalid stripe-signature: no
+    /// timestamp`).
+    #[must_use]
+    pub fn with_detail(mut self, detail: &'static str) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     /// What went wrong.
@@ -139,11 +191,59 @@ impl fmt::Display for VerifyError {
             VerifyErrorKind::TimestampTooNew => f.write_str("timestamp too far in the future"),
             VerifyErrorKind::NoSupportedSignature => f.write_str("no supported signature"),
             VerifyErrorKind::NoMatchingSignature => f.write_str("no matching signature"),
+        }?;
+        if let Some(detail) = self.detail {
+            write!(f, ": {detail}")?;
         }
+        Ok(())
     }
 }
 
 impl Error for VerifyError {}
+
+/// Why a scheme could not sign a delivery (a test helper's error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignError {
+    kind: SignErrorKind,
+}
+
+/// The kind of a [`SignError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignErrorKind {
+    /// The id (or the timestamp) cannot be a header value: it holds a control character.
+    InvalidHeaderValue,
+    /// The scheme only holds a public key, which verifies but cannot sign.
+    NoSigningKey,
+}
+
+impl SignError {
+    pub(crate) fn new(kind: SignErrorKind) -> Self {
+        Self { kind }
+    }
+
+    /// Why signing failed.
+    pub fn kind(&self) -> SignErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            SignErrorKind::InvalidHeaderValue => "the id cannot be a header value",
+            SignErrorKind::NoSigningKey => "the scheme has no key that can sign",
+        })
+    }
+}
+
+impl Error for SignError {}
+
+impl From<http::header::InvalidHeaderValue> for SignError {
+    fn from(_: http::header::InvalidHeaderValue) -> Self {
+        Self::new(SignErrorKind::InvalidHeaderValue)
+    }
+}
 
 /// A secret or key that cannot be used, found when the scheme is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,10 +255,12 @@ pub struct InvalidSecret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum InvalidSecretKind {
-    /// The secret (after any prefix such as `whsec_`) is not valid base64.
+    /// The secret or key (after any prefix such as `whsec_`) is not valid base64.
     NotBase64,
     /// The secret is empty: an HMAC with an empty key proves nothing.
     Empty,
+    /// The public or private key is not a valid Ed25519 key.
+    InvalidKey,
 }
 
 impl InvalidSecret {
@@ -176,26 +278,32 @@ impl fmt::Display for InvalidSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             InvalidSecretKind::NotBase64 => {
-                f.write_str("webhook secret is not valid base64 after its `whsec_` prefix")
+                f.write_str("webhook secret or key is not valid base64 after its prefix (`whsec_`, `whpk_`, `whsk_`)")
             }
             InvalidSecretKind::Empty => f.write_str("webhook secret is empty"),
+            InvalidSecretKind::InvalidKey => f.write_str("not a valid Ed25519 key"),
         }
     }
 }
 
 impl Error for InvalidSecret {}
 
-/// The first value of `name` as text, or the error a scheme reports for it.
+/// The one value of `name` as text, or the error a scheme reports for it.
 ///
 /// Header values may hold any byte but control characters; a value that is not UTF-8 is
-/// malformed for every scheme here. An empty value counts as missing.
+/// malformed for every scheme here. An empty value counts as missing. A header sent twice is
+/// refused: which of the two was signed cannot be told.
 pub(crate) fn header_str<'h>(
     headers: &'h HeaderMap,
     name: &HeaderName,
 ) -> Result<&'h str, VerifyError> {
-    let value = headers
-        .get(name)
+    let mut values = headers.get_all(name).into_iter();
+    let value = values
+        .next()
         .ok_or_else(|| VerifyError::missing_header(name.clone()))?;
+    if values.next().is_some() {
+        return Err(VerifyError::invalid_header(name.clone()).with_detail("sent more than once"));
+    }
     let text = std::str::from_utf8(value.as_bytes())
         .map_err(|_| VerifyError::invalid_header(name.clone()))?;
     if text.trim().is_empty() {

@@ -3,28 +3,23 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine as _};
-use hmac::{Hmac, Mac};
-use http::{HeaderMap, HeaderName, HeaderValue};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+use http::{HeaderMap, HeaderName};
 
-use super::{
-    check_timestamp, header_str, InvalidSecret, InvalidSecretKind, Scheme, Verified, VerifyError,
-    VerifyErrorKind,
-};
-
-static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
-static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
-static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
-static SVIX_ID: HeaderName = HeaderName::from_static("svix-id");
-static SVIX_TIMESTAMP: HeaderName = HeaderName::from_static("svix-timestamp");
-static SVIX_SIGNATURE: HeaderName = HeaderName::from_static("svix-signature");
+#[cfg(feature = "ed25519")]
+use super::engine::Ed25519Key;
+use super::engine::{self, Alg, Encoding, Engine, Format, Header, IdFrom, Key, TimestampFrom};
+use super::{InvalidSecret, InvalidSecretKind, Scheme, SignError, Verified, VerifyError};
 
 const SECRET_PREFIX: &str = "whsec_";
-const TAG_LEN: usize = 32;
+
+/// The signature versions: `v1` (HMAC-SHA256), and with the `ed25519` feature `v1a`.
+#[cfg(not(feature = "ed25519"))]
+const VERSIONS: &[(&str, Alg)] = &[("v1", Alg::HmacSha256)];
+#[cfg(feature = "ed25519")]
+const VERSIONS: &[(&str, Alg)] = &[("v1", Alg::HmacSha256), ("v1a", Alg::Ed25519)];
 
 /// Secrets are shown with and without padding by different dashboards; both are accepted.
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -41,6 +36,9 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
 /// every configured secret, in constant time; entries of other versions are ignored. The
 /// timestamp must lie within five minutes of now, either way, unless configured otherwise.
 ///
+/// With the `ed25519` feature, `v1a,<base64>` entries, Ed25519 signatures of the same content,
+/// verify against `whpk_` public keys ([`from_public_key`](Self::from_public_key)).
+///
 /// ```
 /// use std::time::Duration;
 /// use tower_webhook::scheme::StandardWebhooks;
@@ -54,55 +52,92 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
 /// ```
 #[derive(Clone)]
 pub struct StandardWebhooks {
-    /// One HMAC state per secret, already keyed, so a request only clones it.
-    keys: Vec<Hmac<Sha256>>,
-    tolerance: Duration,
+    engine: Engine,
 }
 
 impl StandardWebhooks {
     /// The default timestamp tolerance: five minutes either way.
     pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
+    fn empty() -> Self {
+        let header = |name, fallback| Header {
+            name: HeaderName::from_static(name),
+            fallback: Some(HeaderName::from_static(fallback)),
+        };
+        Self {
+            engine: Engine {
+                name: "standard-webhooks",
+                signature: header("webhook-signature", "svix-signature"),
+                format: Format::List {
+                    entries: ' ',
+                    pair: ',',
+                    versions: VERSIONS,
+                    timestamp: None,
+                },
+                encoding: Encoding::Base64,
+                template: vec![
+                    engine::Part::Id,
+                    engine::Part::Text(".".to_owned()),
+                    engine::Part::Timestamp,
+                    engine::Part::Text(".".to_owned()),
+                    engine::Part::Body,
+                ],
+                timestamp: Some(TimestampFrom::Header(header(
+                    "webhook-timestamp",
+                    "svix-timestamp",
+                ))),
+                tolerance: Self::DEFAULT_TOLERANCE,
+                id: Some(IdFrom::Header(header("webhook-id", "svix-id"))),
+                event_type: None,
+                keys: Vec::new(),
+            },
+        }
+    }
+
     /// A scheme with one secret, as shown by the sender: `whsec_` and the base64 of the key.
     /// The prefix is optional.
     pub fn new(secret: &str) -> Result<Self, InvalidSecret> {
-        Self::from_key(decode_secret(secret)?)
+        Self::empty().with_secret(secret)
     }
 
     /// A scheme with one secret given as the raw key bytes.
     pub fn from_key(key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
-        Ok(Self {
-            keys: vec![keyed(key.as_ref())?],
-            tolerance: Self::DEFAULT_TOLERANCE,
-        })
+        Self::empty().with_key(key)
     }
 
     /// Adds another secret, in the same form as [`new`](Self::new). A delivery signed with
     /// any of the secrets verifies: use it while a secret is being rotated.
     pub fn with_secret(self, secret: &str) -> Result<Self, InvalidSecret> {
-        self.with_key(decode_secret(secret)?)
+        self.with_key(decode(secret, SECRET_PREFIX)?)
     }
 
     /// Adds another secret given as raw key bytes.
-    pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
-        self.keys.push(keyed(key.as_ref())?);
-        Ok(self)
+    pub fn with_key(self, key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
+        let key = Key::hmac(key.as_ref()).ok_or(InvalidSecret::new(InvalidSecretKind::Empty))?;
+        Ok(self.with(key))
+    }
+
+    fn with(mut self, key: Key) -> Self {
+        self.engine.keys.push(key);
+        self
     }
 
     /// Sets how far the signed timestamp may lie from now, in either direction.
     #[must_use]
     pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
-        self.tolerance = tolerance;
+        self.engine.tolerance = tolerance;
         self
     }
 
-    /// The `v1,<base64>` signature of a delivery, made with the first secret.
-    pub fn signature(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let tag = tag(&self.keys[0], id, &timestamp.to_string(), body);
-        format!("v1,{}", STANDARD.encode(tag))
+    /// The signature of a delivery, as its header carries it (`v1,<base64>`), made with the
+    /// first key.
+    pub fn signature(&self, id: &str, timestamp: i64, body: &[u8]) -> Result<String, SignError> {
+        let headers = self.sign(id, timestamp, body)?;
+        let value = &headers[&self.engine.signature.name];
+        Ok(String::from_utf8_lossy(value.as_bytes()).into_owned())
     }
 
-    /// The headers a sender would attach to a delivery, signed with the first secret.
+    /// The headers a sender would attach to a delivery, signed with the first key.
     ///
     /// For tests of your own handlers: build a request with these headers and the same body.
     ///
@@ -115,27 +150,60 @@ impl StandardWebhooks {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// Fails only if `id` cannot be a header value (it holds a control character).
-    pub fn sign(
-        &self,
-        id: &str,
-        timestamp: i64,
-        body: &[u8],
-    ) -> Result<HeaderMap, http::header::InvalidHeaderValue> {
-        let mut headers = HeaderMap::with_capacity(3);
-        headers.insert(WEBHOOK_ID.clone(), HeaderValue::from_str(id)?);
-        headers.insert(WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
-        headers.insert(
-            WEBHOOK_SIGNATURE.clone(),
-            HeaderValue::from_str(&self.signature(id, timestamp, body))?,
-        );
-        Ok(headers)
+    /// Fails if `id` cannot be a header value (it holds a control character), or if the first
+    /// key is a public key, which cannot sign.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> Result<HeaderMap, SignError> {
+        self.engine.sign(id, timestamp, body)
+    }
+}
+
+#[cfg(feature = "ed25519")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ed25519")))]
+impl StandardWebhooks {
+    /// A scheme that verifies `v1a` (Ed25519) signatures with a public key, as the sender
+    /// shows it: `whpk_` and the base64 of the 32-byte key. The prefix is optional.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::StandardWebhooks;
+    ///
+    /// let scheme = StandardWebhooks::from_public_key("whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    pub fn from_public_key(public_key: &str) -> Result<Self, InvalidSecret> {
+        Self::empty().with_public_key(public_key)
+    }
+
+    /// Adds another `whpk_` public key (a rotation), or a public key beside HMAC secrets.
+    pub fn with_public_key(self, public_key: &str) -> Result<Self, InvalidSecret> {
+        let bytes: [u8; 32] = decode(public_key, "whpk_")?
+            .try_into()
+            .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
+        let verifying = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
+        Ok(self.with(Key::Ed25519(Box::new(Ed25519Key {
+            verifying,
+            signing: None,
+        }))))
+    }
+
+    /// A scheme with a private key, `whsk_` and the base64 of the 32-byte seed: it verifies
+    /// with the matching public key and [`sign`](Self::sign)s `v1a` signatures. For tests,
+    /// and for senders; a receiver needs only the public key.
+    pub fn from_signing_key(signing_key: &str) -> Result<Self, InvalidSecret> {
+        let seed: [u8; 32] = decode(signing_key, "whsk_")?
+            .try_into()
+            .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        Ok(Self::empty().with(Key::Ed25519(Box::new(Ed25519Key {
+            verifying: signing.verifying_key(),
+            signing: Some(signing),
+        }))))
     }
 }
 
 impl Scheme for StandardWebhooks {
     fn name(&self) -> &'static str {
-        "standard-webhooks"
+        self.engine.name
     }
 
     fn verify(
@@ -144,110 +212,33 @@ impl Scheme for StandardWebhooks {
         body: &[u8],
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
-        let id = header_str(headers, pick(headers, &WEBHOOK_ID, &SVIX_ID))?;
-        let timestamp_header = pick(headers, &WEBHOOK_TIMESTAMP, &SVIX_TIMESTAMP);
-        let timestamp_text = header_str(headers, timestamp_header)?;
-        let signature_header = pick(headers, &WEBHOOK_SIGNATURE, &SVIX_SIGNATURE);
-        header_str(headers, signature_header)?;
-        let timestamp = check_timestamp(timestamp_text, timestamp_header, now, self.tolerance)?;
-
-        let candidates = signatures(headers, signature_header)?;
-        if candidates.is_empty() {
-            return Err(VerifyError::new(VerifyErrorKind::NoSupportedSignature));
-        }
-        for key in &self.keys {
-            let expected = tag(key, id, timestamp_text, body);
-            if candidates
-                .iter()
-                .any(|candidate| bool::from(candidate.ct_eq(&expected)))
-            {
-                return Ok(Verified::new().with_id(id).with_timestamp(timestamp));
-            }
-        }
-        Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature))
+        self.engine.verify(headers, body, now)
     }
 }
 
 impl fmt::Debug for StandardWebhooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StandardWebhooks")
-            .field("secrets", &self.keys.len())
-            .field("tolerance", &self.tolerance)
-            .finish()
+        self.engine.debug(f, "StandardWebhooks")
     }
 }
 
-fn decode_secret(secret: &str) -> Result<Vec<u8>, InvalidSecret> {
+/// The key bytes of a secret shown as an optional `prefix` and base64.
+fn decode(secret: &str, prefix: &str) -> Result<Vec<u8>, InvalidSecret> {
     let encoded = secret.trim();
-    let encoded = encoded.strip_prefix(SECRET_PREFIX).unwrap_or(encoded);
+    let encoded = encoded.strip_prefix(prefix).unwrap_or(encoded);
     LENIENT
         .decode(encoded)
         .map_err(|_| InvalidSecret::new(InvalidSecretKind::NotBase64))
 }
 
-fn keyed(key: &[u8]) -> Result<Hmac<Sha256>, InvalidSecret> {
-    if key.is_empty() {
-        return Err(InvalidSecret::new(InvalidSecretKind::Empty));
-    }
-    Hmac::new_from_slice(key).map_err(|_| InvalidSecret::new(InvalidSecretKind::Empty))
-}
-
-/// The HMAC of `"{id}.{timestamp}.{body}"`, fed in pieces so the body is read once, in place.
-fn tag(key: &Hmac<Sha256>, id: &str, timestamp: &str, body: &[u8]) -> [u8; TAG_LEN] {
-    let mut mac = key.clone();
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize().into_bytes().into()
-}
-
-/// The `webhook-` header, or its `svix-` twin where only that one was sent. Errors about a
-/// header absent under both names name the `webhook-` one.
-fn pick(
-    headers: &HeaderMap,
-    primary: &'static HeaderName,
-    fallback: &'static HeaderName,
-) -> &'static HeaderName {
-    if !headers.contains_key(primary) && headers.contains_key(fallback) {
-        fallback
-    } else {
-        primary
-    }
-}
-
-/// Every well-formed `v1` signature in every value of the signature header.
-///
-/// Entries of other versions, and `v1` entries that are not base64 of 32 bytes, cannot match
-/// and are skipped: a sender may add new versions, and one bad entry must not hide a good one.
-fn signatures(headers: &HeaderMap, name: &HeaderName) -> Result<Vec<[u8; TAG_LEN]>, VerifyError> {
-    let mut found = Vec::new();
-    for value in headers.get_all(name) {
-        let text = value
-            .to_str()
-            .map_err(|_| VerifyError::invalid_header(name.clone()))?;
-        for entry in text.split_ascii_whitespace() {
-            let Some(("v1", encoded)) = entry.split_once(',') else {
-                continue;
-            };
-            // Room for a little more than a tag, so an over-long value fails to decode
-            // instead of being cut short.
-            let mut buf = [0u8; TAG_LEN + 3];
-            if let Ok(TAG_LEN) = STANDARD.decode_slice(encoded, &mut buf) {
-                let mut tag = [0u8; TAG_LEN];
-                tag.copy_from_slice(&buf[..TAG_LEN]);
-                found.push(tag);
-            }
-        }
-    }
-    Ok(found)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use http::HeaderValue;
     use std::time::UNIX_EPOCH;
+
+    use crate::scheme::VerifyErrorKind;
 
     const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
@@ -259,23 +250,25 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(SPEC_TS.unsigned_abs())
     }
 
-    fn spec_headers(signature: &str) -> HeaderMap {
+    fn spec_headers(prefix: &str, signature: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(WEBHOOK_ID.clone(), HeaderValue::from_static(SPEC_ID));
-        headers.insert(WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(SPEC_TS));
-        headers.insert(
-            WEBHOOK_SIGNATURE.clone(),
-            HeaderValue::from_str(signature).unwrap(),
-        );
+        let name =
+            |suffix: &str| HeaderName::from_bytes(format!("{prefix}-{suffix}").as_bytes()).unwrap();
+        headers.insert(name("id"), HeaderValue::from_static(SPEC_ID));
+        headers.insert(name("timestamp"), HeaderValue::from(SPEC_TS));
+        headers.insert(name("signature"), HeaderValue::from_str(signature).unwrap());
         headers
     }
 
     #[test]
     fn spec_example_signs_and_verifies() {
         let scheme = StandardWebhooks::new(SPEC_SECRET).unwrap();
-        assert_eq!(scheme.signature(SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIG);
+        assert_eq!(
+            scheme.signature(SPEC_ID, SPEC_TS, SPEC_BODY).unwrap(),
+            SPEC_SIG
+        );
         let verified = scheme
-            .verify(&spec_headers(SPEC_SIG), SPEC_BODY, spec_now())
+            .verify(&spec_headers("webhook", SPEC_SIG), SPEC_BODY, spec_now())
             .unwrap();
         assert_eq!(verified.id.as_deref(), Some(SPEC_ID));
         assert_eq!(verified.timestamp, Some(SPEC_TS));
@@ -284,21 +277,26 @@ mod tests {
     #[test]
     fn svix_headers_are_accepted() {
         let scheme = StandardWebhooks::new(SPEC_SECRET).unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(SVIX_ID.clone(), HeaderValue::from_static(SPEC_ID));
-        headers.insert(SVIX_TIMESTAMP.clone(), HeaderValue::from(SPEC_TS));
-        headers.insert(SVIX_SIGNATURE.clone(), HeaderValue::from_static(SPEC_SIG));
-        assert!(scheme.verify(&headers, SPEC_BODY, spec_now()).is_ok());
+        let verified = scheme
+            .verify(&spec_headers("svix", SPEC_SIG), SPEC_BODY, spec_now())
+            .unwrap();
+        assert_eq!(verified.id.as_deref(), Some(SPEC_ID));
     }
 
     #[test]
     fn secret_forms() {
         let bare = SPEC_SECRET.strip_prefix(SECRET_PREFIX).unwrap();
         let from_bare = StandardWebhooks::new(bare).unwrap();
-        assert_eq!(from_bare.signature(SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIG);
+        assert_eq!(
+            from_bare.signature(SPEC_ID, SPEC_TS, SPEC_BODY).unwrap(),
+            SPEC_SIG
+        );
         let key = STANDARD.decode(bare).unwrap();
         let from_key = StandardWebhooks::from_key(key).unwrap();
-        assert_eq!(from_key.signature(SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIG);
+        assert_eq!(
+            from_key.signature(SPEC_ID, SPEC_TS, SPEC_BODY).unwrap(),
+            SPEC_SIG
+        );
 
         assert_eq!(
             StandardWebhooks::new("whsec_not base64!")
@@ -327,7 +325,11 @@ mod tests {
         let shorter = &tag[..31];
         for sig in [STANDARD.encode(longer), STANDARD.encode(shorter)] {
             let err = scheme
-                .verify(&spec_headers(&format!("v1,{sig}")), SPEC_BODY, spec_now())
+                .verify(
+                    &spec_headers("webhook", &format!("v1,{sig}")),
+                    SPEC_BODY,
+                    spec_now(),
+                )
                 .unwrap_err();
             assert_eq!(err.kind(), VerifyErrorKind::NoSupportedSignature);
         }
@@ -338,6 +340,6 @@ mod tests {
         let scheme = StandardWebhooks::new(SPEC_SECRET).unwrap();
         let shown = format!("{scheme:?}");
         assert!(!shown.contains("MfKQ"), "{shown}");
-        assert!(shown.contains("secrets: 1"), "{shown}");
+        assert!(shown.contains("keys: 1"), "{shown}");
     }
 }

@@ -1,0 +1,546 @@
+//! The verification core that every built-in scheme is a configuration of.
+//!
+//! A scheme is: a signature header in one of two shapes, an encoding, a template of what is
+//! signed, where the timestamp comes from, where the id comes from, and the keys. Verifying
+//! feeds the template's pieces (id, timestamp, raw body) to one keyed MAC state per key, in
+//! place, so the body is read once and never copied.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{
+    check_timestamp, header_str, SignError, SignErrorKind, Verified, VerifyError, VerifyErrorKind,
+};
+use crate::json;
+
+/// How signatures are written in the signature header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// Hexadecimal digits (either case is read; lowercase is written).
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// The algorithm behind one signature version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Alg {
+    HmacSha256,
+    #[cfg(feature = "ed25519")]
+    Ed25519,
+}
+
+impl Alg {
+    fn len(self) -> usize {
+        match self {
+            Alg::HmacSha256 => 32,
+            #[cfg(feature = "ed25519")]
+            Alg::Ed25519 => 64,
+        }
+    }
+}
+
+/// The shape of the signature header.
+#[derive(Debug, Clone)]
+pub(crate) enum Format {
+    /// One signature after a fixed prefix: `sha256=<hex>`, `v0=<hex>`, `<base64>`.
+    Single { prefix: String },
+    /// `key<pair>value` entries separated by `entries` (whitespace when `' '`): some keys name
+    /// signature versions, one may carry the timestamp. `t=1,v1=ab,v1=cd`; `v1,AB= v1a,CD=`.
+    List {
+        entries: char,
+        pair: char,
+        versions: &'static [(&'static str, Alg)],
+        timestamp: Option<&'static str>,
+    },
+}
+
+/// One piece of the signed content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Part {
+    Text(String),
+    Id,
+    Timestamp,
+    Body,
+}
+
+/// Parses a template such as `"v0:{timestamp}:{body}"`.
+pub(crate) fn template(text: &str) -> Result<Vec<Part>, &'static str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_owned()));
+        }
+        let close = rest[open..].find('}').ok_or("an unclosed `{`")? + open;
+        parts.push(match &rest[open + 1..close] {
+            "id" => Part::Id,
+            "timestamp" => Part::Timestamp,
+            "body" => Part::Body,
+            _ => return Err("placeholders are {id}, {timestamp} and {body}"),
+        });
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_owned()));
+    }
+    if parts.iter().filter(|part| **part == Part::Body).count() != 1 {
+        return Err("it must hold {body} exactly once");
+    }
+    Ok(parts)
+}
+
+/// A header, with the name an older version of the sender used, if any.
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub(crate) name: HeaderName,
+    pub(crate) fallback: Option<HeaderName>,
+}
+
+impl Header {
+    pub(crate) fn new(name: HeaderName) -> Self {
+        Self {
+            name,
+            fallback: None,
+        }
+    }
+
+    /// The name this request uses: the fallback only where the main name is absent. Errors
+    /// about a header missing under both names name the main one.
+    fn pick(&self, headers: &HeaderMap) -> &HeaderName {
+        match &self.fallback {
+            Some(fallback)
+                if !headers.contains_key(&self.name) && headers.contains_key(fallback) =>
+            {
+                fallback
+            }
+            _ => &self.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum TimestampFrom {
+    Header(Header),
+    /// The entry of the signature list named by `Format::List::timestamp`.
+    SignatureHeader,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum IdFrom {
+    Header(Header),
+    JsonField(&'static str),
+    /// `event_id` of an Events API body; a hash of any other body (a slash command), which
+    /// the sender's retries repeat byte for byte.
+    JsonFieldOrBodyHash(&'static str),
+}
+
+#[derive(Clone)]
+pub(crate) enum Key {
+    Hmac(Hmac<Sha256>),
+    #[cfg(feature = "ed25519")]
+    Ed25519(Box<Ed25519Key>),
+}
+
+/// A public key, and the private key where the scheme signs too.
+#[cfg(feature = "ed25519")]
+#[derive(Clone)]
+pub(crate) struct Ed25519Key {
+    pub(crate) verifying: ed25519_dalek::VerifyingKey,
+    pub(crate) signing: Option<ed25519_dalek::SigningKey>,
+}
+
+impl Key {
+    pub(crate) fn hmac(key: &[u8]) -> Option<Self> {
+        if key.is_empty() {
+            return None;
+        }
+        Hmac::new_from_slice(key).ok().map(Key::Hmac)
+    }
+
+    fn alg(&self) -> Alg {
+        match self {
+            Key::Hmac(_) => Alg::HmacSha256,
+            #[cfg(feature = "ed25519")]
+            Key::Ed25519(_) => Alg::Ed25519,
+        }
+    }
+}
+
+/// The most signature entries one header may carry: a rotation has two or three, and each
+/// Ed25519 entry costs a verification.
+const MAX_ENTRIES: usize = 32;
+
+/// One configured scheme.
+#[derive(Clone)]
+pub(crate) struct Engine {
+    pub(crate) name: &'static str,
+    pub(crate) signature: Header,
+    pub(crate) format: Format,
+    pub(crate) encoding: Encoding,
+    pub(crate) template: Vec<Part>,
+    pub(crate) timestamp: Option<TimestampFrom>,
+    pub(crate) tolerance: Duration,
+    pub(crate) id: Option<IdFrom>,
+    pub(crate) event_type: Option<HeaderName>,
+    pub(crate) keys: Vec<Key>,
+}
+
+/// A signature found in the header, decoded.
+struct Candidate {
+    alg: Alg,
+    bytes: [u8; 64],
+}
+
+impl Engine {
+    pub(crate) fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        let signed_id = if self.template.contains(&Part::Id) {
+            match &self.id {
+                Some(IdFrom::Header(header)) => Some(header_str(headers, header.pick(headers))?),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let timestamp_header = match &self.timestamp {
+            Some(TimestampFrom::Header(header)) => {
+                let name = header.pick(headers);
+                Some((name, header_str(headers, name)?))
+            }
+            _ => None,
+        };
+        let signature_name = self.signature.pick(headers);
+        let signature_text = header_str(headers, signature_name)?;
+        if !signature_text.is_ascii() {
+            return Err(VerifyError::invalid_header(signature_name.clone()));
+        }
+        let (timestamp_text, timestamp_name) = match timestamp_header {
+            Some((name, text)) => (Some(text), name),
+            None => (None, signature_name),
+        };
+        let mut candidates = Vec::new();
+        let listed_timestamp = self.parse(signature_text, signature_name, &mut candidates)?;
+        let timestamp_text = match (&self.timestamp, timestamp_text, listed_timestamp) {
+            (Some(TimestampFrom::SignatureHeader), _, None) => {
+                return Err(
+                    VerifyError::invalid_header(signature_name.clone()).with_detail("no timestamp")
+                )
+            }
+            (Some(TimestampFrom::SignatureHeader), _, Some(text)) => Some(text),
+            (_, text, _) => text,
+        };
+        let timestamp = timestamp_text
+            .map(|text| check_timestamp(text, timestamp_name, now, self.tolerance))
+            .transpose()?;
+        if candidates.is_empty() {
+            return Err(VerifyError::new(VerifyErrorKind::NoSupportedSignature));
+        }
+
+        let signed = Signed {
+            parts: &self.template,
+            id: signed_id.unwrap_or(""),
+            timestamp: timestamp_text.unwrap_or(""),
+            body,
+        };
+        if !self.keys.iter().any(|key| signed.matches(key, &candidates)) {
+            return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));
+        }
+
+        let mut verified = Verified::new();
+        verified.timestamp = timestamp;
+        if let Some(IdFrom::Header(header)) = &self.id {
+            verified.id = match signed_id {
+                Some(id) => Some(id.to_owned()),
+                None => optional_header(headers, header.pick(headers))?,
+            };
+        }
+        if let Some(name) = &self.event_type {
+            verified.event_type = optional_header(headers, name)?;
+        }
+        Ok(verified)
+    }
+
+    /// Reads every signature entry of a version this scheme checks into `candidates`, and
+    /// returns the timestamp entry of a list, if any. Entries that do not decode are skipped:
+    /// one bad entry must not hide a good one.
+    fn parse<'h>(
+        &self,
+        text: &'h str,
+        name: &HeaderName,
+        candidates: &mut Vec<Candidate>,
+    ) -> Result<Option<&'h str>, VerifyError> {
+        match &self.format {
+            Format::Single { prefix } => {
+                if let Some(encoded) = text.trim().strip_prefix(prefix.as_str()) {
+                    candidates.extend(self.decode(encoded, Alg::HmacSha256));
+                }
+                Ok(None)
+            }
+            Format::List {
+                entries,
+                pair,
+                versions,
+                timestamp,
+            } => {
+                let mut found_timestamp = None;
+                let split: Box<dyn Iterator<Item = &str>> = if *entries == ' ' {
+                    Box::new(text.split_ascii_whitespace())
+                } else {
+                    Box::new(
+                        text.split(*entries)
+                            .map(str::trim)
+                            .filter(|entry| !entry.is_empty()),
+                    )
+                };
+                for (n, entry) in split.enumerate() {
+                    if n == MAX_ENTRIES {
+                        return Err(VerifyError::invalid_header(name.clone())
+                            .with_detail("too many entries"));
+                    }
+                    let Some((key, value)) = entry.split_once(*pair) else {
+                        continue;
+                    };
+                    if Some(key) == *timestamp {
+                        if found_timestamp.replace(value).is_some() {
+                            return Err(VerifyError::invalid_header(name.clone())
+                                .with_detail("more than one timestamp"));
+                        }
+                    } else if let Some((_, alg)) =
+                        versions.iter().find(|(version, _)| *version == key)
+                    {
+                        candidates.extend(self.decode(value, *alg));
+                    }
+                }
+                Ok(found_timestamp)
+            }
+        }
+    }
+
+    fn decode(&self, encoded: &str, alg: Alg) -> Option<Candidate> {
+        let mut bytes = [0u8; 64];
+        let len = alg.len();
+        let decoded = match self.encoding {
+            Encoding::Hex => hex::decode_to_slice(encoded, &mut bytes[..len])
+                .ok()
+                .map(|()| len),
+            Encoding::Base64 => {
+                // Room for a little more than the signature, so an over-long value fails
+                // to decode instead of being cut short.
+                let mut buf = [0u8; 67];
+                let n = STANDARD.decode_slice(encoded, &mut buf).ok()?;
+                bytes[..n.min(64)].copy_from_slice(&buf[..n.min(64)]);
+                Some(n)
+            }
+        };
+        (decoded == Some(len)).then_some(Candidate { alg, bytes })
+    }
+
+    pub(crate) fn identify(&self, body: &[u8], verified: &Verified) -> Option<String> {
+        match self.id.as_ref()? {
+            IdFrom::Header(_) => verified.id.clone(),
+            IdFrom::JsonField(field) => json_field(body, field),
+            IdFrom::JsonFieldOrBodyHash(field) => {
+                json_field(body, field).or_else(|| Some(body_hash(body)))
+            }
+        }
+    }
+
+    /// The headers a sender would send, signed with the first key.
+    pub(crate) fn sign(
+        &self,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Result<HeaderMap, SignError> {
+        let key = self
+            .keys
+            .first()
+            .ok_or(SignError::new(SignErrorKind::NoSigningKey))?;
+        let timestamp_text = timestamp.to_string();
+        let signed = Signed {
+            parts: &self.template,
+            id,
+            timestamp: &timestamp_text,
+            body,
+        };
+        let signature = self.encode(&signed.signature(key)?);
+        let value = match &self.format {
+            Format::Single { prefix } => format!("{prefix}{signature}"),
+            Format::List {
+                entries,
+                pair,
+                versions,
+                timestamp: listed,
+            } => {
+                let version = versions
+                    .iter()
+                    .find(|(_, alg)| *alg == key.alg())
+                    .map_or("", |(version, _)| *version);
+                match (listed, &self.timestamp) {
+                    (Some(name), Some(TimestampFrom::SignatureHeader)) => {
+                        format!("{name}{pair}{timestamp_text}{entries}{version}{pair}{signature}")
+                    }
+                    _ => format!("{version}{pair}{signature}"),
+                }
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(self.signature.name.clone(), HeaderValue::from_str(&value)?);
+        if let Some(TimestampFrom::Header(header)) = &self.timestamp {
+            headers.insert(header.name.clone(), HeaderValue::from(timestamp));
+        }
+        if let Some(IdFrom::Header(header)) = &self.id {
+            headers.insert(header.name.clone(), HeaderValue::from_str(id)?);
+        }
+        Ok(headers)
+    }
+
+    fn encode(&self, bytes: &[u8]) -> String {
+        match self.encoding {
+            Encoding::Hex => hex::encode(bytes),
+            Encoding::Base64 => STANDARD.encode(bytes),
+        }
+    }
+}
+
+impl Engine {
+    /// `Debug` for the scheme types built on an engine: never a key.
+    pub(crate) fn debug(&self, f: &mut fmt::Formatter<'_>, type_name: &str) -> fmt::Result {
+        f.debug_struct(type_name)
+            .field("name", &self.name)
+            .field("signature_header", &self.signature.name)
+            .field("keys", &self.keys.len())
+            .field("tolerance", &self.tolerance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one delivery signed: the template's pieces over this delivery's values.
+struct Signed<'a> {
+    parts: &'a [Part],
+    id: &'a str,
+    timestamp: &'a str,
+    body: &'a [u8],
+}
+
+impl Signed<'_> {
+    /// Hands the signed content, piece by piece, to `sink`.
+    fn feed(&self, mut sink: impl FnMut(&[u8])) {
+        for part in self.parts {
+            sink(match part {
+                Part::Text(text) => text.as_bytes(),
+                Part::Id => self.id.as_bytes(),
+                Part::Timestamp => self.timestamp.as_bytes(),
+                Part::Body => self.body,
+            });
+        }
+    }
+
+    fn mac(&self, key: &Hmac<Sha256>) -> [u8; 32] {
+        let mut mac = key.clone();
+        self.feed(|piece| mac.update(piece));
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether any candidate of `key`'s algorithm is its signature of this content. Each
+    /// comparison is constant-time.
+    fn matches(&self, key: &Key, candidates: &[Candidate]) -> bool {
+        let mut ours = candidates.iter().filter(|c| c.alg == key.alg()).peekable();
+        if ours.peek().is_none() {
+            return false;
+        }
+        match key {
+            Key::Hmac(hmac) => {
+                let expected = self.mac(hmac);
+                ours.any(|candidate| bool::from(candidate.bytes[..32].ct_eq(&expected)))
+            }
+            #[cfg(feature = "ed25519")]
+            Key::Ed25519(key) => ours.any(|candidate| {
+                let signature = ed25519_dalek::Signature::from_bytes(&candidate.bytes);
+                let Ok(mut stream) = key.verifying.verify_stream(&signature) else {
+                    return false;
+                };
+                self.feed(|piece| stream.update(piece));
+                stream.finalize_and_verify().is_ok()
+            }),
+        }
+    }
+
+    // Only an Ed25519 public key cannot sign.
+    #[cfg_attr(not(feature = "ed25519"), allow(clippy::unnecessary_wraps))]
+    fn signature(&self, key: &Key) -> Result<Vec<u8>, SignError> {
+        match key {
+            Key::Hmac(hmac) => Ok(self.mac(hmac).to_vec()),
+            #[cfg(feature = "ed25519")]
+            Key::Ed25519(key) => {
+                use ed25519_dalek::Signer as _;
+                let signing = key
+                    .signing
+                    .as_ref()
+                    .ok_or(SignError::new(SignErrorKind::NoSigningKey))?;
+                let mut message = Vec::new();
+                self.feed(|piece| message.extend_from_slice(piece));
+                Ok(signing.sign(&message).to_bytes().to_vec())
+            }
+        }
+    }
+}
+
+/// An optional header's one value as text: absent is `None`; sent twice, or not UTF-8, is an
+/// error.
+fn optional_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, VerifyError> {
+    if !headers.contains_key(name) {
+        return Ok(None);
+    }
+    header_str(headers, name).map(|text| Some(text.to_owned()))
+}
+
+fn json_field(body: &[u8], field: &str) -> Option<String> {
+    let found = json::top_level(body, &[field])?;
+    found
+        .first()?
+        .as_ref()
+        .and_then(json::id_text)
+        .filter(|id| !id.is_empty())
+}
+
+/// `sha256:` and the hex SHA-256 of `body`.
+pub(crate) fn body_hash(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        assert_eq!(
+            template("v0:{timestamp}:{body}").unwrap(),
+            vec![
+                Part::Text("v0:".into()),
+                Part::Timestamp,
+                Part::Text(":".into()),
+                Part::Body
+            ]
+        );
+        assert_eq!(template("{body}").unwrap(), vec![Part::Body]);
+        assert!(template("{timestamp}.").is_err());
+        assert!(template("{body}{body}").is_err());
+        assert!(template("{nonce}.{body}").is_err());
+        assert!(template("{body").is_err());
+    }
+}

@@ -1,0 +1,508 @@
+//! `HmacScheme`: Stripe, GitHub, Shopify, Slack, Paddle, and any other HMAC-SHA256 sender.
+
+use std::error::Error;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName};
+
+pub use super::engine::Encoding;
+use super::engine::{self, Alg, Engine, Format, Header, IdFrom, Key, TimestampFrom};
+use super::{InvalidSecret, InvalidSecretKind, Scheme, SignError, Verified, VerifyError};
+
+const FIVE_MINUTES: Duration = Duration::from_secs(5 * 60);
+
+/// A sender that signs with HMAC-SHA256: the built-in Stripe, GitHub, Shopify, Slack and
+/// Paddle schemes, and any other sender through [`builder`](Self::builder).
+///
+/// Every scheme tries every signature in its header against every secret, in constant time,
+/// and checks the timestamp where the sender signs one. Add the secret a sender is rotating
+/// away from with [`with_secret`](Self::with_secret), so both verify during the rotation.
+///
+/// | scheme | signature header | signed content | tolerance | id |
+/// | --- | --- | --- | --- | --- |
+/// | [`stripe`](Self::stripe) | `Stripe-Signature: t=<unix>,v1=<hex>,...` | `{t}.{body}` | 300 s | `id` of the JSON body |
+/// | [`github`](Self::github) | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | none | `X-GitHub-Delivery` |
+/// | [`shopify`](Self::shopify) | `X-Shopify-Hmac-Sha256: <base64>` | `{body}` | none | `X-Shopify-Webhook-Id` |
+/// | [`slack`](Self::slack) | `X-Slack-Signature: v0=<hex>` | `v0:{X-Slack-Request-Timestamp}:{body}` | 300 s | `event_id` of the body, else a hash of the body |
+/// | [`paddle`](Self::paddle) | `Paddle-Signature: ts=<unix>;h1=<hex>;...` | `{ts}:{body}` | 300 s | `event_id` of the JSON body |
+#[derive(Clone)]
+pub struct HmacScheme {
+    engine: Engine,
+}
+
+impl HmacScheme {
+    /// Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]`, each `v1` an HMAC-SHA256
+    /// of `"{t}.{body}"`; a 300 s tolerance; the id is the `id` field of the JSON body.
+    ///
+    /// The key is the UTF-8 bytes of the whole `whsec_...` signing secret. Stripe's secrets
+    /// share Svix's `whsec_` prefix but are **not** base64-decoded. Every `v1` entry is tried,
+    /// not only the last.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let stripe = HmacScheme::stripe("whsec_test_secret")?;
+    /// let body = br#"{"id":"evt_1","type":"payment_intent.succeeded"}"#;
+    /// let headers = stripe.sign("", 1_700_000_000, body)?; // Stripe-Signature: t=...,v1=...
+    /// # let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    /// let verified = stripe.verify(&headers, body, now)?;
+    /// assert_eq!(stripe.identify(&headers, body, &verified).as_deref(), Some("evt_1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stripe(secret: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "stripe",
+                signature: Header::new(HeaderName::from_static("stripe-signature")),
+                format: Format::List {
+                    entries: ',',
+                    pair: '=',
+                    versions: &[("v1", Alg::HmacSha256)],
+                    timestamp: Some("t"),
+                },
+                encoding: Encoding::Hex,
+                template: preset_template("{timestamp}.{body}"),
+                timestamp: Some(TimestampFrom::SignatureHeader),
+                tolerance: FIVE_MINUTES,
+                id: Some(IdFrom::JsonField("id")),
+                event_type: None,
+                keys: Vec::new(),
+            },
+            secret,
+        )
+    }
+
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex>`, an HMAC-SHA256 of the body; no timestamp;
+    /// the id is `X-GitHub-Delivery` and the event type `X-GitHub-Event`
+    /// ([`Event::event_type`](crate::Event::event_type)).
+    ///
+    /// A delivery signed only with the legacy SHA-1 `X-Hub-Signature` is refused.
+    ///
+    /// GitHub signs neither the delivery id nor a timestamp. Anyone who captured one delivery
+    /// can send its body again under a new id, at any time, and it verifies. Dedup on the id
+    /// and a hash of the body ([`IdSource::with_body_hash`](crate::IdSource::with_body_hash)),
+    /// so a forged id cannot block a real event. Make your handler idempotent on the payload
+    /// itself where a replay would do harm.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(HmacScheme::github("It's a Secret to Everybody")?)
+    ///     .with_id_source(IdSource::scheme().with_body_hash());
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    pub fn github(secret: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "github",
+                signature: Header::new(HeaderName::from_static("x-hub-signature-256")),
+                format: Format::Single {
+                    prefix: "sha256=".to_owned(),
+                },
+                encoding: Encoding::Hex,
+                template: preset_template("{body}"),
+                timestamp: None,
+                tolerance: Duration::ZERO,
+                id: Some(IdFrom::Header(Header::new(HeaderName::from_static(
+                    "x-github-delivery",
+                )))),
+                event_type: Some(HeaderName::from_static("x-github-event")),
+                keys: Vec::new(),
+            },
+            secret,
+        )
+    }
+
+    /// Shopify: `X-Shopify-Hmac-Sha256: <base64>`, an HMAC-SHA256 of the body; no timestamp;
+    /// the id is `X-Shopify-Webhook-Id` and the event type `X-Shopify-Topic`.
+    ///
+    /// Shopify signs neither the id nor a timestamp: see [`github`](Self::github) for what
+    /// that allows, and dedup on [`IdSource::with_body_hash`](crate::IdSource::with_body_hash).
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let shopify = HmacScheme::shopify("shpss_0123456789abcdef")?;
+    /// let headers = shopify.sign("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043", 0, br#"{"id":1}"#)?;
+    /// assert!(headers.contains_key("x-shopify-hmac-sha256"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shopify(secret: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "shopify",
+                signature: Header::new(HeaderName::from_static("x-shopify-hmac-sha256")),
+                format: Format::Single {
+                    prefix: String::new(),
+                },
+                encoding: Encoding::Base64,
+                template: preset_template("{body}"),
+                timestamp: None,
+                tolerance: Duration::ZERO,
+                id: Some(IdFrom::Header(Header::new(HeaderName::from_static(
+                    "x-shopify-webhook-id",
+                )))),
+                event_type: Some(HeaderName::from_static("x-shopify-topic")),
+                keys: Vec::new(),
+            },
+            secret,
+        )
+    }
+
+    /// Slack: `X-Slack-Signature: v0=<hex>`, an HMAC-SHA256 of
+    /// `"v0:{X-Slack-Request-Timestamp}:{body}"`; a 300 s tolerance.
+    ///
+    /// Bodies are JSON (Events API) or form-encoded (slash commands, interactivity). The id is
+    /// the `event_id` of an Events API body. A body without one dedupes on a hash of the body,
+    /// so that Slack's retries (`X-Slack-Retry-Num`), which resend the same bytes, are still
+    /// caught.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let slack = HmacScheme::slack("8f742231b10e8888abcd99yyyzzz85a5")?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    pub fn slack(signing_secret: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "slack",
+                signature: Header::new(HeaderName::from_static("x-slack-signature")),
+                format: Format::Single {
+                    prefix: "v0=".to_owned(),
+                },
+                encoding: Encoding::Hex,
+                template: preset_template("v0:{timestamp}:{body}"),
+                timestamp: Some(TimestampFrom::Header(Header::new(HeaderName::from_static(
+                    "x-slack-request-timestamp",
+                )))),
+                tolerance: FIVE_MINUTES,
+                id: Some(IdFrom::JsonFieldOrBodyHash("event_id")),
+                event_type: None,
+                keys: Vec::new(),
+            },
+            signing_secret,
+        )
+    }
+
+    /// Paddle (Billing): `Paddle-Signature: ts=<unix>;h1=<hex>[;h1=<hex>...]`, each `h1` an
+    /// HMAC-SHA256 of `"{ts}:{body}"` with the notification destination's secret key; a 300 s
+    /// tolerance by default; the id is the `event_id` of the JSON body.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let paddle = HmacScheme::paddle("pdl_ntfset_01h..._secret")?.with_tolerance(Duration::from_secs(5));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    pub fn paddle(secret: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "paddle",
+                signature: Header::new(HeaderName::from_static("paddle-signature")),
+                format: Format::List {
+                    entries: ';',
+                    pair: '=',
+                    versions: &[("h1", Alg::HmacSha256)],
+                    timestamp: Some("ts"),
+                },
+                encoding: Encoding::Hex,
+                template: preset_template("{timestamp}:{body}"),
+                timestamp: Some(TimestampFrom::SignatureHeader),
+                tolerance: FIVE_MINUTES,
+                id: Some(IdFrom::JsonField("event_id")),
+                event_type: None,
+                keys: Vec::new(),
+            },
+            secret,
+        )
+    }
+
+    /// A scheme for any other sender that signs with HMAC-SHA256.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::scheme::{Encoding, HmacScheme};
+    ///
+    /// // X-Acme-Signature: sha256=<hex of HMAC("{timestamp}.{body}")>
+    /// let acme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .prefix("sha256=")
+    ///     .encoding(Encoding::Hex)
+    ///     .signs("{timestamp}.{body}")
+    ///     .timestamp_header("x-acme-timestamp")
+    ///     .tolerance(Duration::from_secs(300))
+    ///     .id_header("x-acme-delivery")
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
+    pub fn builder(name: &'static str) -> HmacSchemeBuilder {
+        HmacSchemeBuilder {
+            name,
+            signature_header: None,
+            prefix: String::new(),
+            encoding: Encoding::Hex,
+            template: "{body}".to_owned(),
+            timestamp_header: None,
+            tolerance: FIVE_MINUTES,
+            id_header: None,
+            event_type_header: None,
+            keys: Vec::new(),
+        }
+    }
+
+    fn preset(engine: Engine, secret: &str) -> Result<Self, InvalidSecret> {
+        Self { engine }.with_secret(secret)
+    }
+
+    /// Adds another secret, as the sender shows it (its UTF-8 bytes are the key). A delivery
+    /// signed with any of the secrets verifies.
+    pub fn with_secret(self, secret: &str) -> Result<Self, InvalidSecret> {
+        self.with_key(secret.as_bytes())
+    }
+
+    /// Adds another secret given as raw key bytes.
+    pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
+        let key = Key::hmac(key.as_ref()).ok_or(InvalidSecret::new(InvalidSecretKind::Empty))?;
+        self.engine.keys.push(key);
+        Ok(self)
+    }
+
+    /// Sets how far the signed timestamp may lie from now, either way. Schemes without a
+    /// timestamp ignore it.
+    #[must_use]
+    pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
+        self.engine.tolerance = tolerance;
+        self
+    }
+
+    /// The headers the sender would attach to a delivery of `body`, signed with the first
+    /// secret, for tests of your own handlers. `id` goes into the scheme's id header, where it
+    /// has one (GitHub, Shopify); `timestamp` is signed where the scheme signs one.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> Result<HeaderMap, SignError> {
+        self.engine.sign(id, timestamp, body)
+    }
+}
+
+impl Scheme for HmacScheme {
+    fn name(&self) -> &'static str {
+        self.engine.name
+    }
+
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        self.engine.verify(headers, body, now)
+    }
+
+    fn identify(&self, _headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+        self.engine.identify(body, verified)
+    }
+}
+
+impl fmt::Debug for HmacScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.engine.debug(f, "HmacScheme")
+    }
+}
+
+/// The built-in templates are constants that parse.
+fn preset_template(text: &str) -> Vec<engine::Part> {
+    engine::template(text)
+        .unwrap_or_else(|reason| unreachable!("built-in template {text:?}: {reason}"))
+}
+
+/// Builds an [`HmacScheme`] for a sender this crate has no preset for.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HmacSchemeBuilder {
+    name: &'static str,
+    signature_header: Option<String>,
+    prefix: String,
+    encoding: Encoding,
+    template: String,
+    timestamp_header: Option<String>,
+    tolerance: Duration,
+    id_header: Option<String>,
+    event_type_header: Option<String>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl HmacSchemeBuilder {
+    /// The header that carries the signature. Required.
+    pub fn signature_header(mut self, name: &str) -> Self {
+        self.signature_header = Some(name.to_owned());
+        self
+    }
+
+    /// What precedes the signature in its header, such as `sha256=`. None by default.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// How the signature is written: [`Encoding::Hex`] (the default) or
+    /// [`Encoding::Base64`].
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// What is signed, as a template of `{body}` (exactly once), `{timestamp}` and `{id}`
+    /// with any text between: `"{body}"` (the default), `"{timestamp}.{body}"`,
+    /// `"v0:{timestamp}:{body}"`. The timestamp and id are the header values as sent.
+    pub fn signs(mut self, template: &str) -> Self {
+        template.clone_into(&mut self.template);
+        self
+    }
+
+    /// The header with the signed Unix timestamp, in seconds. With it, deliveries outside the
+    /// tolerance are refused.
+    pub fn timestamp_header(mut self, name: &str) -> Self {
+        self.timestamp_header = Some(name.to_owned());
+        self
+    }
+
+    /// How far the timestamp may lie from now, either way. Five minutes by default.
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// The header with the delivery's id.
+    pub fn id_header(mut self, name: &str) -> Self {
+        self.id_header = Some(name.to_owned());
+        self
+    }
+
+    /// The header that names the kind of event.
+    pub fn event_type_header(mut self, name: &str) -> Self {
+        self.event_type_header = Some(name.to_owned());
+        self
+    }
+
+    /// A secret, as the sender shows it: its UTF-8 bytes are the key. Call again to add the
+    /// secret of a rotation.
+    pub fn secret(self, secret: &str) -> Self {
+        self.key(secret.as_bytes())
+    }
+
+    /// A secret given as raw key bytes.
+    pub fn key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.keys.push(key.as_ref().to_vec());
+        self
+    }
+
+    /// The scheme, or what is wrong with its settings.
+    pub fn build(self) -> Result<HmacScheme, InvalidScheme> {
+        let header = |name: &str| {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| InvalidScheme::new(InvalidSchemeKind::HeaderName))
+        };
+        let signature = header(
+            self.signature_header
+                .as_deref()
+                .ok_or(InvalidScheme::new(InvalidSchemeKind::NoSignatureHeader))?,
+        )?;
+        let template = engine::template(&self.template).map_err(InvalidScheme::template)?;
+        let timestamp = self.timestamp_header.as_deref().map(header).transpose()?;
+        let id = self.id_header.as_deref().map(header).transpose()?;
+        if template.contains(&engine::Part::Timestamp) && timestamp.is_none() {
+            return Err(InvalidScheme::template(
+                "{timestamp} needs a timestamp header",
+            ));
+        }
+        if template.contains(&engine::Part::Id) && id.is_none() {
+            return Err(InvalidScheme::template("{id} needs an id header"));
+        }
+        if self.keys.is_empty() {
+            return Err(InvalidScheme::new(InvalidSchemeKind::NoSecret));
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(|key| Key::hmac(key).ok_or(InvalidScheme::new(InvalidSchemeKind::EmptySecret)))
+            .collect::<Result<_, _>>()?;
+        Ok(HmacScheme {
+            engine: Engine {
+                name: self.name,
+                signature: Header::new(signature),
+                format: Format::Single {
+                    prefix: self.prefix,
+                },
+                encoding: self.encoding,
+                template,
+                timestamp: timestamp.map(|name| TimestampFrom::Header(Header::new(name))),
+                tolerance: self.tolerance,
+                id: id.map(|name| IdFrom::Header(Header::new(name))),
+                event_type: self.event_type_header.as_deref().map(header).transpose()?,
+                keys,
+            },
+        })
+    }
+}
+
+/// Settings an [`HmacSchemeBuilder`] cannot build a scheme from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidScheme {
+    kind: InvalidSchemeKind,
+    detail: Option<&'static str>,
+}
+
+/// The kind of an [`InvalidScheme`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InvalidSchemeKind {
+    /// No signature header was set.
+    NoSignatureHeader,
+    /// A header name is not a valid HTTP header name.
+    HeaderName,
+    /// The template of the signed content is malformed.
+    Template,
+    /// No secret was given.
+    NoSecret,
+    /// A secret is empty.
+    EmptySecret,
+}
+
+impl InvalidScheme {
+    fn new(kind: InvalidSchemeKind) -> Self {
+        Self { kind, detail: None }
+    }
+
+    fn template(detail: &'static str) -> Self {
+        Self {
+            kind: InvalidSchemeKind::Template,
+            detail: Some(detail),
+        }
+    }
+
+    /// What is wrong.
+    pub fn kind(&self) -> InvalidSchemeKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for InvalidScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            InvalidSchemeKind::NoSignatureHeader => "no signature header was set",
+            InvalidSchemeKind::HeaderName => "invalid header name",
+            InvalidSchemeKind::Template => "invalid template of the signed content",
+            InvalidSchemeKind::NoSecret => "no secret was given",
+            InvalidSchemeKind::EmptySecret => "a secret is empty",
+        })?;
+        if let Some(detail) = self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for InvalidScheme {}
