@@ -63,6 +63,26 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// A scheme chosen at run time, such as one picked from configuration.
+impl<S: Scheme + ?Sized> Scheme for Box<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        (**self).verify(headers, body, now)
+    }
+
+    fn identify(&self, headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+        (**self).identify(headers, body, verified)
+    }
+}
+
 /// What a scheme learned from a delivery it verified.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

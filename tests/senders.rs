@@ -1,0 +1,998 @@
+//! Every sender's scheme against vectors made by that sender's own library (see
+//! `tests/fixtures/gen_senders.*` for how), and against the bad-input table.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use tower_webhook::scheme::{HmacScheme, Scheme, VerifyErrorKind};
+
+#[derive(Deserialize)]
+struct Vector {
+    scheme: String,
+    source: String,
+    secret: String,
+    #[cfg_attr(not(feature = "ed25519"), allow(dead_code))]
+    public_key: Option<String>,
+    timestamp: i64,
+    body_base64: String,
+    headers: std::collections::BTreeMap<String, String>,
+    id: String,
+    event_type: Option<String>,
+}
+
+fn vectors() -> Vec<Vector> {
+    let mut all: Vec<Vector> =
+        serde_json::from_str(include_str!("fixtures/senders_node.json")).unwrap();
+    all.extend(
+        serde_json::from_str::<Vec<Vector>>(include_str!("fixtures/senders_python.json")).unwrap(),
+    );
+    all
+}
+
+fn at(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+}
+
+fn headers_of(v: &Vector) -> HeaderMap {
+    v.headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn hmac_scheme(name: &str, secret: &str) -> HmacScheme {
+    match name {
+        "stripe" => HmacScheme::stripe(secret),
+        "github" => HmacScheme::github(secret),
+        "shopify" => HmacScheme::shopify(secret),
+        "slack" => HmacScheme::slack(secret),
+        "paddle" => HmacScheme::paddle(secret),
+        other => panic!("no scheme {other}"),
+    }
+    .unwrap()
+}
+
+/// Verifies `v`, checks its id and event type, and that one changed byte of the body fails.
+fn check(scheme: &dyn Scheme, v: &Vector) {
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&v.body_base64)
+        .unwrap();
+    let headers = headers_of(v);
+    let verified = scheme
+        .verify(&headers, &body, at(v.timestamp))
+        .unwrap_or_else(|err| panic!("{} ({}): {err}", v.scheme, v.source));
+    assert_eq!(
+        scheme.identify(&headers, &body, &verified).as_deref(),
+        Some(v.id.as_str()),
+        "{}",
+        v.source
+    );
+    assert_eq!(verified.event_type, v.event_type, "{}", v.source);
+    let mut tampered = body.clone();
+    tampered[0] ^= 1;
+    let err = scheme
+        .verify(&headers, &tampered, at(v.timestamp))
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        VerifyErrorKind::NoMatchingSignature,
+        "{}",
+        v.source
+    );
+}
+
+#[test]
+fn hmac_vectors_from_the_senders_libraries() {
+    let mut seen = std::collections::BTreeSet::new();
+    for v in vectors()
+        .iter()
+        .filter(|v| !v.scheme.starts_with("standard"))
+    {
+        let scheme = hmac_scheme(&v.scheme, &v.secret);
+        check(&scheme, v);
+        // The signer makes the very header the sender's library made.
+        let (name, value) = v
+            .headers
+            .iter()
+            .find(|(name, _)| name.contains("sig") || name.contains("hmac"))
+            .unwrap();
+        if !value.contains(",v1=") || value.matches("v1=").count() == 1 {
+            let body = base64::engine::general_purpose::STANDARD
+                .decode(&v.body_base64)
+                .unwrap();
+            let signed = scheme.sign(&v.id, v.timestamp, &body).unwrap();
+            assert_eq!(signed[name.as_str()], value.as_str(), "{}", v.source);
+        }
+        seen.insert(v.scheme.clone());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["github", "paddle", "shopify", "slack", "stripe"]
+    );
+}
+
+#[test]
+fn the_documented_examples_are_among_the_vectors() {
+    let all = vectors();
+    let github = all
+        .iter()
+        .find(|v| v.secret == "It's a Secret to Everybody")
+        .unwrap();
+    assert_eq!(
+        github.headers["x-hub-signature-256"],
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    );
+    let slack = all.iter().find(|v| v.timestamp == 1_531_420_618).unwrap();
+    assert_eq!(
+        slack.headers["x-slack-signature"],
+        "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+    );
+}
+
+#[test]
+fn stripe_keys_are_the_secrets_bytes_not_base64() {
+    // A Stripe secret is also valid base64 after its whsec_ prefix. A signature made with the
+    // decoded bytes, as Svix's scheme would use them, must not verify.
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&secret[6..])
+        .unwrap();
+    let body = br#"{"id":"evt_trap"}"#;
+    let tag = {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&decoded).unwrap();
+        mac.update(b"1700000000.");
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "stripe-signature",
+        HeaderValue::from_str(&format!("t=1700000000,v1={tag}")).unwrap(),
+    );
+    let stripe = HmacScheme::stripe(secret).unwrap();
+    let err = stripe
+        .verify(&headers, body, at(1_700_000_000))
+        .unwrap_err();
+    assert_eq!(err.kind(), VerifyErrorKind::NoMatchingSignature);
+    let good = stripe.sign("", 1_700_000_000, body).unwrap();
+    assert!(stripe.verify(&good, body, at(1_700_000_000)).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------
+// The bad-input table, for every HMAC scheme.
+
+const NOW: i64 = 1_700_000_000;
+const BODY: &[u8] = br#"{"id":"evt_1","event_id":"evt_1","type":"t"}"#;
+
+struct Signed {
+    scheme: HmacScheme,
+    headers: HeaderMap,
+    signature: HeaderName,
+}
+
+fn signed(name: &str) -> Signed {
+    let scheme = hmac_scheme(name, "the right secret");
+    let headers = scheme.sign("delivery-1", NOW, BODY).unwrap();
+    let signature = headers
+        .keys()
+        .find(|h| h.as_str().contains("sig") || h.as_str().contains("hmac"))
+        .unwrap()
+        .clone();
+    Signed {
+        scheme,
+        headers,
+        signature,
+    }
+}
+
+impl Signed {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), (VerifyErrorKind, String)> {
+        self.scheme
+            .verify(headers, body, at(now))
+            .map(|_| ())
+            .map_err(|err| (err.kind(), err.to_string()))
+    }
+
+    fn with(&self, name: &str, value: Option<&str>) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+        match value {
+            Some(value) => headers.insert(name, HeaderValue::from_bytes(value.as_bytes()).unwrap()),
+            None => headers.remove(name),
+        };
+        headers
+    }
+
+    fn signature_value(&self) -> String {
+        self.headers[&self.signature].to_str().unwrap().to_owned()
+    }
+
+    fn expect(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+        kind: VerifyErrorKind,
+        reason: &str,
+    ) {
+        assert_eq!(
+            self.verify(headers, body, now),
+            Err((kind, reason.to_owned())),
+            "{}",
+            self.scheme.name()
+        );
+    }
+}
+
+const SCHEMES: [&str; 5] = ["stripe", "github", "shopify", "slack", "paddle"];
+
+#[test]
+fn every_scheme_signs_and_verifies() {
+    for name in SCHEMES {
+        let s = signed(name);
+        assert_eq!(s.verify(&s.headers, BODY, NOW), Ok(()), "{name}");
+    }
+}
+
+#[test]
+fn missing_empty_duplicated_and_non_ascii_signature_headers() {
+    for name in SCHEMES {
+        let s = signed(name);
+        let header = s.signature.as_str();
+        s.expect(
+            &s.with(header, None),
+            BODY,
+            NOW,
+            VerifyErrorKind::MissingHeader,
+            &format!("missing {header}"),
+        );
+        s.expect(
+            &s.with(header, Some("")),
+            BODY,
+            NOW,
+            VerifyErrorKind::MissingHeader,
+            &format!("missing {header}"),
+        );
+        let mut twice = s.headers.clone();
+        twice.append(
+            s.signature.clone(),
+            HeaderValue::from_str(&s.signature_value()).unwrap(),
+        );
+        s.expect(
+            &twice,
+            BODY,
+            NOW,
+            VerifyErrorKind::InvalidHeader,
+            &format!("invalid {header}: sent more than once"),
+        );
+        let non_ascii = format!("{}é", s.signature_value());
+        s.expect(
+            &s.with(header, Some(&non_ascii)),
+            BODY,
+            NOW,
+            VerifyErrorKind::InvalidHeader,
+            &format!("invalid {header}"),
+        );
+        let latin1 = HeaderValue::from_bytes(b"\xe9\xff").unwrap();
+        let mut bytes = s.headers.clone();
+        bytes.insert(s.signature.clone(), latin1);
+        s.expect(
+            &bytes,
+            BODY,
+            NOW,
+            VerifyErrorKind::InvalidHeader,
+            &format!("invalid {header}"),
+        );
+    }
+}
+
+#[test]
+fn malformed_signatures() {
+    for name in SCHEMES {
+        let s = signed(name);
+        let value = s.signature_value();
+        let header = s.signature.as_str();
+        // The signature itself, broken: cut short, not the encoding, doubled.
+        let (head, tag) = value
+            .rsplit_once(['=', ',', ';'])
+            .map_or(("", value.as_str()), |(h, t)| (&value[..=h.len()], t));
+        let head = if name == "shopify" { "" } else { head };
+        let tag = if name == "shopify" {
+            value.as_str()
+        } else {
+            tag
+        };
+        for broken in [
+            format!("{head}{}", &tag[..tag.len() - 2]),
+            format!("{head}{}zz", &tag[..tag.len() - 2]),
+            format!("{head}{tag}{tag}"),
+            format!("{head}!!!!"),
+        ] {
+            let got = s
+                .verify(&s.with(header, Some(&broken)), BODY, NOW)
+                .unwrap_err();
+            assert_eq!(
+                got.0,
+                VerifyErrorKind::NoSupportedSignature,
+                "{name}: {broken:?} gave {got:?}"
+            );
+        }
+        // A signature of another secret.
+        let other = hmac_scheme(name, "another secret")
+            .sign("delivery-1", NOW, BODY)
+            .unwrap();
+        s.expect(
+            &other,
+            BODY,
+            NOW,
+            VerifyErrorKind::NoMatchingSignature,
+            "no matching signature",
+        );
+        // A tampered body.
+        s.expect(
+            &s.headers,
+            b"{}",
+            NOW,
+            VerifyErrorKind::NoMatchingSignature,
+            "no matching signature",
+        );
+    }
+}
+
+#[test]
+fn upper_case_hex_verifies() {
+    for name in ["stripe", "github", "slack", "paddle"] {
+        let s = signed(name);
+        let value = s.signature_value();
+        let (head, tag) = value.rsplit_once('=').unwrap();
+        let upper = format!("{head}={}", tag.to_ascii_uppercase());
+        assert_eq!(
+            s.verify(&s.with(s.signature.as_str(), Some(&upper)), BODY, NOW),
+            Ok(()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn over_long_signature_headers_are_refused() {
+    for name in SCHEMES {
+        let s = signed(name);
+        let long = format!("{}{}", s.signature_value(), "A".repeat(16 * 1024));
+        assert!(
+            s.verify(&s.with(s.signature.as_str(), Some(&long)), BODY, NOW)
+                .is_err(),
+            "{name}"
+        );
+    }
+    for (name, entry) in [("stripe", ",v1=00"), ("paddle", ";h1=00")] {
+        let s = signed(name);
+        let many = format!("{}{}", s.signature_value(), entry.repeat(40));
+        let header = s.signature.as_str();
+        s.expect(
+            &s.with(header, Some(&many)),
+            BODY,
+            NOW,
+            VerifyErrorKind::InvalidHeader,
+            &format!("invalid {header}: too many entries"),
+        );
+    }
+}
+
+#[test]
+fn stale_future_and_malformed_timestamps() {
+    for name in ["stripe", "slack", "paddle"] {
+        let s = signed(name);
+        s.expect(
+            &s.headers,
+            BODY,
+            NOW + 301,
+            VerifyErrorKind::TimestampTooOld,
+            "timestamp too old",
+        );
+        s.expect(
+            &s.headers,
+            BODY,
+            NOW - 301,
+            VerifyErrorKind::TimestampTooNew,
+            "timestamp too far in the future",
+        );
+        assert_eq!(s.verify(&s.headers, BODY, NOW + 300), Ok(()), "{name}");
+        let tolerant = Signed {
+            scheme: s.scheme.clone().with_tolerance(Duration::from_secs(3600)),
+            ..signed(name)
+        };
+        assert_eq!(
+            tolerant.verify(&tolerant.headers, BODY, NOW + 3000),
+            Ok(()),
+            "{name}"
+        );
+    }
+    // Slack's timestamp is a header of its own.
+    let slack = signed("slack");
+    let ts = "x-slack-request-timestamp";
+    slack.expect(
+        &slack.with(ts, None),
+        BODY,
+        NOW,
+        VerifyErrorKind::MissingHeader,
+        "missing x-slack-request-timestamp",
+    );
+    slack.expect(
+        &slack.with(ts, Some("soon")),
+        BODY,
+        NOW,
+        VerifyErrorKind::InvalidHeader,
+        "invalid x-slack-request-timestamp",
+    );
+    slack.expect(
+        &slack.with(ts, Some("99999999999999999999")),
+        BODY,
+        NOW,
+        VerifyErrorKind::InvalidHeader,
+        "invalid x-slack-request-timestamp",
+    );
+    slack.expect(
+        &slack.with(ts, Some(&(NOW - 1).to_string())),
+        BODY,
+        NOW,
+        VerifyErrorKind::NoMatchingSignature,
+        "no matching signature",
+    );
+    // Stripe's and Paddle's sit in the signature header.
+    for (name, ts_key, sig_key, sep) in [("stripe", "t", "v1", ","), ("paddle", "ts", "h1", ";")] {
+        let s = signed(name);
+        let value = s.signature_value();
+        let sig = value
+            .split(sep)
+            .find(|entry| entry.starts_with(sig_key))
+            .unwrap();
+        let header = s.signature.as_str();
+        s.expect(
+            &s.with(header, Some(sig)),
+            BODY,
+            NOW,
+            VerifyErrorKind::InvalidHeader,
+            &format!("invalid {header}: no timestamp"),
+        );
+        let twice = format!("{ts_key}={NOW}{sep}{ts_key}={}{sep}{sig}", NOW + 1);
+        s.expect(
+            &s.with(header, Some(&twice)),
+            BODY,
+            NOW,
+            VerifyErrorKind::InvalidHeader,
+            &format!("invalid {header}: more than one timestamp"),
+        );
+        for bad in ["soon", "-", "1e9", "+1700000000"] {
+            let value = format!("{ts_key}={bad}{sep}{sig}");
+            s.expect(
+                &s.with(header, Some(&value)),
+                BODY,
+                NOW,
+                VerifyErrorKind::InvalidHeader,
+                &format!("invalid {header}"),
+            );
+        }
+        let moved = format!("{ts_key}={}{sep}{sig}", NOW - 1);
+        s.expect(
+            &s.with(header, Some(&moved)),
+            BODY,
+            NOW,
+            VerifyErrorKind::NoMatchingSignature,
+            "no matching signature",
+        );
+    }
+}
+
+#[test]
+fn one_good_signature_among_several() {
+    for (name, sig_key, sep) in [("stripe", "v1", ","), ("paddle", "h1", ";")] {
+        let s = signed(name);
+        let value = s.signature_value();
+        let other = hmac_scheme(name, "old secret").sign("", NOW, BODY).unwrap();
+        let other_sig = other[&s.signature]
+            .to_str()
+            .unwrap()
+            .split(sep)
+            .find(|e| e.starts_with(sig_key))
+            .unwrap()
+            .to_owned();
+        // The good one last, first, and among unknown versions and junk.
+        let (ts, good) = value.split_once(sep).unwrap();
+        for mixed in [
+            format!("{ts}{sep}{other_sig}{sep}{good}"),
+            format!("{ts}{sep}{good}{sep}{other_sig}"),
+            format!("{ts}{sep}v0=abc{sep}{sig_key}=zz{sep}junk{sep}{good}"),
+        ] {
+            assert_eq!(
+                s.verify(&s.with(s.signature.as_str(), Some(&mixed)), BODY, NOW),
+                Ok(()),
+                "{name}: {mixed}"
+            );
+        }
+        // And a rotation: the scheme holds both secrets, the sender signed with the old one.
+        let rotating = hmac_scheme(name, "the right secret")
+            .with_secret("old secret")
+            .unwrap();
+        assert!(rotating.verify(&other, BODY, at(NOW)).is_ok(), "{name}");
+    }
+    for name in ["github", "shopify", "slack"] {
+        let rotating = hmac_scheme(name, "new secret")
+            .with_secret("the right secret")
+            .unwrap();
+        let s = signed(name);
+        assert!(rotating.verify(&s.headers, BODY, at(NOW)).is_ok(), "{name}");
+    }
+}
+
+#[test]
+fn github_refuses_the_legacy_sha1_header_alone() {
+    let s = signed("github");
+    let mut legacy = s.with("x-hub-signature-256", None);
+    legacy.insert(
+        "x-hub-signature",
+        HeaderValue::from_static("sha1=7d38cdd689735b008b3c702edd92eea23791c5f6"),
+    );
+    s.expect(
+        &legacy,
+        BODY,
+        NOW,
+        VerifyErrorKind::MissingHeader,
+        "missing x-hub-signature-256",
+    );
+    let sha1_in_new_header = s.with(
+        "x-hub-signature-256",
+        Some("sha1=7d38cdd689735b008b3c702edd92eea23791c5f6"),
+    );
+    s.expect(
+        &sha1_in_new_header,
+        BODY,
+        NOW,
+        VerifyErrorKind::NoSupportedSignature,
+        "no supported signature",
+    );
+}
+
+#[test]
+fn ids_and_event_types() {
+    let github = signed("github");
+    let mut headers = github.with("x-github-event", Some("push"));
+    let verified = github.scheme.verify(&headers, BODY, at(NOW)).unwrap();
+    assert_eq!(verified.event_type.as_deref(), Some("push"));
+    assert_eq!(
+        github.scheme.identify(&headers, BODY, &verified).as_deref(),
+        Some("delivery-1")
+    );
+    headers.append("x-github-delivery", HeaderValue::from_static("delivery-2"));
+    github.expect(
+        &headers,
+        BODY,
+        NOW,
+        VerifyErrorKind::InvalidHeader,
+        "invalid x-github-delivery: sent more than once",
+    );
+    let no_id = github.with("x-github-delivery", None);
+    let verified = github.scheme.verify(&no_id, BODY, at(NOW)).unwrap();
+    assert_eq!(github.scheme.identify(&no_id, BODY, &verified), None);
+
+    for (name, id) in [
+        ("stripe", "evt_1"),
+        ("paddle", "evt_1"),
+        ("slack", "evt_1"),
+        ("shopify", "delivery-1"),
+    ] {
+        let s = signed(name);
+        let verified = s.scheme.verify(&s.headers, BODY, at(NOW)).unwrap();
+        assert_eq!(
+            s.scheme.identify(&s.headers, BODY, &verified).as_deref(),
+            Some(id),
+            "{name}"
+        );
+    }
+    // Stripe and Paddle bodies without their id field have none.
+    let stripe = HmacScheme::stripe("k").unwrap();
+    let headers = stripe.sign("", NOW, b"{}").unwrap();
+    let verified = stripe.verify(&headers, b"{}", at(NOW)).unwrap();
+    assert_eq!(stripe.identify(&headers, b"{}", &verified), None);
+    // A Slack slash command is form-encoded: its id is a hash of the body.
+    let slack = HmacScheme::slack("k").unwrap();
+    let form = b"token=x&command=%2Fdeploy&text=prod";
+    let headers = slack.sign("", NOW, form).unwrap();
+    let verified = slack.verify(&headers, form, at(NOW)).unwrap();
+    let id = slack.identify(&headers, form, &verified).unwrap();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+}
+
+#[test]
+fn generic_builder() {
+    use tower_webhook::scheme::{Encoding, InvalidSchemeKind};
+    let acme = HmacScheme::builder("acme")
+        .signature_header("x-acme-signature")
+        .prefix("sha256=")
+        .encoding(Encoding::Base64)
+        .signs("{id}:{timestamp}:{body}")
+        .timestamp_header("x-acme-timestamp")
+        .tolerance(Duration::from_secs(60))
+        .id_header("x-acme-delivery")
+        .event_type_header("x-acme-event")
+        .secret("acme secret")
+        .secret("older acme secret")
+        .build()
+        .unwrap();
+    assert_eq!(acme.name(), "acme");
+    let mut headers = acme.sign("d-1", NOW, BODY).unwrap();
+    headers.insert("x-acme-event", HeaderValue::from_static("thing.done"));
+    let value = headers["x-acme-signature"].to_str().unwrap().to_owned();
+    assert!(
+        value.starts_with("sha256=") && value.ends_with('='),
+        "{value}"
+    );
+    let verified = acme.verify(&headers, BODY, at(NOW + 60)).unwrap();
+    assert_eq!(verified.id.as_deref(), Some("d-1"));
+    assert_eq!(verified.event_type.as_deref(), Some("thing.done"));
+    assert_eq!(
+        acme.verify(&headers, BODY, at(NOW + 61))
+            .unwrap_err()
+            .kind(),
+        VerifyErrorKind::TimestampTooOld
+    );
+    // The id is signed: changing it breaks the signature.
+    headers.insert("x-acme-delivery", HeaderValue::from_static("d-2"));
+    assert_eq!(
+        acme.verify(&headers, BODY, at(NOW)).unwrap_err().kind(),
+        VerifyErrorKind::NoMatchingSignature
+    );
+
+    let kind = |b: tower_webhook::scheme::HmacSchemeBuilder| b.build().unwrap_err().kind();
+    let base = || {
+        HmacScheme::builder("x")
+            .signature_header("x-sig")
+            .secret("s")
+    };
+    assert_eq!(
+        kind(HmacScheme::builder("x").secret("s")),
+        InvalidSchemeKind::NoSignatureHeader
+    );
+    assert_eq!(
+        kind(base().signature_header("bad header")),
+        InvalidSchemeKind::HeaderName
+    );
+    assert_eq!(
+        kind(base().signs("{timestamp}.{body}")),
+        InvalidSchemeKind::Template
+    );
+    assert_eq!(
+        kind(base().signs("{id}.{body}")),
+        InvalidSchemeKind::Template
+    );
+    assert_eq!(
+        kind(base().signs("{body}.{nonce}")),
+        InvalidSchemeKind::Template
+    );
+    assert_eq!(kind(base().signs("no body")), InvalidSchemeKind::Template);
+    assert_eq!(
+        kind(HmacScheme::builder("x").signature_header("x-sig")),
+        InvalidSchemeKind::NoSecret
+    );
+    assert_eq!(kind(base().secret("")), InvalidSchemeKind::EmptySecret);
+    let err = base().signs("{timestamp}.{body}").build().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid template of the signed content: {timestamp} needs a timestamp header"
+    );
+}
+
+#[test]
+fn empty_secrets_are_refused_when_built() {
+    for name in SCHEMES {
+        let err = match name {
+            "stripe" => HmacScheme::stripe(""),
+            "github" => HmacScheme::github(""),
+            "shopify" => HmacScheme::shopify(""),
+            "slack" => HmacScheme::slack(""),
+            _ => HmacScheme::paddle(""),
+        }
+        .unwrap_err();
+        assert_eq!(err.to_string(), "webhook secret is empty", "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Standard Webhooks v1a: Ed25519.
+
+#[cfg(feature = "ed25519")]
+mod v1a {
+    use super::*;
+    use tower_webhook::scheme::{InvalidSecretKind, SignErrorKind, StandardWebhooks};
+
+    fn v1a_vectors() -> Vec<Vector> {
+        vectors()
+            .into_iter()
+            .filter(|v| v.scheme == "standard-webhooks-v1a")
+            .collect()
+    }
+
+    #[test]
+    fn vectors_verify_with_the_public_key() {
+        let all = v1a_vectors();
+        assert_eq!(all.len(), 2);
+        for v in &all {
+            let scheme =
+                StandardWebhooks::from_public_key(v.public_key.as_deref().unwrap()).unwrap();
+            check(&scheme, v);
+            // Ed25519 signatures are deterministic: the private key signs the same bytes.
+            let signer = StandardWebhooks::from_signing_key(&v.secret).unwrap();
+            let body = base64::engine::general_purpose::STANDARD
+                .decode(&v.body_base64)
+                .unwrap();
+            let ours = signer.sign(&v.id, v.timestamp, &body).unwrap();
+            assert_eq!(
+                ours["webhook-signature"],
+                v.headers["webhook-signature"].as_str()
+            );
+            check(&signer, v);
+        }
+    }
+
+    #[test]
+    fn keys_and_signatures_that_do_not_fit() {
+        let all = v1a_vectors();
+        let v = &all[0];
+        let public = v.public_key.as_deref().unwrap();
+        let scheme = StandardWebhooks::from_public_key(public).unwrap();
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(&v.body_base64)
+            .unwrap();
+        let mut headers = headers_of(v);
+        let good = v.headers["webhook-signature"].clone();
+
+        // Another key's public key does not verify it.
+        let other =
+            StandardWebhooks::from_public_key(all[1].public_key.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            other
+                .verify(&headers, &body, at(v.timestamp))
+                .unwrap_err()
+                .kind(),
+            VerifyErrorKind::NoMatchingSignature
+        );
+        // A v1a signature is not read as v1, nor a v1 as v1a.
+        let tag = good.strip_prefix("v1a,").unwrap();
+        headers.insert(
+            "webhook-signature",
+            HeaderValue::from_str(&format!("v1,{tag}")).unwrap(),
+        );
+        assert_eq!(
+            scheme
+                .verify(&headers, &body, at(v.timestamp))
+                .unwrap_err()
+                .kind(),
+            VerifyErrorKind::NoSupportedSignature
+        );
+        // One good v1a among bad ones, and beside HMAC entries.
+        let bad = format!("v1a,{}", "A".repeat(86) + "==");
+        headers.insert(
+            "webhook-signature",
+            HeaderValue::from_str(&format!("v1,AAAA {bad} {good} v2,x")).unwrap(),
+        );
+        assert!(scheme.verify(&headers, &body, at(v.timestamp)).is_ok());
+        // A scheme with both an HMAC secret and a public key takes either signature.
+        let both = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap()
+            .with_public_key(public)
+            .unwrap();
+        headers.insert("webhook-signature", HeaderValue::from_str(&good).unwrap());
+        assert!(both.verify(&headers, &body, at(v.timestamp)).is_ok());
+        let hmac_signed = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap()
+            .sign(&v.id, v.timestamp, &body)
+            .unwrap();
+        assert!(both.verify(&hmac_signed, &body, at(v.timestamp)).is_ok());
+
+        // A public key cannot sign.
+        assert_eq!(
+            scheme.sign("msg", 1, b"{}").unwrap_err().kind(),
+            SignErrorKind::NoSigningKey
+        );
+        // Keys that are not keys.
+        for bad in ["whpk_AAAA", "whpk_not base64", "whpk_"] {
+            let err = StandardWebhooks::from_public_key(bad).unwrap_err();
+            assert!(
+                matches!(
+                    err.kind(),
+                    InvalidSecretKind::InvalidKey | InvalidSecretKind::NotBase64
+                ),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(
+            StandardWebhooks::from_signing_key("whsk_AAAA")
+                .unwrap_err()
+                .kind(),
+            InvalidSecretKind::InvalidKey
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the layer.
+
+mod through_the_layer {
+    use super::*;
+    use common::{counting, request, Calls};
+    use http::StatusCode;
+    use tower::{Layer, ServiceExt};
+    use tower_webhook::store::MemoryStore;
+    use tower_webhook::{Event, IdSource, VerifyWebhookLayer, DUPLICATE_HEADER};
+
+    async fn send(
+        layer: &VerifyWebhookLayer,
+        calls: &Calls,
+        headers: HeaderMap,
+        body: &'static [u8],
+    ) -> (StatusCode, bool) {
+        let service = layer.layer(counting(calls.clone(), StatusCode::OK));
+        let response = service.oneshot(request(headers, body)).await.unwrap();
+        (
+            response.status(),
+            response.headers().contains_key(DUPLICATE_HEADER),
+        )
+    }
+
+    #[tokio::test]
+    async fn slack_retries_of_a_slash_command_are_duplicates() {
+        let slack = HmacScheme::slack("slack secret").unwrap();
+        let layer = VerifyWebhookLayer::new(slack.clone()).with_store(MemoryStore::new());
+        let calls = Calls::default();
+        let form: &'static [u8] = b"token=x&team_id=T1&command=%2Fdeploy&text=prod";
+        let now = common::now_unix();
+        assert_eq!(
+            send(&layer, &calls, slack.sign("", now, form).unwrap(), form).await,
+            (StatusCode::OK, false)
+        );
+        // Slack retries with a new timestamp and signature, and X-Slack-Retry-Num.
+        let mut retry = slack.sign("", now + 3, form).unwrap();
+        retry.insert("x-slack-retry-num", HeaderValue::from_static("1"));
+        retry.insert(
+            "x-slack-retry-reason",
+            HeaderValue::from_static("http_timeout"),
+        );
+        assert_eq!(
+            send(&layer, &calls, retry, form).await,
+            (StatusCode::OK, true)
+        );
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_forged_id_with_a_replayed_body_cannot_block_a_real_github_event() {
+        let github = HmacScheme::github("gh secret").unwrap();
+        let calls = Calls::default();
+        let old: &'static [u8] = br#"{"action":"opened","number":1}"#;
+        let new: &'static [u8] = br#"{"action":"closed","number":2}"#;
+        let forged = github.sign("real-delivery-id", 0, old).unwrap();
+        let real = github.sign("real-delivery-id", 0, new).unwrap();
+
+        // Keyed on the id alone, the replay takes the real delivery's id first.
+        let naive = VerifyWebhookLayer::new(github.clone()).with_store(MemoryStore::new());
+        send(&naive, &calls, forged.clone(), old).await;
+        assert_eq!(
+            send(&naive, &calls, real.clone(), new).await,
+            (StatusCode::OK, true),
+            "the real event was lost"
+        );
+
+        // Keyed on the id and a hash of the body, both run, and the real one is deduplicated
+        // on its own.
+        let calls = Calls::default();
+        let keyed = VerifyWebhookLayer::new(github)
+            .with_store(MemoryStore::new())
+            .with_id_source(IdSource::scheme().with_body_hash());
+        assert_eq!(
+            send(&keyed, &calls, forged, old).await,
+            (StatusCode::OK, false)
+        );
+        assert_eq!(
+            send(&keyed, &calls, real.clone(), new).await,
+            (StatusCode::OK, false)
+        );
+        assert_eq!(
+            send(&keyed, &calls, real, new).await,
+            (StatusCode::OK, true)
+        );
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_event_carries_the_id_and_type_of_each_sender() {
+        // Scheme, headers, body, and the id and type its event must carry.
+        type Case = (
+            HmacScheme,
+            HeaderMap,
+            &'static [u8],
+            &'static str,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = {
+            let now = common::now_unix();
+            let github = HmacScheme::github("g").unwrap();
+            let mut gh = github.sign("gh-1", now, b"{}").unwrap();
+            gh.insert("x-github-event", HeaderValue::from_static("push"));
+            let stripe = HmacScheme::stripe("whsec_s").unwrap();
+            let body: &'static [u8] = br#"{"id":"evt_9","type":"charge.succeeded"}"#;
+            let paddle = HmacScheme::paddle("p").unwrap();
+            let paddle_body: &'static [u8] =
+                br#"{"event_id":"evt_p","event_type":"transaction.paid"}"#;
+            vec![
+                (github, gh, b"{}", "gh-1", Some("push")),
+                (
+                    stripe.clone(),
+                    stripe.sign("", now, body).unwrap(),
+                    body,
+                    "evt_9",
+                    None,
+                ),
+                (
+                    paddle.clone(),
+                    paddle.sign("", now, paddle_body).unwrap(),
+                    paddle_body,
+                    "evt_p",
+                    None,
+                ),
+            ]
+        };
+        for (scheme, headers, body, id, event_type) in cases {
+            let name = scheme.name();
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let service = {
+                let seen = std::sync::Arc::clone(&seen);
+                VerifyWebhookLayer::new(scheme).layer(tower::service_fn(
+                    move |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                        *seen.lock().unwrap() = req.extensions().get::<Event>().cloned();
+                        async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    },
+                ))
+            };
+            let response = service.oneshot(request(headers, body)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{name}");
+            let event = seen.lock().unwrap().take().unwrap();
+            assert_eq!(
+                (event.id(), event.event_type(), event.scheme()),
+                (id, event_type, name)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_github_delivery_without_its_id_header_is_refused() {
+        let github = HmacScheme::github("g").unwrap();
+        let layer = VerifyWebhookLayer::new(github.clone()).with_store(MemoryStore::new());
+        let calls = Calls::default();
+        let mut headers = github.sign("x", 0, b"{}").unwrap();
+        headers.remove("x-github-delivery");
+        let service = layer.layer(counting(calls.clone(), StatusCode::OK));
+        let response = service.oneshot(request(headers, &b"{}"[..])).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(common::body_text(response).await, "missing event id");
+        assert_eq!(calls.get(), 0);
+    }
+}
