@@ -118,5 +118,84 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify, layer);
+/// Every scheme at 1 KiB and 64 KiB, beside the raw HMAC-SHA256 of the same bytes in the
+/// `verify` group.
+fn schemes(c: &mut Criterion) {
+    use tower_webhook::scheme::HmacScheme;
+    let at = SystemTime::now();
+    let ts = now();
+    let mut group = c.benchmark_group("schemes");
+    for size in [1024, 64 * 1024] {
+        let body = vec![b'x'; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        let standard = StandardWebhooks::new(SECRET).unwrap();
+        let hmac: [(&str, HmacScheme); 5] = [
+            ("stripe", HmacScheme::stripe("whsec_bench").unwrap()),
+            ("github", HmacScheme::github("bench").unwrap()),
+            ("shopify", HmacScheme::shopify("bench").unwrap()),
+            ("slack", HmacScheme::slack("bench").unwrap()),
+            ("paddle", HmacScheme::paddle("bench").unwrap()),
+        ];
+        let headers = standard.sign("msg_bench", ts, &body).unwrap();
+        group.bench_with_input(
+            BenchmarkId::new("standard_webhooks", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    standard
+                        .verify(black_box(&headers), black_box(body), at)
+                        .unwrap()
+                });
+            },
+        );
+        for (name, scheme) in &hmac {
+            let headers = scheme.sign("delivery-bench", ts, &body).unwrap();
+            group.bench_with_input(BenchmarkId::new(*name, size), &body, |b, body| {
+                b.iter(|| {
+                    scheme
+                        .verify(black_box(&headers), black_box(body), at)
+                        .unwrap()
+                });
+            });
+        }
+        #[cfg(feature = "ed25519")]
+        {
+            use ed25519_dalek::Verifier as _;
+            let seed = "whsk_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA=";
+            let v1a = StandardWebhooks::from_signing_key(seed).unwrap();
+            let headers = v1a.sign("msg_bench", ts, &body).unwrap();
+            group.bench_with_input(
+                BenchmarkId::new("standard_webhooks_v1a", size),
+                &body,
+                |b, body| {
+                    b.iter(|| {
+                        v1a.verify(black_box(&headers), black_box(body), at)
+                            .unwrap()
+                    });
+                },
+            );
+            // The limit: one Ed25519 verification of the same message, already in one buffer.
+            let key_bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+                .decode(&seed[5..])
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let signing = ed25519_dalek::SigningKey::from_bytes(&key_bytes);
+            let mut message = format!("msg_bench.{ts}.").into_bytes();
+            message.extend_from_slice(&body);
+            let signature = ed25519_dalek::Signer::sign(&signing, &message);
+            let verifying = signing.verifying_key();
+            group.bench_with_input(
+                BenchmarkId::new("raw_ed25519", size),
+                &message,
+                |b, message| {
+                    b.iter(|| verifying.verify(black_box(message), &signature).unwrap());
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, verify, schemes, layer);
 criterion_main!(benches);

@@ -2,8 +2,10 @@
 //!
 //!     WEBHOOK_SECRET=whsec_... cargo run --example server
 //!
-//! `WEBHOOK_SECRET` is the signing secret the sender's dashboard shows; `BIND` is the address
-//! to listen on (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
+//! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
+//! default), `stripe`, `github`, `shopify`, `slack` or `paddle`. `WEBHOOK_SECRET` is that
+//! sender's signing secret, as its dashboard shows it. `BIND` is the address to listen on
+//! (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
 //! handler runs it prints `handled event <id>`; every rejection and duplicate prints a line
 //! too.
 //!
@@ -19,9 +21,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use tower_webhook::scheme::StandardWebhooks;
+use tower_webhook::scheme::{HmacScheme, Scheme, StandardWebhooks};
 use tower_webhook::store::MemoryStore;
-use tower_webhook::{Event, Rejection, VerifyWebhookLayer, DUPLICATE_HEADER};
+use tower_webhook::{Duplicate, Event, IdSource, Rejection, VerifyWebhookLayer};
 
 #[tokio::main]
 async fn main() {
@@ -32,16 +34,17 @@ async fn main() {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let secret = std::env::var("WEBHOOK_SECRET").map_err(|_| {
-        "set WEBHOOK_SECRET to the signing secret from your sender's dashboard (whsec_...)"
-    })?;
-    let scheme = StandardWebhooks::new(&secret).map_err(|err| format!("WEBHOOK_SECRET: {err}"))?;
+    let secret = std::env::var("WEBHOOK_SECRET")
+        .map_err(|_| "set WEBHOOK_SECRET to the signing secret from your sender's dashboard")?;
+    let name = std::env::var("WEBHOOK_SCHEME").unwrap_or_else(|_| "standard".to_owned());
+    let (scheme, id_source) = scheme(&name, &secret)?;
     let bind: SocketAddr = std::env::var("BIND")
         .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
         .parse()
         .map_err(|err| format!("BIND: {err}"))?;
 
-    let layer = VerifyWebhookLayer::new(scheme);
+    println!("scheme: {name}");
+    let layer = VerifyWebhookLayer::new(scheme).with_id_source(id_source);
     let layer = if let Ok(url) = std::env::var("REDIS_URL") {
         with_redis(layer, &url).await?
     } else if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -63,6 +66,47 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     Ok(())
+}
+
+/// The scheme `name`, and where its deliveries' ids come from.
+fn scheme(
+    name: &str,
+    secret: &str,
+) -> Result<(Box<dyn Scheme>, IdSource), Box<dyn std::error::Error>> {
+    let invalid = |err: tower_webhook::scheme::InvalidSecret| format!("WEBHOOK_SECRET: {err}");
+    Ok(match name {
+        "standard" => (
+            Box::new(StandardWebhooks::new(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "stripe" => (
+            Box::new(HmacScheme::stripe(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "slack" => (
+            Box::new(HmacScheme::slack(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "paddle" => (
+            Box::new(HmacScheme::paddle(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        // GitHub and Shopify do not sign their id header: dedup on it and the body together.
+        "github" => (
+            Box::new(HmacScheme::github(secret).map_err(invalid)?),
+            IdSource::scheme().with_body_hash(),
+        ),
+        "shopify" => (
+            Box::new(HmacScheme::shopify(secret).map_err(invalid)?),
+            IdSource::scheme().with_body_hash(),
+        ),
+        other => {
+            return Err(format!(
+                "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack or paddle"
+            )
+            .into())
+        }
+    })
 }
 
 #[cfg(feature = "redis")]
@@ -123,9 +167,14 @@ async fn with_postgres(
 
 async fn handle(event: Event) -> StatusCode {
     let kind = event
-        .json::<serde_json::Value>()
-        .ok()
-        .and_then(|payload| payload.get("type")?.as_str().map(str::to_owned))
+        .event_type()
+        .map(str::to_owned)
+        .or_else(|| {
+            let payload = event.json::<serde_json::Value>().ok()?;
+            ["type", "event_type"]
+                .iter()
+                .find_map(|field| payload.get(field)?.as_str().map(str::to_owned))
+        })
         .unwrap_or_else(|| "-".to_owned());
     println!(
         "handled event {} (type {kind}, {} bytes)",
@@ -137,16 +186,14 @@ async fn handle(event: Event) -> StatusCode {
 
 /// Prints a line for every delivery the layer answered itself.
 async fn report(request: Request, next: Next) -> Response {
-    let id = ["webhook-id", "svix-id"]
-        .iter()
-        .find_map(|name| request.headers().get(*name)?.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
     let response = next.run(request).await;
     if let Some(rejection) = response.extensions().get::<Rejection>() {
-        println!("rejected {id}: {} {rejection}", response.status().as_u16());
-    } else if response.headers().contains_key(DUPLICATE_HEADER) {
-        println!("duplicate {id}: acknowledged without running the handler");
+        println!("rejected: {} {rejection}", response.status().as_u16());
+    } else if let Some(duplicate) = response.extensions().get::<Duplicate>() {
+        println!(
+            "duplicate {}: acknowledged without running the handler",
+            duplicate.id()
+        );
     }
     response
 }

@@ -86,6 +86,10 @@ impl Event {
 }
 
 impl<T> Event<T> {
+    pub(crate) fn shared_id(&self) -> Arc<str> {
+        Arc::clone(&self.id)
+    }
+
     /// The delivery's id, from the layer's [`IdSource`](crate::IdSource). The layer dedupes
     /// on it (with a hash of the body, under [`IdSource::with_body_hash`](crate::IdSource::with_body_hash)).
     pub fn id(&self) -> &str {

@@ -30,6 +30,20 @@ use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreError};
 /// service did not run.
 pub const DUPLICATE_HEADER: HeaderName = HeaderName::from_static("webhook-duplicate");
 
+/// In the extensions of the answer to a copy of a delivery that was handled already, so that
+/// an outer layer can log or count it.
+#[derive(Debug, Clone)]
+pub struct Duplicate {
+    id: Arc<str>,
+}
+
+impl Duplicate {
+    /// The id of the delivery.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 pin_project! {
     /// The future of [`VerifyWebhook`](crate::VerifyWebhook): a state machine that collects
     /// the body, verifies and claims the delivery, calls the inner service and settles the
@@ -211,8 +225,12 @@ where
                             held: config.store.clone().map(|store| Held { store, key, token }),
                         },
                         Ok(Claim::Completed) => {
+                            let id = request
+                                .extensions()
+                                .get::<Event>()
+                                .map_or(Arc::clone(&key), Event::shared_id);
                             this.state.set(State::Done);
-                            return Poll::Ready(Ok(duplicate(config, this.span, &key)));
+                            return Poll::Ready(Ok(duplicate(config, this.span, id)));
                         }
                         Ok(Claim::InFlight) => {
                             State::refused(Rejection::new(RejectionKind::InFlight))
@@ -389,13 +407,14 @@ fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<Res
 }
 
 /// The answer to a copy of a delivery that was handled already.
-fn duplicate<R>(config: &Config, span: &Span, key: &str) -> Response<ResponseBody<R>> {
+fn duplicate<R>(config: &Config, span: &Span, id: Arc<str>) -> Response<ResponseBody<R>> {
     finish(config, span, Outcome::Duplicate, "duplicate");
     tracing::info!(
-        id = key,
+        id = &*id,
         "duplicate delivery answered without running the handler"
     );
     let mut response = Response::new(ResponseBody::own(Bytes::from_static(b"duplicate delivery")));
+    response.extensions_mut().insert(Duplicate { id });
     let headers = response.headers_mut();
     headers.insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
     headers.insert(

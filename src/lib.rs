@@ -11,7 +11,8 @@
 //!    the [`Event`] share it, nothing copies it.
 //! 3. **Verify.** The [`Scheme`](scheme::Scheme) checks signature and timestamp against the
 //!    raw bytes, in constant time, with every configured secret. Failure: `400` with a short
-//!    reason, so the sender drops the forgery.
+//!    reason, so the sender drops the forgery. Svix and Standard Webhooks, Stripe, GitHub,
+//!    Shopify, Slack and Paddle are built in; see [`scheme`].
 //! 4. **Identify.** The delivery's id comes from an [`IdSource`]: the signed id header by
 //!    default, or fields of the JSON body, or a closure.
 //! 5. **Claim.** With a [store](store::IdempotencyStore), the id is claimed for a lease. A
@@ -79,6 +80,10 @@
 //! # Features
 //!
 //! - `axum` (default): [`Event`] as an axum extractor, on `axum-core` alone.
+//! - `redis`: [`store::RedisStore`].
+//! - `postgres`: [`store::PostgresStore`].
+//! - `ed25519`: Standard Webhooks `v1a` signatures
+//!   ([`StandardWebhooks::from_public_key`](scheme::StandardWebhooks::from_public_key)).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
@@ -98,7 +103,7 @@ pub use body::ResponseBody;
 pub use event::{Event, Unparsed};
 #[cfg(feature = "axum")]
 pub use event::{EventRejection, EventRejectionKind};
-pub use future::{ResponseFuture, DUPLICATE_HEADER};
+pub use future::{Duplicate, ResponseFuture, DUPLICATE_HEADER};
 pub use id::IdSource;
 pub use layer::VerifyWebhookLayer;
 pub use reject::{Rejection, RejectionKind};

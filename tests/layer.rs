@@ -23,7 +23,7 @@ use tower_webhook::store::{
     Claim, ClaimToken, IdempotencyStore, MemoryStore, StoreError, StoreErrorKind,
 };
 use tower_webhook::{
-    Event, IdSource, Rejection, RejectionKind, VerifyWebhookLayer, DUPLICATE_HEADER,
+    Duplicate, Event, IdSource, Rejection, RejectionKind, VerifyWebhookLayer, DUPLICATE_HEADER,
 };
 
 const BODY: &str = r#"{"type":"user.created","data":{"id":"user_1"}}"#;
@@ -563,6 +563,13 @@ async fn a_duplicate_is_answered_without_the_handler() {
     assert_eq!(calls.get(), 1);
     let stats = layer.stats().snapshot();
     assert_eq!((stats.handled, stats.duplicates), (1, 3));
+    // Outer layers see which delivery it was.
+    let service = layer.layer(counting(calls.clone(), StatusCode::OK));
+    let response = service.oneshot(signed("msg_dup", BODY)).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<Duplicate>().map(Duplicate::id),
+        Some("msg_dup")
+    );
 }
 
 #[tokio::test]
