@@ -296,15 +296,18 @@ impl Engine {
                 timestamp,
             } => {
                 let mut found_timestamp = None;
-                let split: Box<dyn Iterator<Item = &str>> = if *entries == ' ' {
-                    Box::new(text.split_ascii_whitespace())
-                } else {
-                    Box::new(
-                        text.split(*entries)
-                            .map(str::trim)
-                            .filter(|entry| !entry.is_empty()),
-                    )
+                // A space separator stands for any run of whitespace.
+                let separates = |c: char| {
+                    if *entries == ' ' {
+                        c.is_ascii_whitespace()
+                    } else {
+                        c == *entries
+                    }
                 };
+                let split = text
+                    .split(separates)
+                    .map(str::trim)
+                    .filter(|entry| !entry.is_empty());
                 for (n, entry) in split.enumerate() {
                     if n == MAX_ENTRIES {
                         return Err(VerifyError::invalid_header(name.clone())

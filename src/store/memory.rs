@@ -135,7 +135,8 @@ impl MemoryStore {
         Ok(Claim::Acquired(token))
     }
 
-    /// Applies `settle` to the live claim of `key` held by `token`, if there is one.
+    /// Completes (keeping the key for `keep_for`) or, without `keep_for`, releases the live
+    /// claim of `key` held by `token`; whether there was one.
     fn settle(&self, key: &str, token: &ClaimToken, keep_for: Option<Duration>) -> bool {
         let now = self.now();
         let mut entries = self.lock();
