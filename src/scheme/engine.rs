@@ -227,20 +227,17 @@ impl Engine {
         if !signature_text.is_ascii() {
             return Err(VerifyError::invalid_header(signature_name.clone()));
         }
-        let (timestamp_text, timestamp_name) = match timestamp_header {
-            Some((name, text)) => (Some(text), name),
-            None => (None, signature_name),
-        };
         let mut candidates = Vec::new();
         let listed_timestamp = self.parse(signature_text, signature_name, &mut candidates)?;
-        let timestamp_text = match (&self.timestamp, timestamp_text, listed_timestamp) {
-            (Some(TimestampFrom::SignatureHeader), _, None) => {
-                return Err(
+        let (timestamp_text, timestamp_name) = match (&self.timestamp, timestamp_header) {
+            (Some(TimestampFrom::SignatureHeader), _) => {
+                let text = listed_timestamp.ok_or_else(|| {
                     VerifyError::invalid_header(signature_name.clone()).with_detail("no timestamp")
-                )
+                })?;
+                (Some(text), signature_name)
             }
-            (Some(TimestampFrom::SignatureHeader), _, Some(text)) => Some(text),
-            (_, text, _) => text,
+            (_, Some((name, text))) => (Some(text), name),
+            (_, None) => (None, signature_name),
         };
         let timestamp = timestamp_text
             .map(|text| check_timestamp(text, timestamp_name, now, self.tolerance))
