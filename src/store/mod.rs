@@ -103,12 +103,7 @@ impl ClaimToken {
                 ^ u128::from(COUNTER.fetch_add(1, Ordering::Relaxed));
             bytes = unique.to_be_bytes();
         }
-        let mut text = String::with_capacity(32);
-        for byte in bytes {
-            text.push(char::from(HEX[usize::from(byte >> 4)]));
-            text.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-        Self(text.into_boxed_str())
+        Self(hex::encode(bytes).into_boxed_str())
     }
 
     /// The token as text, for stores that persist it.
@@ -116,8 +111,6 @@ impl ClaimToken {
         &self.0
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl fmt::Debug for ClaimToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
