@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
-    check_timestamp, header_str, SignError, SignErrorKind, Verified, VerifyError, VerifyErrorKind,
+    check_timestamp, header_str, InvalidSecret, InvalidSecretKind, SignError, SignErrorKind,
+    Verified, VerifyError, VerifyErrorKind,
 };
 use crate::json;
 
@@ -96,6 +97,11 @@ pub(crate) fn template(text: &str) -> Result<Vec<Part>, &'static str> {
         return Err("it must hold {body} exactly once");
     }
     Ok(parts)
+}
+
+/// A template of a built-in scheme: a constant that parses.
+pub(crate) fn builtin_template(text: &str) -> Vec<Part> {
+    template(text).unwrap_or_else(|reason| unreachable!("built-in template {text:?}: {reason}"))
 }
 
 /// A header, with the name an older version of the sender used, if any.
@@ -201,6 +207,13 @@ struct Candidate {
 }
 
 impl Engine {
+    /// Adds an HMAC secret; an empty one proves nothing and is refused.
+    pub(crate) fn add_hmac_key(&mut self, key: &[u8]) -> Result<(), InvalidSecret> {
+        let key = Key::hmac(key).ok_or(InvalidSecret::new(InvalidSecretKind::Empty))?;
+        self.keys.push(key);
+        Ok(())
+    }
+
     pub(crate) fn verify(
         &self,
         headers: &HeaderMap,

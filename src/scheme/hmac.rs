@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName};
 
 pub use super::engine::Encoding;
 use super::engine::{self, Alg, Engine, Format, Header, IdFrom, Key, TimestampFrom};
-use super::{InvalidSecret, InvalidSecretKind, Scheme, SignError, Verified, VerifyError};
+use super::{InvalidSecret, Scheme, SignError, Verified, VerifyError};
 
 const FIVE_MINUTES: Duration = Duration::from_secs(5 * 60);
 
@@ -62,7 +62,7 @@ impl HmacScheme {
                     timestamp: Some("t"),
                 },
                 encoding: Encoding::Hex,
-                template: preset_template("{timestamp}.{body}"),
+                template: engine::builtin_template("{timestamp}.{body}"),
                 timestamp: Some(TimestampFrom::SignatureHeader),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::JsonField("id")),
@@ -101,7 +101,7 @@ impl HmacScheme {
                     prefix: "sha256=".to_owned(),
                 },
                 encoding: Encoding::Hex,
-                template: preset_template("{body}"),
+                template: engine::builtin_template("{body}"),
                 timestamp: None,
                 tolerance: Duration::ZERO,
                 id: Some(IdFrom::Header(Header::new(HeaderName::from_static(
@@ -137,7 +137,7 @@ impl HmacScheme {
                     prefix: String::new(),
                 },
                 encoding: Encoding::Base64,
-                template: preset_template("{body}"),
+                template: engine::builtin_template("{body}"),
                 timestamp: None,
                 tolerance: Duration::ZERO,
                 id: Some(IdFrom::Header(Header::new(HeaderName::from_static(
@@ -173,7 +173,7 @@ impl HmacScheme {
                     prefix: "v0=".to_owned(),
                 },
                 encoding: Encoding::Hex,
-                template: preset_template("v0:{timestamp}:{body}"),
+                template: engine::builtin_template("v0:{timestamp}:{body}"),
                 timestamp: Some(TimestampFrom::Header(Header::new(HeaderName::from_static(
                     "x-slack-request-timestamp",
                 )))),
@@ -209,7 +209,7 @@ impl HmacScheme {
                     timestamp: Some("ts"),
                 },
                 encoding: Encoding::Hex,
-                template: preset_template("{timestamp}:{body}"),
+                template: engine::builtin_template("{timestamp}:{body}"),
                 timestamp: Some(TimestampFrom::SignatureHeader),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::JsonField("event_id")),
@@ -266,8 +266,7 @@ impl HmacScheme {
 
     /// Adds another secret given as raw key bytes.
     pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
-        let key = Key::hmac(key.as_ref()).ok_or(InvalidSecret::new(InvalidSecretKind::Empty))?;
-        self.engine.keys.push(key);
+        self.engine.add_hmac_key(key.as_ref())?;
         Ok(self)
     }
 
@@ -310,12 +309,6 @@ impl fmt::Debug for HmacScheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.engine.debug(f, "HmacScheme")
     }
-}
-
-/// The built-in templates are constants that parse.
-fn preset_template(text: &str) -> Vec<engine::Part> {
-    engine::template(text)
-        .unwrap_or_else(|reason| unreachable!("built-in template {text:?}: {reason}"))
 }
 
 /// Builds an [`HmacScheme`] for a sender this crate has no preset for.

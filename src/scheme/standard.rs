@@ -8,9 +8,9 @@ use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine as _};
 use http::{HeaderMap, HeaderName};
 
+use super::engine::{self, Alg, Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
 #[cfg(feature = "ed25519")]
-use super::engine::Ed25519Key;
-use super::engine::{self, Alg, Encoding, Engine, Format, Header, IdFrom, Key, TimestampFrom};
+use super::engine::{Ed25519Key, Key};
 use super::{InvalidSecret, InvalidSecretKind, Scheme, SignError, Verified, VerifyError};
 
 const SECRET_PREFIX: &str = "whsec_";
@@ -75,13 +75,7 @@ impl StandardWebhooks {
                     timestamp: None,
                 },
                 encoding: Encoding::Base64,
-                template: vec![
-                    engine::Part::Id,
-                    engine::Part::Text(".".to_owned()),
-                    engine::Part::Timestamp,
-                    engine::Part::Text(".".to_owned()),
-                    engine::Part::Body,
-                ],
+                template: engine::builtin_template("{id}.{timestamp}.{body}"),
                 timestamp: Some(TimestampFrom::Header(header(
                     "webhook-timestamp",
                     "svix-timestamp",
@@ -112,14 +106,9 @@ impl StandardWebhooks {
     }
 
     /// Adds another secret given as raw key bytes.
-    pub fn with_key(self, key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
-        let key = Key::hmac(key.as_ref()).ok_or(InvalidSecret::new(InvalidSecretKind::Empty))?;
-        Ok(self.with(key))
-    }
-
-    fn with(mut self, key: Key) -> Self {
-        self.engine.keys.push(key);
-        self
+    pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
+        self.engine.add_hmac_key(key.as_ref())?;
+        Ok(self)
     }
 
     /// Sets how far the signed timestamp may lie from now, in either direction.
@@ -198,6 +187,11 @@ impl StandardWebhooks {
             verifying: signing.verifying_key(),
             signing: Some(signing),
         }))))
+    }
+
+    fn with(mut self, key: Key) -> Self {
+        self.engine.keys.push(key);
+        self
     }
 }
 
