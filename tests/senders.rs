@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
-use tower_webhook::scheme::{HmacScheme, Scheme, VerifyErrorKind};
+use tower_webhook::scheme::{
+    HmacScheme, InvalidSchemeKind, InvalidSecretKind, Scheme, StandardWebhooks, VerifyErrorKind,
+};
 
 #[derive(Deserialize)]
 struct Vector {
@@ -698,18 +700,43 @@ fn generic_builder() {
 }
 
 #[test]
-fn empty_secrets_are_refused_when_built() {
-    for name in SCHEMES {
-        let err = match name {
-            "stripe" => HmacScheme::stripe(""),
-            "github" => HmacScheme::github(""),
-            "shopify" => HmacScheme::shopify(""),
-            "slack" => HmacScheme::slack(""),
-            _ => HmacScheme::paddle(""),
+fn empty_and_blank_secrets_are_refused_when_built() {
+    for blank in ["", " ", "\n", "\t \r\n"] {
+        for name in SCHEMES {
+            let err = match name {
+                "stripe" => HmacScheme::stripe(blank),
+                "github" => HmacScheme::github(blank),
+                "shopify" => HmacScheme::shopify(blank),
+                "slack" => HmacScheme::slack(blank),
+                _ => HmacScheme::paddle(blank),
+            }
+            .unwrap_err();
+            assert_eq!(err.kind(), InvalidSecretKind::Empty, "{name} {blank:?}");
+            assert_eq!(err.to_string(), "webhook secret is empty or blank");
         }
-        .unwrap_err();
-        assert_eq!(err.to_string(), "webhook secret is empty", "{name}");
+        assert_eq!(
+            StandardWebhooks::new(blank).unwrap_err().kind(),
+            InvalidSecretKind::Empty,
+            "{blank:?}"
+        );
+        let built = HmacScheme::builder("acme")
+            .signature_header("x-acme-signature")
+            .secret(blank)
+            .build();
+        assert_eq!(
+            built.unwrap_err().kind(),
+            InvalidSchemeKind::EmptySecret,
+            "{blank:?}"
+        );
     }
+    // A secret read with its trailing newline verifies what the sender signed without it.
+    let body = b"{}";
+    let headers = HmacScheme::github("gh secret")
+        .unwrap()
+        .sign("d", 0, body)
+        .unwrap();
+    let read_from_a_file = HmacScheme::github("gh secret\n").unwrap();
+    assert!(read_from_a_file.verify(&headers, body, at(0)).is_ok());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -747,6 +774,79 @@ mod v1a {
             );
             check(&signer, v);
         }
+    }
+
+    #[test]
+    fn weak_public_keys_are_refused() {
+        use base64::Engine as _;
+        use tower_webhook::scheme::InvalidSecretKind;
+        // The identity point, with which R = identity and s = 0 verify any body, and the
+        // point of order two, y = -1.
+        let identity = {
+            let mut bytes = [0u8; 32];
+            bytes[0] = 1;
+            bytes
+        };
+        let order_two = {
+            let mut bytes = [0xffu8; 32];
+            bytes[0] = 0xec;
+            bytes[31] = 0x7f;
+            bytes
+        };
+        for weak in [identity, order_two] {
+            let key = format!(
+                "whpk_{}",
+                base64::engine::general_purpose::STANDARD.encode(weak)
+            );
+            assert_eq!(
+                StandardWebhooks::from_public_key(&key).unwrap_err().kind(),
+                InvalidSecretKind::WeakKey
+            );
+        }
+    }
+
+    #[test]
+    fn an_unverified_request_costs_at_most_four_ed25519_checks() {
+        use base64::Engine as _;
+        let seed = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        let signer = StandardWebhooks::from_signing_key(&format!("whsk_{seed}")).unwrap();
+        let now = 1_700_000_000;
+        let body = b"{\"type\":\"user.created\"}";
+        let entry = |body: &[u8]| {
+            signer.sign("msg_1", now, body).unwrap()["webhook-signature"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        // Real signatures of other bodies: points a cheap check cannot tell from the real one.
+        let decoys: Vec<String> = (0..5)
+            .map(|n| entry(format!("decoy {n}").as_bytes()))
+            .collect();
+        let good = entry(body);
+        let mut headers = signer.sign("msg_1", now, body).unwrap();
+        let mut verify = |entries: Vec<&str>| {
+            headers.insert(
+                "webhook-signature",
+                HeaderValue::from_str(&entries.join(" ")).unwrap(),
+            );
+            signer.verify(&headers, body, at(now))
+        };
+        let within: Vec<&str> = decoys[..3]
+            .iter()
+            .map(String::as_str)
+            .chain([good.as_str()])
+            .collect();
+        assert!(verify(within).is_ok(), "the fourth check finds it");
+        let beyond: Vec<&str> = decoys[..4]
+            .iter()
+            .map(String::as_str)
+            .chain([good.as_str()])
+            .collect();
+        assert_eq!(
+            verify(beyond).unwrap_err().kind(),
+            VerifyErrorKind::NoMatchingSignature,
+            "a fifth check is never made"
+        );
     }
 
     #[test]
@@ -882,40 +982,55 @@ mod through_the_layer {
     #[tokio::test]
     async fn a_forged_id_with_a_replayed_body_cannot_block_a_real_github_event() {
         let github = HmacScheme::github("gh secret").unwrap();
-        let calls = Calls::default();
         let old: &'static [u8] = br#"{"action":"opened","number":1}"#;
         let new: &'static [u8] = br#"{"action":"closed","number":2}"#;
         let forged = github.sign("real-delivery-id", 0, old).unwrap();
         let real = github.sign("real-delivery-id", 0, new).unwrap();
 
-        // Keyed on the id alone, the replay takes the real delivery's id first.
-        let naive = VerifyWebhookLayer::new(github.clone()).with_store(MemoryStore::new());
-        send(&naive, &calls, forged.clone(), old).await;
-        assert_eq!(
-            send(&naive, &calls, real.clone(), new).await,
-            (StatusCode::OK, true),
-            "the real event was lost"
-        );
+        // By default the key covers a hash of the body, as GitHub signs no id: both run, and
+        // the real one is deduplicated on its own.
+        for (name, shopify) in [("github", false), ("shopify", true)] {
+            let calls = Calls::default();
+            let (scheme, forged, real) = if shopify {
+                let shopify = HmacScheme::shopify("shop secret").unwrap();
+                let forged = shopify.sign("real-delivery-id", 0, old).unwrap();
+                let real = shopify.sign("real-delivery-id", 0, new).unwrap();
+                (shopify, forged, real)
+            } else {
+                (github.clone(), forged.clone(), real.clone())
+            };
+            let safe = VerifyWebhookLayer::new(scheme).with_store(MemoryStore::new());
+            assert_eq!(
+                send(&safe, &calls, forged, old).await,
+                (StatusCode::OK, false),
+                "{name}"
+            );
+            assert_eq!(
+                send(&safe, &calls, real.clone(), new).await,
+                (StatusCode::OK, false),
+                "{name}: the real event must run"
+            );
+            assert_eq!(
+                send(&safe, &calls, real, new).await,
+                (StatusCode::OK, true),
+                "{name}"
+            );
+            assert_eq!(calls.get(), 2, "{name}");
+        }
 
-        // Keyed on the id and a hash of the body, both run, and the real one is deduplicated
-        // on its own.
+        // Keyed on the id alone, an explicit opt-in, the replay takes the real delivery's id
+        // first: the weakness the opt-in's documentation names.
         let calls = Calls::default();
-        let keyed = VerifyWebhookLayer::new(github)
+        let id_only = VerifyWebhookLayer::new(github)
             .with_store(MemoryStore::new())
-            .with_id_source(IdSource::scheme().with_body_hash());
+            .with_id_source(IdSource::scheme().without_body_hash());
+        send(&id_only, &calls, forged, old).await;
         assert_eq!(
-            send(&keyed, &calls, forged, old).await,
-            (StatusCode::OK, false)
+            send(&id_only, &calls, real, new).await,
+            (StatusCode::OK, true),
+            "the id-only key answers the real event as a duplicate"
         );
-        assert_eq!(
-            send(&keyed, &calls, real.clone(), new).await,
-            (StatusCode::OK, false)
-        );
-        assert_eq!(
-            send(&keyed, &calls, real, new).await,
-            (StatusCode::OK, true)
-        );
-        assert_eq!(calls.get(), 2);
+        assert_eq!(calls.get(), 1);
     }
 
     #[tokio::test]

@@ -181,9 +181,14 @@ impl Key {
     }
 }
 
-/// The most signature entries one header may carry: a rotation has two or three, and each
-/// Ed25519 entry costs a verification.
+/// The most signature entries one header may carry: a rotation has two or three.
 const MAX_ENTRIES: usize = 32;
+
+/// The most Ed25519 verifications one delivery may cause, whatever its header holds. Each is
+/// a SHA-512 pass over the whole body that no secret guards (the hash covers the entry's own
+/// `R`, so passes cannot be shared): unbounded, 32 bogus entries times each public key would
+/// cost a 1 MiB body about 100 ms of CPU. Four cover a rotation of two keys that both sign.
+pub(crate) const MAX_ED25519_CHECKS: usize = 4;
 
 /// One configured scheme.
 #[derive(Clone)]
@@ -265,7 +270,12 @@ impl Engine {
             timestamp: timestamp_text.unwrap_or(""),
             body,
         };
-        if !self.keys.iter().any(|key| signed.matches(key, &candidates)) {
+        let mut ed25519_budget = MAX_ED25519_CHECKS;
+        if !self
+            .keys
+            .iter()
+            .any(|key| signed.matches(key, &candidates, &mut ed25519_budget))
+        {
             return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));
         }
 
@@ -371,6 +381,15 @@ impl Engine {
         }
     }
 
+    /// Whether the id [`identify`](Self::identify) returns is covered by the signature.
+    pub(crate) fn signs_id(&self) -> bool {
+        match &self.id {
+            Some(IdFrom::Header(_)) => self.template.contains(&Part::Id),
+            Some(IdFrom::JsonField(_) | IdFrom::JsonFieldOrBodyHash(_)) => true,
+            None => false,
+        }
+    }
+
     /// The headers a sender would send, signed with the first key.
     pub(crate) fn sign(
         &self,
@@ -469,19 +488,26 @@ impl Signed<'_> {
     }
 
     /// Whether any candidate of `key`'s algorithm is its signature of this content. Each
-    /// comparison is constant-time.
-    fn matches(&self, key: &Key, candidates: &[Candidate]) -> bool {
+    /// comparison is constant-time. Ed25519 checks draw on `ed25519_budget`, shared by every
+    /// key of the delivery; none is made once it is spent.
+    #[cfg_attr(not(feature = "ed25519"), allow(clippy::unused_self))]
+    fn matches(&self, key: &Key, candidates: &[Candidate], ed25519_budget: &mut usize) -> bool {
         let mut ours = candidates.iter().filter(|c| c.alg == key.alg()).peekable();
         if ours.peek().is_none() {
             return false;
         }
         match key {
             Key::Hmac(hmac) => {
+                let _ = ed25519_budget;
                 let expected = self.mac(hmac);
                 ours.any(|candidate| bool::from(candidate.bytes[..32].ct_eq(&expected)))
             }
             #[cfg(feature = "ed25519")]
             Key::Ed25519(key) => ours.any(|candidate| {
+                if !strict_r(&candidate.bytes) || *ed25519_budget == 0 {
+                    return false;
+                }
+                *ed25519_budget -= 1;
                 let signature = ed25519_dalek::Signature::from_bytes(&candidate.bytes);
                 let Ok(mut stream) = key.verifying.verify_stream(&signature) else {
                     return false;
@@ -512,6 +538,18 @@ impl Signed<'_> {
     }
 }
 
+/// Whether the `R` half of an Ed25519 signature passes the strict checks that
+/// `verify_strict` makes and the streamed verification skips: a point on the curve, not of
+/// small order. (Weak public keys are refused when the scheme is built.)
+#[cfg(feature = "ed25519")]
+fn strict_r(signature: &[u8; 64]) -> bool {
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&signature[..32]);
+    // A verifying key is a decompressed point, and a weak one is of small order: the same
+    // two checks, without another dependency.
+    ed25519_dalek::VerifyingKey::from_bytes(&r).is_ok_and(|point| !point.is_weak())
+}
+
 /// An optional header's one value as text: absent is `None`; sent twice, or not UTF-8, is an
 /// error.
 fn optional_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, VerifyError> {
@@ -538,6 +576,20 @@ pub(crate) fn body_hash(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "ed25519")]
+    #[test]
+    fn small_order_r_is_refused_before_hashing() {
+        let mut identity = [0u8; 64];
+        identity[0] = 1;
+        assert!(!strict_r(&identity), "R = identity");
+        let mut not_on_curve = [0u8; 64];
+        not_on_curve[0] = 2;
+        assert!(!strict_r(&not_on_curve), "x^2 has no root for y = 2");
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let signature = ed25519_dalek::Signer::sign(&signing, b"m").to_bytes();
+        assert!(strict_r(&signature), "a real signature's R");
+    }
 
     #[test]
     fn templates() {

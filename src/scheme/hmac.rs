@@ -258,10 +258,11 @@ impl HmacScheme {
         Self { engine }.with_secret(secret)
     }
 
-    /// Adds another secret, as the sender shows it (its UTF-8 bytes are the key). A delivery
-    /// signed with any of the secrets verifies.
+    /// Adds another secret, as the sender shows it: its UTF-8 bytes, without surrounding
+    /// whitespace (a newline from a secrets file), are the key. A delivery signed with any of
+    /// the secrets verifies. A blank secret is refused: an HMAC keyed with it proves nothing.
     pub fn with_secret(self, secret: &str) -> Result<Self, InvalidSecret> {
-        self.with_key(secret.as_bytes())
+        self.with_key(secret.trim().as_bytes())
     }
 
     /// Adds another secret given as raw key bytes.
@@ -303,6 +304,10 @@ impl Scheme for HmacScheme {
     fn identify(&self, _headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
         self.engine.identify(body, verified)
     }
+
+    fn signs_id(&self) -> bool {
+        self.engine.signs_id()
+    }
 }
 
 impl fmt::Debug for HmacScheme {
@@ -312,7 +317,7 @@ impl fmt::Debug for HmacScheme {
 }
 
 /// Builds an [`HmacScheme`] for a sender this crate has no preset for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct HmacSchemeBuilder {
     name: &'static str,
@@ -325,6 +330,24 @@ pub struct HmacSchemeBuilder {
     id_header: Option<String>,
     event_type_header: Option<String>,
     keys: Vec<Vec<u8>>,
+}
+
+/// Shows the settings and how many secrets there are; never a secret.
+impl fmt::Debug for HmacSchemeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HmacSchemeBuilder")
+            .field("name", &self.name)
+            .field("signature_header", &self.signature_header)
+            .field("prefix", &self.prefix)
+            .field("encoding", &self.encoding)
+            .field("template", &self.template)
+            .field("timestamp_header", &self.timestamp_header)
+            .field("tolerance", &self.tolerance)
+            .field("id_header", &self.id_header)
+            .field("event_type_header", &self.event_type_header)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
 }
 
 impl HmacSchemeBuilder {
@@ -356,7 +379,9 @@ impl HmacSchemeBuilder {
     }
 
     /// The header with the signed Unix timestamp, in seconds. With it, deliveries outside the
-    /// tolerance are refused.
+    /// tolerance are refused. The template must sign it (`{timestamp}`): a timestamp the
+    /// signature does not cover can be set afresh by whoever replays a delivery, and checking
+    /// it would protect nothing, so [`build`](Self::build) refuses that.
     pub fn timestamp_header(mut self, name: &str) -> Self {
         self.timestamp_header = Some(name.to_owned());
         self
@@ -380,10 +405,10 @@ impl HmacSchemeBuilder {
         self
     }
 
-    /// A secret, as the sender shows it: its UTF-8 bytes are the key. Call again to add the
-    /// secret of a rotation.
+    /// A secret, as the sender shows it: its UTF-8 bytes, without surrounding whitespace,
+    /// are the key. Call again to add the secret of a rotation. A blank one fails the build.
     pub fn secret(self, secret: &str) -> Self {
-        self.key(secret.as_bytes())
+        self.key(secret.trim().as_bytes())
     }
 
     /// A secret given as raw key bytes.
@@ -413,6 +438,9 @@ impl HmacSchemeBuilder {
         }
         if template.contains(&engine::Part::Id) && id.is_none() {
             return Err(InvalidScheme::template("{id} needs an id header"));
+        }
+        if timestamp.is_some() && !template.contains(&engine::Part::Timestamp) {
+            return Err(InvalidScheme::new(InvalidSchemeKind::UnsignedTimestamp));
         }
         if self.keys.is_empty() {
             return Err(InvalidScheme::new(InvalidSchemeKind::NoSecret));
@@ -460,8 +488,11 @@ pub enum InvalidSchemeKind {
     Template,
     /// No secret was given.
     NoSecret,
-    /// A secret is empty.
+    /// A secret is empty or blank.
     EmptySecret,
+    /// A timestamp header is set but the template does not sign `{timestamp}`: checking a
+    /// timestamp anyone can set protects nothing.
+    UnsignedTimestamp,
 }
 
 impl InvalidScheme {
@@ -489,7 +520,10 @@ impl fmt::Display for InvalidScheme {
             InvalidSchemeKind::HeaderName => "invalid header name",
             InvalidSchemeKind::Template => "invalid template of the signed content",
             InvalidSchemeKind::NoSecret => "no secret was given",
-            InvalidSchemeKind::EmptySecret => "a secret is empty",
+            InvalidSchemeKind::EmptySecret => "a secret is empty or blank",
+            InvalidSchemeKind::UnsignedTimestamp => {
+                "the timestamp header is not signed: add {timestamp} to the template"
+            }
         })?;
         if let Some(detail) = self.detail {
             write!(f, ": {detail}")?;

@@ -61,6 +61,17 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
         let _ = (headers, body);
         verified.id.clone()
     }
+
+    /// Whether the signature covers the id that [`identify`](Self::identify) returns: it is
+    /// part of the signed content, or it is read from the (signed) body.
+    ///
+    /// Where it is not, the layer's default dedup key covers a hash of the body as well, so
+    /// that a captured delivery replayed under another delivery's id cannot make that
+    /// delivery a "duplicate" (see [`IdSource::with_body_hash`](crate::IdSource::with_body_hash)).
+    /// The default is `false`, the safe answer: a scheme that signs its id says so.
+    fn signs_id(&self) -> bool {
+        false
+    }
 }
 
 /// A scheme chosen at run time, such as one picked from configuration.
@@ -80,6 +91,10 @@ impl<S: Scheme + ?Sized> Scheme for Box<S> {
 
     fn identify(&self, headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
         (**self).identify(headers, body, verified)
+    }
+
+    fn signs_id(&self) -> bool {
+        (**self).signs_id()
     }
 }
 
@@ -277,10 +292,13 @@ pub struct InvalidSecret {
 pub enum InvalidSecretKind {
     /// The secret or key (after any prefix such as `whsec_`) is not valid base64.
     NotBase64,
-    /// The secret is empty: an HMAC with an empty key proves nothing.
+    /// The secret is empty or blank: an HMAC with such a key proves nothing.
     Empty,
     /// The public or private key is not a valid Ed25519 key.
     InvalidKey,
+    /// The public key is a weak (small-order) Ed25519 point, with which forged signatures
+    /// verify.
+    WeakKey,
 }
 
 impl InvalidSecret {
@@ -300,8 +318,11 @@ impl fmt::Display for InvalidSecret {
             InvalidSecretKind::NotBase64 => {
                 f.write_str("webhook secret or key is not valid base64 after its prefix (`whsec_`, `whpk_`, `whsk_`)")
             }
-            InvalidSecretKind::Empty => f.write_str("webhook secret is empty"),
+            InvalidSecretKind::Empty => f.write_str("webhook secret is empty or blank"),
             InvalidSecretKind::InvalidKey => f.write_str("not a valid Ed25519 key"),
+            InvalidSecretKind::WeakKey => {
+                f.write_str("a weak (small-order) Ed25519 public key, which anyone can forge for")
+            }
         }
     }
 }

@@ -163,12 +163,18 @@ impl StandardWebhooks {
     }
 
     /// Adds another `whpk_` public key (a rotation), or a public key beside HMAC secrets.
+    ///
+    /// A weak (small-order) key is refused: with one, a forged signature verifies for any
+    /// body.
     pub fn with_public_key(self, public_key: &str) -> Result<Self, InvalidSecret> {
         let bytes: [u8; 32] = decode(public_key, "whpk_")?
             .try_into()
             .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
         let verifying = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
+        if verifying.is_weak() {
+            return Err(InvalidSecret::new(InvalidSecretKind::WeakKey));
+        }
         Ok(self.with(Key::Ed25519(Box::new(Ed25519Key {
             verifying,
             signing: None,
@@ -207,6 +213,10 @@ impl Scheme for StandardWebhooks {
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
         self.engine.verify(headers, body, now)
+    }
+
+    fn signs_id(&self) -> bool {
+        self.engine.signs_id()
     }
 }
 
