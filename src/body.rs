@@ -87,24 +87,24 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
 ///
 /// A body that arrives in one chunk (the usual case for a small webhook, and always for a
 /// `Full` body) is kept as that chunk without a copy; later chunks are appended into one
-/// buffer sized from the length the body announced.
+/// buffer that grows with what arrives. It is never sized from the length the body
+/// announces: a `Content-Length` costs nothing to send, and a thousand connections that each
+/// announce a megabyte and send two bytes must not reserve a gigabyte.
 #[derive(Debug)]
 pub(crate) struct Collector {
     first: Option<Bytes>,
     rest: Option<BytesMut>,
     len: usize,
     limit: usize,
-    expected: usize,
 }
 
 impl Collector {
-    pub(crate) fn new(limit: usize, expected: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             first: None,
             rest: None,
             len: 0,
             limit,
-            expected: expected.min(limit),
         }
     }
 
@@ -121,7 +121,8 @@ impl Collector {
             (None, None) => self.first = Some(data.copy_to_bytes(size)),
             (_, Some(rest)) => rest.put(data),
             (Some(first), None) => {
-                let mut rest = BytesMut::with_capacity(self.expected.max(self.len));
+                // Later chunks grow it by doubling, so it holds at most twice what arrived.
+                let mut rest = BytesMut::with_capacity(self.len);
                 rest.extend_from_slice(first);
                 rest.put(data);
                 self.first = None;
@@ -176,7 +177,7 @@ mod tests {
     #[test]
     fn one_chunk_is_kept_without_a_copy() {
         let chunk = Bytes::from_static(b"hello");
-        let mut c = Collector::new(10, 5);
+        let mut c = Collector::new(10);
         assert!(c.push(chunk.clone()).is_ok());
         let out = c.finish();
         assert_eq!(out.as_ptr(), chunk.as_ptr());
@@ -184,15 +185,24 @@ mod tests {
 
     #[test]
     fn chunks_are_joined_and_limited() {
-        let mut c = Collector::new(10, 0);
+        let mut c = Collector::new(10);
         for part in [&b"abc"[..], b"", b"defg", b"hij"] {
             assert!(c.push(part).is_ok());
         }
         assert!(c.push(&b"k"[..]).is_err());
-        let mut c = Collector::new(10, 0);
+        let mut c = Collector::new(10);
         assert!(c.push(&b"abc"[..]).is_ok());
         assert!(c.push(&b"def"[..]).is_ok());
         assert_eq!(c.finish(), "abcdef");
-        assert_eq!(Collector::new(1, 0).finish(), "");
+        assert_eq!(Collector::new(1).finish(), "");
+    }
+
+    #[test]
+    fn the_buffer_grows_with_what_arrives() {
+        let mut c = Collector::new(1024 * 1024);
+        assert!(c.push(&b"a"[..]).is_ok());
+        assert!(c.push(&b"b"[..]).is_ok());
+        assert!(c.rest.as_ref().unwrap().capacity() < 1024);
+        assert_eq!(c.finish(), "ab");
     }
 }
