@@ -15,12 +15,13 @@ use http_body::Body;
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
-use tracing::Span;
+use tracing::{Instrument as _, Span};
 
 use crate::body::{Collector, ResponseBody};
+use crate::config::Config;
 use crate::event::Event;
-use crate::layer::Config;
 use crate::reject::{Rejection, RejectionKind};
+use crate::runtime::{self, Deadline};
 use crate::stats::Outcome;
 use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreError};
 
@@ -48,6 +49,12 @@ pin_project! {
     /// The future of [`VerifyWebhook`](crate::VerifyWebhook): a state machine that collects
     /// the body, verifies and claims the delivery, calls the inner service and settles the
     /// claim with its outcome.
+    ///
+    /// Dropped before it finishes (the sender hung up, a timeout layer gave up), it does not
+    /// leave a claim behind: a claim it holds is released, and a store call under way is
+    /// finished on the Tokio runtime (and its claim released), so the sender's retry is
+    /// handled at once rather than after the lease. Without a Tokio runtime the claim ends
+    /// with its lease.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<Full<Bytes>>>,
@@ -56,6 +63,16 @@ pin_project! {
         state: State<S, B>,
         config: Arc<Config>,
         span: Span,
+    }
+
+    impl<S, B> PinnedDrop for ResponseFuture<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            abandon(this.config, this.span, this.state.project());
+        }
     }
 }
 
@@ -74,7 +91,9 @@ pin_project! {
             collector: Collector,
         },
         Claiming {
-            claim: BoxFuture<Result<Claim, StoreError>>,
+            claim: Option<BoxFuture<Result<Claim, StoreError>>>,
+            #[pin]
+            deadline: Deadline,
             call: Option<(Request<Full<Bytes>>, S, Arc<str>)>,
         },
         Calling {
@@ -83,10 +102,16 @@ pin_project! {
             held: Option<Held>,
         },
         Settling {
-            settle: BoxFuture<Result<bool, StoreError>>,
+            settle: Option<BoxFuture<Result<bool, StoreError>>>,
+            #[pin]
+            deadline: Deadline,
             then: Option<Then<S::Response, S::Error>>,
             completing: bool,
         },
+        // A copy of a delivery handled already: answered without the inner service.
+        Duplicated { id: Option<Arc<str>> },
+        // The inner service's answer (or panic) goes out.
+        Finished { then: Option<Then<S::Response, S::Error>> },
         Done,
     }
 }
@@ -106,7 +131,7 @@ where
 enum Then<R, E> {
     /// The inner service's answer goes out.
     Answer(Result<R, E>),
-    /// The inner future panicked: the panic goes on once the claim is released.
+    /// The inner service panicked: the panic goes on once the claim is released.
     Unwind(Box<dyn Any + Send>),
 }
 
@@ -149,6 +174,7 @@ where
     pub(crate) fn new(request: Request<B>, inner: S, config: Arc<Config>) -> Self {
         let span = tracing::info_span!(
             "webhook",
+            layer = &*config.name,
             scheme = config.scheme.name(),
             id = tracing::field::Empty,
             outcome = tracing::field::Empty,
@@ -164,11 +190,10 @@ where
         let state = if announced.is_some_and(too_large) || too_large(hint.lower()) {
             State::refused(Rejection::new(RejectionKind::PayloadTooLarge))
         } else {
-            let expected = announced.or(hint.exact()).unwrap_or(0);
             State::Collecting {
                 body,
                 head: Some((parts, inner)),
-                collector: Collector::new(limit, usize::try_from(expected).unwrap_or(limit)),
+                collector: Collector::new(limit),
             }
         };
         Self {
@@ -191,7 +216,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let _entered = this.span.enter();
-        let config: &Config = this.config;
+        let config: &Arc<Config> = this.config;
         loop {
             match this.state.as_mut().project() {
                 StateProj::Refused { rejection } => {
@@ -208,7 +233,7 @@ where
                         Ok(body) => {
                             let (parts, inner) = head.take().expect("polled after completion");
                             match identify(config, this.span, parts, body) {
-                                Ok((request, key)) => start(config, request, inner, key),
+                                Ok((request, key)) => start(config, this.span, request, inner, key),
                                 Err(rejection) => State::refused(rejection),
                             }
                         }
@@ -216,30 +241,27 @@ where
                     };
                     this.state.set(next);
                 }
-                StateProj::Claiming { claim, call } => {
-                    let claimed = ready!(claim.as_mut().poll(cx));
-                    let (request, mut inner, key) = call.take().expect("polled after completion");
-                    let next = match claimed {
-                        Ok(Claim::Acquired(token)) => State::Calling {
-                            future: inner.call(request),
-                            held: config.store.clone().map(|store| Held { store, key, token }),
-                        },
-                        Ok(Claim::Completed) => {
-                            let id = request
-                                .extensions()
-                                .get::<Event>()
-                                .map_or(Arc::clone(&key), Event::shared_id);
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(duplicate(config, this.span, id)));
+                StateProj::Claiming {
+                    claim,
+                    deadline,
+                    call,
+                } => {
+                    let pending = claim.as_mut().expect("polled after completion");
+                    let claimed = match pending.as_mut().poll(cx) {
+                        Poll::Ready(claimed) => claimed,
+                        Poll::Pending if !deadline.poll_expired(config.store_timeout, cx) => {
+                            return Poll::Pending;
                         }
-                        Ok(Claim::InFlight) => {
-                            State::refused(Rejection::new(RejectionKind::InFlight))
-                        }
-                        Err(err) => {
-                            tracing::error!(error = %err, "idempotency store failed to claim the delivery");
-                            State::refused(Rejection::new(RejectionKind::StoreUnavailable))
+                        Poll::Pending => {
+                            claim_timed_out(config, this.span, claim.take(), call.take());
+                            this.state.set(State::refused(Rejection::new(
+                                RejectionKind::StoreUnavailable,
+                            )));
+                            continue;
                         }
                     };
+                    let call = call.take().expect("polled after completion");
+                    let next = after_claim(config, this.span, claimed, call);
                     this.state.set(next);
                 }
                 StateProj::Calling { future, held } => {
@@ -248,23 +270,39 @@ where
                         Ok(Poll::Ready(result)) => Then::Answer(result),
                         Err(payload) => Then::Unwind(payload),
                     };
-                    let completing = handled(config, this.span, &then);
-                    let Some(held) = held.take() else {
-                        this.state.set(State::Done);
-                        return then.go_on();
-                    };
-                    this.state.set(State::Settling {
-                        settle: held.settle(completing, config.dedup_window),
-                        then: Some(then),
-                        completing,
-                    });
+                    let next = after_call(config, this.span, then, held.take());
+                    this.state.set(next);
                 }
                 StateProj::Settling {
                     settle,
+                    deadline,
                     then,
                     completing,
                 } => {
-                    settled(config, &ready!(settle.as_mut().poll(cx)), *completing);
+                    let pending = settle.as_mut().expect("polled after completion");
+                    match pending.as_mut().poll(cx) {
+                        Poll::Ready(result) => settled(config, &result, *completing),
+                        Poll::Pending if !deadline.poll_expired(config.store_timeout, cx) => {
+                            return Poll::Pending;
+                        }
+                        Poll::Pending => {
+                            tracing::warn!(
+                                timeout_ms = millis(config.store_timeout),
+                                "idempotency store did not settle the claim in time; finishing in the background"
+                            );
+                            let settle = settle.take().expect("polled after completion");
+                            finish_settle(config, this.span, settle, *completing);
+                        }
+                    }
+                    let then = then.take();
+                    this.state.set(State::Finished { then });
+                }
+                StateProj::Duplicated { id } => {
+                    let id = id.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(duplicate(config, this.span, id)));
+                }
+                StateProj::Finished { then } => {
                     let then = then.take().expect("polled after completion");
                     this.state.set(State::Done);
                     return then.go_on();
@@ -273,6 +311,185 @@ where
             }
         }
     }
+}
+
+/// The state that follows the store's answer to a claim.
+fn after_claim<S, B, R>(
+    config: &Config,
+    span: &Span,
+    claimed: Result<Claim, StoreError>,
+    (request, inner, key): (Request<Full<Bytes>>, S, Arc<str>),
+) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+{
+    match claimed {
+        Ok(Claim::Acquired(token)) => {
+            let held = config.store.clone().map(|store| Held { store, key, token });
+            call_inner(config, span, inner, request, held)
+        }
+        Ok(Claim::Completed) => State::Duplicated {
+            id: Some(
+                request
+                    .extensions()
+                    .get::<Event>()
+                    .map_or(key, Event::shared_id),
+            ),
+        },
+        Ok(Claim::InFlight) => State::refused(Rejection::new(RejectionKind::InFlight)),
+        Err(err) => {
+            tracing::error!(error = %err, "idempotency store failed to claim the delivery");
+            State::refused(Rejection::new(RejectionKind::StoreUnavailable))
+        }
+    }
+}
+
+/// Calls the inner service with the verified request: the state that awaits its answer. A
+/// panic in `call` leaves a claim as surely as one in the future, and is settled the same way.
+fn call_inner<S, B, R>(
+    config: &Config,
+    span: &Span,
+    mut inner: S,
+    request: Request<Full<Bytes>>,
+    held: Option<Held>,
+) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+{
+    match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+        Ok(future) => State::Calling { future, held },
+        Err(payload) => after_call(config, span, Then::Unwind(payload), held),
+    }
+}
+
+/// The claim took longer than the store timeout: it is finished in the background (and
+/// released if it was taken), and the delivery answers 503.
+#[allow(clippy::type_complexity)]
+fn claim_timed_out<S>(
+    config: &Config,
+    span: &Span,
+    claim: Option<BoxFuture<Result<Claim, StoreError>>>,
+    call: Option<(Request<Full<Bytes>>, S, Arc<str>)>,
+) {
+    tracing::error!(
+        timeout_ms = millis(config.store_timeout),
+        "idempotency store did not answer the claim in time"
+    );
+    if let (Some(claim), Some((_, _, key))) = (claim, call) {
+        abandon_claim(config, span, claim, key);
+    }
+}
+
+/// Counts and logs what the inner service did, then settles its claim if it holds one: the
+/// state that settles it, or, without a claim, the one that hands the answer out.
+fn after_call<S, B, R>(
+    config: &Config,
+    span: &Span,
+    then: Then<Response<R>, S::Error>,
+    held: Option<Held>,
+) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+{
+    let completing = match &then {
+        Then::Answer(Ok(response)) => handled(config, span, Ok(response.status())),
+        Then::Answer(Err(_)) => handled(config, span, Err("handler_error")),
+        Then::Unwind(_) => handled(config, span, Err("handler_panicked")),
+    };
+    let Some(held) = held else {
+        return State::Finished { then: Some(then) };
+    };
+    State::Settling {
+        settle: Some(held.settle(completing, config.dedup_window)),
+        deadline: Deadline::new(),
+        then: Some(then),
+        completing,
+    }
+}
+
+/// What a future that is dropped (or stops waiting) leaves in the store is tidied up on the
+/// runtime: a claim under way is finished and released, a held claim is released, a
+/// completion or release under way is finished.
+fn abandon<S, B>(config: &Arc<Config>, span: &Span, state: StateProj<'_, S, B>)
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    match state {
+        StateProj::Claiming { claim, call, .. } => {
+            if let (Some(claim), Some((_, _, key))) = (claim.take(), call.take()) {
+                abandon_claim(config, span, claim, key);
+            }
+        }
+        StateProj::Calling { held, .. } => {
+            if let Some(held) = held.take() {
+                span.record("outcome", "abandoned");
+                tracing::info!(parent: span, "the answer was abandoned before the handler finished (the sender hung up?); releasing the claim so a retry is handled at once");
+                finish_settle(config, span, held.settle(false, config.dedup_window), false);
+            }
+        }
+        StateProj::Settling {
+            settle, completing, ..
+        } => {
+            if let Some(settle) = settle.take() {
+                finish_settle(config, span, settle, *completing);
+            }
+        }
+        StateProj::Refused { .. }
+        | StateProj::Collecting { .. }
+        | StateProj::Duplicated { .. }
+        | StateProj::Finished { .. }
+        | StateProj::Done => {}
+    }
+}
+
+/// Finishes a claim nobody waits for any more, and releases it if it was taken, so that it
+/// does not hold the delivery for a whole lease.
+fn abandon_claim(
+    config: &Config,
+    span: &Span,
+    claim: BoxFuture<Result<Claim, StoreError>>,
+    key: Arc<str>,
+) {
+    let Some(store) = config.store.clone() else {
+        return;
+    };
+    let release = async move {
+        if let Ok(Claim::Acquired(token)) = claim.await {
+            match store.release(key, token).await {
+                Ok(_) => tracing::debug!("a claim taken after it was abandoned was released"),
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "failed to release a claim taken after it was abandoned; it ends with its lease"
+                ),
+            }
+        }
+    };
+    if !runtime::finish_in_background(release.instrument(span.clone()), config.lease) {
+        tracing::debug!("no Tokio runtime to finish an abandoned claim on; it ends with its lease");
+    }
+}
+
+/// Finishes a completion or release nobody waits for any more, and records how it went.
+fn finish_settle(
+    config: &Arc<Config>,
+    span: &Span,
+    settle: BoxFuture<Result<bool, StoreError>>,
+    completing: bool,
+) {
+    let background = {
+        let config = Arc::clone(config);
+        async move { settled(&config, &settle.await, completing) }
+    };
+    if !runtime::finish_in_background(background.instrument(span.clone()), config.lease) {
+        if completing {
+            config.stats.count(Outcome::CompletionFailed);
+        }
+        tracing::warn!("no Tokio runtime to finish settling the claim on; it ends with its lease");
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Verifies the collected delivery and finds its id: the request for the inner service, with
@@ -287,13 +504,20 @@ fn identify(
         .scheme
         .verify(&parts.headers, &body, config.clock.now())
         .map_err(|err| Rejection::new(RejectionKind::Verification(err)))?;
-    let id: Arc<str> = config
+    let identified = config
         .id_source
         .resolve(&*config.scheme, &parts, &body, &verified)
-        .ok_or_else(|| Rejection::new(RejectionKind::MissingId))?
-        .into();
+        .ok_or_else(|| Rejection::new(RejectionKind::MissingId))?;
+    let key = match &config.store {
+        Some(_) => {
+            config
+                .id_source
+                .dedup_key(&*config.scheme, &config.namespace(), &identified, &body)
+        }
+        None => Arc::from(""),
+    };
+    let id: Arc<str> = identified.id.into();
     span.record("id", &*id);
-    let key = config.id_source.dedup_key(&id, &body);
     parts.extensions.insert(Event::new(
         id,
         verified.timestamp,
@@ -305,50 +529,49 @@ fn identify(
 }
 
 /// The state after verification: claim the key if there is a store, else call at once.
-fn start<S, B>(
+fn start<S, B, R>(
     config: &Config,
+    span: &Span,
     request: Request<Full<Bytes>>,
-    mut inner: S,
+    inner: S,
     key: Arc<str>,
 ) -> State<S, B>
 where
-    S: Service<Request<Full<Bytes>>>,
+    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
 {
     match &config.store {
         Some(store) => State::Claiming {
-            claim: Arc::clone(store).claim(Arc::clone(&key), config.lease),
+            claim: Some(Arc::clone(store).claim(Arc::clone(&key), config.lease)),
+            deadline: Deadline::new(),
             call: Some((request, inner, key)),
         },
-        None => State::Calling {
-            future: inner.call(request),
-            held: None,
-        },
+        None => call_inner(config, span, inner, request, None),
     }
 }
 
-/// Counts and logs what the inner service did; whether it succeeded, so that its claim is
-/// completed rather than released.
-fn handled<R, E>(config: &Config, span: &Span, then: &Then<Response<R>, E>) -> bool {
-    match then {
-        Then::Answer(Ok(response)) if response.status().is_success() => {
+/// Counts and logs what the inner service did (its status, or why it gave none); whether it
+/// succeeded, so that its claim is completed rather than released.
+fn handled(config: &Config, span: &Span, outcome: Result<StatusCode, &'static str>) -> bool {
+    match outcome {
+        Ok(status) if status.is_success() => {
             finish(config, span, Outcome::Handled, "handled");
-            tracing::debug!(status = response.status().as_u16(), "webhook handled");
+            tracing::debug!(status = status.as_u16(), "webhook handled");
             return true;
         }
-        Then::Answer(Ok(response)) => {
+        Ok(status) => {
             finish(config, span, Outcome::HandlerFailed, "handler_failed");
             tracing::warn!(
-                status = response.status().as_u16(),
+                status = status.as_u16(),
                 "handler answered non-2xx; the sender will retry"
             );
         }
-        Then::Answer(Err(_)) => {
-            finish(config, span, Outcome::HandlerFailed, "handler_error");
-            tracing::warn!("handler returned an error; the sender will retry");
-        }
-        Then::Unwind(_) => {
-            finish(config, span, Outcome::HandlerFailed, "handler_panicked");
-            tracing::error!("handler panicked; the sender will retry");
+        Err(failure) => {
+            finish(config, span, Outcome::HandlerFailed, failure);
+            if failure == "handler_panicked" {
+                tracing::error!("handler panicked; the sender will retry");
+            } else {
+                tracing::warn!("handler returned an error; the sender will retry");
+            }
         }
     }
     false

@@ -8,6 +8,7 @@ use http::HeaderName;
 use serde_json::Value;
 
 use crate::json;
+use crate::key::dedup_key;
 use crate::scheme::engine::body_hash;
 use crate::scheme::{Scheme, Verified};
 
@@ -35,10 +36,42 @@ type Custom = dyn Fn(&Parts, &[u8]) -> Option<String> + Send + Sync;
 ///
 /// An id that is missing or empty makes the delivery a `400 Bad Request`: it verified, but the
 /// layer cannot tell its copies apart.
+///
+/// # The dedup key
+///
+/// The layer claims a delivery under a key made of the layer's
+/// [name](crate::VerifyWebhookLayer::with_name) and the id, so that layers sharing one store
+/// never see each other's deliveries. The key is always bounded in length (a long id is
+/// stored as its SHA-256) and never confuses two different ids: the fields of
+/// [`json_fields`](Self::json_fields) are keyed by their JSON values, so `("v-1", "done")`
+/// and `("v", "1-done")`, or `1` and `"1"`, stay apart even where the id a handler sees is
+/// the same text.
+///
+/// Where the id is not covered by the signature (GitHub's and Shopify's id headers, any
+/// [`header`](Self::header)), the key also covers a hash of the body by default: see
+/// [`with_body_hash`](Self::with_body_hash) and [`without_body_hash`](Self::without_body_hash).
 #[derive(Clone)]
 pub struct IdSource {
     source: Source,
-    with_body_hash: bool,
+    body_hash: BodyHash,
+}
+
+/// Whether the dedup key covers a hash of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyHash {
+    /// Where the id is not signed: the scheme's id when the scheme does not sign it, and
+    /// any header.
+    Unsigned,
+    Always,
+    Never,
+}
+
+/// The id of one delivery, and the text its dedup key is made from where that differs (the
+/// JSON values of body fields, which stay apart where their joined text would not).
+#[derive(Debug)]
+pub(crate) struct Identified {
+    pub(crate) id: String,
+    material: Option<String>,
 }
 
 #[derive(Clone)]
@@ -59,8 +92,9 @@ impl IdSource {
         Self::from(Source::Scheme)
     }
 
-    /// The value of a request header. Prefer a header the signature covers: one it does not
-    /// cover can be changed by anyone who replays a delivery.
+    /// The value of a request header. The layer cannot know whether the signature covers a
+    /// header, so the dedup key covers a hash of the body as well, unless
+    /// [`without_body_hash`](Self::without_body_hash) says otherwise.
     pub fn header(name: HeaderName) -> Self {
         Self::from(Source::Header(name))
     }
@@ -72,7 +106,9 @@ impl IdSource {
     }
 
     /// Several fields of the JSON body, each as in [`json_field`](Self::json_field), joined
-    /// with `separator`. Every field must be present.
+    /// with `separator` into the id a handler sees. Every field must be present. The dedup
+    /// key is made from the fields' JSON values, not the joined text, so no two different
+    /// combinations share a key whatever the separator.
     pub fn json_fields<I>(fields: I, separator: &str) -> Self
     where
         I: IntoIterator,
@@ -100,22 +136,46 @@ impl IdSource {
 
     /// Dedupes on this id and a hash of the body together, while [`Event::id`] stays the id.
     ///
-    /// For senders that do not sign their id header (GitHub, Shopify): anyone can send a
-    /// captured body again under another delivery's id. Keyed on the id alone, that forgery
-    /// would be handled under the real delivery's id, and the real delivery then answered as a
-    /// duplicate without running the handler. Keyed on both, it cannot block anything.
+    /// This is already the default where the id is not signed: the scheme's id for schemes
+    /// that do not sign it (GitHub, Shopify; see
+    /// [`Scheme::signs_id`](crate::scheme::Scheme::signs_id)), and any
+    /// [`header`](Self::header). Anyone can send a captured body again under another
+    /// delivery's id. Keyed on the id alone, that forgery would be handled under the real
+    /// delivery's id, and the real delivery then answered as a duplicate without running the
+    /// handler: a lost event. Keyed on both, it cannot block anything.
     ///
     /// [`Event::id`]: crate::Event::id
     #[must_use]
     pub fn with_body_hash(mut self) -> Self {
-        self.with_body_hash = true;
+        self.body_hash = BodyHash::Always;
+        self
+    }
+
+    /// Dedupes on the id alone, even where the signature does not cover it.
+    ///
+    /// An explicit opt-in to the weaker key, for a sender whose retries of one delivery may
+    /// carry different bytes under one id. Anyone who captured one delivery can then make a
+    /// later delivery answer "duplicate" by replaying the capture under the later id, before
+    /// the real one arrives: its handler never runs. Make sure your handler can tell such a
+    /// replay from the real event before choosing this.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(HmacScheme::github("It's a Secret to Everybody")?)
+    ///     .with_id_source(IdSource::scheme().without_body_hash());
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    #[must_use]
+    pub fn without_body_hash(mut self) -> Self {
+        self.body_hash = BodyHash::Never;
         self
     }
 
     fn from(source: Source) -> Self {
         Self {
             source,
-            with_body_hash: false,
+            body_hash: BodyHash::Unsigned,
         }
     }
 
@@ -126,26 +186,44 @@ impl IdSource {
         parts: &Parts,
         body: &[u8],
         verified: &Verified,
-    ) -> Option<String> {
-        let id = match &self.source {
-            Source::Scheme => scheme.identify(&parts.headers, body, verified),
-            Source::BodyHash => Some(body_hash(body)),
-            Source::Header(name) => std::str::from_utf8(parts.headers.get(name)?.as_bytes())
-                .ok()
-                .map(String::from),
-            Source::Json { fields, separator } => json_id(body, fields, separator),
-            Source::Custom(f) => f(parts, body),
-        }?;
-        (!id.is_empty()).then_some(id)
+    ) -> Option<Identified> {
+        let (id, material) = match &self.source {
+            Source::Scheme => (scheme.identify(&parts.headers, body, verified)?, None),
+            Source::BodyHash => (body_hash(body), None),
+            Source::Header(name) => (
+                std::str::from_utf8(parts.headers.get(name)?.as_bytes())
+                    .ok()?
+                    .to_owned(),
+                None,
+            ),
+            Source::Json { fields, separator } => {
+                let (id, material) = json_id(body, fields, separator)?;
+                (id, Some(material))
+            }
+            Source::Custom(f) => (f(parts, body)?, None),
+        };
+        (!id.is_empty()).then_some(Identified { id, material })
     }
 
-    /// The key a delivery with `id` is claimed under.
-    pub(crate) fn dedup_key(&self, id: &Arc<str>, body: &[u8]) -> Arc<str> {
-        if self.with_body_hash {
-            Arc::from(format!("{id}:{}", body_hash(body)))
-        } else {
-            Arc::clone(id)
-        }
+    /// The key a delivery is claimed under, in the layer's (escaped) `namespace`.
+    pub(crate) fn dedup_key(
+        &self,
+        scheme: &dyn Scheme,
+        namespace: &str,
+        identified: &Identified,
+        body: &[u8],
+    ) -> Arc<str> {
+        let covers_body = match self.body_hash {
+            BodyHash::Always => true,
+            BodyHash::Never => false,
+            BodyHash::Unsigned => match self.source {
+                Source::Scheme => !scheme.signs_id(),
+                Source::Header(_) => true,
+                Source::BodyHash | Source::Json { .. } | Source::Custom(_) => false,
+            },
+        };
+        let material = identified.material.as_deref().unwrap_or(&identified.id);
+        dedup_key(namespace, material, covers_body.then_some(body))
     }
 }
 
@@ -157,8 +235,10 @@ impl Default for IdSource {
 
 impl fmt::Debug for IdSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.with_body_hash {
-            f.write_str("with_body_hash ")?;
+        match self.body_hash {
+            BodyHash::Unsigned => {}
+            BodyHash::Always => f.write_str("with_body_hash ")?,
+            BodyHash::Never => f.write_str("without_body_hash ")?,
         }
         match &self.source {
             Source::Scheme => f.write_str("IdSource::Scheme"),
@@ -174,7 +254,9 @@ impl fmt::Debug for IdSource {
     }
 }
 
-fn json_id(body: &[u8], fields: &[String], separator: &str) -> Option<String> {
+/// The id of `fields` joined with `separator`, and the fields' JSON values joined with `,`:
+/// each value's JSON text ends where it ends, so the second is injective.
+fn json_id(body: &[u8], fields: &[String], separator: &str) -> Option<(String, String)> {
     let values = if fields.iter().any(|field| field.starts_with('/')) {
         let root: Value = serde_json::from_slice(body).ok()?;
         fields
@@ -193,20 +275,24 @@ fn json_id(body: &[u8], fields: &[String], separator: &str) -> Option<String> {
         json::top_level(body, &names)?
     };
     let mut id = String::new();
+    let mut material = String::new();
     for (i, value) in values.iter().enumerate() {
+        let value = value.as_ref()?;
         if i > 0 {
             id.push_str(separator);
+            material.push(',');
         }
-        id.push_str(&json::id_text(value.as_ref()?)?);
+        id.push_str(&json::id_text(value)?);
+        material.push_str(&value.to_string());
     }
-    Some(id)
+    Some((id, material))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn resolve(source: &IdSource, body: &str) -> Option<String> {
+    fn identify(source: &IdSource, body: &str) -> Option<Identified> {
         let (parts, ()) = http::Request::new(()).into_parts();
         let scheme = crate::scheme::StandardWebhooks::from_key(b"k").unwrap();
         source.resolve(
@@ -215,6 +301,16 @@ mod tests {
             body.as_bytes(),
             &Verified::new().with_id("hdr"),
         )
+    }
+
+    fn resolve(source: &IdSource, body: &str) -> Option<String> {
+        identify(source, body).map(|identified| identified.id)
+    }
+
+    fn key(source: &IdSource, body: &str) -> Arc<str> {
+        let scheme = crate::scheme::StandardWebhooks::from_key(b"k").unwrap();
+        let identified = identify(source, body).unwrap();
+        source.dedup_key(&scheme, "ns", &identified, body.as_bytes())
     }
 
     #[test]
@@ -230,6 +326,19 @@ mod tests {
             None
         );
         assert_eq!(resolve(&source, "not json"), None);
+    }
+
+    #[test]
+    fn joined_fields_key_apart_where_their_text_does_not() {
+        let source = IdSource::json_fields(["verification_id", "type"], "-");
+        let a = r#"{"verification_id":"v-1","type":"done"}"#;
+        let b = r#"{"verification_id":"v","type":"1-done"}"#;
+        assert_eq!(resolve(&source, a), resolve(&source, b));
+        assert_ne!(key(&source, a), key(&source, b));
+        let single = IdSource::json_field("id");
+        assert_eq!(resolve(&single, r#"{"id":1}"#).as_deref(), Some("1"));
+        assert_eq!(resolve(&single, r#"{"id":"1"}"#).as_deref(), Some("1"));
+        assert_ne!(key(&single, r#"{"id":1}"#), key(&single, r#"{"id":"1"}"#));
     }
 
     #[test]
@@ -251,11 +360,11 @@ mod tests {
             resolve(&IdSource::body_hash(), "token=x&command=/undo").unwrap(),
             hashed
         );
+        // Standard Webhooks signs its id: the key is the id alone, unless asked.
+        assert_eq!(&*key(&IdSource::scheme(), "body a"), "ns:i:hdr");
         let keyed = IdSource::scheme().with_body_hash();
-        let id: Arc<str> = Arc::from("delivery-1");
-        let a = keyed.dedup_key(&id, b"body a");
-        assert!(a.starts_with("delivery-1:sha256:"), "{a}");
-        assert_ne!(a, keyed.dedup_key(&id, b"body b"));
-        assert_eq!(IdSource::scheme().dedup_key(&id, b"body a"), id);
+        let a = key(&keyed, "body a");
+        assert!(a.starts_with("ns:ib:") && a.ends_with(":hdr"), "{a}");
+        assert_ne!(a, key(&keyed, "body b"));
     }
 }

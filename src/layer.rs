@@ -6,11 +6,12 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::clock::{Clock, SystemClock};
+use crate::config::{clamp_ttl, Config, MIN_TTL};
 use crate::id::IdSource;
 use crate::scheme::Scheme;
 use crate::service::VerifyWebhook;
 use crate::stats::Stats;
-use crate::store::{DynStore, IdempotencyStore};
+use crate::store::IdempotencyStore;
 
 /// A [`Layer`] that verifies webhook deliveries and deduplicates them before the inner service
 /// runs. See the [crate documentation](crate) for the whole pipeline.
@@ -33,19 +34,6 @@ pub struct VerifyWebhookLayer {
     config: Arc<Config>,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) scheme: Arc<dyn Scheme>,
-    pub(crate) store: Option<Arc<dyn DynStore>>,
-    pub(crate) id_source: IdSource,
-    pub(crate) body_limit: usize,
-    pub(crate) lease: Duration,
-    pub(crate) dedup_window: Duration,
-    pub(crate) retry_after: Duration,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) stats: Stats,
-}
-
 impl VerifyWebhookLayer {
     /// The default body limit: 1 MiB.
     pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -56,19 +44,31 @@ impl VerifyWebhookLayer {
     pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
     /// The default `Retry-After` of a 429 or 503: 5 seconds.
     pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+    /// The default bound on each store call: 5 seconds, well under the 15 s a sender such as
+    /// Svix waits for an answer.
+    pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The longest lease or dedup window the layer asks a store to keep: 365 days. Longer
+    /// settings are cut to it.
+    pub const MAX_TTL: Duration = crate::config::MAX_TTL;
 
     /// A layer that verifies deliveries with `scheme` and, until a store is set, only
     /// verifies: every verified copy of a delivery runs the inner service.
+    ///
+    /// The layer is named after the scheme ([`Scheme::name`], such as `"github"`) until
+    /// [`with_name`](Self::with_name) names it.
     pub fn new(scheme: impl Scheme) -> Self {
+        let name = Arc::from(scheme.name());
         Self {
             config: Arc::new(Config {
                 scheme: Arc::new(scheme),
+                name,
                 store: None,
                 id_source: IdSource::default(),
                 body_limit: Self::DEFAULT_BODY_LIMIT,
                 lease: Self::DEFAULT_LEASE,
                 dedup_window: Self::DEFAULT_DEDUP_WINDOW,
                 retry_after: Self::DEFAULT_RETRY_AFTER,
+                store_timeout: Self::DEFAULT_STORE_TIMEOUT,
                 clock: Arc::new(SystemClock),
                 stats: Stats::default(),
             }),
@@ -78,8 +78,36 @@ impl VerifyWebhookLayer {
     /// Deduplicates deliveries through `store`: a copy of a delivery that was handled answers
     /// 200 without running the inner service, and a copy that arrives while another is being
     /// handled answers 429.
+    ///
+    /// One store can serve every layer of an application: each layer keeps its keys under
+    /// its own [name](Self::with_name).
     pub fn with_store(mut self, store: impl IdempotencyStore) -> Self {
         self.config_mut().store = Some(Arc::new(store));
+        self
+    }
+
+    /// Names the layer. The name is the namespace of its dedup keys, and a field (`layer`)
+    /// of its tracing span.
+    ///
+    /// The default is the scheme's name, so that a GitHub route and a Stripe route sharing
+    /// one store never take each other's deliveries for duplicates. Name the layers when two
+    /// routes use the same scheme (two Standard Webhooks senders, say), so their ids cannot
+    /// meet either.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, store::MemoryStore, VerifyWebhookLayer};
+    ///
+    /// let store = MemoryStore::new();
+    /// let clerk = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_name("clerk")
+    ///     .with_store(store.clone());
+    /// let resend = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_dGhlIG90aGVyIHNlY3JldA==")?)
+    ///     .with_name("resend")
+    ///     .with_store(store);
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.config_mut().name = Arc::from(name.into());
         self
     }
 
@@ -97,16 +125,35 @@ impl VerifyWebhookLayer {
 
     /// Sets how long a claim holds a delivery's id while the inner service runs. A copy that
     /// arrives within the lease answers 429; after it, the copy is handled again. Make it
-    /// longer than your slowest handler.
+    /// longer than your slowest handler. Cut to between a millisecond and
+    /// [`MAX_TTL`](Self::MAX_TTL).
     pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.config_mut().lease = lease;
+        self.config_mut().lease = clamp_ttl(lease);
         self
     }
 
     /// Sets how long a handled delivery's id is remembered, so that copies are answered
     /// without running the inner service. Make it longer than your senders' retry schedules.
+    /// Cut to between a millisecond and [`MAX_TTL`](Self::MAX_TTL): a longer window would
+    /// overflow the stores' expiry arithmetic and silently turn dedup off.
     pub fn with_dedup_window(mut self, window: Duration) -> Self {
-        self.config_mut().dedup_window = window;
+        self.config_mut().dedup_window = clamp_ttl(window);
+        self
+    }
+
+    /// Sets how long the layer waits for each store call (claim, complete, release).
+    ///
+    /// A claim that takes longer answers `503` with `Retry-After`, in time for the sender to
+    /// hear it, whatever the store (a locked table, a Redis that stopped answering, a store of
+    /// your own without timeouts). The call is not simply dropped: it is finished in the
+    /// background and, if it took the claim after all, the claim is released, so the
+    /// sender's retry is handled at once. A completion that takes longer lets the handler's
+    /// answer go out and finishes in the background.
+    ///
+    /// Needs a Tokio runtime with its timer, as axum's `serve` and `#[tokio::main]` have;
+    /// elsewhere store calls are not bounded. At least a millisecond.
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().store_timeout = timeout.max(MIN_TTL);
         self
     }
 

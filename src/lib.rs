@@ -88,12 +88,15 @@
 
 mod body;
 pub mod clock;
+mod config;
 mod event;
 mod future;
 mod id;
 mod json;
+mod key;
 mod layer;
 mod reject;
+mod runtime;
 pub mod scheme;
 mod service;
 mod stats;

@@ -10,8 +10,8 @@ use http_body_util::Full;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
+use crate::config::Config;
 use crate::future::ResponseFuture;
-use crate::layer::Config;
 
 /// Verifies and deduplicates webhook deliveries before calling the inner service. Made by
 /// [`VerifyWebhookLayer`](crate::VerifyWebhookLayer).

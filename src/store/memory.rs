@@ -1,10 +1,12 @@
-//! The in-memory store: the default, for a service that runs as one process.
+//! The in-memory store, for a service that runs as one process.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::{Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind};
+use super::{
+    stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
+};
 use crate::clock::{unix_millis, Clock, SystemClock};
 
 /// An [`IdempotencyStore`] in this process's memory.
@@ -12,10 +14,12 @@ use crate::clock::{unix_millis, Clock, SystemClock};
 /// Right for a service that runs as one process; replicas behind a load balancer each see
 /// only their own deliveries and need a shared store. Clones share the same entries.
 ///
-/// It is bounded: expired entries are dropped as new claims come in, and when it holds
-/// [`max_entries`](Self::with_max_entries) live entries it forgets the completed entry closest
-/// to its expiry to make room. Entries in flight are never forgotten; a claim that finds the
-/// store full of them fails, and the layer answers 503 so the sender retries.
+/// It is bounded, in entries and in bytes: expired entries are dropped as new claims come in,
+/// and when it holds [`max_entries`](Self::with_max_entries) live entries, or their keys and
+/// bookkeeping take [`max_bytes`](Self::with_max_bytes), it forgets the completed entries
+/// closest to their expiry to make room. Entries in flight are never forgotten; a claim that
+/// finds the store full of them fails, and the layer answers 503 so the sender retries. A key
+/// longer than 512 bytes is kept as its SHA-256, so no key can take more than that.
 ///
 /// ```
 /// use std::time::Duration;
@@ -40,15 +44,24 @@ pub struct MemoryStore {
     entries: Arc<Mutex<Entries>>,
     clock: Arc<dyn Clock>,
     max_entries: usize,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct Entries {
-    by_key: HashMap<Arc<str>, Entry>,
+    by_key: HashMap<Arc<[u8]>, Entry>,
     /// (expiry in ms, sequence number, key): the entries in order of expiry, so expired ones
     /// are found from the front without a scan.
-    by_expiry: BTreeSet<(u64, u64, Arc<str>)>,
+    by_expiry: BTreeSet<(u64, u64, Arc<[u8]>)>,
     next_seq: u64,
+    /// What the entries take, as [`entry_bytes`] counts it.
+    bytes: usize,
+}
+
+/// What one entry takes: its key, and an estimate of the rest (the map slot, the expiry index
+/// node, the shared key's header, a claim's token).
+fn entry_bytes(key: &[u8]) -> usize {
+    key.len() + 160
 }
 
 #[derive(Debug)]
@@ -67,14 +80,19 @@ enum State {
 impl MemoryStore {
     /// The default bound on live entries.
     pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+    /// The default bound on the memory the entries take: 64 MiB, enough for the default
+    /// number of entries with the layer's longest keys.
+    pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
     /// An empty store on the system clock, holding at most
-    /// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES) entries.
+    /// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES) entries in at most
+    /// [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES).
     pub fn new() -> Self {
         Self {
             entries: Arc::default(),
             clock: Arc::new(SystemClock),
             max_entries: Self::DEFAULT_MAX_ENTRIES,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
         }
     }
 
@@ -83,6 +101,25 @@ impl MemoryStore {
     pub fn with_max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries.max(1);
         self
+    }
+
+    /// Sets the bound on the memory the entries take, in bytes: their keys and about 160
+    /// bytes of bookkeeping each. At least room for one entry of the longest key.
+    ///
+    /// ```
+    /// use tower_webhook::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::new().with_max_entries(1_000_000).with_max_bytes(256 * 1024 * 1024);
+    /// ```
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(entry_bytes(&[0; super::MAX_STORED_KEY]));
+        self
+    }
+
+    /// The memory the entries take, as [`with_max_bytes`](Self::with_max_bytes) counts it.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Reads the time from `clock` instead of the system clock, so tests of leases and of the
@@ -114,23 +151,29 @@ impl MemoryStore {
     }
 
     fn claim_now(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+        let key = stored_key(key);
         let now = self.now();
         let mut entries = self.lock();
         entries.drop_expired(now);
-        if let Some(entry) = entries.by_key.get(key) {
+        if let Some(entry) = entries.by_key.get(&*key) {
             return Ok(match entry.state {
                 State::InFlight(_) => Claim::InFlight,
                 State::Completed => Claim::Completed,
             });
         }
-        if entries.by_key.len() >= self.max_entries && !entries.forget_one_completed() {
-            return Err(StoreError::from_kind(StoreErrorKind::Full));
+        let size = entry_bytes(&key);
+        while entries.by_key.len() >= self.max_entries
+            || entries.bytes.saturating_add(size) > self.max_bytes
+        {
+            if !entries.forget_one_completed() {
+                return Err(StoreError::from_kind(StoreErrorKind::Full));
+            }
         }
         let token = ClaimToken::random();
         entries.insert(
-            Arc::from(key),
+            Arc::from(key.as_ref()),
             State::InFlight(token.clone()),
-            now.saturating_add(millis(lease)),
+            now.saturating_add(ttl_millis(lease)),
         );
         Ok(Claim::Acquired(token))
     }
@@ -138,21 +181,26 @@ impl MemoryStore {
     /// Completes (keeping the key for `keep_for`) or, without `keep_for`, releases the live
     /// claim of `key` held by `token`; whether there was one.
     fn settle(&self, key: &str, token: &ClaimToken, keep_for: Option<Duration>) -> bool {
+        let key = stored_key(key);
         let now = self.now();
         let mut entries = self.lock();
         let held = matches!(
-            entries.by_key.get(key),
+            entries.by_key.get(&*key),
             Some(Entry { state: State::InFlight(held), expires_at, .. })
                 if held == token && *expires_at > now
         );
         if !held {
             return false;
         }
-        let Some((key, _)) = entries.remove(key) else {
+        let Some((key, _)) = entries.remove(&key) else {
             return false;
         };
         if let Some(keep_for) = keep_for {
-            entries.insert(key, State::Completed, now.saturating_add(millis(keep_for)));
+            entries.insert(
+                key,
+                State::Completed,
+                now.saturating_add(ttl_millis(keep_for)),
+            );
         }
         true
     }
@@ -165,9 +213,10 @@ impl Default for MemoryStore {
 }
 
 impl Entries {
-    fn insert(&mut self, key: Arc<str>, state: State, expires_at: u64) {
+    fn insert(&mut self, key: Arc<[u8]>, state: State, expires_at: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.bytes += entry_bytes(&key);
         self.by_expiry.insert((expires_at, seq, Arc::clone(&key)));
         self.by_key.insert(
             key,
@@ -179,8 +228,9 @@ impl Entries {
         );
     }
 
-    fn remove(&mut self, key: &str) -> Option<(Arc<str>, Entry)> {
+    fn remove(&mut self, key: &[u8]) -> Option<(Arc<[u8]>, Entry)> {
         let (key, entry) = self.by_key.remove_entry(key)?;
+        self.bytes -= entry_bytes(&key);
         self.by_expiry
             .remove(&(entry.expires_at, entry.seq, Arc::clone(&key)));
         Some((key, entry))
@@ -204,10 +254,6 @@ impl Entries {
         });
         victim.is_some_and(|key| self.remove(&key).is_some())
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl IdempotencyStore for MemoryStore {

@@ -180,6 +180,30 @@ impl Error for StoreError {
     }
 }
 
+/// Keys longer than this many bytes are stored as their SHA-256. The layer's own keys are
+/// far shorter; this bounds what a direct caller of a store can make it keep.
+pub(crate) const MAX_STORED_KEY: usize = 512;
+
+/// The stored form of a key: its bytes, or when longer than [`MAX_STORED_KEY`] a marked
+/// SHA-256 of them. The mark (`0xFF`) never occurs in UTF-8, so no key can collide with a
+/// hashed one.
+pub(crate) fn stored_key(key: &str) -> std::borrow::Cow<'_, [u8]> {
+    use sha2::{Digest, Sha256};
+    if key.len() <= MAX_STORED_KEY {
+        return std::borrow::Cow::Borrowed(key.as_bytes());
+    }
+    let mut stored = b"\xffsha256:".to_vec();
+    stored.extend_from_slice(&Sha256::digest(key.as_bytes()));
+    std::borrow::Cow::Owned(stored)
+}
+
+/// Whole milliseconds of a lease or window, within what every backend keeps (at least one,
+/// at most a year): a longer one would overflow the backend's expiry arithmetic, and every
+/// completion would fail.
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(crate::config::clamp_ttl(ttl).as_millis()).unwrap_or(u64::MAX)
+}
+
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// [`IdempotencyStore`] made object-safe, with owned arguments so the futures can live in the
@@ -242,6 +266,22 @@ mod tests {
         assert_eq!(a.as_str().len(), 32);
         assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(format!("{a:?}"), "ClaimToken(..)");
+    }
+
+    #[test]
+    fn long_keys_are_hashed_apart() {
+        let a = "k".repeat(MAX_STORED_KEY + 1);
+        let b = format!("{}j", "k".repeat(MAX_STORED_KEY));
+        assert_ne!(stored_key(&a), stored_key(&b));
+        assert_eq!(stored_key(&a).len(), 8 + 32);
+        assert_eq!(&*stored_key("msg_1"), b"msg_1");
+    }
+
+    #[test]
+    fn ttls_are_clamped() {
+        assert_eq!(ttl_millis(Duration::ZERO), 1);
+        assert_eq!(ttl_millis(Duration::MAX), 365 * 24 * 3600 * 1000);
+        assert_eq!(ttl_millis(Duration::from_secs(60)), 60_000);
     }
 
     #[test]

@@ -5,17 +5,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 /// The `sqlx` this store is built on, so that your pool's version matches.
 pub use sqlx;
 
-use super::{Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind};
-
-/// Keys longer than this are stored as their SHA-256, so that no id can overflow a btree
-/// index entry (about 2.7 KB).
-const MAX_KEY_BYTES: usize = 2048;
+use super::{
+    stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
+};
 /// Rows deleted per statement by [`PostgresStore::cleanup`], so that no statement holds
 /// many locks or runs for long.
 const CLEANUP_BATCH: i64 = 10_000;
@@ -31,7 +28,11 @@ const CLEANUP_BATCH: i64 = 10_000;
 /// - `complete` and `release` are an `UPDATE` and a `DELETE` that only touch the row if it
 ///   still holds the claim's token and its lease has not run out.
 ///
-/// Time is the database's `now()`, one clock for every replica.
+/// Time is the database's `now()`, one clock for every replica. A claim that waited for a
+/// lock longer than its [statement timeout](Self::with_statement_timeout) writes nothing, so
+/// a claim the layer gave up on (and answered `503`) never holds the delivery afterwards.
+///
+/// One table serves every layer of an application: the layer's keys carry its name.
 ///
 /// Create the table with [`create_table`](Self::create_table). Expired rows are reclaimed by
 /// later claims of the same key. Delete the rest with [`cleanup`](Self::cleanup), or let
@@ -59,7 +60,7 @@ const CLEANUP_BATCH: i64 = 10_000;
 ///
 /// ```sql
 /// CREATE TABLE IF NOT EXISTS "webhook_claims" (
-///     key        BYTEA PRIMARY KEY,      -- the delivery id (its SHA-256 past 2 KiB)
+///     key        BYTEA PRIMARY KEY,      -- the layer's key (its SHA-256 past 512 bytes)
 ///     token      TEXT,                   -- the claim's token; NULL once completed
 ///     completed  BOOLEAN NOT NULL DEFAULT FALSE,
 ///     expires_at TIMESTAMPTZ NOT NULL    -- end of the lease, or of the dedup window
@@ -71,6 +72,7 @@ pub struct PostgresStore {
     pool: PgPool,
     table: Arc<str>,
     sql: Arc<Sql>,
+    statement_timeout: Duration,
 }
 
 /// The statements of one table, made once.
@@ -106,17 +108,26 @@ impl Sql {
             // A row the INSERT did not take is read from the statement's snapshot. If that
             // row is missing or expired there, another claim took the key after the
             // snapshot: it is in flight.
+            //
+            // `now()` is when the statement's transaction began, before a wait for a lock at
+            // Bind; `clock_timestamp()` is the time as each row is written. A claim that would
+            // be written more than $4 seconds after that writes nothing and answers `late`:
+            // its caller has given up on it, and a claim nobody holds would make every retry
+            // wait for its lease.
             claim: format!(
                 "WITH taken AS (
                     INSERT INTO {t} AS c (key, token, completed, expires_at)
-                    VALUES ($1, $2, FALSE, now() + make_interval(secs => $3))
+                    SELECT $1, $2, FALSE, now() + make_interval(secs => $3)
+                    WHERE clock_timestamp() < now() + make_interval(secs => $4)
                     ON CONFLICT (key) DO UPDATE
                         SET token = excluded.token, completed = FALSE, expires_at = excluded.expires_at
                         WHERE c.expires_at <= now()
+                        AND clock_timestamp() < now() + make_interval(secs => $4)
                     RETURNING 1
                 )
                 SELECT CASE
                     WHEN EXISTS (SELECT 1 FROM taken) THEN 'acquired'
+                    WHEN clock_timestamp() >= now() + make_interval(secs => $4) THEN 'late'
                     WHEN EXISTS (
                         SELECT 1 FROM {t} WHERE key = $1 AND completed AND expires_at > now()
                     ) THEN 'completed'
@@ -146,6 +157,9 @@ impl Sql {
 impl PostgresStore {
     /// The default table name.
     pub const DEFAULT_TABLE: &'static str = "webhook_claims";
+    /// The default [statement timeout](Self::with_statement_timeout) of a claim: 4 seconds,
+    /// under the layer's default store timeout of 5.
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(4);
 
     /// A store in the table [`DEFAULT_TABLE`](Self::DEFAULT_TABLE), on `pool`.
     pub fn new(pool: PgPool) -> Self {
@@ -153,7 +167,64 @@ impl PostgresStore {
             pool,
             table: Arc::from(Self::DEFAULT_TABLE),
             sql: Arc::new(Sql::new(None, Self::DEFAULT_TABLE)),
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
         }
+    }
+
+    /// Connects a pool of its own to the database at `url`, for this store alone, on which
+    /// PostgreSQL cancels any statement that runs longer than
+    /// [`DEFAULT_STATEMENT_TIMEOUT`](Self::DEFAULT_STATEMENT_TIMEOUT) (its
+    /// `statement_timeout`), and which gives up waiting for a free connection after 3 s.
+    ///
+    /// A claim stalled behind a lock is then cancelled by the server: it frees its
+    /// connection and leaves nothing behind. With a pool of your own ([`new`](Self::new)),
+    /// set the same on its connections if you can
+    /// (`PgConnectOptions::options([("statement_timeout", "4s")])`); the store's own
+    /// deadline (see [`with_statement_timeout`](Self::with_statement_timeout)) still keeps a
+    /// late claim from being written.
+    ///
+    /// ```no_run
+    /// use tower_webhook::store::PostgresStore;
+    ///
+    /// # async fn doc() -> Result<(), tower_webhook::store::StoreError> {
+    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+    /// store.create_table().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let timeout = Self::DEFAULT_STATEMENT_TIMEOUT.as_millis().to_string();
+        let options = url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(store_error)?
+            .options([("statement_timeout", timeout.as_str())]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await
+            .map_err(store_error)?;
+        Ok(Self::new(pool))
+    }
+
+    /// Sets how late a claim may still be written, counted by the database from when the
+    /// claim's transaction began. A claim that waited longer (for a lock on the table, say)
+    /// writes nothing and fails as unavailable.
+    ///
+    /// Keep it under the layer's [store
+    /// timeout](crate::VerifyWebhookLayer::with_store_timeout): a claim the layer has given
+    /// up on must not be taken after all, or the retries of that delivery would wait for its
+    /// lease. (The layer also releases such a claim once it is taken; this keeps it from
+    /// being written at all.)
+    ///
+    /// The check holds once the claim's statement is prepared on its connection, that is for
+    /// every claim but the first on each connection: sqlx prepares a statement in a
+    /// transaction of its own, and a wait for a lock there is not counted. The statement goes
+    /// on waiting for its lock meanwhile, holding its connection; to have PostgreSQL cancel
+    /// it, use [`connect`](Self::connect) or set `statement_timeout` on your pool.
+    #[must_use]
+    pub fn with_statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout.max(Duration::from_millis(1));
+        self
     }
 
     /// Uses the table `name`, optionally schema-qualified (`schema.table`). Each part must be
@@ -236,6 +307,7 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.table)
+            .field("statement_timeout", &self.statement_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -260,15 +332,9 @@ fn is_identifier(part: &str, max_len: usize) -> bool {
         && part.len() <= max_len
 }
 
-/// The stored form of a key: its bytes, or a marked SHA-256 of them when too long. The mark
-/// (0xFF) never occurs in UTF-8, so no id can collide with a hashed one.
-fn stored_key(key: &str) -> Vec<u8> {
-    if key.len() <= MAX_KEY_BYTES {
-        return key.as_bytes().to_vec();
-    }
-    let mut stored = b"\xffsha256:".to_vec();
-    stored.extend_from_slice(&Sha256::digest(key.as_bytes()));
-    stored
+/// Seconds of a lease or window, within what every store keeps.
+fn secs(ttl: Duration) -> f64 {
+    Duration::from_millis(ttl_millis(ttl)).as_secs_f64()
 }
 
 fn store_error(err: sqlx::Error) -> StoreError {
@@ -278,10 +344,11 @@ fn store_error(err: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        // Class 08 is "connection exception"; 57P01 to 57P03 are shutdowns and start-ups.
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        // Class 08 is "connection exception"; 57P01 to 57P03 are shutdowns and start-ups;
+        // 57014 is a statement cancelled by `statement_timeout`.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "57014"
+        }),
         _ => false,
     };
     let kind = if unreachable {
@@ -296,9 +363,10 @@ impl IdempotencyStore for PostgresStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
         let outcome: String = sqlx::query_scalar(&self.sql.claim)
-            .bind(stored_key(key))
+            .bind(&*stored_key(key))
             .bind(token.as_str())
-            .bind(lease.as_secs_f64())
+            .bind(secs(lease))
+            .bind(self.statement_timeout.as_secs_f64())
             .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;
@@ -306,6 +374,10 @@ impl IdempotencyStore for PostgresStore {
             "acquired" => Ok(Claim::Acquired(token)),
             "completed" => Ok(Claim::Completed),
             "in_flight" => Ok(Claim::InFlight),
+            "late" => Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "the claim waited past its statement timeout and wrote nothing",
+            )),
             other => Err(StoreError::new(
                 StoreErrorKind::Backend,
                 format!("unexpected claim outcome {other:?}"),
@@ -320,9 +392,9 @@ impl IdempotencyStore for PostgresStore {
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(&self.sql.complete)
-            .bind(stored_key(key))
+            .bind(&*stored_key(key))
             .bind(token.as_str())
-            .bind(keep_for.as_secs_f64())
+            .bind(secs(keep_for))
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
@@ -331,7 +403,7 @@ impl IdempotencyStore for PostgresStore {
 
     async fn release(&self, key: &str, token: &ClaimToken) -> Result<bool, StoreError> {
         let done = sqlx::query(&self.sql.release)
-            .bind(stored_key(key))
+            .bind(&*stored_key(key))
             .bind(token.as_str())
             .execute(&self.pool)
             .await
@@ -385,14 +457,5 @@ mod tests {
             assert!(table_parts(bad).is_none(), "{bad}");
         }
         assert_eq!(table_parts("app.claims"), Some((Some("app"), "claims")));
-    }
-
-    #[test]
-    fn long_keys_are_hashed_apart() {
-        let a = "k".repeat(MAX_KEY_BYTES + 1);
-        let b = format!("{}j", "k".repeat(MAX_KEY_BYTES));
-        assert_ne!(stored_key(&a), stored_key(&b));
-        assert_eq!(stored_key(&a).len(), 8 + 32);
-        assert_eq!(stored_key("msg_1"), b"msg_1");
     }
 }

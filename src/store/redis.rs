@@ -10,7 +10,10 @@ use ::redis::{RedisError, Script};
 /// The `redis` crate this store is built on, so that your connection's version matches.
 pub use ::redis;
 
-use super::{Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind};
+use super::{
+    stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
+};
+use crate::key::escape_segment;
 
 /// The value of a completed key.
 const COMPLETED: &str = "completed";
@@ -47,13 +50,17 @@ return 0
 /// - A completed key holds `completed` and expires after the dedup window. Redis expires
 ///   every key by itself: nothing needs cleaning up.
 ///
-/// Keys are namespaced with a prefix, `tower-webhook:` by default.
+/// A Redis key is the store's prefix (`tower-webhook` by default), `:`, and the layer's key,
+/// which carries the layer's name: `tower-webhook:github:ib:<body hash>:<delivery id>`. One
+/// store serves every layer of an application. A key is at most a few hundred bytes (see
+/// [`IdSource`](crate::IdSource)); a longer one given to the store directly is stored as its
+/// SHA-256.
 ///
 /// ```no_run
 /// use tower_webhook::store::RedisStore;
 ///
 /// # async fn doc() -> Result<(), tower_webhook::store::StoreError> {
-/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?.with_prefix("billing-hooks:");
+/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?.with_prefix("billing");
 /// # Ok(())
 /// # }
 /// ```
@@ -90,32 +97,42 @@ impl RedisStore<ConnectionManager> {
 
 impl<C> RedisStore<C> {
     /// The default key prefix.
-    pub const DEFAULT_PREFIX: &'static str = "tower-webhook:";
+    pub const DEFAULT_PREFIX: &'static str = "tower-webhook";
 
     /// A store on a connection you already have: a [`ConnectionManager`], a
     /// `MultiplexedConnection`, or any other cloneable async connection.
+    ///
+    /// A connection without a response timeout waits as long as Redis does; the layer still
+    /// answers `503` after its [store timeout](crate::VerifyWebhookLayer::with_store_timeout).
     pub fn new(connection: C) -> Self {
         Self {
             connection,
-            prefix: Arc::from(Self::DEFAULT_PREFIX),
+            prefix: Arc::from(format!("{}:", Self::DEFAULT_PREFIX)),
             complete: Arc::new(Script::new(COMPLETE)),
             release: Arc::new(Script::new(RELEASE)),
         }
     }
 
-    /// Sets the prefix of every key the store writes. Give each sender its own prefix when
-    /// several layers share one Redis.
+    /// Sets the prefix of every key the store writes, to keep them apart from other data in
+    /// the same Redis, or from another application's webhooks.
+    ///
+    /// The prefix is one segment, joined to the key with `:` (a trailing `:` is taken as that
+    /// separator). A `:` or `%` inside it is percent-escaped, so that no two prefixes can
+    /// write the same key: `a` with the key `b:c` and `a:b` with the key `c` stay apart.
+    /// Layers need no prefix of their own: their keys carry their names.
     #[must_use]
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Arc::from(prefix.into());
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        let segment = prefix.strip_suffix(':').unwrap_or(prefix);
+        self.prefix = Arc::from(format!("{}:", escape_segment(segment)));
         self
     }
 
-    fn key(&self, id: &str) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + id.len());
-        key.push_str(&self.prefix);
-        key.push_str(id);
-        key
+    fn key(&self, key: &str) -> Vec<u8> {
+        let stored = stored_key(key);
+        let mut full = Vec::with_capacity(self.prefix.len() + stored.len());
+        full.extend_from_slice(self.prefix.as_bytes());
+        full.extend_from_slice(&stored);
+        full
     }
 }
 
@@ -125,13 +142,6 @@ impl<C> fmt::Debug for RedisStore<C> {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
-}
-
-/// Redis takes whole milliseconds, and refuses an expiry of zero.
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 fn store_error(err: RedisError) -> StoreError {
@@ -158,7 +168,7 @@ where
             .arg(format!("{IN_FLIGHT}{}", token.as_str()))
             .arg("NX")
             .arg("PX")
-            .arg(millis(lease))
+            .arg(ttl_millis(lease))
             .arg("GET")
             .query_async(&mut self.connection.clone())
             .await
@@ -181,7 +191,7 @@ where
             .key(self.key(key))
             .arg(format!("{IN_FLIGHT}{}", token.as_str()))
             .arg(COMPLETED)
-            .arg(millis(keep_for))
+            .arg(ttl_millis(keep_for))
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(store_error)?;

@@ -1,0 +1,51 @@
+//! The settings a layer hands to every service and response future it makes.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::id::IdSource;
+use crate::key::escape_segment;
+use crate::scheme::Scheme;
+use crate::stats::Stats;
+use crate::store::DynStore;
+
+/// What [`VerifyWebhookLayer`](crate::VerifyWebhookLayer) builds, shared by
+/// [`VerifyWebhook`](crate::VerifyWebhook) and its [`ResponseFuture`](crate::ResponseFuture).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) scheme: Arc<dyn Scheme>,
+    /// The layer's name: the namespace of its dedup keys, and a field of its span.
+    pub(crate) name: Arc<str>,
+    pub(crate) store: Option<Arc<dyn DynStore>>,
+    pub(crate) id_source: IdSource,
+    pub(crate) body_limit: usize,
+    pub(crate) lease: Duration,
+    pub(crate) dedup_window: Duration,
+    pub(crate) retry_after: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) stats: Stats,
+}
+
+impl Config {
+    /// The namespace of this layer's keys: its name, escaped so that it ends at the first `:`.
+    pub(crate) fn namespace(&self) -> Cow<'_, str> {
+        escape_segment(&self.name)
+    }
+}
+
+/// The longest lease or dedup window a store is asked to keep: a year. Longer ones (up to
+/// `Duration::MAX`) overflow the expiry arithmetic of Redis and PostgreSQL, and every
+/// completion would fail.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The shortest lease, window or store timeout: a millisecond, the stores' resolution. Zero
+/// would expire a claim as it is made.
+pub(crate) const MIN_TTL: Duration = Duration::from_millis(1);
+
+/// `ttl` within what every store keeps.
+pub(crate) fn clamp_ttl(ttl: Duration) -> Duration {
+    ttl.clamp(MIN_TTL, MAX_TTL)
+}

@@ -1,0 +1,115 @@
+//! What the layer takes from the async runtime: a timer that bounds store calls, and a place
+//! to finish store calls that no response waits for any more. Both are Tokio's, where the
+//! layer runs on a Tokio runtime (axum's `serve`, `#[tokio::main]`); elsewhere store calls are
+//! not bounded and abandoned ones are not finished, and claims then end with their lease.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::runtime::Handle;
+use tokio::time::Sleep;
+
+/// A Tokio sleep of `duration`, where the current runtime has a timer.
+fn sleep(duration: Duration) -> Option<Sleep> {
+    Handle::try_current().ok()?;
+    // Tokio panics when the runtime was built without `enable_time`, and offers no way to ask
+    // first. The layer then still works, unbounded, and says so each time: a runtime that
+    // serves HTTP without a timer is a mistake worth hearing about.
+    catch_unwind(AssertUnwindSafe(|| tokio::time::sleep(duration)))
+        .map_err(|_| {
+            tracing::warn!(
+                "the Tokio runtime has no timer (enable_time): webhook store calls are not bounded"
+            );
+        })
+        .ok()
+}
+
+pin_project! {
+    /// A deadline armed on first use, so a store call that answers at once (the in-memory
+    /// store) never creates a timer.
+    pub(crate) struct Deadline {
+        #[pin]
+        sleep: Option<Sleep>,
+        armed: bool,
+    }
+}
+
+impl Deadline {
+    pub(crate) fn new() -> Self {
+        Self {
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Whether `after` has passed since the first call; registers the waker to be told.
+    pub(crate) fn poll_expired(
+        self: Pin<&mut Self>,
+        after: Duration,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let mut this = self.project();
+        if !*this.armed {
+            *this.armed = true;
+            this.sleep.set(sleep(after));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).is_ready(),
+            None => false,
+        }
+    }
+}
+
+/// Runs `future` to its end on the current Tokio runtime, for at most `limit`; `false` where
+/// there is no runtime to run it on.
+pub(crate) fn finish_in_background<F>(future: F, limit: Duration) -> bool
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let Ok(handle) = Handle::try_current() else {
+        return false;
+    };
+    handle.spawn(async move {
+        let mut future = std::pin::pin!(future);
+        let mut deadline = std::pin::pin!(Deadline::new());
+        let finished = std::future::poll_fn(|cx| {
+            if future.as_mut().poll(cx).is_ready() {
+                Poll::Ready(true)
+            } else if deadline.as_mut().poll_expired(limit, cx) {
+                Poll::Ready(false)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        if !finished {
+            tracing::warn!("an abandoned webhook store call did not finish within its lease");
+        }
+    });
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_runtime_nothing_is_bounded_or_spawned() {
+        assert!(sleep(Duration::from_secs(1)).is_none());
+        assert!(!finish_in_background(async {}, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_runtime_without_a_timer_is_survived() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert!(sleep(Duration::from_secs(1)).is_none());
+        });
+    }
+}
