@@ -44,6 +44,16 @@ async fn memory() -> Option<Memory> {
 
 store_conformance!(memory());
 
+#[tokio::test]
+async fn layers_sharing_one_store_keep_apart() {
+    common::layers_sharing_a_store_keep_apart(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn huge_durations_still_dedupe() {
+    common::huge_durations_still_dedupe(MemoryStore::new()).await;
+}
+
 const LEASE: Duration = Duration::from_secs(60);
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::proxy::{socket_addr, through, FaultProxy};
 use common::Harness;
 use tower_webhook::store::postgres::sqlx::postgres::{PgPool, PgPoolOptions};
-use tower_webhook::store::{Claim, IdempotencyStore, PostgresStore};
+use tower_webhook::store::{Claim, IdempotencyStore, PostgresStore, StoreErrorKind};
 
 const TABLE: &str = "tower_webhook_test_claims";
 
@@ -185,4 +185,205 @@ async fn a_retrying_sender_loses_nothing_through_outages() {
     if let Some((store, proxy)) = through_proxy().await {
         common::a_retrying_sender_loses_nothing_through_outages(store, &proxy).await;
     }
+}
+
+#[tokio::test]
+async fn layers_sharing_one_table_keep_apart() {
+    if let Some(store) = store_at(&url()).await {
+        common::layers_sharing_a_store_keep_apart(store).await;
+    }
+}
+
+#[tokio::test]
+async fn huge_durations_still_dedupe() {
+    if let Some(store) = store_at(&url()).await {
+        common::huge_durations_still_dedupe(store).await;
+    }
+}
+
+/// A table of its own, locked by another transaction for as long as the test says.
+struct Locked {
+    pool: PgPool,
+    table: String,
+    lock: Option<tower_webhook::store::postgres::sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+use tower_webhook::store::postgres::sqlx;
+
+impl Locked {
+    async fn new(name: &str) -> Option<(Self, PostgresStore)> {
+        let pool = pool(&url()).await.ok()?;
+        let table = format!(
+            "tw_{name}_{}",
+            &tower_webhook::store::ClaimToken::random().as_str()[..12]
+        );
+        // One connection, on which the claim is prepared before the lock.
+        let store_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url())
+            .await
+            .unwrap();
+        let store = PostgresStore::new(store_pool)
+            .with_table(&table)
+            .unwrap()
+            .with_statement_timeout(Duration::from_millis(200));
+        store.create_table().await.unwrap();
+        store
+            .claim("warm-up", Duration::from_millis(1))
+            .await
+            .unwrap();
+        let mut lock = pool.begin().await.unwrap();
+        sqlx::query(&format!("LOCK TABLE \"{table}\" IN ACCESS EXCLUSIVE MODE"))
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        Some((
+            Self {
+                pool,
+                table,
+                lock: Some(lock),
+            },
+            store,
+        ))
+    }
+
+    /// Ends the lock, and waits until no statement on the table is still running (those that
+    /// waited for the lock have then run to their end).
+    async fn unlock(&mut self) {
+        self.lock.take().unwrap().commit().await.unwrap();
+        for _ in 0..200 {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE state = 'active' AND pid <> pg_backend_pid() AND query LIKE $1",
+            )
+            .bind(format!("%{}%", self.table))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if running == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("statements on {} still running", self.table);
+    }
+
+    /// Waits until a statement waits for the lock.
+    async fn wait_for_a_waiter(&self) {
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            )
+            .bind(format!("%{}%", self.table))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no statement waited for the lock on {}", self.table);
+    }
+
+    async fn rows(&self) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM \"{}\"", self.table))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn drop_table(self) {
+        sqlx::query(&format!("DROP TABLE \"{}\"", self.table))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// A claim that waited for a lock past its statement timeout writes nothing and fails as
+/// unavailable: whoever sent it has given up on it by then (the layer answered 503), and a
+/// claim nobody holds would make every retry wait for its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_waited_past_its_timeout_writes_nothing() {
+    let Some((mut locked, store)) = Locked::new("late").await else {
+        return;
+    };
+    let claim = tokio::spawn({
+        let store = store.clone();
+        async move { store.claim("msg_late", Duration::from_secs(60)).await }
+    });
+    locked.wait_for_a_waiter().await;
+    // Already waiting, it waits past its 200 ms: no timing decides the outcome.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    locked.unlock().await;
+    let late = claim.await.unwrap().unwrap_err();
+    assert_eq!(late.kind(), StoreErrorKind::Unavailable, "{late}");
+    assert_eq!(
+        locked.rows().await,
+        1,
+        "the late claim wrote nothing (the row is the warm-up's)"
+    );
+    assert!(matches!(
+        store
+            .claim("msg_late", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Claim::Acquired(_)
+    ));
+    locked.drop_table().await;
+}
+
+/// A table locked for longer than the layer's store timeout: the delivery gets 503 with
+/// `Retry-After` while the lock is still held, and the sender's retry once the lock is gone
+/// is handled at once, with no orphaned claim in its way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_table_answers_503_in_time_and_the_retry_runs_at_once() {
+    use tower::{Layer, ServiceExt};
+    let Some((mut locked, store)) = Locked::new("stall").await else {
+        return;
+    };
+    let runs = common::PerId::default();
+    let service = tower_webhook::VerifyWebhookLayer::new(common::scheme())
+        .with_store(store)
+        .with_store_timeout(Duration::from_millis(500))
+        .layer(runs.service(Duration::ZERO));
+    let id = format!(
+        "msg_locked_{}",
+        tower_webhook::store::ClaimToken::random().as_str()
+    );
+    // The lock is held until the answer is in: no timing decides this.
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        service.clone().oneshot(common::signed(&id, "{}")),
+    )
+    .await
+    .expect("answered while the table was locked")
+    .unwrap();
+    assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+    assert_eq!(runs.runs(&id), 0);
+
+    locked.unlock().await;
+    let response = service.oneshot(common::signed(&id, "{}")).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(runs.runs(&id), 1);
+    locked.drop_table().await;
+}
+
+/// `PostgresStore::connect` makes a pool whose connections carry a `statement_timeout`, so that
+/// PostgreSQL itself cancels a claim stuck behind a lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_sets_a_server_side_statement_timeout() {
+    let Some(probe) = store_at(&url()).await else {
+        return;
+    };
+    let store = PostgresStore::connect(&url()).await.unwrap();
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(timeout, "4s");
+    drop(probe);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::proxy::{socket_addr, through, FaultProxy};
 use common::Harness;
-use tower_webhook::store::{Claim, IdempotencyStore, RedisStore};
+use tower_webhook::store::{Claim, ClaimToken, IdempotencyStore, RedisStore};
 
 fn url() -> String {
     common::env_or("REDIS_URL", "redis://127.0.0.1:6379")
@@ -65,21 +65,135 @@ async fn two_replicas_sharing_one_redis_run_the_handler_once() {
 }
 
 #[tokio::test]
-async fn keys_are_namespaced_by_the_prefix() {
+async fn prefixes_never_share_a_key() {
     let Some(store) = connect(&url()).await else {
         return;
     };
-    let key = common::key("prefix");
-    let billing = store.clone().with_prefix("billing:");
-    let shipping = store.with_prefix("shipping:");
+    // Joined as plain text, "a:" with "b:c" and "a:b:" with "c" would both be "a:b:c".
+    let run = format!("t{}", ClaimToken::random().as_str());
+    let outer = store.clone().with_prefix(&format!("{run}:"));
+    let inner = store.with_prefix(&format!("{run}:b:"));
     assert!(matches!(
-        billing.claim(&key, Duration::from_secs(5)).await.unwrap(),
+        outer.claim("b:c", Duration::from_secs(5)).await.unwrap(),
         Claim::Acquired(_)
     ));
     assert!(matches!(
-        shipping.claim(&key, Duration::from_secs(5)).await.unwrap(),
+        inner.claim("c", Duration::from_secs(5)).await.unwrap(),
         Claim::Acquired(_)
     ));
+}
+
+#[tokio::test]
+async fn layers_sharing_one_redis_keep_apart() {
+    if let Some(store) = connect(&url()).await {
+        common::layers_sharing_a_store_keep_apart(store).await;
+    }
+}
+
+#[tokio::test]
+async fn huge_durations_still_dedupe() {
+    if let Some(store) = connect(&url()).await {
+        common::huge_durations_still_dedupe(store).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_in_redis_are_bounded_and_carry_the_layer_name() {
+    use tower::{Layer, ServiceExt};
+    use tower_webhook::scheme::HmacScheme;
+    let Some(store) = connect(&url()).await else {
+        return;
+    };
+    let prefix = format!("t{}", ClaimToken::random().as_str());
+    let github = HmacScheme::github("gh secret").unwrap();
+    let service = tower_webhook::VerifyWebhookLayer::new(github.clone())
+        .with_store(store.with_prefix(&prefix))
+        .layer(common::counting(
+            common::Calls::default(),
+            http::StatusCode::OK,
+        ));
+    let body = br#"{"action":"opened"}"#;
+    let id = "x".repeat(292 * 1024);
+    let headers = github.sign(&id, 0, body).unwrap();
+    let status = service
+        .oneshot(common::request(headers, &body[..]))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, http::StatusCode::OK);
+
+    let client = tower_webhook::store::redis::redis::Client::open(url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = tower_webhook::store::redis::redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with(&format!("{prefix}:github:hb:")),
+        "{}",
+        keys[0]
+    );
+    assert!(keys[0].len() < 300, "{} bytes", keys[0].len());
+}
+
+/// A connection of the user's own, with no response timeout, to a Redis that stops
+/// answering: the layer still answers 503 in time, and the claim that Redis takes once it
+/// answers again is released, so the retry is handled at once rather than after the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_on_a_users_connection_answers_503_in_time() {
+    use tower::{Layer, ServiceExt};
+    use tower_webhook::store::redis::redis::{AsyncConnectionConfig, Client};
+    if connect(&url()).await.is_none() {
+        return;
+    }
+    let proxy = FaultProxy::start(socket_addr(&url(), 6379)).await;
+    let connection = Client::open(through(&url(), proxy.addr()))
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(
+            &AsyncConnectionConfig::new().set_response_timeout(None),
+        )
+        .await
+        .unwrap();
+    let runs = common::PerId::default();
+    let service = tower_webhook::VerifyWebhookLayer::new(common::scheme())
+        .with_store(RedisStore::new(connection))
+        .with_store_timeout(Duration::from_millis(300))
+        .layer(runs.service(Duration::ZERO));
+    let id = format!("msg_stall_{}", ClaimToken::random().as_str());
+
+    proxy.down(common::proxy::Fault::Stall);
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        service.clone().oneshot(common::signed(&id, "{}")),
+    )
+    .await
+    .expect("the layer answered while Redis was stalled")
+    .unwrap();
+    assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+    assert_eq!(runs.runs(&id), 0);
+
+    proxy.up().await;
+    // The stalled claim reaches Redis now and is released behind it; the lease (60 s) is far
+    // longer than these retries.
+    let mut status = http::StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..50 {
+        status = service
+            .clone()
+            .oneshot(common::signed(&id, "{}"))
+            .await
+            .unwrap()
+            .status();
+        if status == http::StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, http::StatusCode::TOO_MANY_REQUESTS);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(runs.runs(&id), 1);
 }
 
 async fn through_proxy() -> Option<(RedisStore, FaultProxy)> {

@@ -13,6 +13,9 @@ pub enum Fault {
     Refuse,
     /// Connections are accepted and closed at once, and open ones are cut.
     Cut,
+    /// Connections stay open, but nothing passes either way until the proxy is up: a server
+    /// that stopped answering.
+    Stall,
 }
 
 /// A proxy on a loopback port, forwarding to one upstream address.
@@ -20,6 +23,7 @@ pub struct FaultProxy {
     addr: SocketAddr,
     upstream: SocketAddr,
     inner: Arc<Mutex<Inner>>,
+    stalled: tokio::sync::watch::Sender<bool>,
 }
 
 struct Inner {
@@ -42,6 +46,7 @@ impl FaultProxy {
             addr,
             upstream,
             inner,
+            stalled: tokio::sync::watch::Sender::new(false),
         };
         proxy.listen(listener);
         proxy
@@ -52,8 +57,12 @@ impl FaultProxy {
         self.addr
     }
 
-    /// Starts failing with `fault`: open connections are cut either way.
+    /// Starts failing with `fault`: open connections are cut, except by a stall.
     pub fn down(&self, fault: Fault) {
+        if fault == Fault::Stall {
+            self.stalled.send_replace(true);
+            return;
+        }
         let mut inner = self.inner.lock().unwrap();
         inner.fault = Some(fault);
         inner.connections.abort_all();
@@ -66,6 +75,7 @@ impl FaultProxy {
 
     /// Forwards again.
     pub async fn up(&self) {
+        self.stalled.send_replace(false);
         let relisten = {
             let mut inner = self.inner.lock().unwrap();
             inner.fault = None;
@@ -91,6 +101,7 @@ impl FaultProxy {
     fn listen(&self, listener: TcpListener) {
         let inner = Arc::clone(&self.inner);
         let upstream = self.upstream;
+        let stalled = self.stalled.subscribe();
         let acceptor = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -101,7 +112,9 @@ impl FaultProxy {
                     drop(client);
                     continue;
                 }
-                guard.connections.spawn(forward(client, upstream));
+                guard
+                    .connections
+                    .spawn(forward(client, upstream, stalled.clone()));
             }
         });
         self.inner.lock().unwrap().acceptor = Some(acceptor);
@@ -118,10 +131,41 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn forward(mut client: TcpStream, upstream: SocketAddr) {
-    if let Ok(mut server) = TcpStream::connect(upstream).await {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+async fn forward(client: TcpStream, upstream: SocketAddr, stalled: Stalled) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::join!(
+        pipe(client_read, server_write, stalled.clone()),
+        pipe(server_read, client_write, stalled)
+    );
+}
+
+type Stalled = tokio::sync::watch::Receiver<bool>;
+
+/// Copies `from` to `to`, holding what it read while the proxy is stalled.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: Stalled,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|stalled| !stalled).await.is_err() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
     }
+    let _ = to.shutdown().await;
 }
 
 /// The `host:port` of a URL such as `redis://127.0.0.1:6379` or
