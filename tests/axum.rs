@@ -187,3 +187,73 @@ async fn an_optional_event_is_none_without_the_layer() {
         vec![None, Some("msg_opt".to_owned())]
     );
 }
+
+/// The raw HTTP/1.1 text of `request`, as a sender would write it on the wire.
+fn wire(request: &http::Request<http_body_util::Full<bytes::Bytes>>, body: &str) -> String {
+    let mut text = format!(
+        "POST /webhooks HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in request.headers() {
+        text.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    text
+}
+
+/// A sender that hangs up while the handler runs, under `axum::serve`: the connection's
+/// future is dropped mid-handler, and its claim must not hold the retry off for the lease.
+#[tokio::test]
+async fn a_sender_that_hangs_up_under_axum_serve_does_not_block_its_retry() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let started = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (started, runs) = (Arc::clone(&started), Arc::clone(&runs));
+        move |_event: Event| async move {
+            if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                started.notify_one();
+                std::future::pending::<()>().await;
+            }
+            StatusCode::NO_CONTENT
+        }
+    };
+    let app = Router::new()
+        .route("/webhooks", post(handler))
+        .layer(layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let send = |text: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(text.as_bytes()).await.unwrap();
+        stream
+    };
+    let text = wire(&signed("msg_hung_up", BODY), BODY);
+    let first = send(text.clone()).await;
+    started.notified().await;
+    drop(first); // the sender gives up
+
+    // The lease is 60 s; these retries take well under that, so only a release lets one in.
+    let mut status_line = String::new();
+    for _ in 0..50 {
+        let mut stream = send(text.clone()).await;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        status_line = String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if !status_line.contains(" 429 ") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status_line, "HTTP/1.1 204 No Content");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
