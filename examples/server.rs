@@ -91,14 +91,15 @@ fn scheme(
             Box::new(HmacScheme::paddle(secret).map_err(invalid)?),
             IdSource::scheme(),
         ),
-        // GitHub and Shopify do not sign their id header: dedup on it and the body together.
+        // GitHub and Shopify do not sign their id header: the layer keys those deliveries on
+        // the id and the body together by default.
         "github" => (
             Box::new(HmacScheme::github(secret).map_err(invalid)?),
-            IdSource::scheme().with_body_hash(),
+            IdSource::scheme(),
         ),
         "shopify" => (
             Box::new(HmacScheme::shopify(secret).map_err(invalid)?),
-            IdSource::scheme().with_body_hash(),
+            IdSource::scheme(),
         ),
         other => {
             return Err(format!(

@@ -90,8 +90,8 @@ impl<T> Event<T> {
         Arc::clone(&self.id)
     }
 
-    /// The delivery's id, from the layer's [`IdSource`](crate::IdSource). The layer dedupes
-    /// on it (with a hash of the body, under [`IdSource::with_body_hash`](crate::IdSource::with_body_hash)).
+    /// The delivery's id, from the layer's [`IdSource`](crate::IdSource), as the sender gave
+    /// it. The layer dedupes on a key made from it (see [`IdSource`](crate::IdSource#the-dedup-key)).
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -15,15 +15,19 @@
 //!    Shopify, Slack and Paddle are built in; see [`scheme`].
 //! 4. **Identify.** The delivery's id comes from an [`IdSource`]: the signed id header by
 //!    default, or fields of the JSON body, or a closure.
-//! 5. **Claim.** With a [store](store::IdempotencyStore), the id is claimed for a lease. A
-//!    copy of a delivery already handled answers `200` at once, marked with
-//!    [`DUPLICATE_HEADER`]; a copy arriving while another is handled answers `429` with
-//!    `Retry-After`; a store that cannot answer gives `503` with `Retry-After`, never a 4xx.
+//! 5. **Claim.** With a [store](store::IdempotencyStore), the delivery is claimed for a lease,
+//!    under a key namespaced by the layer's [name](VerifyWebhookLayer::with_name) and bounded
+//!    in length (see [`IdSource`]). A copy of a delivery already handled answers `200` at
+//!    once, marked with [`DUPLICATE_HEADER`]; a copy arriving while another is handled
+//!    answers `429` with `Retry-After`; a store that cannot answer, or not within the
+//!    [store timeout](VerifyWebhookLayer::with_store_timeout), gives `503` with
+//!    `Retry-After`, never a 4xx.
 //! 6. **Handle.** The inner service runs with the verified [`Event`] in the request
 //!    extensions.
 //! 7. **Settle.** A 2xx completes the claim and keeps the id for the dedup window (7 days by
 //!    default); anything else, an error, or a panic releases it so the sender's retry runs
-//!    the handler again.
+//!    the handler again. An answer abandoned mid-way (the sender hung up) releases its claim
+//!    too, on the Tokio runtime.
 //!
 //! # Example
 //!

@@ -22,8 +22,8 @@ const FIVE_MINUTES: Duration = Duration::from_secs(5 * 60);
 /// | scheme | signature header | signed content | tolerance | id |
 /// | --- | --- | --- | --- | --- |
 /// | [`stripe`](Self::stripe) | `Stripe-Signature: t=<unix>,v1=<hex>,...` | `{t}.{body}` | 300 s | `id` of the JSON body |
-/// | [`github`](Self::github) | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | none | `X-GitHub-Delivery` |
-/// | [`shopify`](Self::shopify) | `X-Shopify-Hmac-Sha256: <base64>` | `{body}` | none | `X-Shopify-Webhook-Id` |
+/// | [`github`](Self::github) | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | none | `X-GitHub-Delivery` (unsigned: keyed with the body) |
+/// | [`shopify`](Self::shopify) | `X-Shopify-Hmac-Sha256: <base64>` | `{body}` | none | `X-Shopify-Webhook-Id` (unsigned: keyed with the body) |
 /// | [`slack`](Self::slack) | `X-Slack-Signature: v0=<hex>` | `v0:{X-Slack-Request-Timestamp}:{body}` | 300 s | `event_id` of the body, else a hash of the body |
 /// | [`paddle`](Self::paddle) | `Paddle-Signature: ts=<unix>;h1=<hex>;...` | `{ts}:{body}` | 300 s | `event_id` of the JSON body |
 #[derive(Clone)]
@@ -80,16 +80,18 @@ impl HmacScheme {
     /// A delivery signed only with the legacy SHA-1 `X-Hub-Signature` is refused.
     ///
     /// GitHub signs neither the delivery id nor a timestamp. Anyone who captured one delivery
-    /// can send its body again under a new id, at any time, and it verifies. Dedup on the id
-    /// and a hash of the body ([`IdSource::with_body_hash`](crate::IdSource::with_body_hash)),
-    /// so a forged id cannot block a real event. Make your handler idempotent on the payload
-    /// itself where a replay would do harm.
+    /// can send its body again under a new id, at any time, and it verifies. The layer's
+    /// default key is therefore the id and a hash of the body together (see
+    /// [`IdSource::with_body_hash`](crate::IdSource::with_body_hash)), so a forged id cannot
+    /// block a real event. Make your handler idempotent on the payload itself where a replay
+    /// would do harm.
     ///
     /// ```
-    /// use tower_webhook::{scheme::HmacScheme, IdSource, VerifyWebhookLayer};
+    /// use tower_webhook::{scheme::HmacScheme, store::MemoryStore, VerifyWebhookLayer};
     ///
+    /// // Keyed on X-GitHub-Delivery and the body: nothing to configure.
     /// let layer = VerifyWebhookLayer::new(HmacScheme::github("It's a Secret to Everybody")?)
-    ///     .with_id_source(IdSource::scheme().with_body_hash());
+    ///     .with_store(MemoryStore::new());
     /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
     /// ```
     pub fn github(secret: &str) -> Result<Self, InvalidSecret> {
@@ -118,7 +120,8 @@ impl HmacScheme {
     /// the id is `X-Shopify-Webhook-Id` and the event type `X-Shopify-Topic`.
     ///
     /// Shopify signs neither the id nor a timestamp: see [`github`](Self::github) for what
-    /// that allows, and dedup on [`IdSource::with_body_hash`](crate::IdSource::with_body_hash).
+    /// that allows. As for GitHub, the layer keys each delivery on the id and a hash of the
+    /// body by default.
     ///
     /// ```
     /// use tower_webhook::scheme::HmacScheme;
