@@ -362,6 +362,18 @@ fn no_debug_shows_a_secret() {
     ] {
         shown.push((format!("{:?}", scheme.unwrap()), TEXT));
     }
+    #[cfg(feature = "ed25519")]
+    {
+        use base64::Engine as _;
+        let seed = [42u8; 32];
+        let signing = base64::engine::general_purpose::STANDARD.encode(seed);
+        let scheme = StandardWebhooks::from_signing_key(&format!("whsk_{signing}")).unwrap();
+        let text = format!("{scheme:?}");
+        assert!(
+            !text.contains(&signing) && !text.contains("42, 42, 42"),
+            "{text}"
+        );
+    }
     for (text, secret) in &shown {
         assert!(!leaks(text, secret), "a Debug shows the secret: {text}");
     }
