@@ -190,12 +190,13 @@ async fn an_optional_event_is_none_without_the_layer() {
 
 /// The raw HTTP/1.1 text of `request`, as a sender would write it on the wire.
 fn wire(request: &http::Request<http_body_util::Full<bytes::Bytes>>, body: &str) -> String {
+    use std::fmt::Write as _;
     let mut text = format!(
         "POST /webhooks HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
     );
     for (name, value) in request.headers() {
-        text.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+        let _ = write!(text, "{name}: {}\r\n", value.to_str().unwrap());
     }
     text.push_str("\r\n");
     text.push_str(body);
