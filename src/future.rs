@@ -20,6 +20,8 @@ use tracing::{Instrument as _, Span};
 use crate::body::{Collector, ResponseBody};
 use crate::config::Config;
 use crate::event::Event;
+use crate::id::{IdSource, NoId};
+use crate::metrics::{self, Timer};
 use crate::reject::{Rejection, RejectionKind};
 use crate::runtime::{self, Deadline};
 use crate::stats::Outcome;
@@ -94,17 +96,19 @@ pin_project! {
             claim: Option<BoxFuture<Result<Claim, StoreError>>>,
             #[pin]
             deadline: Deadline,
+            timer: Timer,
             call: Option<(Request<Full<Bytes>>, S, Arc<str>)>,
         },
         Calling {
             #[pin]
             future: S::Future,
-            held: Option<Held>,
+            running: Option<Running>,
         },
         Settling {
             settle: Option<BoxFuture<Result<bool, StoreError>>>,
             #[pin]
             deadline: Deadline,
+            timer: Timer,
             then: Option<Then<S::Response, S::Error>>,
             completing: bool,
         },
@@ -143,6 +147,14 @@ impl<R, E> Then<Response<R>, E> {
             Then::Unwind(payload) => resume_unwind(payload),
         }
     }
+}
+
+/// What the future keeps while the inner service runs: the delivery's id for the log, when
+/// the call began, and the claim if there is a store.
+struct Running {
+    id: Arc<str>,
+    timer: Timer,
+    held: Option<Held>,
 }
 
 /// A claim the future holds while the inner service runs.
@@ -244,6 +256,7 @@ where
                 StateProj::Claiming {
                     claim,
                     deadline,
+                    timer,
                     call,
                 } => {
                     let pending = claim.as_mut().expect("polled after completion");
@@ -253,6 +266,7 @@ where
                             return Poll::Pending;
                         }
                         Poll::Pending => {
+                            metrics::store_call(config, "claim", *timer, true);
                             claim_timed_out(config, this.span, claim.take(), call.take());
                             this.state.set(State::refused(Rejection::new(
                                 RejectionKind::StoreUnavailable,
@@ -260,40 +274,37 @@ where
                             continue;
                         }
                     };
+                    metrics::store_call(config, "claim", *timer, claimed.is_err());
                     let call = call.take().expect("polled after completion");
                     let next = after_claim(config, this.span, claimed, call);
                     this.state.set(next);
                 }
-                StateProj::Calling { future, held } => {
+                StateProj::Calling { future, running } => {
                     let then = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(result)) => Then::Answer(result),
                         Err(payload) => Then::Unwind(payload),
                     };
-                    let next = after_call(config, this.span, then, held.take());
+                    let running = running.take().expect("polled after completion");
+                    let next = after_call(config, this.span, then, running);
                     this.state.set(next);
                 }
                 StateProj::Settling {
                     settle,
                     deadline,
+                    timer,
                     then,
                     completing,
                 } => {
                     let pending = settle.as_mut().expect("polled after completion");
-                    match pending.as_mut().poll(cx) {
-                        Poll::Ready(result) => settled(config, &result, *completing),
+                    let result = match pending.as_mut().poll(cx) {
+                        Poll::Ready(result) => Some(result),
                         Poll::Pending if !deadline.poll_expired(config.store_timeout, cx) => {
                             return Poll::Pending;
                         }
-                        Poll::Pending => {
-                            tracing::warn!(
-                                timeout_ms = millis(config.store_timeout),
-                                "idempotency store did not settle the claim in time; finishing in the background"
-                            );
-                            let settle = settle.take().expect("polled after completion");
-                            finish_settle(config, this.span, settle, *completing);
-                        }
-                    }
+                        Poll::Pending => None,
+                    };
+                    settle_done(config, this.span, settle, *timer, *completing, result);
                     let then = then.take();
                     this.state.set(State::Finished { then });
                 }
@@ -356,9 +367,20 @@ fn call_inner<S, B, R>(
 where
     S: Service<Request<Full<Bytes>>, Response = Response<R>>,
 {
+    let running = Running {
+        id: request
+            .extensions()
+            .get::<Event>()
+            .map_or_else(|| Arc::from(""), Event::shared_id),
+        timer: Timer::start(),
+        held,
+    };
     match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
-        Ok(future) => State::Calling { future, held },
-        Err(payload) => after_call(config, span, Then::Unwind(payload), held),
+        Ok(future) => State::Calling {
+            future,
+            running: Some(running),
+        },
+        Err(payload) => after_call(config, span, Then::Unwind(payload), running),
     }
 }
 
@@ -386,24 +408,52 @@ fn after_call<S, B, R>(
     config: &Config,
     span: &Span,
     then: Then<Response<R>, S::Error>,
-    held: Option<Held>,
+    running: Running,
 ) -> State<S, B>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<R>>,
 {
-    let completing = match &then {
-        Then::Answer(Ok(response)) => handled(config, span, Ok(response.status())),
-        Then::Answer(Err(_)) => handled(config, span, Err("handler_error")),
-        Then::Unwind(_) => handled(config, span, Err("handler_panicked")),
+    metrics::handler(config, running.timer);
+    let outcome = match &then {
+        Then::Answer(Ok(response)) => Ok(response.status()),
+        Then::Answer(Err(_)) => Err("handler_error"),
+        Then::Unwind(_) => Err("handler_panicked"),
     };
-    let Some(held) = held else {
+    let completing = handled(config, span, &running.id, outcome);
+    let Some(held) = running.held else {
         return State::Finished { then: Some(then) };
     };
     State::Settling {
         settle: Some(held.settle(completing, config.dedup_window)),
         deadline: Deadline::new(),
+        timer: Timer::start(),
         then: Some(then),
         completing,
+    }
+}
+
+/// Records how settling went: the store's answer, or (`None`) none within the store timeout,
+/// in which case the call is finished in the background and the answer goes out anyway.
+fn settle_done(
+    config: &Arc<Config>,
+    span: &Span,
+    settle: &mut Option<BoxFuture<Result<bool, StoreError>>>,
+    timer: Timer,
+    completing: bool,
+    result: Option<Result<bool, StoreError>>,
+) {
+    let call = if completing { "complete" } else { "release" };
+    metrics::store_call(config, call, timer, !matches!(result, Some(Ok(_))));
+    if let Some(result) = result {
+        settled(config, &result, completing);
+    } else {
+        tracing::warn!(
+            timeout_ms = millis(config.store_timeout),
+            "idempotency store did not settle the claim in time; finishing in the background"
+        );
+        if let Some(settle) = settle.take() {
+            finish_settle(config, span, settle, completing);
+        }
     }
 }
 
@@ -420,10 +470,18 @@ where
                 abandon_claim(config, span, claim, key);
             }
         }
-        StateProj::Calling { held, .. } => {
-            if let Some(held) = held.take() {
-                span.record("outcome", "abandoned");
-                tracing::info!(parent: span, "the answer was abandoned before the handler finished (the sender hung up?); releasing the claim so a retry is handled at once");
+        StateProj::Calling { running, .. } => {
+            let Some(running) = running.take() else {
+                return;
+            };
+            finish(config, span, Outcome::Abandoned, "abandoned");
+            tracing::info!(
+                parent: span,
+                id = &*running.id,
+                layer = &*config.name,
+                "the answer was abandoned before the handler finished (the sender hung up?)"
+            );
+            if let Some(held) = running.held {
                 finish_settle(config, span, held.settle(false, config.dedup_window), false);
             }
         }
@@ -507,13 +565,14 @@ fn identify(
     let identified = config
         .id_source
         .resolve(&*config.scheme, &parts, &body, &verified)
-        .ok_or_else(|| Rejection::new(RejectionKind::MissingId))?;
+        .map_err(|no_id| {
+            Rejection::new(match no_id {
+                NoId::Missing => RejectionKind::MissingId,
+                NoId::NotJson => RejectionKind::BodyNotJson,
+            })
+        })?;
     let key = match &config.store {
-        Some(_) => {
-            config
-                .id_source
-                .dedup_key(&*config.scheme, &config.namespace(), &identified, &body)
-        }
+        Some(_) => IdSource::dedup_key(&config.namespace(), &identified, &body),
         None => Arc::from(""),
     };
     let id: Arc<str> = identified.id.into();
@@ -543,24 +602,40 @@ where
         Some(store) => State::Claiming {
             claim: Some(Arc::clone(store).claim(Arc::clone(&key), config.lease)),
             deadline: Deadline::new(),
+            timer: Timer::start(),
             call: Some((request, inner, key)),
         },
         None => call_inner(config, span, inner, request, None),
     }
 }
 
-/// Counts and logs what the inner service did (its status, or why it gave none); whether it
-/// succeeded, so that its claim is completed rather than released.
-fn handled(config: &Config, span: &Span, outcome: Result<StatusCode, &'static str>) -> bool {
+/// Counts and logs what the inner service did with the delivery `id` (its status, or why it
+/// gave none); whether it succeeded, so that its claim is completed rather than released.
+fn handled(
+    config: &Config,
+    span: &Span,
+    id: &str,
+    outcome: Result<StatusCode, &'static str>,
+) -> bool {
+    let layer = &*config.name;
     match outcome {
         Ok(status) if status.is_success() => {
             finish(config, span, Outcome::Handled, "handled");
-            tracing::debug!(status = status.as_u16(), "webhook handled");
+            tracing::info!(
+                id,
+                layer,
+                outcome = "handled",
+                status = status.as_u16(),
+                "webhook handled"
+            );
             return true;
         }
         Ok(status) => {
             finish(config, span, Outcome::HandlerFailed, "handler_failed");
             tracing::warn!(
+                id,
+                layer,
+                outcome = "handler_failed",
                 status = status.as_u16(),
                 "handler answered non-2xx; the sender will retry"
             );
@@ -568,9 +643,19 @@ fn handled(config: &Config, span: &Span, outcome: Result<StatusCode, &'static st
         Err(failure) => {
             finish(config, span, Outcome::HandlerFailed, failure);
             if failure == "handler_panicked" {
-                tracing::error!("handler panicked; the sender will retry");
+                tracing::error!(
+                    id,
+                    layer,
+                    outcome = failure,
+                    "handler panicked; the sender will retry"
+                );
             } else {
-                tracing::warn!("handler returned an error; the sender will retry");
+                tracing::warn!(
+                    id,
+                    layer,
+                    outcome = failure,
+                    "handler returned an error; the sender will retry"
+                );
             }
         }
     }
@@ -599,8 +684,10 @@ fn settled(config: &Config, result: &Result<bool, StoreError>, completing: bool)
     }
 }
 
+/// Counts a delivery's `outcome`, by `name` in its span and the metrics.
 fn finish(config: &Config, span: &Span, outcome: Outcome, name: &'static str) {
     config.stats.count(outcome);
+    metrics::delivery(config, name);
     span.record("outcome", name);
 }
 
@@ -620,7 +707,9 @@ fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<Res
             tracing::error!(status, "idempotency store unavailable; asked to retry");
         }
         _ => {
-            finish(config, span, Outcome::Rejected, "rejected");
+            let reason = rejection.reason();
+            finish(config, span, Outcome::Rejected(reason), "rejected");
+            metrics::rejection(config, reason);
             tracing::warn!(status, reason = %rejection, "webhook rejected");
         }
     }

@@ -32,10 +32,14 @@ type Custom = dyn Fn(&Parts, &[u8]) -> Option<String> + Send + Sync;
 /// let custom = IdSource::custom(|parts, _body| {
 ///     parts.headers.get("x-request-id")?.to_str().ok().map(String::from)
 /// });
+/// // Self's key where the body has it, else the signed webhook-id (a `{"type":"ping"}` test).
+/// let with_fallback = IdSource::json_fields(["verification_id", "type"], "-").or(IdSource::scheme());
 /// ```
 ///
-/// An id that is missing or empty makes the delivery a `400 Bad Request`: it verified, but the
-/// layer cannot tell its copies apart.
+/// An id that is missing or empty makes the delivery a `400 Bad Request` (`missing event id`,
+/// or `body is not a JSON object` where the id is read from the body): it verified, but the
+/// layer cannot tell its copies apart. Senders that drop every 4xx (Self does) would drop such
+/// a delivery; give them a fallback with [`or`](Self::or).
 ///
 /// # The dedup key
 ///
@@ -66,12 +70,33 @@ enum BodyHash {
     Never,
 }
 
-/// The id of one delivery, and the text its dedup key is made from where that differs (the
-/// JSON values of body fields, which stay apart where their joined text would not).
+/// The id of one delivery, the text its dedup key is made from where that differs (the JSON
+/// values of body fields, which stay apart where their joined text would not), and whether
+/// the key covers the body.
 #[derive(Debug)]
 pub(crate) struct Identified {
     pub(crate) id: String,
     material: Option<String>,
+    covers_body: bool,
+}
+
+impl Identified {
+    /// Marks which source of an [`IdSource::or`] found the id, so that the two sources'
+    /// keys never meet.
+    fn found_by(mut self, branch: char) -> Self {
+        let material = self.material.as_deref().unwrap_or(&self.id);
+        self.material = Some(format!("{branch}:{material}"));
+        self
+    }
+}
+
+/// Why a verified delivery has no id, the more telling reason greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum NoId {
+    /// The source found nothing, or an empty id.
+    Missing,
+    /// The id is read from the body, and the body is not a JSON object.
+    NotJson,
 }
 
 #[derive(Clone)]
@@ -84,6 +109,7 @@ enum Source {
         separator: Arc<str>,
     },
     Custom(Arc<Custom>),
+    Or(Box<IdSource>, Box<IdSource>),
 }
 
 impl IdSource {
@@ -172,6 +198,28 @@ impl IdSource {
         self
     }
 
+    /// This source, or where it finds no id (the field is missing, the body is not JSON),
+    /// `fallback`.
+    ///
+    /// For senders whose key lies in the body of most events but not all: Self keys its
+    /// verification events on `"{verification_id}-{type}"`, while its test events carry
+    /// neither; and Self drops every 4xx, so a `400 missing event id` would lose them.
+    /// Keys found by the two sources never meet, even for equal ids.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_id_source(
+    ///         IdSource::json_fields(["verification_id", "type"], "-").or(IdSource::scheme()),
+    ///     );
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    #[must_use]
+    pub fn or(self, fallback: IdSource) -> Self {
+        Self::from(Source::Or(Box::new(self), Box::new(fallback)))
+    }
+
     fn from(source: Source) -> Self {
         Self {
             source,
@@ -179,51 +227,77 @@ impl IdSource {
         }
     }
 
-    /// The id of one verified delivery, if it has a non-empty one.
+    /// The id of one verified delivery, if it has a non-empty one; else why not.
     pub(crate) fn resolve(
         &self,
         scheme: &dyn Scheme,
         parts: &Parts,
         body: &[u8],
         verified: &Verified,
-    ) -> Option<Identified> {
+    ) -> Result<Identified, NoId> {
+        let missing = NoId::Missing;
         let (id, material) = match &self.source {
-            Source::Scheme => (scheme.identify(&parts.headers, body, verified)?, None),
-            Source::BodyHash => (body_hash(body), None),
-            Source::Header(name) => (
-                std::str::from_utf8(parts.headers.get(name)?.as_bytes())
-                    .ok()?
-                    .to_owned(),
+            Source::Scheme => (
+                scheme
+                    .identify(&parts.headers, body, verified)
+                    .ok_or(missing)?,
                 None,
             ),
+            Source::BodyHash => (body_hash(body), None),
+            Source::Header(name) => {
+                let value = parts.headers.get(name).ok_or(missing)?;
+                let text = std::str::from_utf8(value.as_bytes()).map_err(|_| missing)?;
+                (text.to_owned(), None)
+            }
             Source::Json { fields, separator } => {
                 let (id, material) = json_id(body, fields, separator)?;
                 (id, Some(material))
             }
-            Source::Custom(f) => (f(parts, body)?, None),
+            Source::Custom(f) => (f(parts, body).ok_or(missing)?, None),
+            Source::Or(first, fallback) => {
+                let found = match first.resolve(scheme, parts, body, verified) {
+                    Ok(found) => found.found_by('0'),
+                    Err(first_failed) => fallback
+                        .resolve(scheme, parts, body, verified)
+                        // "not JSON" says more than "missing" about why neither found one.
+                        .map_err(|failed| first_failed.max(failed))?
+                        .found_by('1'),
+                };
+                let covers_body = self.covers_body(found.covers_body);
+                return Ok(Identified {
+                    covers_body,
+                    ..found
+                });
+            }
         };
-        (!id.is_empty()).then_some(Identified { id, material })
+        if id.is_empty() {
+            return Err(missing);
+        }
+        let unsigned = match self.source {
+            Source::Scheme => !scheme.signs_id(),
+            Source::Header(_) => true,
+            _ => false,
+        };
+        Ok(Identified {
+            id,
+            material,
+            covers_body: self.covers_body(unsigned),
+        })
+    }
+
+    /// Whether the key covers the body: as set, or where the id is `unsigned`.
+    fn covers_body(&self, unsigned: bool) -> bool {
+        match self.body_hash {
+            BodyHash::Always => true,
+            BodyHash::Never => false,
+            BodyHash::Unsigned => unsigned,
+        }
     }
 
     /// The key a delivery is claimed under, in the layer's (escaped) `namespace`.
-    pub(crate) fn dedup_key(
-        &self,
-        scheme: &dyn Scheme,
-        namespace: &str,
-        identified: &Identified,
-        body: &[u8],
-    ) -> Arc<str> {
-        let covers_body = match self.body_hash {
-            BodyHash::Always => true,
-            BodyHash::Never => false,
-            BodyHash::Unsigned => match self.source {
-                Source::Scheme => !scheme.signs_id(),
-                Source::Header(_) => true,
-                Source::BodyHash | Source::Json { .. } | Source::Custom(_) => false,
-            },
-        };
+    pub(crate) fn dedup_key(namespace: &str, identified: &Identified, body: &[u8]) -> Arc<str> {
         let material = identified.material.as_deref().unwrap_or(&identified.id);
-        dedup_key(namespace, material, covers_body.then_some(body))
+        dedup_key(namespace, material, identified.covers_body.then_some(body))
     }
 }
 
@@ -250,15 +324,23 @@ impl fmt::Debug for IdSource {
                 .field("separator", separator)
                 .finish(),
             Source::Custom(_) => f.write_str("IdSource::Custom(..)"),
+            Source::Or(first, fallback) => f
+                .debug_tuple("IdSource::Or")
+                .field(first)
+                .field(fallback)
+                .finish(),
         }
     }
 }
 
 /// The id of `fields` joined with `separator`, and the fields' JSON values joined with `,`:
 /// each value's JSON text ends where it ends, so the second is injective.
-fn json_id(body: &[u8], fields: &[String], separator: &str) -> Option<(String, String)> {
+fn json_id(body: &[u8], fields: &[String], separator: &str) -> Result<(String, String), NoId> {
     let values = if fields.iter().any(|field| field.starts_with('/')) {
-        let root: Value = serde_json::from_slice(body).ok()?;
+        let root: Value = serde_json::from_slice(body).map_err(|_| NoId::NotJson)?;
+        if !root.is_object() {
+            return Err(NoId::NotJson);
+        }
         fields
             .iter()
             .map(|field| {
@@ -272,20 +354,20 @@ fn json_id(body: &[u8], fields: &[String], separator: &str) -> Option<(String, S
             .collect()
     } else {
         let names: Vec<&str> = fields.iter().map(String::as_str).collect();
-        json::top_level(body, &names)?
+        json::top_level(body, &names).ok_or(NoId::NotJson)?
     };
     let mut id = String::new();
     let mut material = String::new();
     for (i, value) in values.iter().enumerate() {
-        let value = value.as_ref()?;
+        let value = value.as_ref().ok_or(NoId::Missing)?;
         if i > 0 {
             id.push_str(separator);
             material.push(',');
         }
-        id.push_str(&json::id_text(value)?);
+        id.push_str(&json::id_text(value).ok_or(NoId::Missing)?);
         material.push_str(&value.to_string());
     }
-    Some((id, material))
+    Ok((id, material))
 }
 
 #[cfg(test)]
@@ -293,6 +375,10 @@ mod tests {
     use super::*;
 
     fn identify(source: &IdSource, body: &str) -> Option<Identified> {
+        try_identify(source, body).ok()
+    }
+
+    fn try_identify(source: &IdSource, body: &str) -> Result<Identified, NoId> {
         let (parts, ()) = http::Request::new(()).into_parts();
         let scheme = crate::scheme::StandardWebhooks::from_key(b"k").unwrap();
         source.resolve(
@@ -308,9 +394,31 @@ mod tests {
     }
 
     fn key(source: &IdSource, body: &str) -> Arc<str> {
-        let scheme = crate::scheme::StandardWebhooks::from_key(b"k").unwrap();
         let identified = identify(source, body).unwrap();
-        source.dedup_key(&scheme, "ns", &identified, body.as_bytes())
+        IdSource::dedup_key("ns", &identified, body.as_bytes())
+    }
+
+    #[test]
+    fn a_fallback_when_the_body_has_no_id() {
+        let self_id = IdSource::json_fields(["verification_id", "type"], "-");
+        let with_fallback = self_id.clone().or(IdSource::scheme());
+        let ping = r#"{"type":"ping"}"#;
+        assert_eq!(try_identify(&self_id, ping).unwrap_err(), NoId::Missing);
+        assert_eq!(
+            try_identify(&self_id, "not json").unwrap_err(),
+            NoId::NotJson
+        );
+        assert_eq!(try_identify(&self_id, "[1]").unwrap_err(), NoId::NotJson);
+        assert_eq!(resolve(&with_fallback, ping).as_deref(), Some("hdr"));
+        assert_eq!(resolve(&with_fallback, "not json").as_deref(), Some("hdr"));
+        let done = r#"{"verification_id":"v_1","type":"done"}"#;
+        assert_eq!(resolve(&with_fallback, done).as_deref(), Some("v_1-done"));
+        // Where neither finds one, the reason that says more wins.
+        let neither = IdSource::json_field("id").or(IdSource::json_field("/other"));
+        assert_eq!(try_identify(&neither, "x").unwrap_err(), NoId::NotJson);
+        // The two sources' keys never meet, even for the same text.
+        let a = IdSource::json_field("id").or(IdSource::scheme());
+        assert_ne!(key(&a, r#"{"id":"hdr"}"#), key(&a, r#"{"x":1}"#));
     }
 
     #[test]

@@ -99,6 +99,7 @@ mod id;
 mod json;
 mod key;
 mod layer;
+pub mod metrics;
 mod reject;
 mod runtime;
 pub mod scheme;

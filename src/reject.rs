@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::scheme::VerifyError;
+use crate::scheme::{VerifyError, VerifyErrorKind};
 
 /// Why the layer answered a delivery without running the inner service.
 ///
@@ -41,6 +41,9 @@ pub enum RejectionKind {
     Verification(VerifyError),
     /// The delivery verified but carries no id where the layer takes one: `400 Bad Request`.
     MissingId,
+    /// The delivery verified, but its id is read from the body, and the body is not a JSON
+    /// object: `400 Bad Request`.
+    BodyNotJson,
     /// Another copy of the delivery is being handled right now: `429 Too Many Requests` with
     /// `Retry-After`. Not 409: a sender that drops every other 4xx would lose the event if the
     /// copy in flight then failed.
@@ -65,9 +68,43 @@ impl Rejection {
         match self.kind {
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RejectionKind::BodyUnreadable => StatusCode::REQUEST_TIMEOUT,
-            RejectionKind::Verification(_) | RejectionKind::MissingId => StatusCode::BAD_REQUEST,
+            RejectionKind::Verification(_)
+            | RejectionKind::MissingId
+            | RejectionKind::BodyNotJson => StatusCode::BAD_REQUEST,
             RejectionKind::InFlight => StatusCode::TOO_MANY_REQUESTS,
             RejectionKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short, stable name for why: `signature`, `timestamp`, `malformed`, `too_large`,
+    /// `unreadable`, `missing_id`, `not_json`, `in_flight` or `store_unavailable`. A bounded
+    /// set, fit for a metric label; [`Stats`](crate::Stats) counts by it.
+    ///
+    /// ```
+    /// # use http::Response;
+    /// # use tower_webhook::Rejection;
+    /// # fn count<B>(response: &Response<B>) {
+    /// if let Some(rejection) = response.extensions().get::<Rejection>() {
+    ///     let reason: &'static str = rejection.reason(); // "signature", "timestamp", ...
+    /// #   let _ = reason;
+    /// }
+    /// # }
+    /// ```
+    pub fn reason(&self) -> &'static str {
+        match &self.kind {
+            RejectionKind::PayloadTooLarge => "too_large",
+            RejectionKind::BodyUnreadable => "unreadable",
+            RejectionKind::Verification(err) => match err.kind() {
+                VerifyErrorKind::NoMatchingSignature | VerifyErrorKind::NoSupportedSignature => {
+                    "signature"
+                }
+                VerifyErrorKind::TimestampTooOld | VerifyErrorKind::TimestampTooNew => "timestamp",
+                VerifyErrorKind::MissingHeader | VerifyErrorKind::InvalidHeader => "malformed",
+            },
+            RejectionKind::MissingId => "missing_id",
+            RejectionKind::BodyNotJson => "not_json",
+            RejectionKind::InFlight => "in_flight",
+            RejectionKind::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -110,6 +147,9 @@ impl fmt::Display for Rejection {
             RejectionKind::BodyUnreadable => f.write_str("failed to read request body"),
             RejectionKind::Verification(err) => err.fmt(f),
             RejectionKind::MissingId => f.write_str("missing event id"),
+            RejectionKind::BodyNotJson => {
+                f.write_str("body is not a JSON object, so it carries no event id")
+            }
             RejectionKind::InFlight => f.write_str("delivery in flight, retry later"),
             RejectionKind::StoreUnavailable => {
                 f.write_str("idempotency store unavailable, retry later")

@@ -3,86 +3,188 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Live counters of delivery outcomes, shared by every service a layer makes.
+/// Live counters of delivery outcomes, shared by every service a layer makes: one set per
+/// layer.
 ///
 /// Take it from [`VerifyWebhookLayer::stats`](crate::VerifyWebhookLayer::stats) and export a
-/// [`snapshot`](Self::snapshot) to your metrics system, so you can alert on the rejection and
-/// store-error rates.
+/// [`snapshot`](Self::snapshot) to your metrics system, so you can alert on your own
+/// signature-failure and 5xx rates, as the senders advise. With the `metrics` feature the
+/// layer also emits the same counts through the `metrics` facade (see [`crate::metrics`]).
+///
+/// ```
+/// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+///
+/// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?);
+/// let stats = layer.stats();
+/// // ... later, from a health or metrics route:
+/// for (name, count) in stats.snapshot().iter() {
+///     println!("webhooks {name} {count}");
+/// }
+/// assert_eq!(stats.snapshot().rejected_signature, 0);
+/// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
-    counters: Arc<Counters>,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    rejected: AtomicU64,
-    duplicates: AtomicU64,
-    in_flight: AtomicU64,
-    store_errors: AtomicU64,
-    handled: AtomicU64,
-    handler_failures: AtomicU64,
-    completion_failures: AtomicU64,
+    counters: Arc<[AtomicU64; COUNTERS]>,
 }
 
 /// The counters of [`Stats`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
-    /// Deliveries refused before the handler: too large, unreadable, failed verification,
-    /// or without an id.
-    pub rejected: u64,
-    /// Copies of a completed delivery, answered 200 without running the handler.
-    pub duplicates: u64,
-    /// Copies that arrived while another copy was being handled, answered 429.
-    pub in_flight: u64,
-    /// Deliveries answered 503 because the store could not claim them.
-    pub store_errors: u64,
     /// Deliveries the handler answered with a 2xx.
     pub handled: u64,
     /// Deliveries whose handler answered non-2xx, returned an error or panicked.
     pub handler_failures: u64,
+    /// Copies of a completed delivery, answered 200 without running the handler.
+    pub duplicates: u64,
+    /// Copies that arrived while another copy was being handled, answered 429.
+    pub in_flight: u64,
+    /// Deliveries answered 503 because the store could not claim them (an error, or no
+    /// answer within the store timeout).
+    pub store_errors: u64,
     /// Handled deliveries whose completion could not be recorded (the store failed, or the
     /// lease ran out first): a later copy of each may run the handler again.
     pub completion_failures: u64,
+    /// Answers abandoned while the handler ran (the sender hung up); their claims were
+    /// released.
+    pub abandoned: u64,
+    /// Deliveries refused before the handler, for any of the reasons below.
+    pub rejected: u64,
+    /// Refused: no signature matched (`400`). A forgery, or a wrong or rotated secret.
+    pub rejected_signature: u64,
+    /// Refused: the signed timestamp is outside the tolerance (`400`). A replay, or a clock
+    /// off.
+    pub rejected_timestamp: u64,
+    /// Refused: a header the scheme needs is missing or malformed (`400`).
+    pub rejected_malformed: u64,
+    /// Refused: the body is over the limit (`413`).
+    pub rejected_too_large: u64,
+    /// Refused: the body stream failed before its end (`408`).
+    pub rejected_unreadable: u64,
+    /// Refused: verified, but without an id (`400`).
+    pub rejected_missing_id: u64,
+    /// Refused: verified, but the id is read from a body that is not a JSON object (`400`).
+    pub rejected_not_json: u64,
 }
 
+impl StatsSnapshot {
+    /// Every counter with a stable name: `handled`, `handler_failed`, `duplicate`,
+    /// `in_flight`, `store_error`, `completion_failed`, `abandoned`, `rejected`, and
+    /// `rejected.<reason>` for each [reason](crate::Rejection::reason) a delivery is refused
+    /// for.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("handled", self.handled),
+            ("handler_failed", self.handler_failures),
+            ("duplicate", self.duplicates),
+            ("in_flight", self.in_flight),
+            ("store_error", self.store_errors),
+            ("completion_failed", self.completion_failures),
+            ("abandoned", self.abandoned),
+            ("rejected", self.rejected),
+            ("rejected.signature", self.rejected_signature),
+            ("rejected.timestamp", self.rejected_timestamp),
+            ("rejected.malformed", self.rejected_malformed),
+            ("rejected.too_large", self.rejected_too_large),
+            ("rejected.unreadable", self.rejected_unreadable),
+            ("rejected.missing_id", self.rejected_missing_id),
+            ("rejected.not_json", self.rejected_not_json),
+        ]
+        .into_iter()
+    }
+}
+
+/// What the layer counts; the discriminant is the counter's index.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome {
-    Rejected,
+    Handled,
+    HandlerFailed,
     Duplicate,
     InFlight,
     StoreError,
-    Handled,
-    HandlerFailed,
     CompletionFailed,
+    Abandoned,
+    /// Refused for the [reason](crate::Rejection::reason) named.
+    Rejected(&'static str),
 }
+
+const COUNTERS: usize = 15;
+const REJECTED: usize = 7;
+/// The rejection reasons counted apart, in the order of [`StatsSnapshot`]'s fields.
+const REASONS: [&str; 7] = [
+    "signature",
+    "timestamp",
+    "malformed",
+    "too_large",
+    "unreadable",
+    "missing_id",
+    "not_json",
+];
 
 impl Stats {
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let c = &self.counters;
+        let c = |i: usize| self.counters[i].load(Ordering::Relaxed);
         StatsSnapshot {
-            rejected: c.rejected.load(Ordering::Relaxed),
-            duplicates: c.duplicates.load(Ordering::Relaxed),
-            in_flight: c.in_flight.load(Ordering::Relaxed),
-            store_errors: c.store_errors.load(Ordering::Relaxed),
-            handled: c.handled.load(Ordering::Relaxed),
-            handler_failures: c.handler_failures.load(Ordering::Relaxed),
-            completion_failures: c.completion_failures.load(Ordering::Relaxed),
+            handled: c(0),
+            handler_failures: c(1),
+            duplicates: c(2),
+            in_flight: c(3),
+            store_errors: c(4),
+            completion_failures: c(5),
+            abandoned: c(6),
+            rejected: c(REJECTED),
+            rejected_signature: c(REJECTED + 1),
+            rejected_timestamp: c(REJECTED + 2),
+            rejected_malformed: c(REJECTED + 3),
+            rejected_too_large: c(REJECTED + 4),
+            rejected_unreadable: c(REJECTED + 5),
+            rejected_missing_id: c(REJECTED + 6),
+            rejected_not_json: c(REJECTED + 7),
         }
     }
 
     pub(crate) fn count(&self, outcome: Outcome) {
-        let c = &self.counters;
-        let counter = match outcome {
-            Outcome::Rejected => &c.rejected,
-            Outcome::Duplicate => &c.duplicates,
-            Outcome::InFlight => &c.in_flight,
-            Outcome::StoreError => &c.store_errors,
-            Outcome::Handled => &c.handled,
-            Outcome::HandlerFailed => &c.handler_failures,
-            Outcome::CompletionFailed => &c.completion_failures,
+        let index = match outcome {
+            Outcome::Handled => 0,
+            Outcome::HandlerFailed => 1,
+            Outcome::Duplicate => 2,
+            Outcome::InFlight => 3,
+            Outcome::StoreError => 4,
+            Outcome::CompletionFailed => 5,
+            Outcome::Abandoned => 6,
+            Outcome::Rejected(reason) => {
+                self.counters[REJECTED].fetch_add(1, Ordering::Relaxed);
+                match REASONS.iter().position(|known| *known == reason) {
+                    Some(at) => REJECTED + 1 + at,
+                    None => return,
+                }
+            }
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters[index].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_named_once_and_reasons_add_up() {
+        let stats = Stats::default();
+        for reason in REASONS {
+            stats.count(Outcome::Rejected(reason));
+        }
+        stats.count(Outcome::Handled);
+        let snapshot = stats.snapshot();
+        let named: Vec<(&str, u64)> = snapshot.iter().collect();
+        assert_eq!(named.len(), COUNTERS);
+        assert_eq!(snapshot.rejected, 7);
+        assert_eq!(snapshot.handled, 1);
+        for reason in REASONS {
+            let name = format!("rejected.{reason}");
+            assert_eq!(named.iter().find(|(n, _)| *n == name).unwrap().1, 1);
+        }
     }
 }

@@ -909,3 +909,98 @@ async fn rejections_carry_their_reason_for_outer_layers() {
         "text/plain; charset=utf-8"
     );
 }
+
+#[tokio::test]
+async fn stats_split_rejections_by_reason_and_iterate() {
+    let layer = layer()
+        .with_body_limit(64)
+        .with_id_source(IdSource::json_field("id"));
+    let calls = Calls::default();
+    let mut forged = signed("msg_s1", r#"{"id":"a"}"#);
+    forged
+        .headers_mut()
+        .insert("webhook-signature", HeaderValue::from_static("v1,AAAA"));
+    let mut stale = signed("msg_s2", r#"{"id":"b"}"#);
+    stale
+        .headers_mut()
+        .insert("webhook-timestamp", HeaderValue::from_static("1"));
+    let mut malformed = signed("msg_s3", r#"{"id":"c"}"#);
+    malformed.headers_mut().remove("webhook-id");
+    let large = signed(
+        "msg_s4",
+        r#"{"id":"ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"}"#,
+    );
+    let no_id = signed("msg_s5", r#"{"other":1}"#);
+    let not_json = signed("msg_s6", "id=1");
+    for (request, status, reason) in [
+        (forged, 400, "no supported signature"),
+        (stale, 400, "timestamp too old"),
+        (malformed, 400, "missing webhook-id"),
+        (large, 413, "payload too large"),
+        (no_id, 400, "missing event id"),
+        (
+            not_json,
+            400,
+            "body is not a JSON object, so it carries no event id",
+        ),
+    ] {
+        let (got, _, text) = send(&layer, &calls, request).await;
+        assert_eq!((got.as_u16(), text.as_str()), (status, reason));
+    }
+    let (ok, _, _) = send(&layer, &calls, signed("msg_s7", r#"{"id":"e"}"#)).await;
+    assert_eq!(ok, StatusCode::OK);
+    assert_eq!(calls.get(), 1);
+
+    let counted = layer.stats().snapshot();
+    let named: std::collections::HashMap<&str, u64> = counted.iter().collect();
+    for (name, count) in [
+        ("handled", 1),
+        ("rejected", 6),
+        ("rejected.signature", 1),
+        ("rejected.timestamp", 1),
+        ("rejected.malformed", 1),
+        ("rejected.too_large", 1),
+        ("rejected.missing_id", 1),
+        ("rejected.not_json", 1),
+        ("rejected.unreadable", 0),
+    ] {
+        assert_eq!(named[name], count, "{name}");
+    }
+}
+
+/// Self drops every 4xx: its test events carry no `verification_id`, and must reach the
+/// handler under the signed `webhook-id` rather than be answered `400 missing event id`.
+#[tokio::test]
+async fn a_self_ping_falls_back_to_the_signed_id() {
+    let layer = layer().with_id_source(
+        IdSource::json_fields(["verification_id", "type"], "-").or(IdSource::scheme()),
+    );
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let service = {
+        let seen = Arc::clone(&seen);
+        layer.layer(tower::service_fn(move |request: Request<Full<Bytes>>| {
+            let id = request.extensions().get::<Event>().unwrap().id().to_owned();
+            seen.lock().unwrap().push(id);
+            async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
+        }))
+    };
+    for (id, body) in [
+        ("msg_ping", r#"{"type":"ping"}"#),
+        (
+            "msg_done",
+            r#"{"verification_id":"ver_1","type":"verification.completed"}"#,
+        ),
+        (
+            "msg_done_again",
+            r#"{"verification_id":"ver_1","type":"verification.completed"}"#,
+        ),
+    ] {
+        let response = service.clone().oneshot(signed(id, body)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{id}");
+    }
+    // The third is Self's retry of the second under a new webhook-id: a duplicate.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["msg_ping", "ver_1-verification.completed"]
+    );
+}

@@ -67,7 +67,13 @@ async fn logs_name_the_delivery_and_never_its_secrets() {
             .find(|line| line.contains(&field))
             .unwrap_or_else(|| panic!("no {outcome} line in:\n{logs}"))
     };
-    assert!(line("handled").contains("id=\"msg_logged\""), "{logs}");
+    let handled = line("handled");
+    assert!(
+        handled.contains(" INFO ")
+            && handled.contains("id=\"msg_logged\"")
+            && handled.contains("layer=\"standard-webhooks\""),
+        "every handled delivery is logged at info with its id and layer: {logs}"
+    );
     assert!(line("duplicate").contains(" INFO "), "{logs}");
     let rejected = line("rejected");
     assert!(
