@@ -106,6 +106,9 @@ pub mod scheme;
 mod service;
 mod stats;
 pub mod store;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testkit;
 
 pub use body::ResponseBody;
 pub use event::{Event, Unparsed};

@@ -257,6 +257,11 @@ impl HmacScheme {
         }
     }
 
+    #[cfg(feature = "test-util")]
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     fn preset(engine: Engine, secret: &str) -> Result<Self, InvalidSecret> {
         Self { engine }.with_secret(secret)
     }
