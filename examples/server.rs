@@ -12,6 +12,9 @@
 //! The store comes from the environment: `REDIS_URL` set, Redis (build with
 //! `--features redis`); else `DATABASE_URL` set, PostgreSQL, its table created at start
 //! (`--features postgres`); neither, in memory.
+//!
+//! `GET /health` answers `ok`, outside the webhook layer. Built with `--features metrics`,
+//! `GET /metrics` serves the layer's metrics in the Prometheus text format.
 
 use std::net::SocketAddr;
 
@@ -19,7 +22,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use tower_webhook::scheme::{HmacScheme, Scheme, StandardWebhooks};
 use tower_webhook::store::MemoryStore;
@@ -53,10 +56,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("store: in memory");
         layer.with_store(MemoryStore::new())
     };
+    // route_layer: the routes added after it (health, metrics) are not webhook routes.
     let app = Router::new()
         .route("/webhooks", post(handle))
-        .layer(layer)
-        .layer(middleware::from_fn(report));
+        .route_layer(layer)
+        .route("/health", get(|| async { "ok" }));
+    let app = with_metrics(app)?.layer(middleware::from_fn(report));
 
     let listener = tokio::net::TcpListener::bind(bind).await?;
     println!("listening on http://{}/webhooks", listener.local_addr()?);
@@ -139,15 +144,12 @@ async fn with_postgres(
     layer: VerifyWebhookLayer,
     url: &str,
 ) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
-    use tower_webhook::store::postgres::sqlx::postgres::PgPoolOptions;
     use tower_webhook::store::PostgresStore;
 
-    let pool = PgPoolOptions::new()
-        .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect(url)
+    // Its own pool, on which PostgreSQL cancels a statement stalled behind a lock.
+    let store = PostgresStore::connect(url)
         .await
         .map_err(|err| format!("DATABASE_URL: {err}"))?;
-    let store = PostgresStore::new(pool);
     store.create_table().await?;
     store.spawn_cleanup(std::time::Duration::from_secs(3600));
     println!("store: PostgreSQL, table {}", PostgresStore::DEFAULT_TABLE);
@@ -164,6 +166,29 @@ async fn with_postgres(
         "DATABASE_URL is set, but this build has no PostgreSQL store: run with --features postgres"
             .into(),
     )
+}
+
+/// `GET /metrics` in the Prometheus text format: the recorder is the application's choice,
+/// the layer only emits.
+#[cfg(feature = "metrics")]
+fn with_metrics(app: Router) -> Result<Router, Box<dyn std::error::Error>> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    tower_webhook::metrics::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    println!("metrics: GET /metrics");
+    Ok(app.route("/metrics", get(move || async move { handle.render() })))
+}
+
+#[cfg(not(feature = "metrics"))]
+#[allow(clippy::unnecessary_wraps)] // the same signature as with the feature
+fn with_metrics(app: Router) -> Result<Router, Box<dyn std::error::Error>> {
+    Ok(app)
 }
 
 async fn handle(event: Event) -> StatusCode {
