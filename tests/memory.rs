@@ -42,21 +42,16 @@ async fn memory() -> Option<Memory> {
     Some(Memory { clock, store })
 }
 
-store_conformance!(memory());
-
-#[tokio::test]
 async fn layers_sharing_one_store_keep_apart() {
     common::layers_sharing_a_store_keep_apart(MemoryStore::new()).await;
 }
 
-#[tokio::test]
 async fn huge_durations_still_dedupe() {
     common::huge_durations_still_dedupe(MemoryStore::new()).await;
 }
 
 const LEASE: Duration = Duration::from_secs(60);
 
-#[tokio::test]
 async fn full_store_forgets_the_oldest_completed_entry() {
     let store = MemoryStore::new().with_max_entries(3);
     for key in ["a", "b", "c"] {
@@ -89,7 +84,6 @@ async fn full_store_forgets_the_oldest_completed_entry() {
     ));
 }
 
-#[tokio::test]
 async fn store_full_of_claims_in_flight_refuses_new_ones() {
     let store = MemoryStore::new().with_max_entries(2);
     for key in ["a", "b"] {
@@ -104,7 +98,6 @@ async fn store_full_of_claims_in_flight_refuses_new_ones() {
     assert_eq!(store.claim("a", LEASE).await.unwrap(), Claim::InFlight);
 }
 
-#[tokio::test]
 async fn expired_entries_are_dropped_as_claims_come_in() {
     let clock = ManualClock::starting_now();
     let store = MemoryStore::new().with_clock(clock.clone());
@@ -115,4 +108,28 @@ async fn expired_entries_are_dropped_as_claims_come_in() {
     clock.advance(LEASE * 2);
     store.claim("fresh", LEASE).await.unwrap();
     assert_eq!(store.len(), 1);
+}
+
+fn main() -> std::process::ExitCode {
+    let mut trials = store_conformance!(memory());
+    trials.extend([
+        common::trial(
+            "layers_sharing_one_store_keep_apart",
+            layers_sharing_one_store_keep_apart,
+        ),
+        common::trial("huge_durations_still_dedupe", huge_durations_still_dedupe),
+        common::trial(
+            "full_store_forgets_the_oldest_completed_entry",
+            full_store_forgets_the_oldest_completed_entry,
+        ),
+        common::trial(
+            "store_full_of_claims_in_flight_refuses_new_ones",
+            store_full_of_claims_in_flight_refuses_new_ones,
+        ),
+        common::trial(
+            "expired_entries_are_dropped_as_claims_come_in",
+            expired_entries_are_dropped_as_claims_come_in,
+        ),
+    ]);
+    common::run(trials)
 }

@@ -2,8 +2,8 @@
 //! table and its cleanup.
 //!
 //! Needs a PostgreSQL at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
-//! Without one the tests skip with a message, or fail when `CI` is set.
-#![cfg(feature = "postgres")]
+//! Without one its tests are reported as ignored, under a line that says why, or fail when
+//! `CI` is set.
 
 mod common;
 
@@ -70,9 +70,6 @@ async fn postgres() -> Option<Postgres> {
     })
 }
 
-store_conformance!(postgres());
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_sharing_one_database_run_the_handler_once() {
     let (Some(a), Some(b)) = (store_at(&url()).await, store_at(&url()).await) else {
         return;
@@ -80,7 +77,6 @@ async fn two_replicas_sharing_one_database_run_the_handler_once() {
     common::two_replicas_run_the_handler_once(a, b).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_creating_the_table_at_once_do_not_fail() {
     let Ok(pool) = pool(&url()).await else {
         return;
@@ -103,7 +99,6 @@ async fn replicas_creating_the_table_at_once_do_not_fail() {
         .unwrap();
 }
 
-#[tokio::test]
 async fn cleanup_deletes_expired_rows_only() {
     let Ok(pool) = pool(&url()).await else {
         return;
@@ -156,7 +151,6 @@ async fn cleanup_deletes_expired_rows_only() {
         .unwrap();
 }
 
-#[tokio::test]
 async fn table_names_are_validated() {
     let pool = PgPoolOptions::new().connect_lazy(&url()).unwrap();
     let store = PostgresStore::new(pool);
@@ -173,28 +167,24 @@ async fn through_proxy() -> Option<(PostgresStore, FaultProxy)> {
     Some((store, proxy))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outage_answers_503_and_recovers() {
     if let Some((store, proxy)) = through_proxy().await {
         common::outages_answer_503_and_recover(store, &proxy).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retrying_sender_loses_nothing_through_outages() {
     if let Some((store, proxy)) = through_proxy().await {
         common::a_retrying_sender_loses_nothing_through_outages(store, &proxy).await;
     }
 }
 
-#[tokio::test]
 async fn layers_sharing_one_table_keep_apart() {
     if let Some(store) = store_at(&url()).await {
         common::layers_sharing_a_store_keep_apart(store).await;
     }
 }
 
-#[tokio::test]
 async fn huge_durations_still_dedupe() {
     if let Some(store) = store_at(&url()).await {
         common::huge_durations_still_dedupe(store).await;
@@ -305,7 +295,6 @@ impl Locked {
 /// A claim that waited for a lock past its statement timeout writes nothing and fails as
 /// unavailable: whoever sent it has given up on it by then (the layer answered 503), and a
 /// claim nobody holds would make every retry wait for its lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_that_waited_past_its_timeout_writes_nothing() {
     let Some((mut locked, store)) = Locked::new("late").await else {
         return;
@@ -338,7 +327,6 @@ async fn a_claim_that_waited_past_its_timeout_writes_nothing() {
 /// A table locked for longer than the layer's store timeout: the delivery gets 503 with
 /// `Retry-After` while the lock is still held, and the sender's retry once the lock is gone
 /// is handled at once, with no orphaned claim in its way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_table_answers_503_in_time_and_the_retry_runs_at_once() {
     use tower::{Layer, ServiceExt};
     let Some((mut locked, store)) = Locked::new("stall").await else {
@@ -374,7 +362,6 @@ async fn a_locked_table_answers_503_in_time_and_the_retry_runs_at_once() {
 
 /// `PostgresStore::connect` makes a pool whose connections carry a `statement_timeout`, so that
 /// PostgreSQL itself cancels a claim stuck behind a lock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_sets_a_server_side_statement_timeout() {
     let Some(probe) = store_at(&url()).await else {
         return;
@@ -386,4 +373,55 @@ async fn connect_sets_a_server_side_statement_timeout() {
         .unwrap();
     assert_eq!(timeout, "4s");
     drop(probe);
+}
+
+/// Whether the PostgreSQL at `DATABASE_URL` answers.
+fn probe() -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
+    runtime.block_on(async { pool(&url()).await.map(drop).map_err(|err| err.to_string()) })
+}
+
+fn main() -> std::process::ExitCode {
+    let mut trials = store_conformance!(postgres());
+    trials.extend([
+        common::trial(
+            "two_replicas_sharing_one_database_run_the_handler_once",
+            two_replicas_sharing_one_database_run_the_handler_once,
+        ),
+        common::trial(
+            "replicas_creating_the_table_at_once_do_not_fail",
+            replicas_creating_the_table_at_once_do_not_fail,
+        ),
+        common::trial(
+            "cleanup_deletes_expired_rows_only",
+            cleanup_deletes_expired_rows_only,
+        ),
+        common::trial("table_names_are_validated", table_names_are_validated),
+        common::trial(
+            "an_outage_answers_503_and_recovers",
+            an_outage_answers_503_and_recovers,
+        ),
+        common::trial(
+            "a_retrying_sender_loses_nothing_through_outages",
+            a_retrying_sender_loses_nothing_through_outages,
+        ),
+        common::trial(
+            "layers_sharing_one_table_keep_apart",
+            layers_sharing_one_table_keep_apart,
+        ),
+        common::trial("huge_durations_still_dedupe", huge_durations_still_dedupe),
+        common::trial(
+            "a_claim_that_waited_past_its_timeout_writes_nothing",
+            a_claim_that_waited_past_its_timeout_writes_nothing,
+        ),
+        common::trial(
+            "a_locked_table_answers_503_in_time_and_the_retry_runs_at_once",
+            a_locked_table_answers_503_in_time_and_the_retry_runs_at_once,
+        ),
+        common::trial(
+            "connect_sets_a_server_side_statement_timeout",
+            connect_sets_a_server_side_statement_timeout,
+        ),
+    ]);
+    common::run_needing("PostgreSQL", "DATABASE_URL", &url(), probe(), trials)
 }

@@ -263,11 +263,12 @@ pub async fn awkward_keys_round_trip<H: Harness>(h: &H) {
     .await;
 }
 
-/// Runs the whole conformance suite against the harness `$make` (an async expression).
+/// The whole conformance suite against the harness `$make` (an async expression), as
+/// trials for [`run`] or [`run_needing`].
 #[macro_export]
 macro_rules! store_conformance {
     ($make:expr) => {
-        $crate::store_conformance!(@tests $make;
+        $crate::store_conformance!(@trials $make;
             fresh_claim,
             claim_of_completed_key,
             claim_of_key_in_flight,
@@ -279,18 +280,69 @@ macro_rules! store_conformance {
             concurrent_claims_one_winner,
             concurrent_claims_across_replicas_one_winner,
             awkward_keys_round_trip,
-        );
+        )
     };
-    (@tests $make:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                if let Some(harness) = $make.await {
-                    common::$name(&harness).await;
-                }
-            }
-        )*
+    (@trials $make:expr; $($name:ident),* $(,)?) => {
+        vec![$(
+            common::trial(stringify!($name), || async {
+                let harness = $make.await.expect("the store under test");
+                common::$name(&harness).await;
+            })
+        ),*]
     };
+}
+
+/// An async test, run on a runtime of its own with four worker threads.
+pub fn trial<F, Fut>(name: &str, test: F) -> libtest_mimic::Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    libtest_mimic::Trial::test(name, move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime")
+            .block_on(test());
+        Ok(())
+    })
+}
+
+/// Runs `trials` as a test binary does, with the test harness's arguments and output.
+pub fn run(trials: Vec<libtest_mimic::Trial>) -> std::process::ExitCode {
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit_code()
+}
+
+/// Runs `trials`, which need `server` at `url`: where `reachable` says it cannot be reached,
+/// they are reported as ignored (`test ... ignored`, and counted so in the closing line)
+/// under a line that says why and how to run them, or fail when `CI` is set.
+pub fn run_needing(
+    server: &str,
+    var: &str,
+    url: &str,
+    reachable: Result<(), String>,
+    trials: Vec<libtest_mimic::Trial>,
+) -> std::process::ExitCode {
+    let trials = match reachable {
+        Ok(()) => trials,
+        Err(err) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{server} at {url} is unreachable and CI is set: {err}"
+            );
+            println!(
+                "\nSKIPPED: {server} at {url} is unreachable ({err}); its {} tests are ignored.\n\
+                 Start it, or point {var} at one, to run them.",
+                trials.len()
+            );
+            trials
+                .into_iter()
+                .map(|trial| trial.with_ignored_flag(true))
+                .collect()
+        }
+    };
+    run(trials)
 }
 
 // ---------------------------------------------------------------------------------------
