@@ -12,6 +12,25 @@ use crate::reject::RejectionKind;
 pin_project! {
     /// The body of a response from [`VerifyWebhook`](crate::VerifyWebhook): the inner
     /// service's body, or the short plain-text reason of an answer the layer made itself.
+    ///
+    /// ```
+    /// use http_body_util::BodyExt;
+    /// use tower::{Layer, ServiceExt};
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let inner = tower::service_fn(|_request: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+    /// });
+    /// let service = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).layer(inner);
+    /// let response = service.oneshot(http::Request::new(http_body_util::Full::new(bytes::Bytes::new()))).await?;
+    /// // The layer's own answer: its reason as the body.
+    /// let text = response.into_body().collect().await?.to_bytes();
+    /// assert_eq!(text.as_ref(), b"missing webhook-id");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,

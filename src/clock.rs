@@ -9,12 +9,33 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of the current wall-clock time.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use tower_webhook::clock::Clock;
+///
+/// /// A clock that reads the time from somewhere else: a time service, a simulation.
+/// #[derive(Debug)]
+/// struct Simulated(SystemTime);
+///
+/// impl Clock for Simulated {
+///     fn now(&self) -> SystemTime {
+///         self.0
+///     }
+/// }
+/// ```
 pub trait Clock: fmt::Debug + Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> SystemTime;
 }
 
 /// The system's wall clock: what every service uses outside tests.
+///
+/// ```
+/// use tower_webhook::clock::{Clock, SystemClock};
+///
+/// let now = SystemClock.now();
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -44,6 +65,14 @@ pub struct ManualClock {
 
 impl ManualClock {
     /// A clock standing at `secs` seconds after the Unix epoch.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use tower_webhook::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::at_unix(1_700_000_000);
+    /// assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    /// ```
     pub fn at_unix(secs: i64) -> Self {
         Self {
             millis: Arc::new(AtomicI64::new(secs.saturating_mul(1000))),
@@ -51,6 +80,13 @@ impl ManualClock {
     }
 
     /// A clock standing at the system's current time.
+    ///
+    /// ```
+    /// use tower_webhook::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::starting_now();
+    /// assert!(clock.now() <= std::time::SystemTime::now());
+    /// ```
     pub fn starting_now() -> Self {
         let clock = Self::default();
         clock.set(SystemTime::now());
@@ -58,12 +94,31 @@ impl ManualClock {
     }
 
     /// Moves the clock forward by `by`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::at_unix(0);
+    /// let shared = clock.clone(); // clones share the time
+    /// clock.advance(Duration::from_secs(60));
+    /// assert_eq!(shared.now(), std::time::UNIX_EPOCH + Duration::from_secs(60));
+    /// ```
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.millis.fetch_add(ms, Ordering::SeqCst);
     }
 
     /// Sets the clock to `to`.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use tower_webhook::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::at_unix(0);
+    /// clock.set(UNIX_EPOCH + Duration::from_secs(42));
+    /// assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(42));
+    /// ```
     pub fn set(&self, to: SystemTime) {
         let ms = match to.duration_since(UNIX_EPOCH) {
             Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),

@@ -50,6 +50,15 @@ pub struct Event<T = Unparsed> {
 /// The payload of an [`Event`] whose body has not been deserialized: the default.
 ///
 /// Read the body with [`Event::body`], or deserialize it on demand with [`Event::json`].
+///
+/// ```
+/// use tower_webhook::{Event, Unparsed};
+///
+/// // `Event` is `Event<Unparsed>`: the raw body, parsed when asked.
+/// async fn handle(event: Event<Unparsed>) {
+///     let _ = event.json::<serde_json::Value>();
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Unparsed;
 
@@ -72,6 +81,22 @@ impl Event {
     }
 
     /// Deserializes the body as JSON into `T`, keeping the rest of the event.
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// struct Payload {
+    ///     r#type: String,
+    /// }
+    ///
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     match event.parse::<Payload>() {
+    ///         Ok(event) => println!("{} is a {}", event.id(), event.payload().r#type),
+    ///         Err(err) => eprintln!("not the payload we expected: {err}"),
+    ///     }
+    /// }
+    /// ```
     pub fn parse<T: DeserializeOwned>(self) -> Result<Event<T>, serde_json::Error> {
         let payload = serde_json::from_slice(&self.body)?;
         Ok(Event {
@@ -92,11 +117,30 @@ impl<T> Event<T> {
 
     /// The delivery's id, from the layer's [`IdSource`](crate::IdSource), as the sender gave
     /// it. The layer dedupes on a key made from it (see [`IdSource`](crate::IdSource#the-dedup-key)).
+    ///
+    /// ```
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     println!("handling {}", event.id());
+    /// }
+    /// ```
     pub fn id(&self) -> &str {
         &self.id
     }
 
     /// The signed timestamp, for schemes that have one.
+    ///
+    /// ```
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     if let Some(sent) = event.timestamp() {
+    ///         let late = std::time::SystemTime::now().duration_since(sent).unwrap_or_default();
+    ///         println!("{} was signed {late:?} ago", event.id());
+    ///     }
+    /// }
+    /// ```
     pub fn timestamp(&self) -> Option<SystemTime> {
         let secs = self.timestamp?;
         let magnitude = Duration::from_secs(secs.unsigned_abs());
@@ -108,6 +152,14 @@ impl<T> Event<T> {
     }
 
     /// The signed timestamp in seconds since the Unix epoch, for schemes that have one.
+    ///
+    /// ```
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     let sent: Option<i64> = event.unix_timestamp();
+    /// }
+    /// ```
     pub fn unix_timestamp(&self) -> Option<i64> {
         self.timestamp
     }
@@ -115,31 +167,100 @@ impl<T> Event<T> {
     /// The kind of event, where the sender names it in a header: GitHub's `X-GitHub-Event`,
     /// Shopify's `X-Shopify-Topic`. Senders that name it in the body (`type` for Stripe and
     /// Standard Webhooks) leave it `None`: read it from the payload.
+    ///
+    /// ```
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     match event.event_type() {
+    ///         Some("push") => println!("a push"),
+    ///         Some(other) => println!("a {other}"),
+    ///         None => println!("the type is in the body"),
+    ///     }
+    /// }
+    /// ```
     pub fn event_type(&self) -> Option<&str> {
         self.kind.as_deref()
     }
 
     /// The raw body, exactly the bytes that were verified. Cloning it does not copy them.
+    ///
+    /// ```
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     let raw: bytes::Bytes = event.body().clone(); // shares the bytes, copies nothing
+    /// }
+    /// ```
     pub fn body(&self) -> &Bytes {
         &self.body
     }
 
     /// The name of the scheme that verified the delivery, such as `"standard-webhooks"`.
+    ///
+    /// ```
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     // One handler behind several layers can tell the senders apart.
+    ///     if event.scheme() == "stripe" {
+    ///         println!("from Stripe");
+    ///     }
+    /// }
+    /// ```
     pub fn scheme(&self) -> &'static str {
         self.scheme
     }
 
     /// Deserializes the body as JSON into `U`.
+    ///
+    /// ```
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     let payload: serde_json::Value = match event.json() {
+    ///         Ok(payload) => payload,
+    ///         Err(_) => return,
+    ///     };
+    ///     println!("type {}", payload["type"]);
+    /// }
+    /// ```
     pub fn json<U: DeserializeOwned>(&self) -> Result<U, serde_json::Error> {
         serde_json::from_slice(&self.body)
     }
 
     /// The deserialized payload.
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// struct UserCreated {
+    ///     id: String,
+    /// }
+    ///
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event<UserCreated>) {
+    ///     println!("user {}", event.payload().id);
+    /// }
+    /// ```
     pub fn payload(&self) -> &T {
         &self.payload
     }
 
     /// The deserialized payload, dropping the rest of the event.
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// struct UserCreated {
+    ///     id: String,
+    /// }
+    ///
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event<UserCreated>) {
+    ///     let user: UserCreated = event.into_payload();
+    /// }
+    /// ```
     pub fn into_payload(self) -> T {
         self.payload
     }

@@ -35,6 +35,20 @@ pub const DUPLICATE_HEADER: HeaderName = HeaderName::from_static("webhook-duplic
 
 /// In the extensions of the answer to a copy of a delivery that was handled already, so that
 /// an outer layer can log or count it.
+///
+/// ```
+/// use axum::{extract::Request, middleware::Next, response::Response};
+/// use tower_webhook::Duplicate;
+///
+/// // An outer middleware that counts duplicates.
+/// async fn count_duplicates(request: Request, next: Next) -> Response {
+///     let response = next.run(request).await;
+///     if let Some(duplicate) = response.extensions().get::<Duplicate>() {
+///         println!("duplicate of {}", duplicate.id());
+///     }
+///     response
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Duplicate {
     id: Arc<str>,
@@ -57,6 +71,23 @@ pin_project! {
     /// finished on the Tokio runtime (and its claim released), so the sender's retry is
     /// handled at once rather than after the lease. Without a Tokio runtime the claim ends
     /// with its lease.
+    ///
+    /// ```
+    /// use tower::{Layer, Service};
+    /// use tower_webhook::{scheme::StandardWebhooks, ResponseFuture, VerifyWebhookLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let inner = tower::service_fn(|_request: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+    /// });
+    /// let mut service = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).layer(inner);
+    /// let future = service.call(http::Request::new(http_body_util::Full::new(bytes::Bytes::new())));
+    /// let response = future.await?; // what `ResponseFuture` resolves to
+    /// assert_eq!(response.status(), 400);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<Full<Bytes>>>,

@@ -114,6 +114,14 @@ enum Source {
 
 impl IdSource {
     /// The id the scheme verified. The default.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_id_source(IdSource::scheme()); // the default: the signed webhook-id
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn scheme() -> Self {
         Self::from(Source::Scheme)
     }
@@ -121,12 +129,30 @@ impl IdSource {
     /// The value of a request header. The layer cannot know whether the signature covers a
     /// header, so the dedup key covers a hash of the body as well, unless
     /// [`without_body_hash`](Self::without_body_hash) says otherwise.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_id_source(IdSource::header(HeaderName::from_static("x-request-id")));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn header(name: HeaderName) -> Self {
         Self::from(Source::Header(name))
     }
 
     /// One field of the JSON body: a top-level key, or a JSON Pointer such as `/data/id`.
     /// Strings are taken as they are; numbers and booleans as their JSON text.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     // A nested field, as a JSON Pointer; a top-level key works as it is ("id").
+    ///     .with_id_source(IdSource::json_field("/data/object/id"));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn json_field(field: impl Into<String>) -> Self {
         Self::json_fields([field], "")
     }
@@ -135,6 +161,15 @@ impl IdSource {
     /// with `separator` into the id a handler sees. Every field must be present. The dedup
     /// key is made from the fields' JSON values, not the joined text, so no two different
     /// combinations share a key whatever the separator.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     // Self: "{verification_id}-{type}"; the id a handler sees is "ver_1-verification.completed".
+    ///     .with_id_source(IdSource::json_fields(["verification_id", "type"], "-"));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn json_fields<I>(fields: I, separator: &str) -> Self
     where
         I: IntoIterator,
@@ -147,6 +182,18 @@ impl IdSource {
     }
 
     /// Whatever `f` makes of the verified request's head and raw body; `None` for no id.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_id_source(IdSource::custom(|parts, body| {
+    ///         // Anything the verified request tells: here, a header and the body's length.
+    ///         let request = parts.headers.get("x-request-id")?.to_str().ok()?;
+    ///         Some(format!("{request}/{}", body.len()))
+    ///     }));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn custom<F>(f: F) -> Self
     where
         F: Fn(&Parts, &[u8]) -> Option<String> + Send + Sync + 'static,
@@ -156,6 +203,15 @@ impl IdSource {
 
     /// `sha256:` and the hex SHA-256 of the body: for senders whose deliveries carry no id,
     /// and whose retries resend the same bytes.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     // A sender with no ids, whose retries resend the same bytes.
+    ///     .with_id_source(IdSource::body_hash());
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn body_hash() -> Self {
         Self::from(Source::BodyHash)
     }
@@ -171,6 +227,15 @@ impl IdSource {
     /// handler: a lost event. Keyed on both, it cannot block anything.
     ///
     /// [`Event::id`]: crate::Event::id
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     // Keyed on the id and the body, even though Standard Webhooks signs its id.
+    ///     .with_id_source(IdSource::scheme().with_body_hash());
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     #[must_use]
     pub fn with_body_hash(mut self) -> Self {
         self.body_hash = BodyHash::Always;

@@ -56,6 +56,14 @@ impl VerifyWebhookLayer {
     ///
     /// The layer is named after the scheme ([`Scheme::name`], such as `"github"`) until
     /// [`with_name`](Self::with_name) names it.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// // Verifies only: every verified copy of a delivery runs the inner service.
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?);
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn new(scheme: impl Scheme) -> Self {
         let name = Arc::from(scheme.name());
         Self {
@@ -81,6 +89,13 @@ impl VerifyWebhookLayer {
     ///
     /// One store can serve every layer of an application: each layer keeps its keys under
     /// its own [name](Self::with_name).
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, store::MemoryStore, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).with_store(MemoryStore::new());
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_store(mut self, store: impl IdempotencyStore) -> Self {
         self.config_mut().store = Some(Arc::new(store));
         self
@@ -112,12 +127,27 @@ impl VerifyWebhookLayer {
     }
 
     /// Sets where a delivery's id comes from. See [`IdSource`].
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, IdSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_id_source(IdSource::json_fields(["verification_id", "type"], "-"));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_id_source(mut self, id_source: IdSource) -> Self {
         self.config_mut().id_source = id_source;
         self
     }
 
     /// Sets the largest body accepted, in bytes; larger ones answer 413.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).with_body_limit(64 * 1024);
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.config_mut().body_limit = bytes;
         self
@@ -127,6 +157,15 @@ impl VerifyWebhookLayer {
     /// arrives within the lease answers 429; after it, the copy is handled again. Make it
     /// longer than your slowest handler. Cut to between a millisecond and
     /// [`MAX_TTL`](Self::MAX_TTL).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// // Handlers that take up to two minutes.
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).with_lease(Duration::from_secs(180));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.config_mut().lease = clamp_ttl(lease);
         self
@@ -136,6 +175,14 @@ impl VerifyWebhookLayer {
     /// without running the inner service. Make it longer than your senders' retry schedules.
     /// Cut to between a millisecond and [`MAX_TTL`](Self::MAX_TTL): a longer window would
     /// overflow the stores' expiry arithmetic and silently turn dedup off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).with_dedup_window(Duration::from_secs(3 * 24 * 3600));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_dedup_window(mut self, window: Duration) -> Self {
         self.config_mut().dedup_window = clamp_ttl(window);
         self
@@ -152,24 +199,60 @@ impl VerifyWebhookLayer {
     ///
     /// Needs a Tokio runtime with its timer, as axum's `serve` and `#[tokio::main]` have;
     /// elsewhere store calls are not bounded. At least a millisecond.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).with_store_timeout(Duration::from_secs(2));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.config_mut().store_timeout = timeout.max(MIN_TTL);
         self
     }
 
     /// Sets the `Retry-After` of 429 and 503 answers (rounded up to whole seconds).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).with_retry_after(Duration::from_secs(30));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.config_mut().retry_after = after;
         self
     }
 
     /// Reads the time for timestamp checks from `clock` instead of the system clock.
+    ///
+    /// ```
+    /// use tower_webhook::clock::ManualClock;
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// // A test that checks the timestamp tolerance without waiting five minutes.
+    /// let clock = ManualClock::at_unix(1_700_000_000);
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).with_clock(clock.clone());
+    /// clock.advance(std::time::Duration::from_secs(301));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.config_mut().clock = Arc::new(clock);
         self
     }
 
     /// The counters of delivery outcomes, shared by every service this layer makes.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?);
+    /// let stats = layer.stats();
+    /// assert_eq!(stats.snapshot().handled, 0);
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         self.config.stats.clone()
     }

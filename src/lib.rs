@@ -29,6 +29,38 @@
 //!    the handler again. An answer abandoned mid-way (the sender hung up) releases its claim
 //!    too, on the Tokio runtime.
 //!
+//! # Status codes
+//!
+//! Senders read a 2xx as delivered, 408, 429 and 5xx as "retry later", and any other 4xx as
+//! "drop it"; each answer is chosen for what the sender does next.
+//!
+//! | situation | status |
+//! | --- | --- |
+//! | the handler answered 2xx | the handler's; the delivery is remembered for the dedup window |
+//! | a copy of a delivery already handled | `200` with [`DUPLICATE_HEADER`]; the handler does not run |
+//! | bad or missing signature, timestamp outside the tolerance, malformed header | `400` with a short reason |
+//! | verified, but no id (or not JSON where the id is read from the body) | `400` |
+//! | body over the limit | `413` |
+//! | body stream failed before its end | `408` |
+//! | another copy is being handled right now | `429` with `Retry-After` |
+//! | the store failed or did not answer within the store timeout | `503` with `Retry-After`, never a 4xx |
+//! | the handler answered non-2xx, failed or panicked | the handler's (a panic goes on); the claim is released for the retry |
+//!
+//! Each answer the layer makes itself carries a [`Rejection`] in its extensions.
+//!
+//! # Choosing a store
+//!
+//! | store | feature | for |
+//! | --- | --- | --- |
+//! | none | | one replica whose handler is idempotent on its own: every verified copy runs it |
+//! | [`MemoryStore`](store::MemoryStore) | | one process; bounded in entries and bytes; forgotten on restart |
+//! | [`RedisStore`](store::RedisStore) | `redis` | replicas sharing a Redis (7.0 or later) |
+//! | [`PostgresStore`](store::PostgresStore) | `postgres` | replicas sharing a PostgreSQL |
+//!
+//! One store serves every layer of an application: each layer's keys carry its
+//! [name](VerifyWebhookLayer::with_name). A store of your own implements
+//! [`IdempotencyStore`](store::IdempotencyStore).
+//!
 //! # Example
 //!
 //! ```
@@ -77,9 +109,10 @@
 //!
 //! # Testing your handlers
 //!
-//! Every scheme can sign a delivery the way its sender would, so a test needs no sender:
-//! [`StandardWebhooks::sign`](scheme::StandardWebhooks::sign) gives the headers for an id, a
-//! timestamp and a body.
+//! With the `test-util` feature, `testkit::Delivery` signs a delivery as each sender does,
+//! with its whole header set, and gives the headers or a whole request. Without it, every
+//! scheme's `sign` gives the signature headers for an id, a timestamp and a body
+//! ([`StandardWebhooks::sign`](scheme::StandardWebhooks::sign)).
 //!
 //! # Features
 //!
@@ -88,6 +121,8 @@
 //! - `postgres`: [`store::PostgresStore`].
 //! - `ed25519`: Standard Webhooks `v1a` signatures
 //!   ([`StandardWebhooks::from_public_key`](scheme::StandardWebhooks::from_public_key)).
+//! - `metrics`: counters and histograms through the `metrics` facade (see [`metrics`]).
+//! - `test-util`: `testkit`, signed deliveries for your tests.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;

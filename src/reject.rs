@@ -29,6 +29,19 @@ pub struct Rejection {
 }
 
 /// The kind of a [`Rejection`], which decides its status code.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_webhook::{Rejection, RejectionKind};
+///
+/// fn describe(rejection: &Rejection) -> &'static str {
+///     match rejection.kind() {
+///         RejectionKind::Verification(_) => "forged, stale or malformed",
+///         RejectionKind::InFlight | RejectionKind::StoreUnavailable => "try again later",
+///         _ => "refused",
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectionKind {
@@ -109,6 +122,14 @@ impl Rejection {
     }
 
     /// Whether the sender should retry: the answer then carries `Retry-After`.
+    ///
+    /// ```
+    /// # use tower_webhook::Rejection;
+    /// fn retried_by_the_sender(rejection: &Rejection) -> bool {
+    ///     // 429 and 503 carry Retry-After; the 400s and 413 are dropped by the sender.
+    ///     rejection.is_transient()
+    /// }
+    /// ```
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,

@@ -29,6 +29,18 @@ pub struct Stats {
 }
 
 /// The counters of [`Stats`] at one moment.
+///
+/// ```
+/// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+///
+/// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?);
+/// let snapshot = layer.stats().snapshot();
+/// // The share of deliveries refused for a bad signature: alert when it jumps.
+/// let seen = snapshot.handled + snapshot.rejected + snapshot.duplicates;
+/// let forged = snapshot.rejected_signature as f64 / seen.max(1) as f64;
+/// assert_eq!(forged, 0.0);
+/// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
@@ -73,6 +85,22 @@ impl StatsSnapshot {
     /// `in_flight`, `store_error`, `completion_failed`, `abandoned`, `rejected`, and
     /// `rejected.<reason>` for each [reason](crate::Rejection::reason) a delivery is refused
     /// for.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_name("clerk");
+    /// // Prometheus text, by hand, for an app without a metrics recorder.
+    /// let text: String = layer
+    ///     .stats()
+    ///     .snapshot()
+    ///     .iter()
+    ///     .map(|(name, count)| format!("clerk_webhooks{{counter=\"{name}\"}} {count}\n"))
+    ///     .collect();
+    /// assert!(text.contains("clerk_webhooks{counter=\"rejected.signature\"} 0"));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
         [
             ("handled", self.handled),
@@ -124,6 +152,15 @@ const REASONS: [&str; 7] = [
 
 impl Stats {
     /// The counters now.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// let stats = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?).stats();
+    /// let now = stats.snapshot();
+    /// assert_eq!((now.handled, now.rejected), (0, 0));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn snapshot(&self) -> StatsSnapshot {
         let c = |i: usize| self.counters[i].load(Ordering::Relaxed);
         StatsSnapshot {

@@ -38,6 +38,16 @@ use crate::scheme::{HmacScheme, Scheme, SignError, StandardWebhooks};
 use crate::store::ClaimToken;
 
 /// Which header names a Standard Webhooks delivery carries.
+///
+/// ```
+/// use tower_webhook::scheme::StandardWebhooks;
+/// use tower_webhook::testkit::{Delivery, HeaderFamily};
+///
+/// let clerk = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+/// let headers = Delivery::new("{}").header_family(HeaderFamily::Svix).headers(&clerk)?;
+/// assert!(headers.contains_key("svix-timestamp"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum HeaderFamily {
@@ -58,6 +68,16 @@ pub enum HeaderFamily {
 /// For Stripe, Paddle and Slack the id lies in the body (`id`, `event_id`): put it there. Their
 /// [`id`](Self::id) is not sent. GitHub and Shopify sign no timestamp:
 /// [`timestamp`](Self::timestamp) changes nothing for them.
+///
+/// ```
+/// use tower_webhook::{scheme::HmacScheme, testkit::Delivery};
+///
+/// let github = HmacScheme::github("It's a Secret to Everybody")?;
+/// let headers = Delivery::new(r#"{"zen":"Keep it logically awesome."}"#).headers(&github)?;
+/// assert_eq!(headers["x-github-event"], "ping");
+/// assert!(headers.contains_key("x-github-delivery"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Delivery {
@@ -71,6 +91,15 @@ pub struct Delivery {
 
 impl Delivery {
     /// A delivery of `body`, exactly these bytes.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, testkit::Delivery};
+    ///
+    /// let github = HmacScheme::github("It's a Secret to Everybody")?;
+    /// let delivery = Delivery::new(b"{}".as_slice());
+    /// assert_eq!(delivery.body().as_ref(), b"{}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(body: impl Into<Bytes>) -> Self {
         Self {
             body: body.into(),
@@ -97,6 +126,15 @@ impl Delivery {
 
     /// The delivery's id, for senders that send one in a header (Standard Webhooks, GitHub,
     /// Shopify, and builder schemes with an id header).
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, testkit::Delivery};
+    ///
+    /// let github = HmacScheme::github("It's a Secret to Everybody")?;
+    /// let headers = Delivery::new("{}").id("72d3162e-cc78-11e3-81ab-4c9367dc0958").headers(&github)?;
+    /// assert_eq!(headers["x-github-delivery"], "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
@@ -104,30 +142,75 @@ impl Delivery {
 
     /// The kind of event, for senders that name it in a header (`X-GitHub-Event`,
     /// `X-Shopify-Topic`, a builder scheme's event type header).
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, testkit::Delivery};
+    ///
+    /// let github = HmacScheme::github("It's a Secret to Everybody")?;
+    /// let headers = Delivery::new("{}").event_type("push").headers(&github)?;
+    /// assert_eq!(headers["x-github-event"], "push");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
         self.event_type = Some(event_type.into());
         self
     }
 
     /// The signed timestamp, in Unix seconds: a stale one tests the tolerance.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::StandardWebhooks, testkit::Delivery};
+    ///
+    /// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+    /// // An hour old: the layer answers 400 "timestamp too old".
+    /// let headers = Delivery::new("{}").timestamp(1_700_000_000 - 3600).headers(&scheme)?;
+    /// assert_eq!(headers["webhook-timestamp"], "1699996400");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn timestamp(mut self, unix_seconds: i64) -> Self {
         self.timestamp = Some(unix_seconds);
         self
     }
 
     /// Which header names a Standard Webhooks delivery carries. Other schemes ignore it.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::StandardWebhooks;
+    /// use tower_webhook::testkit::{Delivery, HeaderFamily};
+    ///
+    /// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+    /// let svix = Delivery::new("{}").header_family(HeaderFamily::Svix).headers(&scheme)?;
+    /// assert!(svix.contains_key("svix-signature") && !svix.contains_key("webhook-signature"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn header_family(mut self, family: HeaderFamily) -> Self {
         self.family = family;
         self
     }
 
     /// The path of [`request`](Self::request); `/webhooks` by default.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, testkit::Delivery};
+    ///
+    /// let github = HmacScheme::github("It's a Secret to Everybody")?;
+    /// let request = Delivery::new("{}").uri("/webhooks/github").request::<bytes::Bytes>(&github)?;
+    /// assert_eq!(request.uri(), "/webhooks/github");
+    /// assert_eq!(request.method(), "POST");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn uri(mut self, uri: impl Into<String>) -> Self {
         self.uri = uri.into();
         self
     }
 
     /// The body.
+    ///
+    /// ```
+    /// use tower_webhook::testkit::Delivery;
+    ///
+    /// assert_eq!(Delivery::new("{}").body().as_ref(), b"{}");
+    /// ```
     pub fn body(&self) -> &Bytes {
         &self.body
     }
@@ -154,6 +237,15 @@ impl Delivery {
     /// The whole request: `POST` to the [`uri`](Self::uri), with the sender's headers and the
     /// body, as any body type that can be made from [`Bytes`] (`axum::body::Body`,
     /// `http_body_util::Full<Bytes>`).
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, testkit::Delivery};
+    ///
+    /// let github = HmacScheme::github("It's a Secret to Everybody")?;
+    /// let request: http::Request<http_body_util::Full<bytes::Bytes>> = Delivery::new("{}").request(&github)?;
+    /// assert!(request.headers().contains_key("x-hub-signature-256"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn request<B: From<Bytes>>(
         &self,
         scheme: &(impl Sign + ?Sized),
@@ -186,6 +278,33 @@ impl Delivery {
 
 /// A scheme that signs a [`Delivery`] as its sender does. Implemented for the built-in
 /// schemes; implement it for a scheme of your own to test with [`Delivery`] too.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue};
+/// use tower_webhook::scheme::{HmacScheme, Scheme, SignError, Verified, VerifyError};
+/// use tower_webhook::testkit::{Delivery, Sign};
+///
+/// /// A scheme of your own, here a thin wrapper around a built-in one.
+/// #[derive(Debug)]
+/// struct Acme(HmacScheme);
+///
+/// impl Scheme for Acme {
+///     fn name(&self) -> &'static str {
+///         "acme"
+///     }
+///     fn verify(&self, headers: &HeaderMap, body: &[u8], now: std::time::SystemTime) -> Result<Verified, VerifyError> {
+///         self.0.verify(headers, body, now)
+///     }
+/// }
+///
+/// impl Sign for Acme {
+///     fn sign_delivery(&self, delivery: &Delivery) -> Result<HeaderMap, SignError> {
+///         let mut headers = self.0.sign_delivery(delivery)?;
+///         headers.insert("user-agent", HeaderValue::from_static("Acme-Hooks/2"));
+///         Ok(headers)
+///     }
+/// }
+/// ```
 pub trait Sign: Scheme {
     /// The headers the sender sends with `delivery`.
     fn sign_delivery(&self, delivery: &Delivery) -> Result<HeaderMap, SignError>;

@@ -11,6 +11,24 @@ use serde::de::DeserializeOwned;
 use super::{Event, Unparsed};
 
 /// Why an [`Event`] could not be extracted.
+///
+/// ```
+/// use axum::response::{IntoResponse, Response};
+/// use tower_webhook::{Event, EventRejection, EventRejectionKind};
+///
+/// // A handler that answers a payload it cannot read in its own way.
+/// async fn handle(event: Result<Event<serde_json::Value>, EventRejection>) -> Response {
+///     match event {
+///         Ok(event) => format!("got {}", event.id()).into_response(),
+///         Err(rejection) => match rejection.kind() {
+///             EventRejectionKind::InvalidPayload(err) => {
+///                 (rejection.status(), format!("unreadable: {err}")).into_response()
+///             }
+///             _ => (rejection.status(), rejection.body_text()).into_response(),
+///         },
+///     }
+/// }
+/// ```
 #[derive(Debug)]
 pub struct EventRejection {
     kind: EventRejectionKind,

@@ -22,6 +22,18 @@ use super::{
 use crate::json;
 
 /// How signatures are written in the signature header.
+///
+/// ```
+/// use tower_webhook::scheme::{Encoding, HmacScheme};
+///
+/// // X-Acme-Signature: <base64 of HMAC(body)>
+/// let acme = HmacScheme::builder("acme")
+///     .signature_header("x-acme-signature")
+///     .encoding(Encoding::Base64)
+///     .secret("acme secret")
+///     .build()?;
+/// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Encoding {

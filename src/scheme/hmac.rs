@@ -26,6 +26,14 @@ const FIVE_MINUTES: Duration = Duration::from_secs(5 * 60);
 /// | [`shopify`](Self::shopify) | `X-Shopify-Hmac-Sha256: <base64>` | `{body}` | none | `X-Shopify-Webhook-Id` (unsigned: keyed with the body) |
 /// | [`slack`](Self::slack) | `X-Slack-Signature: v0=<hex>` | `v0:{X-Slack-Request-Timestamp}:{body}` | 300 s | `event_id` of the body, else a hash of the body |
 /// | [`paddle`](Self::paddle) | `Paddle-Signature: ts=<unix>;h1=<hex>;...` | `{ts}:{body}` | 300 s | `event_id` of the JSON body |
+///
+/// ```
+/// use tower_webhook::{scheme::HmacScheme, store::MemoryStore, VerifyWebhookLayer};
+///
+/// let stripe = VerifyWebhookLayer::new(HmacScheme::stripe("whsec_...from the Stripe dashboard")?)
+///     .with_store(MemoryStore::new());
+/// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+/// ```
 #[derive(Clone)]
 pub struct HmacScheme {
     engine: Engine,
@@ -269,11 +277,26 @@ impl HmacScheme {
     /// Adds another secret, as the sender shows it: its UTF-8 bytes, without surrounding
     /// whitespace (a newline from a secrets file), are the key. A delivery signed with any of
     /// the secrets verifies. A blank secret is refused: an HMAC keyed with it proves nothing.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// // During a rotation both secrets verify.
+    /// let github = HmacScheme::github("the new secret")?.with_secret("the old secret")?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_secret(self, secret: &str) -> Result<Self, InvalidSecret> {
         self.with_key(secret.trim().as_bytes())
     }
 
     /// Adds another secret given as raw key bytes.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let shopify = HmacScheme::shopify("shpss_current")?.with_key([0x5e_u8; 32])?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
         self.engine.add_hmac_key(key.as_ref())?;
         Ok(self)
@@ -281,6 +304,14 @@ impl HmacScheme {
 
     /// Sets how far the signed timestamp may lie from now, either way. Schemes without a
     /// timestamp ignore it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let slack = HmacScheme::slack("8f742231b10e8888abcd99yyyzzz85a5")?.with_tolerance(Duration::from_secs(60));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     #[must_use]
     pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
         self.engine.tolerance = tolerance;
@@ -290,6 +321,19 @@ impl HmacScheme {
     /// The headers the sender would attach to a delivery of `body`, signed with the first
     /// secret, for tests of your own handlers. `id` goes into the scheme's id header, where it
     /// has one (GitHub, Shopify); `timestamp` is signed where the scheme signs one.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let github = HmacScheme::github("It's a Secret to Everybody")?;
+    /// let headers = github.sign("d0b2c1a0-0000-4000-8000-000000000001", 0, b"Hello, World!")?;
+    /// // GitHub's documented example signature for this secret and body.
+    /// assert_eq!(
+    ///     headers["x-hub-signature-256"],
+    ///     "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> Result<HeaderMap, SignError> {
         self.engine.sign(id, timestamp, body)
     }
@@ -325,6 +369,21 @@ impl fmt::Debug for HmacScheme {
 }
 
 /// Builds an [`HmacScheme`] for a sender this crate has no preset for.
+///
+/// ```
+/// use tower_webhook::scheme::HmacScheme;
+///
+/// let scheme = HmacScheme::builder("acme")
+///     .signature_header("x-acme-signature")
+///     .prefix("sha256=")
+///     .signs("{timestamp}.{body}")
+///     .timestamp_header("x-acme-timestamp")
+///     .id_header("x-acme-delivery")
+///     .event_type_header("x-acme-event")
+///     .secret("acme secret")
+///     .build()?;
+/// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct HmacSchemeBuilder {
@@ -360,12 +419,33 @@ impl fmt::Debug for HmacSchemeBuilder {
 
 impl HmacSchemeBuilder {
     /// The header that carries the signature. Required.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn signature_header(mut self, name: &str) -> Self {
         self.signature_header = Some(name.to_owned());
         self
     }
 
     /// What precedes the signature in its header, such as `sha256=`. None by default.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .prefix("sha256=") // X-Acme-Signature: sha256=<hex>
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn prefix(mut self, prefix: &str) -> Self {
         prefix.clone_into(&mut self.prefix);
         self
@@ -373,6 +453,17 @@ impl HmacSchemeBuilder {
 
     /// How the signature is written: [`Encoding::Hex`] (the default) or
     /// [`Encoding::Base64`].
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{Encoding, HmacScheme};
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .encoding(Encoding::Base64)
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn encoding(mut self, encoding: Encoding) -> Self {
         self.encoding = encoding;
         self
@@ -381,6 +472,18 @@ impl HmacSchemeBuilder {
     /// What is signed, as a template of `{body}` (exactly once), `{timestamp}` and `{id}`
     /// with any text between: `"{body}"` (the default), `"{timestamp}.{body}"`,
     /// `"v0:{timestamp}:{body}"`. The timestamp and id are the header values as sent.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .signs("v0:{timestamp}:{body}")
+    ///     .timestamp_header("x-acme-timestamp")
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn signs(mut self, template: &str) -> Self {
         template.clone_into(&mut self.template);
         self
@@ -390,24 +493,80 @@ impl HmacSchemeBuilder {
     /// tolerance are refused. The template must sign it (`{timestamp}`): a timestamp the
     /// signature does not cover can be set afresh by whoever replays a delivery, and checking
     /// it would protect nothing, so [`build`](Self::build) refuses that.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .signs("{timestamp}.{body}")
+    ///     .timestamp_header("x-acme-timestamp")
+    ///     .secret("acme secret")
+    ///     .build()?;
+    ///
+    /// // Without {timestamp} in the template, the header would protect nothing: refused.
+    /// let unsigned = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .timestamp_header("x-acme-timestamp")
+    ///     .secret("acme secret")
+    ///     .build();
+    /// assert!(unsigned.is_err());
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn timestamp_header(mut self, name: &str) -> Self {
         self.timestamp_header = Some(name.to_owned());
         self
     }
 
     /// How far the timestamp may lie from now, either way. Five minutes by default.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .signs("{timestamp}.{body}")
+    ///     .timestamp_header("x-acme-timestamp")
+    ///     .tolerance(Duration::from_secs(60))
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = tolerance;
         self
     }
 
     /// The header with the delivery's id.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .id_header("x-acme-delivery")
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn id_header(mut self, name: &str) -> Self {
         self.id_header = Some(name.to_owned());
         self
     }
 
     /// The header that names the kind of event.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .event_type_header("x-acme-event")
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn event_type_header(mut self, name: &str) -> Self {
         self.event_type_header = Some(name.to_owned());
         self
@@ -415,17 +574,45 @@ impl HmacSchemeBuilder {
 
     /// A secret, as the sender shows it: its UTF-8 bytes, without surrounding whitespace,
     /// are the key. Call again to add the secret of a rotation. A blank one fails the build.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .secret("the new secret")
+    ///     .secret("the old secret") // a rotation: both verify
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn secret(self, secret: &str) -> Self {
         self.key(secret.trim().as_bytes())
     }
 
     /// A secret given as raw key bytes.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .key([0x2a_u8; 32]) // raw key bytes, not text
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
     pub fn key(mut self, key: impl AsRef<[u8]>) -> Self {
         self.keys.push(key.as_ref().to_vec());
         self
     }
 
     /// The scheme, or what is wrong with its settings.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, InvalidSchemeKind};
+    ///
+    /// let no_secret = HmacScheme::builder("acme").signature_header("x-acme-signature").build();
+    /// assert_eq!(no_secret.unwrap_err().kind(), InvalidSchemeKind::NoSecret);
+    /// ```
     pub fn build(self) -> Result<HmacScheme, InvalidScheme> {
         let header = |name: &str| {
             HeaderName::from_bytes(name.as_bytes())
@@ -478,6 +665,14 @@ impl HmacSchemeBuilder {
 }
 
 /// Settings an [`HmacSchemeBuilder`] cannot build a scheme from.
+///
+/// ```
+/// use tower_webhook::scheme::{HmacScheme, InvalidSchemeKind};
+///
+/// let err = HmacScheme::builder("acme").secret("s").build().unwrap_err();
+/// assert_eq!(err.kind(), InvalidSchemeKind::NoSignatureHeader);
+/// assert_eq!(err.to_string(), "no signature header was set");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidScheme {
     kind: InvalidSchemeKind,

@@ -37,6 +37,35 @@ use crate::clock::unix_seconds;
 /// Implementations check the signature and timestamp of a delivery against its raw body. They
 /// must compare signatures in constant time, try every configured secret, and never put a
 /// secret or an expected signature into an error.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use http::{HeaderMap, HeaderName};
+/// use tower_webhook::scheme::{Scheme, Verified, VerifyError, VerifyErrorKind};
+///
+/// /// A sender that puts a shared token in a header (no signature: a weak scheme, but real).
+/// #[derive(Debug)]
+/// struct SharedToken(String);
+///
+/// impl Scheme for SharedToken {
+///     fn name(&self) -> &'static str {
+///         "shared-token"
+///     }
+///
+///     fn verify(&self, headers: &HeaderMap, _body: &[u8], _now: SystemTime) -> Result<Verified, VerifyError> {
+///         let name = HeaderName::from_static("x-token");
+///         let token = headers
+///             .get(&name)
+///             .ok_or_else(|| VerifyError::missing_header(name.clone()))?;
+///         // Compare in constant time in real code (`subtle::ConstantTimeEq`).
+///         if token.as_bytes() != self.0.as_bytes() {
+///             return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));
+///         }
+///         let id = headers.get("x-delivery").and_then(|v| v.to_str().ok());
+///         Ok(id.map_or_else(Verified::new, |id| Verified::new().with_id(id)))
+///     }
+/// }
+/// ```
 pub trait Scheme: fmt::Debug + Send + Sync + 'static {
     /// A short, stable name for the scheme, such as `"standard-webhooks"`.
     fn name(&self) -> &'static str;
@@ -99,6 +128,16 @@ impl<S: Scheme + ?Sized> Scheme for Box<S> {
 }
 
 /// What a scheme learned from a delivery it verified.
+///
+/// ```
+/// use tower_webhook::scheme::Verified;
+///
+/// let verified = Verified::new()
+///     .with_id("msg_1")
+///     .with_timestamp(1_700_000_000)
+///     .with_event_type("user.created");
+/// assert_eq!(verified.id.as_deref(), Some("msg_1"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Verified {
@@ -144,6 +183,21 @@ impl Verified {
 /// Its `Display` is the short reason sent back to the sender, such as
 /// `missing webhook-signature` or `no matching signature`: never a secret or an expected
 /// signature.
+///
+/// ```
+/// use http::HeaderName;
+/// use tower_webhook::scheme::{VerifyError, VerifyErrorKind};
+///
+/// let missing = VerifyError::missing_header(HeaderName::from_static("x-acme-signature"));
+/// assert_eq!(missing.to_string(), "missing x-acme-signature");
+/// assert_eq!(missing.kind(), VerifyErrorKind::MissingHeader);
+/// let malformed = VerifyError::invalid_header(HeaderName::from_static("x-acme-timestamp"))
+///     .with_detail("not a number");
+/// assert_eq!(malformed.to_string(), "invalid x-acme-timestamp: not a number");
+/// assert_eq!(malformed.header().map(|h| h.as_str()), Some("x-acme-timestamp"));
+/// let forged = VerifyError::new(VerifyErrorKind::NoMatchingSignature);
+/// assert_eq!(forged.to_string(), "no matching signature");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyError {
     kind: VerifyErrorKind,
@@ -237,6 +291,15 @@ impl fmt::Display for VerifyError {
 impl Error for VerifyError {}
 
 /// Why a scheme could not sign a delivery (a test helper's error).
+///
+/// ```
+/// use tower_webhook::scheme::{SignErrorKind, StandardWebhooks};
+///
+/// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+/// let err = scheme.sign("an id\nwith a newline", 0, b"{}").unwrap_err();
+/// assert_eq!(err.kind(), SignErrorKind::InvalidHeaderValue);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignError {
     kind: SignErrorKind,
@@ -281,6 +344,13 @@ impl From<http::header::InvalidHeaderValue> for SignError {
 }
 
 /// A secret or key that cannot be used, found when the scheme is built.
+///
+/// ```
+/// use tower_webhook::scheme::{HmacScheme, InvalidSecretKind, StandardWebhooks};
+///
+/// assert_eq!(StandardWebhooks::new("whsec_not base64!").unwrap_err().kind(), InvalidSecretKind::NotBase64);
+/// assert_eq!(HmacScheme::github(" \n").unwrap_err().kind(), InvalidSecretKind::Empty);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidSecret {
     kind: InvalidSecretKind,

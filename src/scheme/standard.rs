@@ -90,28 +90,66 @@ impl StandardWebhooks {
 
     /// A scheme with one secret, as shown by the sender: `whsec_` and the base64 of the key.
     /// The prefix is optional.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::StandardWebhooks;
+    ///
+    /// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+    /// // The prefix is optional, padding too.
+    /// let same = StandardWebhooks::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn new(secret: &str) -> Result<Self, InvalidSecret> {
         Self::empty().with_secret(secret)
     }
 
     /// A scheme with one secret given as the raw key bytes.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::StandardWebhooks;
+    ///
+    /// let scheme = StandardWebhooks::from_key([0x2a_u8; 24])?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn from_key(key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
         Self::empty().with_key(key)
     }
 
     /// Adds another secret, in the same form as [`new`](Self::new). A delivery signed with
     /// any of the secrets verifies: use it while a secret is being rotated.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::StandardWebhooks;
+    ///
+    /// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?.with_secret("whsec_dGhlIG9sZCBzZWNyZXQ=")?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_secret(self, secret: &str) -> Result<Self, InvalidSecret> {
         self.with_key(decode(secret, SECRET_PREFIX)?)
     }
 
     /// Adds another secret given as raw key bytes.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::StandardWebhooks;
+    ///
+    /// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?.with_key([0x2a_u8; 24])?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Result<Self, InvalidSecret> {
         self.engine.add_hmac_key(key.as_ref())?;
         Ok(self)
     }
 
     /// Sets how far the signed timestamp may lie from now, in either direction.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::scheme::StandardWebhooks;
+    ///
+    /// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?.with_tolerance(Duration::from_secs(60));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     #[must_use]
     pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
         self.engine.tolerance = tolerance;
@@ -120,6 +158,15 @@ impl StandardWebhooks {
 
     /// The signature of a delivery, as its header carries it (`v1,<base64>`), made with the
     /// first key.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::StandardWebhooks;
+    ///
+    /// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
+    /// let signature = scheme.signature("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#)?;
+    /// assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn signature(&self, id: &str, timestamp: i64, body: &[u8]) -> Result<String, SignError> {
         let headers = self.sign(id, timestamp, body)?;
         let value = &headers[&self.engine.signature.name];
@@ -166,6 +213,15 @@ impl StandardWebhooks {
     ///
     /// A weak (small-order) key is refused: with one, a forged signature verifies for any
     /// body.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::StandardWebhooks;
+    ///
+    /// // An HMAC secret and a public key: either kind of signature verifies.
+    /// let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?
+    ///     .with_public_key("whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
     pub fn with_public_key(self, public_key: &str) -> Result<Self, InvalidSecret> {
         let bytes: [u8; 32] = decode(public_key, "whpk_")?
             .try_into()
@@ -184,6 +240,17 @@ impl StandardWebhooks {
     /// A scheme with a private key, `whsk_` and the base64 of the 32-byte seed: it verifies
     /// with the matching public key and [`sign`](Self::sign)s `v1a` signatures. For tests,
     /// and for senders; a receiver needs only the public key.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{Scheme, StandardWebhooks};
+    ///
+    /// let signer = StandardWebhooks::from_signing_key("whsk_BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")?;
+    /// let headers = signer.sign("msg_1", 1_700_000_000, b"{}")?;
+    /// assert!(headers["webhook-signature"].to_str()?.starts_with("v1a,"));
+    /// # let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    /// assert!(signer.verify(&headers, b"{}", now).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_signing_key(signing_key: &str) -> Result<Self, InvalidSecret> {
         let seed: [u8; 32] = decode(signing_key, "whsk_")?
             .try_into()

@@ -87,6 +87,13 @@ impl MemoryStore {
     /// An empty store on the system clock, holding at most
     /// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES) entries in at most
     /// [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES).
+    ///
+    /// ```
+    /// use tower_webhook::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::new();
+    /// assert!(store.is_empty());
+    /// ```
     pub fn new() -> Self {
         Self {
             entries: Arc::default(),
@@ -97,6 +104,12 @@ impl MemoryStore {
     }
 
     /// Sets the bound on live entries (at least one).
+    ///
+    /// ```
+    /// use tower_webhook::store::MemoryStore;
+    ///
+    /// let store = MemoryStore::new().with_max_entries(1_000_000);
+    /// ```
     #[must_use]
     pub fn with_max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries.max(1);
@@ -118,12 +131,39 @@ impl MemoryStore {
     }
 
     /// The memory the entries take, as [`with_max_bytes`](Self::with_max_bytes) counts it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::store::{IdempotencyStore, MemoryStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// store.claim("msg_1", Duration::from_secs(60)).await?;
+    /// assert!(store.bytes() > "msg_1".len());
+    /// # Ok::<(), tower_webhook::store::StoreError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
 
     /// Reads the time from `clock` instead of the system clock, so tests of leases and of the
     /// dedup window need not sleep.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::clock::ManualClock;
+    /// use tower_webhook::store::{Claim, IdempotencyStore, MemoryStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let clock = ManualClock::starting_now();
+    /// let store = MemoryStore::new().with_clock(clock.clone());
+    /// store.claim("msg_1", Duration::from_secs(60)).await?;
+    /// clock.advance(Duration::from_secs(61)); // the lease runs out, with no sleep
+    /// assert!(matches!(store.claim("msg_1", Duration::from_secs(60)).await?, Claim::Acquired(_)));
+    /// # Ok::<(), tower_webhook::store::StoreError>(())
+    /// # }).unwrap();
+    /// ```
     #[must_use]
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -131,6 +171,19 @@ impl MemoryStore {
     }
 
     /// How many entries the store holds, expired ones not yet dropped included.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::store::{IdempotencyStore, MemoryStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// store.claim("msg_1", Duration::from_secs(60)).await?;
+    /// assert_eq!(store.len(), 1);
+    /// assert!(!store.is_empty());
+    /// # Ok::<(), tower_webhook::store::StoreError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn len(&self) -> usize {
         self.lock().by_key.len()
     }

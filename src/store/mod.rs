@@ -37,6 +37,50 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// fails on conflict), never a read followed by a write.
 ///
 /// Implement the methods with `async fn`; the futures must be `Send`.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+/// use tower_webhook::store::{Claim, ClaimToken, IdempotencyStore, StoreError};
+///
+/// /// A store that never forgets, for a sketch: one atomic step per call, under one lock.
+/// #[derive(Debug, Default)]
+/// struct Forever(Mutex<HashMap<String, Option<ClaimToken>>>);
+///
+/// impl IdempotencyStore for Forever {
+///     async fn claim(&self, key: &str, _lease: Duration) -> Result<Claim, StoreError> {
+///         let mut keys = self.0.lock().unwrap();
+///         Ok(match keys.get(key) {
+///             Some(None) => Claim::Completed,
+///             Some(Some(_)) => Claim::InFlight,
+///             None => {
+///                 let token = ClaimToken::random();
+///                 keys.insert(key.to_owned(), Some(token.clone()));
+///                 Claim::Acquired(token)
+///             }
+///         })
+///     }
+///
+///     async fn complete(&self, key: &str, token: &ClaimToken, _keep_for: Duration) -> Result<bool, StoreError> {
+///         let mut keys = self.0.lock().unwrap();
+///         let held = keys.get(key) == Some(&Some(token.clone()));
+///         if held {
+///             keys.insert(key.to_owned(), None);
+///         }
+///         Ok(held)
+///     }
+///
+///     async fn release(&self, key: &str, token: &ClaimToken) -> Result<bool, StoreError> {
+///         let mut keys = self.0.lock().unwrap();
+///         let held = keys.get(key) == Some(&Some(token.clone()));
+///         if held {
+///             keys.remove(key);
+///         }
+///         Ok(held)
+///     }
+/// }
+/// ```
 pub trait IdempotencyStore: fmt::Debug + Send + Sync + 'static {
     /// Claims `key` for `lease`.
     ///
@@ -72,6 +116,21 @@ pub trait IdempotencyStore: fmt::Debug + Send + Sync + 'static {
 }
 
 /// The answer to [`IdempotencyStore::claim`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_webhook::store::{Claim, IdempotencyStore, MemoryStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// match store.claim("msg_1", Duration::from_secs(60)).await? {
+///     Claim::Acquired(token) => { /* handle, then complete or release with `token` */ }
+///     Claim::Completed => { /* a duplicate: answer 200 */ }
+///     Claim::InFlight => { /* another copy runs now: answer 429 */ }
+/// }
+/// # Ok::<(), tower_webhook::store::StoreError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// The key was free: the caller holds it until the lease runs out.
@@ -84,6 +143,15 @@ pub enum Claim {
 
 /// Proof of one claim: completing or releasing a key takes the token of the claim that holds
 /// it, so a claim whose lease ran out cannot undo the claim that followed it.
+///
+/// ```
+/// use tower_webhook::store::ClaimToken;
+///
+/// let token = ClaimToken::random();
+/// assert_eq!(token.as_str().len(), 32);
+/// assert_ne!(token, ClaimToken::random());
+/// assert_eq!(format!("{token:?}"), "ClaimToken(..)"); // never shown
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ClaimToken(Box<str>);
 
@@ -120,6 +188,16 @@ impl fmt::Debug for ClaimToken {
 
 /// A store could not answer. The layer turns it into `503 Service Unavailable` with
 /// `Retry-After`, never a 4xx: the sender must retry, or the event would be lost.
+///
+/// ```
+/// use tower_webhook::store::{StoreError, StoreErrorKind};
+///
+/// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let err = StoreError::new(StoreErrorKind::Unavailable, refused);
+/// assert_eq!(err.kind(), StoreErrorKind::Unavailable);
+/// assert_eq!(err.to_string(), "idempotency store unavailable: refused");
+/// assert_eq!(StoreError::from_kind(StoreErrorKind::Full).to_string(), "idempotency store full");
+/// ```
 #[derive(Debug)]
 pub struct StoreError {
     kind: StoreErrorKind,

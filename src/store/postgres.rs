@@ -162,6 +162,18 @@ impl PostgresStore {
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(4);
 
     /// A store in the table [`DEFAULT_TABLE`](Self::DEFAULT_TABLE), on `pool`.
+    ///
+    /// ```no_run
+    /// use tower_webhook::store::PostgresStore;
+    /// use tower_webhook::store::postgres::sqlx::PgPool;
+    ///
+    /// # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPool::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+    /// let store = PostgresStore::new(pool);
+    /// store.create_table().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
@@ -221,6 +233,20 @@ impl PostgresStore {
     /// transaction of its own, and a wait for a lock there is not counted. The statement goes
     /// on waiting for its lock meanwhile, holding its connection; to have PostgreSQL cancel
     /// it, use [`connect`](Self::connect) or set `statement_timeout` on your pool.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_webhook::store::PostgresStore;
+    /// use tower_webhook::store::postgres::sqlx::postgres::PgPoolOptions;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPoolOptions::new().connect_lazy("postgres://postgres@127.0.0.1:5432/app")?;
+    /// // The layer waits 3 s for the store; a claim written later than 2 s is not written at all.
+    /// let store = PostgresStore::new(pool).with_statement_timeout(Duration::from_secs(2));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout.max(Duration::from_millis(1));
@@ -230,6 +256,19 @@ impl PostgresStore {
     /// Uses the table `name`, optionally schema-qualified (`schema.table`). Each part must be
     /// a plain identifier (letters, digits and `_`, not starting with a digit). The table part
     /// may have up to 40 characters, so that the index named after it fits PostgreSQL's limit.
+    ///
+    /// ```
+    /// use tower_webhook::store::PostgresStore;
+    /// use tower_webhook::store::postgres::sqlx::postgres::PgPoolOptions;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPoolOptions::new().connect_lazy("postgres://postgres@127.0.0.1:5432/app")?;
+    /// let store = PostgresStore::new(pool.clone()).with_table("webhooks.claims")?;
+    /// assert!(PostgresStore::new(pool).with_table("claims; DROP TABLE users").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_table(mut self, name: &str) -> Result<Self, InvalidTableName> {
         let (schema, table) = table_parts(name).ok_or_else(|| InvalidTableName {
             name: name.to_owned(),
@@ -241,6 +280,14 @@ impl PostgresStore {
 
     /// Creates the table and its index if they do not exist. Safe to call from every replica
     /// at start: an advisory lock makes concurrent calls wait for each other.
+    ///
+    /// ```no_run
+    /// # async fn doc(store: tower_webhook::store::PostgresStore) -> Result<(), tower_webhook::store::StoreError> {
+    /// // At start, from every replica: they wait for each other.
+    /// store.create_table().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn create_table(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tower-webhook:' || $1))")
@@ -260,6 +307,14 @@ impl PostgresStore {
     }
 
     /// Deletes expired rows, in batches, and returns how many it deleted.
+    ///
+    /// ```no_run
+    /// # async fn doc(store: tower_webhook::store::PostgresStore) -> Result<(), tower_webhook::store::StoreError> {
+    /// let deleted = store.cleanup().await?;
+    /// println!("deleted {deleted} expired claims");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn cleanup(&self) -> Result<u64, StoreError> {
         let mut deleted = 0;
         loop {
@@ -278,6 +333,14 @@ impl PostgresStore {
 
     /// Runs [`cleanup`](Self::cleanup) every `every` on the Tokio runtime, logging failures.
     /// It runs until the returned handle is aborted or the runtime shuts down.
+    ///
+    /// ```no_run
+    /// # async fn doc(store: tower_webhook::store::PostgresStore) {
+    /// let cleanup = store.spawn_cleanup(std::time::Duration::from_secs(3600));
+    /// // ... and at shutdown:
+    /// cleanup.abort();
+    /// # }
+    /// ```
     pub fn spawn_cleanup(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
@@ -298,6 +361,15 @@ impl PostgresStore {
     }
 
     /// The pool the store runs on.
+    ///
+    /// ```no_run
+    /// # async fn doc(store: tower_webhook::store::PostgresStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// let claims: i64 = tower_webhook::store::postgres::sqlx::query_scalar("SELECT count(*) FROM webhook_claims")
+    ///     .fetch_one(store.pool())
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -413,6 +485,19 @@ impl IdempotencyStore for PostgresStore {
 }
 
 /// A table name [`PostgresStore::with_table`] refused.
+///
+/// ```
+/// use tower_webhook::store::PostgresStore;
+/// use tower_webhook::store::postgres::sqlx::postgres::PgPoolOptions;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = PgPoolOptions::new().connect_lazy("postgres://postgres@127.0.0.1:5432/app")?;
+/// let err = PostgresStore::new(pool).with_table("1st-table").unwrap_err();
+/// assert!(err.to_string().starts_with("invalid table name"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidTableName {
     name: String,

@@ -81,6 +81,15 @@ impl RedisStore<ConnectionManager> {
     /// Commands time out after two seconds, and a lost connection is retried twice before a
     /// call fails. A call that fails answers 503 at once, and the sender retries. A long wait
     /// would only hold the sender's connection open.
+    ///
+    /// ```no_run
+    /// use tower_webhook::store::RedisStore;
+    ///
+    /// # async fn doc() -> Result<(), tower_webhook::store::StoreError> {
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = ::redis::Client::open(url).map_err(store_error)?;
         let config = ConnectionManagerConfig::new()
@@ -104,6 +113,18 @@ impl<C> RedisStore<C> {
     ///
     /// A connection without a response timeout waits as long as Redis does; the layer still
     /// answers `503` after its [store timeout](crate::VerifyWebhookLayer::with_store_timeout).
+    ///
+    /// ```no_run
+    /// use tower_webhook::store::RedisStore;
+    /// use tower_webhook::store::redis::redis::Client;
+    ///
+    /// # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A connection your app already has, from the same `redis` crate.
+    /// let connection = Client::open("redis://127.0.0.1:6379")?.get_multiplexed_async_connection().await?;
+    /// let store = RedisStore::new(connection);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(connection: C) -> Self {
         Self {
             connection,
@@ -120,6 +141,16 @@ impl<C> RedisStore<C> {
     /// separator). A `:` or `%` inside it is percent-escaped, so that no two prefixes can
     /// write the same key: `a` with the key `b:c` and `a:b` with the key `c` stay apart.
     /// Layers need no prefix of their own: their keys carry their names.
+    ///
+    /// ```no_run
+    /// use tower_webhook::store::RedisStore;
+    ///
+    /// # async fn doc() -> Result<(), tower_webhook::store::StoreError> {
+    /// // Keys like `billing:stripe:i:evt_1`.
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?.with_prefix("billing");
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_prefix(mut self, prefix: &str) -> Self {
         let segment = prefix.strip_suffix(':').unwrap_or(prefix);
