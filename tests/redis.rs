@@ -66,8 +66,8 @@ async fn prefixes_never_share_a_key() {
     };
     // Joined as plain text, "a:" with "b:c" and "a:b:" with "c" would both be "a:b:c".
     let run = format!("t{}", ClaimToken::random().as_str());
-    let outer = store.clone().with_prefix(&format!("{run}:"));
-    let inner = store.with_prefix(&format!("{run}:b:"));
+    let outer = store.clone().with_prefix(format!("{run}:"));
+    let inner = store.with_prefix(format!("{run}:b:"));
     assert!(matches!(
         outer.claim("b:c", Duration::from_secs(5)).await.unwrap(),
         Claim::Acquired(_)

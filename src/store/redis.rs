@@ -152,7 +152,8 @@ impl<C> RedisStore<C> {
     /// # }
     /// ```
     #[must_use]
-    pub fn with_prefix(mut self, prefix: &str) -> Self {
+    pub fn with_prefix(mut self, prefix: impl AsRef<str>) -> Self {
+        let prefix = prefix.as_ref();
         let segment = prefix.strip_suffix(':').unwrap_or(prefix);
         self.prefix = Arc::from(format!("{}:", escape_segment(segment)));
         self
