@@ -25,7 +25,7 @@ use crate::metrics::{self, Timer};
 use crate::reject::{Rejection, RejectionKind};
 use crate::runtime::{self, Deadline};
 use crate::stats::Outcome;
-use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreError};
+use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreCall, StoreError};
 
 /// The header that marks the answer to a copy of a delivery that was handled already.
 ///
@@ -200,7 +200,7 @@ impl Held {
         self,
         complete: bool,
         keep_for: std::time::Duration,
-    ) -> BoxFuture<Result<bool, StoreError>> {
+    ) -> StoreCall<Result<bool, StoreError>> {
         if complete {
             self.store.complete(self.key, self.token, keep_for)
         } else {
@@ -454,12 +454,21 @@ where
     let Some(held) = running.held else {
         return State::Finished { then: Some(then) };
     };
-    State::Settling {
-        settle: Some(held.settle(completing, config.dedup_window)),
-        deadline: Deadline::new(),
-        timer: Timer::start(),
-        then: Some(then),
-        completing,
+    let timer = Timer::start();
+    match held.settle(completing, config.dedup_window) {
+        StoreCall::Ready(result) => {
+            let call = if completing { "complete" } else { "release" };
+            metrics::store_call(config, call, timer, result.is_err());
+            settled(config, &result, completing);
+            State::Finished { then: Some(then) }
+        }
+        StoreCall::Pending(settle) => State::Settling {
+            settle: Some(settle),
+            deadline: Deadline::new(),
+            timer,
+            then: Some(then),
+            completing,
+        },
     }
 }
 
@@ -513,7 +522,9 @@ where
                 "the answer was abandoned before the handler finished (the sender hung up?)"
             );
             if let Some(held) = running.held {
-                finish_settle(config, span, held.settle(false, config.dedup_window), false);
+                if let StoreCall::Pending(release) = held.settle(false, config.dedup_window) {
+                    finish_settle(config, span, release, false);
+                }
             }
         }
         StateProj::Settling {
@@ -544,7 +555,7 @@ fn abandon_claim(
     };
     let release = async move {
         if let Ok(Claim::Acquired(token)) = claim.await {
-            match store.release(key, token).await {
+            match store.release(key, token).answer().await {
                 Ok(_) => tracing::debug!("a claim taken after it was abandoned was released"),
                 Err(err) => tracing::warn!(
                     error = %err,
@@ -581,6 +592,9 @@ fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The key a delivery is claimed under.
+type Key = Arc<str>;
+
 /// Verifies the collected delivery and finds its id: the request for the inner service, with
 /// the [`Event`] in its extensions, and the key to claim.
 fn identify(
@@ -588,7 +602,7 @@ fn identify(
     span: &Span,
     mut parts: Parts,
     body: Bytes,
-) -> Result<(Request<Full<Bytes>>, Arc<str>), Rejection> {
+) -> Result<(Request<Full<Bytes>>, Option<Key>), Rejection> {
     let verified = config
         .scheme
         .verify(&parts.headers, &body, config.clock.now())
@@ -602,10 +616,11 @@ fn identify(
                 NoId::NotJson => RejectionKind::BodyNotJson,
             })
         })?;
-    let key = match &config.store {
-        Some(_) => IdSource::dedup_key(&config.namespace(), &identified, &body),
-        None => Arc::from(""),
-    };
+    // Made only where there is a store to claim it in.
+    let key = config
+        .store
+        .as_ref()
+        .map(|_| IdSource::dedup_key(&config.namespace(), &identified, &body));
     let id: Arc<str> = identified.id.into();
     span.record("id", &*id);
     parts.extensions.insert(Event::new(
@@ -624,19 +639,26 @@ fn start<S, B, R>(
     span: &Span,
     request: Request<Full<Bytes>>,
     inner: S,
-    key: Arc<str>,
+    key: Option<Arc<str>>,
 ) -> State<S, B>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<R>>,
 {
-    match &config.store {
-        Some(store) => State::Claiming {
-            claim: Some(Arc::clone(store).claim(Arc::clone(&key), config.lease)),
+    let (Some(store), Some(key)) = (&config.store, key) else {
+        return call_inner(config, span, inner, request, None);
+    };
+    let timer = Timer::start();
+    match Arc::clone(store).claim(Arc::clone(&key), config.lease) {
+        StoreCall::Ready(claimed) => {
+            metrics::store_call(config, "claim", timer, claimed.is_err());
+            after_claim(config, span, claimed, (request, inner, key))
+        }
+        StoreCall::Pending(claim) => State::Claiming {
+            claim: Some(claim),
             deadline: Deadline::new(),
-            timer: Timer::start(),
+            timer,
             call: Some((request, inner, key)),
         },
-        None => call_inner(config, span, inner, request, None),
     }
 }
 

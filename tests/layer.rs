@@ -730,8 +730,11 @@ async fn a_handler_panic_releases_the_claim_and_goes_on_panicking() {
     assert_eq!(layer.stats().snapshot().handler_failures, 1);
 }
 
+/// A future dropped mid-handler (the client went away) releases its claim as it is dropped:
+/// with a store that answers at once, before the next copy arrives, and never as late as the
+/// lease.
 #[tokio::test]
-async fn a_claim_left_by_a_dropped_future_expires_with_its_lease() {
+async fn a_claim_left_by_a_dropped_future_is_released() {
     let clock = ManualClock::starting_now();
     let store = MemoryStore::new().with_clock(clock.clone());
     let layer = VerifyWebhookLayer::new(scheme())
@@ -747,13 +750,11 @@ async fn a_claim_left_by_a_dropped_future_expires_with_its_lease() {
         .await
         .is_err());
 
-    let (status, headers, _) = send(&layer, &calls, signed("msg_gone", BODY)).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(headers[RETRY_AFTER], "5");
-    clock.advance(Duration::from_secs(31));
+    // The clock has not moved: only the release lets this copy in.
     let (status, _, _) = send(&layer, &calls, signed("msg_gone", BODY)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(calls.get(), 1);
+    assert_eq!(layer.stats().snapshot().abandoned, 1);
 }
 
 #[tokio::test]

@@ -100,7 +100,10 @@ async fn store_full_of_claims_in_flight_refuses_new_ones() {
 
 async fn expired_entries_are_dropped_as_claims_come_in() {
     let clock = ManualClock::starting_now();
-    let store = MemoryStore::new().with_clock(clock.clone());
+    // Up to 4 096 entries the store is one shard: one claim sweeps it all.
+    let store = MemoryStore::new()
+        .with_max_entries(4096)
+        .with_clock(clock.clone());
     for i in 0..1000 {
         store.claim(&format!("k{i}"), LEASE).await.unwrap();
     }
@@ -108,6 +111,22 @@ async fn expired_entries_are_dropped_as_claims_come_in() {
     clock.advance(LEASE * 2);
     store.claim("fresh", LEASE).await.unwrap();
     assert_eq!(store.len(), 1);
+}
+
+/// A sharded store (the default bound) drops a shard's expired entries as claims come into
+/// that shard: after the window, a stream of new claims leaves none of the old ones.
+async fn a_sharded_store_drops_expired_entries_shard_by_shard() {
+    let clock = ManualClock::starting_now();
+    let store = MemoryStore::new().with_clock(clock.clone());
+    for i in 0..1000 {
+        store.claim(&format!("old{i}"), LEASE).await.unwrap();
+    }
+    clock.advance(LEASE * 2);
+    for i in 0..1000 {
+        store.claim(&format!("new{i}"), LEASE).await.unwrap();
+    }
+    // 1 000 claims spread over 16 shards reach every one of them.
+    assert_eq!(store.len(), 1000);
 }
 
 fn main() -> std::process::ExitCode {
@@ -125,6 +144,10 @@ fn main() -> std::process::ExitCode {
         common::trial(
             "store_full_of_claims_in_flight_refuses_new_ones",
             store_full_of_claims_in_flight_refuses_new_ones,
+        ),
+        common::trial(
+            "a_sharded_store_drops_expired_entries_shard_by_shard",
+            a_sharded_store_drops_expired_entries_shard_by_shard,
         ),
         common::trial(
             "expired_entries_are_dropped_as_claims_come_in",

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
-    check_timestamp, header_str, InvalidSecret, InvalidSecretKind, SignError, SignErrorKind,
+    check_timestamp, header_value, InvalidSecret, InvalidSecretKind, SignError, SignErrorKind,
     Verified, VerifyError, VerifyErrorKind,
 };
 use crate::json;
@@ -131,16 +131,28 @@ impl Header {
         }
     }
 
-    /// The name this request uses: the fallback only where the main name is absent. Errors
-    /// about a header missing under both names name the main one.
-    fn pick(&self, headers: &HeaderMap) -> &HeaderName {
+    /// The header's one value as text, and the name it came under: the fallback only where
+    /// the main name is absent. One lookup per name. A header missing under both names is
+    /// reported under the main one.
+    fn read<'h>(
+        &'h self,
+        headers: &'h HeaderMap,
+    ) -> Result<(&'h HeaderName, &'h str), VerifyError> {
+        self.read_optional(headers)?
+            .ok_or_else(|| VerifyError::missing_header(self.name.clone()))
+    }
+
+    /// As [`read`](Self::read), with a header absent under both names `None`.
+    fn read_optional<'h>(
+        &'h self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<(&'h HeaderName, &'h str)>, VerifyError> {
+        if let Some(text) = header_value(headers, &self.name)? {
+            return Ok(Some((&self.name, text)));
+        }
         match &self.fallback {
-            Some(fallback)
-                if !headers.contains_key(&self.name) && headers.contains_key(fallback) =>
-            {
-                fallback
-            }
-            _ => &self.name,
+            Some(fallback) => Ok(header_value(headers, fallback)?.map(|text| (fallback, text))),
+            None => Ok(None),
         }
     }
 }
@@ -218,9 +230,38 @@ pub(crate) struct Engine {
 }
 
 /// A signature found in the header, decoded.
+#[derive(Clone, Copy)]
 struct Candidate {
     alg: Alg,
     bytes: [u8; 64],
+}
+
+/// The candidates of one header: the first few in place, so that the usual header (one to
+/// three signatures) costs no allocation.
+#[derive(Default)]
+struct Candidates {
+    inline: [Option<Candidate>; 4],
+    more: Vec<Candidate>,
+}
+
+impl Candidates {
+    fn extend(&mut self, candidate: Option<Candidate>) {
+        let Some(candidate) = candidate else {
+            return;
+        };
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(candidate),
+            None => self.more.push(candidate),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inline[0].is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Candidate> {
+        self.inline.iter().flatten().chain(&self.more)
+    }
 }
 
 impl Engine {
@@ -239,25 +280,21 @@ impl Engine {
     ) -> Result<Verified, VerifyError> {
         let signed_id = if self.template.contains(&Part::Id) {
             match &self.id {
-                Some(IdFrom::Header(header)) => Some(header_str(headers, header.pick(headers))?),
+                Some(IdFrom::Header(header)) => Some(header.read(headers)?.1),
                 _ => None,
             }
         } else {
             None
         };
         let timestamp_header = match &self.timestamp {
-            Some(TimestampFrom::Header(header)) => {
-                let name = header.pick(headers);
-                Some((name, header_str(headers, name)?))
-            }
+            Some(TimestampFrom::Header(header)) => Some(header.read(headers)?),
             _ => None,
         };
-        let signature_name = self.signature.pick(headers);
-        let signature_text = header_str(headers, signature_name)?;
+        let (signature_name, signature_text) = self.signature.read(headers)?;
         if !signature_text.is_ascii() {
             return Err(VerifyError::invalid_header(signature_name.clone()));
         }
-        let mut candidates = Vec::new();
+        let mut candidates = Candidates::default();
         let listed_timestamp = self.parse(signature_text, signature_name, &mut candidates)?;
         let (timestamp_text, timestamp_name) = match (&self.timestamp, timestamp_header) {
             (Some(TimestampFrom::SignatureHeader), _) => {
@@ -296,11 +333,11 @@ impl Engine {
         if let Some(IdFrom::Header(header)) = &self.id {
             verified.id = match signed_id {
                 Some(id) => Some(id.to_owned()),
-                None => optional_header(headers, header.pick(headers))?,
+                None => header.read_optional(headers)?.map(|(_, id)| id.to_owned()),
             };
         }
         if let Some(name) = &self.event_type {
-            verified.event_type = optional_header(headers, name)?;
+            verified.event_type = header_value(headers, name)?.map(str::to_owned);
         }
         Ok(verified)
     }
@@ -312,7 +349,7 @@ impl Engine {
         &self,
         text: &'h str,
         name: &HeaderName,
-        candidates: &mut Vec<Candidate>,
+        candidates: &mut Candidates,
     ) -> Result<Option<&'h str>, VerifyError> {
         match &self.format {
             Format::Single { prefix } => {
@@ -503,7 +540,7 @@ impl Signed<'_> {
     /// comparison is constant-time. Ed25519 checks draw on `ed25519_budget`, shared by every
     /// key of the delivery; none is made once it is spent.
     #[cfg_attr(not(feature = "ed25519"), allow(clippy::unused_self))]
-    fn matches(&self, key: &Key, candidates: &[Candidate], ed25519_budget: &mut usize) -> bool {
+    fn matches(&self, key: &Key, candidates: &Candidates, ed25519_budget: &mut usize) -> bool {
         let mut ours = candidates.iter().filter(|c| c.alg == key.alg()).peekable();
         if ours.peek().is_none() {
             return false;
@@ -560,15 +597,6 @@ fn strict_r(signature: &[u8; 64]) -> bool {
     // A verifying key is a decompressed point, and a weak one is of small order: the same
     // two checks, without another dependency.
     ed25519_dalek::VerifyingKey::from_bytes(&r).is_ok_and(|point| !point.is_weak())
-}
-
-/// An optional header's one value as text: absent is `None`; sent twice, or not UTF-8, is an
-/// error.
-fn optional_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, VerifyError> {
-    if !headers.contains_key(name) {
-        return Ok(None);
-    }
-    header_str(headers, name).map(|text| Some(text.to_owned()))
 }
 
 fn json_field(body: &[u8], field: &str) -> Option<String> {

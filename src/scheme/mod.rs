@@ -399,19 +399,20 @@ impl fmt::Display for InvalidSecret {
 
 impl Error for InvalidSecret {}
 
-/// The one value of `name` as text, or the error a scheme reports for it.
+/// The one value of `name` as text, `None` where it is absent, or the error a scheme reports
+/// for it; one lookup.
 ///
 /// Header values may hold any byte but control characters; a value that is not UTF-8 is
 /// malformed for every scheme here. An empty value counts as missing. A header sent twice is
 /// refused: which of the two was signed cannot be told.
-pub(crate) fn header_str<'h>(
+pub(crate) fn header_value<'h>(
     headers: &'h HeaderMap,
     name: &HeaderName,
-) -> Result<&'h str, VerifyError> {
+) -> Result<Option<&'h str>, VerifyError> {
     let mut values = headers.get_all(name).into_iter();
-    let value = values
-        .next()
-        .ok_or_else(|| VerifyError::missing_header(name.clone()))?;
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(VerifyError::invalid_header(name.clone()).with_detail("sent more than once"));
     }
@@ -420,7 +421,7 @@ pub(crate) fn header_str<'h>(
     if text.trim().is_empty() {
         return Err(VerifyError::missing_header(name.clone()));
     }
-    Ok(text)
+    Ok(Some(text))
 }
 
 /// Parses a Unix timestamp in seconds and checks it lies within `tolerance` of `now`.

@@ -1,6 +1,8 @@
 //! The in-memory store, for a service that runs as one process.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +22,12 @@ use crate::clock::{unix_millis, Clock, SystemClock};
 /// closest to their expiry to make room. Entries in flight are never forgotten; a claim that
 /// finds the store full of them fails, and the layer answers 503 so the sender retries. A key
 /// longer than 512 bytes is kept as its SHA-256, so no key can take more than that.
+///
+/// Every call costs the same whether the store is empty or full: completed entries and claims
+/// in flight are indexed apart by expiry, so making room is one step. A store of more than
+/// 4 096 entries is split into up to 16 shards, each with its own lock and its share of the
+/// bounds, so that threads claiming different deliveries do not wait for each other; a key's
+/// shard is chosen by a keyed hash, which a sender cannot aim at.
 ///
 /// ```
 /// use std::time::Duration;
@@ -41,27 +49,43 @@ use crate::clock::{unix_millis, Clock, SystemClock};
 /// ```
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
-    entries: Arc<Mutex<Entries>>,
+    shards: Arc<[Mutex<Entries>]>,
+    /// Picks a key's shard.
+    hasher: RandomState,
     clock: Arc<dyn Clock>,
     max_entries: usize,
     max_bytes: usize,
 }
 
+/// One shard: its entries, and two indexes of them in order of expiry.
 #[derive(Debug, Default)]
 struct Entries {
     by_key: HashMap<Arc<[u8]>, Entry>,
-    /// (expiry in ms, sequence number, key): the entries in order of expiry, so expired ones
-    /// are found from the front without a scan.
-    by_expiry: BTreeSet<(u64, u64, Arc<[u8]>)>,
+    /// (expiry in ms, sequence number, key) of the claims in flight, so expired ones are
+    /// found from the front without a scan.
+    in_flight: BTreeSet<(u64, u64, Arc<[u8]>)>,
+    /// The same for completed entries: the first is the one to forget to make room, without
+    /// walking past the claims in flight.
+    completed: BTreeSet<(u64, u64, Arc<[u8]>)>,
     next_seq: u64,
     /// What the entries take, as [`entry_bytes`] counts it.
     bytes: usize,
 }
 
+/// Stores of up to this many entries have one shard, and so bounds that hold exactly.
+const ENTRIES_PER_SHARD: usize = 4096;
+const MAX_SHARDS: usize = 16;
+
 /// What one entry takes: its key, and an estimate of the rest (the map slot, the expiry index
 /// node, the shared key's header, a claim's token).
 fn entry_bytes(key: &[u8]) -> usize {
     key.len() + 160
+}
+
+fn lock(shard: &Mutex<Entries>) -> MutexGuard<'_, Entries> {
+    // Nothing panics while the lock is held, and the maps stay consistent between statements,
+    // so a poisoned lock is still sound to use.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Debug)]
@@ -95,15 +119,23 @@ impl MemoryStore {
     /// assert!(store.is_empty());
     /// ```
     pub fn new() -> Self {
+        Self::bounded(Self::DEFAULT_MAX_ENTRIES, Self::DEFAULT_MAX_BYTES)
+    }
+
+    /// An empty store with these bounds, split into shards for them.
+    fn bounded(max_entries: usize, max_bytes: usize) -> Self {
+        let shards = (max_entries / ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
         Self {
-            entries: Arc::default(),
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
             clock: Arc::new(SystemClock),
-            max_entries: Self::DEFAULT_MAX_ENTRIES,
-            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_entries,
+            max_bytes: max_bytes.max(shards * entry_bytes(&[0; super::MAX_STORED_KEY])),
         }
     }
 
-    /// Sets the bound on live entries (at least one).
+    /// Sets the bound on live entries (at least one). Set the bounds before the store is used:
+    /// they make a new, empty store.
     ///
     /// ```
     /// use tower_webhook::store::MemoryStore;
@@ -111,9 +143,11 @@ impl MemoryStore {
     /// let store = MemoryStore::new().with_max_entries(1_000_000);
     /// ```
     #[must_use]
-    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
-        self.max_entries = max_entries.max(1);
-        self
+    pub fn with_max_entries(self, max_entries: usize) -> Self {
+        Self {
+            clock: self.clock,
+            ..Self::bounded(max_entries.max(1), self.max_bytes)
+        }
     }
 
     /// Sets the bound on the memory the entries take, in bytes: their keys and about 160
@@ -125,9 +159,11 @@ impl MemoryStore {
     /// let store = MemoryStore::new().with_max_entries(1_000_000).with_max_bytes(256 * 1024 * 1024);
     /// ```
     #[must_use]
-    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
-        self.max_bytes = max_bytes.max(entry_bytes(&[0; super::MAX_STORED_KEY]));
-        self
+    pub fn with_max_bytes(self, max_bytes: usize) -> Self {
+        Self {
+            clock: self.clock,
+            ..Self::bounded(self.max_entries, max_bytes)
+        }
     }
 
     /// The memory the entries take, as [`with_max_bytes`](Self::with_max_bytes) counts it.
@@ -144,7 +180,7 @@ impl MemoryStore {
     /// # }).unwrap();
     /// ```
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.shards.iter().map(|shard| lock(shard).bytes).sum()
     }
 
     /// Reads the time from `clock` instead of the system clock, so tests of leases and of the
@@ -185,7 +221,10 @@ impl MemoryStore {
     /// # }).unwrap();
     /// ```
     pub fn len(&self) -> usize {
-        self.lock().by_key.len()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).by_key.len())
+            .sum()
     }
 
     /// Whether the store holds no entry.
@@ -193,20 +232,32 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, Entries> {
-        // Nothing panics while the lock is held, and the maps stay consistent between
-        // statements, so a poisoned lock is still sound to use.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The shard of `key`, locked, with its share of the bounds.
+    fn shard(&self, key: &[u8]) -> (MutexGuard<'_, Entries>, usize, usize) {
+        let n = self.shards.len();
+        let at = if n == 1 {
+            0
+        } else {
+            // The modulo of a keyed 64-bit hash: the shards are at most 16.
+            usize::try_from(self.hasher.hash_one(key) % n as u64).unwrap_or(0)
+        };
+        (
+            lock(&self.shards[at]),
+            self.max_entries.div_ceil(n),
+            self.max_bytes / n,
+        )
     }
 
     fn now(&self) -> u64 {
         unix_millis(self.clock.now())
     }
 
-    fn claim_now(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+    fn claim_at_once(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         let key = stored_key(key);
         let now = self.now();
-        let mut entries = self.lock();
+        // Made before the lock: nothing of it needs the lock.
+        let token = ClaimToken::random();
+        let (mut entries, max_entries, max_bytes) = self.shard(&key);
         entries.drop_expired(now);
         if let Some(entry) = entries.by_key.get(&*key) {
             return Ok(match entry.state {
@@ -215,14 +266,12 @@ impl MemoryStore {
             });
         }
         let size = entry_bytes(&key);
-        while entries.by_key.len() >= self.max_entries
-            || entries.bytes.saturating_add(size) > self.max_bytes
+        while entries.by_key.len() >= max_entries || entries.bytes.saturating_add(size) > max_bytes
         {
             if !entries.forget_one_completed() {
                 return Err(StoreError::from_kind(StoreErrorKind::Full));
             }
         }
-        let token = ClaimToken::random();
         entries.insert(
             Arc::from(key.as_ref()),
             State::InFlight(token.clone()),
@@ -236,7 +285,7 @@ impl MemoryStore {
     fn settle(&self, key: &str, token: &ClaimToken, keep_for: Option<Duration>) -> bool {
         let key = stored_key(key);
         let now = self.now();
-        let mut entries = self.lock();
+        let (mut entries, _, _) = self.shard(&key);
         let held = matches!(
             entries.by_key.get(&*key),
             Some(Entry { state: State::InFlight(held), expires_at, .. })
@@ -270,7 +319,8 @@ impl Entries {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += entry_bytes(&key);
-        self.by_expiry.insert((expires_at, seq, Arc::clone(&key)));
+        self.index(&state)
+            .insert((expires_at, seq, Arc::clone(&key)));
         self.by_key.insert(
             key,
             Entry {
@@ -281,37 +331,57 @@ impl Entries {
         );
     }
 
+    /// The expiry index an entry in `state` belongs to.
+    fn index(&mut self, state: &State) -> &mut BTreeSet<(u64, u64, Arc<[u8]>)> {
+        match state {
+            State::InFlight(_) => &mut self.in_flight,
+            State::Completed => &mut self.completed,
+        }
+    }
+
     fn remove(&mut self, key: &[u8]) -> Option<(Arc<[u8]>, Entry)> {
         let (key, entry) = self.by_key.remove_entry(key)?;
         self.bytes -= entry_bytes(&key);
-        self.by_expiry
-            .remove(&(entry.expires_at, entry.seq, Arc::clone(&key)));
+        let position = (entry.expires_at, entry.seq, Arc::clone(&key));
+        self.index(&entry.state).remove(&position);
         Some((key, entry))
     }
 
     fn drop_expired(&mut self, now: u64) {
-        while let Some((expires_at, _, key)) = self.by_expiry.first() {
-            if *expires_at > now {
-                break;
+        for completed in [false, true] {
+            loop {
+                let index = if completed {
+                    &self.completed
+                } else {
+                    &self.in_flight
+                };
+                let Some((expires_at, _, key)) = index.first() else {
+                    break;
+                };
+                if *expires_at > now {
+                    break;
+                }
+                let key = Arc::clone(key);
+                self.remove(&key);
             }
-            let key = Arc::clone(key);
-            self.remove(&key);
         }
     }
 
-    /// Forgets the completed entry that would expire first. In-flight entries are kept: one
-    /// forgotten would let a second copy of a delivery run while the first still runs.
+    /// Forgets the completed entry that would expire first: the first of its index. In-flight
+    /// entries are kept: one forgotten would let a second copy of a delivery run while the
+    /// first still runs.
     fn forget_one_completed(&mut self) -> bool {
-        let victim = self.by_expiry.iter().find_map(|(_, _, key)| {
-            matches!(self.by_key.get(key)?.state, State::Completed).then(|| Arc::clone(key))
-        });
-        victim.is_some_and(|key| self.remove(&key).is_some())
+        let Some((_, _, key)) = self.completed.first() else {
+            return false;
+        };
+        let key = Arc::clone(key);
+        self.remove(&key).is_some()
     }
 }
 
 impl IdempotencyStore for MemoryStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
-        self.claim_now(key, lease)
+        self.claim_at_once(key, lease)
     }
 
     async fn complete(
@@ -325,5 +395,23 @@ impl IdempotencyStore for MemoryStore {
 
     async fn release(&self, key: &str, token: &ClaimToken) -> Result<bool, StoreError> {
         Ok(self.settle(key, token, None))
+    }
+
+    // Every answer is at hand: the layer needs no future for this store.
+    fn claim_now(&self, key: &str, lease: Duration) -> Option<Result<Claim, StoreError>> {
+        Some(self.claim_at_once(key, lease))
+    }
+
+    fn complete_now(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        keep_for: Duration,
+    ) -> Option<Result<bool, StoreError>> {
+        Some(Ok(self.settle(key, token, Some(keep_for))))
+    }
+
+    fn release_now(&self, key: &str, token: &ClaimToken) -> Option<Result<bool, StoreError>> {
+        Some(Ok(self.settle(key, token, None)))
     }
 }

@@ -26,7 +26,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the layer records claims on delivery ids.
@@ -113,6 +113,35 @@ pub trait IdempotencyStore: fmt::Debug + Send + Sync + 'static {
         key: &str,
         token: &ClaimToken,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The answer to [`claim`](Self::claim), where the store has it at once without waiting
+    /// (a store in this process's memory); `None`, the default, to be asked through `claim`.
+    ///
+    /// The layer asks here first: an answer spares it a boxed future for the call. A store
+    /// that answers here must answer the same as `claim` would.
+    fn claim_now(&self, key: &str, lease: Duration) -> Option<Result<Claim, StoreError>> {
+        let _ = (key, lease);
+        None
+    }
+
+    /// The answer to [`complete`](Self::complete) at once, as for
+    /// [`claim_now`](Self::claim_now).
+    fn complete_now(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        keep_for: Duration,
+    ) -> Option<Result<bool, StoreError>> {
+        let _ = (key, token, keep_for);
+        None
+    }
+
+    /// The answer to [`release`](Self::release) at once, as for
+    /// [`claim_now`](Self::claim_now).
+    fn release_now(&self, key: &str, token: &ClaimToken) -> Option<Result<bool, StoreError>> {
+        let _ = (key, token);
+        None
+    }
 }
 
 /// The answer to [`IdempotencyStore::claim`].
@@ -153,31 +182,58 @@ pub enum Claim {
 /// assert_eq!(format!("{token:?}"), "ClaimToken(..)"); // never shown
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ClaimToken(Box<str>);
+pub struct ClaimToken([u8; 32]);
 
 impl ClaimToken {
-    /// A new token: 128 random bits as 32 hex digits.
+    /// A new token: 128 bits as 32 hex digits, never the same twice in a process, and apart
+    /// from every other process's (each draws a random seed once).
+    ///
+    /// Tokens must be unique, not secret: no one but the layer holds one. So a claim costs no
+    /// system call and no allocation: the seed comes from the operating system once, and each
+    /// token mixes it with a counter through a bijection.
     pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
-        if getrandom::fill(&mut bytes).is_err() {
-            // Tokens must be unique, not secret: without the OS generator, time, process id
-            // and a counter still tell claimers apart.
-            static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let unique = (nanos << 32)
-                ^ u128::from(std::process::id()) << 96
-                ^ u128::from(COUNTER.fetch_add(1, Ordering::Relaxed));
-            bytes = unique.to_be_bytes();
-        }
-        Self(hex::encode(bytes).into_boxed_str())
+        static SEED: OnceLock<[u64; 2]> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let [high, low] = *SEED.get_or_init(seed);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut bits = [0u8; 16];
+        bits[..8].copy_from_slice(&high.to_be_bytes());
+        // splitmix64 is a bijection: distinct counters give distinct tokens.
+        bits[8..].copy_from_slice(&splitmix64(low ^ n).to_be_bytes());
+        let mut text = [0u8; 32];
+        // 16 bytes always fit 32 hex digits.
+        let _ = hex::encode_to_slice(bits, &mut text);
+        Self(text)
     }
 
     /// The token as text, for stores that persist it.
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
+}
+
+/// The process's seed: from the operating system, or, where it has no generator, from the
+/// time and the process id, which still tell processes apart.
+fn seed() -> [u64; 2] {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos ^ (u128::from(std::process::id()) << 96)).to_be_bytes();
+    }
+    let (high, low) = bytes.split_at(8);
+    [
+        u64::from_be_bytes(high.try_into().unwrap_or_default()),
+        u64::from_be_bytes(low.try_into().unwrap_or_default()),
+    ]
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl fmt::Debug for ClaimToken {
@@ -284,25 +340,41 @@ pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// A store call as the layer makes it: answered at once, or a future to wait on.
+pub(crate) enum StoreCall<T> {
+    Ready(T),
+    Pending(BoxFuture<T>),
+}
+
+impl<T> StoreCall<T> {
+    /// The answer, waiting for it if need be.
+    pub(crate) async fn answer(self) -> T {
+        match self {
+            StoreCall::Ready(answer) => answer,
+            StoreCall::Pending(future) => future.await,
+        }
+    }
+}
+
 /// [`IdempotencyStore`] made object-safe, with owned arguments so the futures can live in the
-/// layer's response future.
+/// layer's response future. Each call takes the store's answer at once where it has one.
 pub(crate) trait DynStore: fmt::Debug + Send + Sync {
     fn claim(
         self: Arc<Self>,
         key: Arc<str>,
         lease: Duration,
-    ) -> BoxFuture<Result<Claim, StoreError>>;
+    ) -> StoreCall<Result<Claim, StoreError>>;
     fn complete(
         self: Arc<Self>,
         key: Arc<str>,
         token: ClaimToken,
         keep_for: Duration,
-    ) -> BoxFuture<Result<bool, StoreError>>;
+    ) -> StoreCall<Result<bool, StoreError>>;
     fn release(
         self: Arc<Self>,
         key: Arc<str>,
         token: ClaimToken,
-    ) -> BoxFuture<Result<bool, StoreError>>;
+    ) -> StoreCall<Result<bool, StoreError>>;
 }
 
 impl<T: IdempotencyStore> DynStore for T {
@@ -310,8 +382,13 @@ impl<T: IdempotencyStore> DynStore for T {
         self: Arc<Self>,
         key: Arc<str>,
         lease: Duration,
-    ) -> BoxFuture<Result<Claim, StoreError>> {
-        Box::pin(async move { IdempotencyStore::claim(&*self, &key, lease).await })
+    ) -> StoreCall<Result<Claim, StoreError>> {
+        match self.claim_now(&key, lease) {
+            Some(answer) => StoreCall::Ready(answer),
+            None => StoreCall::Pending(Box::pin(async move {
+                IdempotencyStore::claim(&*self, &key, lease).await
+            })),
+        }
     }
 
     fn complete(
@@ -319,16 +396,26 @@ impl<T: IdempotencyStore> DynStore for T {
         key: Arc<str>,
         token: ClaimToken,
         keep_for: Duration,
-    ) -> BoxFuture<Result<bool, StoreError>> {
-        Box::pin(async move { IdempotencyStore::complete(&*self, &key, &token, keep_for).await })
+    ) -> StoreCall<Result<bool, StoreError>> {
+        match self.complete_now(&key, &token, keep_for) {
+            Some(answer) => StoreCall::Ready(answer),
+            None => StoreCall::Pending(Box::pin(async move {
+                IdempotencyStore::complete(&*self, &key, &token, keep_for).await
+            })),
+        }
     }
 
     fn release(
         self: Arc<Self>,
         key: Arc<str>,
         token: ClaimToken,
-    ) -> BoxFuture<Result<bool, StoreError>> {
-        Box::pin(async move { IdempotencyStore::release(&*self, &key, &token).await })
+    ) -> StoreCall<Result<bool, StoreError>> {
+        match self.release_now(&key, &token) {
+            Some(answer) => StoreCall::Ready(answer),
+            None => StoreCall::Pending(Box::pin(async move {
+                IdempotencyStore::release(&*self, &key, &token).await
+            })),
+        }
     }
 }
 
