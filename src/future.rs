@@ -291,19 +291,15 @@ where
                     call,
                 } => {
                     let pending = claim.as_mut().expect("polled after completion");
-                    let claimed = match pending.as_mut().poll(cx) {
-                        Poll::Ready(claimed) => claimed,
-                        Poll::Pending if !deadline.poll_expired(config.store_timeout, cx) => {
-                            return Poll::Pending;
-                        }
-                        Poll::Pending => {
-                            metrics::store_call(config, "claim", *timer, true);
-                            claim_timed_out(config, this.span, claim.take(), call.take());
-                            this.state.set(State::refused(Rejection::new(
-                                RejectionKind::StoreUnavailable,
-                            )));
-                            continue;
-                        }
+                    let Some(claimed) =
+                        ready!(deadline.poll_call(pending, config.store_timeout, cx))
+                    else {
+                        metrics::store_call(config, "claim", *timer, true);
+                        claim_timed_out(config, this.span, claim.take(), call.take());
+                        this.state.set(State::refused(Rejection::new(
+                            RejectionKind::StoreUnavailable,
+                        )));
+                        continue;
                     };
                     metrics::store_call(config, "claim", *timer, claimed.is_err());
                     let call = call.take().expect("polled after completion");
@@ -328,13 +324,7 @@ where
                     completing,
                 } => {
                     let pending = settle.as_mut().expect("polled after completion");
-                    let result = match pending.as_mut().poll(cx) {
-                        Poll::Ready(result) => Some(result),
-                        Poll::Pending if !deadline.poll_expired(config.store_timeout, cx) => {
-                            return Poll::Pending;
-                        }
-                        Poll::Pending => None,
-                    };
+                    let result = ready!(deadline.poll_call(pending, config.store_timeout, cx));
                     settle_done(config, this.span, settle, *timer, *completing, result);
                     let then = then.take();
                     this.state.set(State::Finished { then });

@@ -46,12 +46,26 @@ impl Deadline {
         }
     }
 
-    /// Whether `after` has passed since the first call; registers the waker to be told.
-    pub(crate) fn poll_expired(
+    /// Polls `call` under this deadline: its answer, `None` once `after` has passed since the
+    /// first poll without one, or pending.
+    pub(crate) fn poll_call<F: Future + Unpin>(
         self: Pin<&mut Self>,
+        call: &mut F,
         after: Duration,
         cx: &mut Context<'_>,
-    ) -> bool {
+    ) -> Poll<Option<F::Output>> {
+        if let Poll::Ready(answer) = Pin::new(call).poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        if self.poll_expired(after, cx) {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether `after` has passed since the first call; registers the waker to be told.
+    fn poll_expired(self: Pin<&mut Self>, after: Duration, cx: &mut Context<'_>) -> bool {
         let mut this = self.project();
         if !*this.armed {
             *this.armed = true;
@@ -76,17 +90,9 @@ where
     handle.spawn(async move {
         let mut future = std::pin::pin!(future);
         let mut deadline = std::pin::pin!(Deadline::new());
-        let finished = std::future::poll_fn(|cx| {
-            if future.as_mut().poll(cx).is_ready() {
-                Poll::Ready(true)
-            } else if deadline.as_mut().poll_expired(limit, cx) {
-                Poll::Ready(false)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        if !finished {
+        let finished =
+            std::future::poll_fn(|cx| deadline.as_mut().poll_call(&mut future, limit, cx)).await;
+        if finished.is_none() {
             tracing::warn!("an abandoned webhook store call did not finish within its lease");
         }
     });

@@ -341,17 +341,8 @@ async fn a_locked_table_answers_503_in_time_and_the_retry_runs_at_once() {
         "msg_locked_{}",
         tower_webhook::store::ClaimToken::random().as_str()
     );
-    // The lock is held until the answer is in: no timing decides this.
-    let response = tokio::time::timeout(
-        Duration::from_secs(30),
-        service.clone().oneshot(common::signed(&id, "{}")),
-    )
-    .await
-    .expect("answered while the table was locked")
-    .unwrap();
-    assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
-    assert_eq!(runs.runs(&id), 0);
+    // The lock is held until the answer is in.
+    common::answers_503_while_the_store_stalls(service.clone(), &id, &runs).await;
 
     locked.unlock().await;
     let response = service.oneshot(common::signed(&id, "{}")).await.unwrap();

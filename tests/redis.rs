@@ -155,16 +155,7 @@ async fn a_stalled_redis_on_a_users_connection_answers_503_in_time() {
     let id = format!("msg_stall_{}", ClaimToken::random().as_str());
 
     proxy.down(common::proxy::Fault::Stall);
-    let response = tokio::time::timeout(
-        Duration::from_secs(30),
-        service.clone().oneshot(common::signed(&id, "{}")),
-    )
-    .await
-    .expect("the layer answered while Redis was stalled")
-    .unwrap();
-    assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
-    assert_eq!(runs.runs(&id), 0);
+    common::answers_503_while_the_store_stalls(service.clone(), &id, &runs).await;
 
     proxy.up().await;
     // The stalled claim reaches Redis now and is released behind it; the lease (60 s) is far

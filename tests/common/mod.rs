@@ -663,3 +663,21 @@ pub async fn huge_durations_still_dedupe<S: IdempotencyStore + Clone>(store: S) 
     assert_eq!(calls.get(), 1);
     assert_eq!(stats.snapshot().completion_failures, 0);
 }
+
+/// Sends a delivery of `id` through `service` while its store is stalled: it must be answered
+/// 503 with `Retry-After` while the stall lasts (the caller ends it only afterwards, so no
+/// timing decides this; 30 s is only a guard against a hang), and the handler must not run.
+pub async fn answers_503_while_the_store_stalls<S, B>(service: S, id: &str, runs: &PerId)
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    let response = tokio::time::timeout(Duration::from_secs(30), service.oneshot(signed(id, "{}")))
+        .await
+        .expect("answered while the store was stalled")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+    assert_eq!(runs.runs(id), 0);
+}
