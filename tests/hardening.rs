@@ -35,7 +35,7 @@ where
     )
 }
 
-// 1. Keys are namespaced (every backend: `common::layers_sharing_a_store_keep_apart`) --------
+// 1. Keys are namespaced (every backend: the conformance suite's `layers_sharing_a_store_keep_apart`)
 
 #[tokio::test]
 async fn named_layers_of_one_scheme_keep_apart_and_a_name_is_its_namespace() {

@@ -42,14 +42,6 @@ async fn memory() -> Option<Memory> {
     Some(Memory { clock, store })
 }
 
-async fn layers_sharing_one_store_keep_apart() {
-    common::layers_sharing_a_store_keep_apart(MemoryStore::new()).await;
-}
-
-async fn huge_durations_still_dedupe() {
-    common::huge_durations_still_dedupe(MemoryStore::new()).await;
-}
-
 const LEASE: Duration = Duration::from_secs(60);
 
 async fn full_store_forgets_the_oldest_completed_entry() {
@@ -132,11 +124,6 @@ async fn a_sharded_store_drops_expired_entries_shard_by_shard() {
 fn main() -> std::process::ExitCode {
     let mut trials = store_conformance!(memory());
     trials.extend([
-        common::trial(
-            "layers_sharing_one_store_keep_apart",
-            layers_sharing_one_store_keep_apart,
-        ),
-        common::trial("huge_durations_still_dedupe", huge_durations_still_dedupe),
         common::trial(
             "full_store_forgets_the_oldest_completed_entry",
             full_store_forgets_the_oldest_completed_entry,

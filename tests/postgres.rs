@@ -179,18 +179,6 @@ async fn a_retrying_sender_loses_nothing_through_outages() {
     }
 }
 
-async fn layers_sharing_one_table_keep_apart() {
-    if let Some(store) = store_at(&url()).await {
-        common::layers_sharing_a_store_keep_apart(store).await;
-    }
-}
-
-async fn huge_durations_still_dedupe() {
-    if let Some(store) = store_at(&url()).await {
-        common::huge_durations_still_dedupe(store).await;
-    }
-}
-
 /// A table of its own, locked by another transaction for as long as the test says.
 struct Locked {
     pool: PgPool,
@@ -396,11 +384,6 @@ fn main() -> std::process::ExitCode {
             "a_retrying_sender_loses_nothing_through_outages",
             a_retrying_sender_loses_nothing_through_outages,
         ),
-        common::trial(
-            "layers_sharing_one_table_keep_apart",
-            layers_sharing_one_table_keep_apart,
-        ),
-        common::trial("huge_durations_still_dedupe", huge_durations_still_dedupe),
         common::trial(
             "a_claim_that_waited_past_its_timeout_writes_nothing",
             a_claim_that_waited_past_its_timeout_writes_nothing,

@@ -78,18 +78,6 @@ async fn prefixes_never_share_a_key() {
     ));
 }
 
-async fn layers_sharing_one_redis_keep_apart() {
-    if let Some(store) = connect(&url()).await {
-        common::layers_sharing_a_store_keep_apart(store).await;
-    }
-}
-
-async fn huge_durations_still_dedupe() {
-    if let Some(store) = connect(&url()).await {
-        common::huge_durations_still_dedupe(store).await;
-    }
-}
-
 async fn keys_in_redis_are_bounded_and_carry_the_layer_name() {
     use tower::{Layer, ServiceExt};
     use tower_webhook::scheme::HmacScheme;
@@ -219,11 +207,6 @@ fn main() -> std::process::ExitCode {
             two_replicas_sharing_one_redis_run_the_handler_once,
         ),
         common::trial("prefixes_never_share_a_key", prefixes_never_share_a_key),
-        common::trial(
-            "layers_sharing_one_redis_keep_apart",
-            layers_sharing_one_redis_keep_apart,
-        ),
-        common::trial("huge_durations_still_dedupe", huge_durations_still_dedupe),
         common::trial(
             "keys_in_redis_are_bounded_and_carry_the_layer_name",
             keys_in_redis_are_bounded_and_carry_the_layer_name,

@@ -280,6 +280,8 @@ macro_rules! store_conformance {
             concurrent_claims_one_winner,
             concurrent_claims_across_replicas_one_winner,
             awkward_keys_round_trip,
+            layers_sharing_a_store_keep_apart,
+            huge_durations_still_dedupe,
         )
     };
     (@trials $make:expr; $($name:ident),* $(,)?) => {
@@ -601,10 +603,11 @@ pub async fn a_retrying_sender_loses_nothing_through_outages<S: IdempotencyStore
 /// A GitHub route and a Stripe route share `store`: a captured GitHub delivery replayed under
 /// the id of a real Stripe event must not make that event a duplicate. Even keyed on the id
 /// alone, each layer's keys carry its name.
-pub async fn layers_sharing_a_store_keep_apart<S: IdempotencyStore + Clone>(store: S) {
+pub async fn layers_sharing_a_store_keep_apart<H: Harness>(h: &H) {
     use tower::{Layer, ServiceExt};
     use tower_webhook::scheme::HmacScheme;
     use tower_webhook::{IdSource, VerifyWebhookLayer};
+    let store = h.store();
     let github = HmacScheme::github("gh secret").unwrap();
     let stripe = HmacScheme::stripe("whsec_stripe").unwrap();
     let (github_calls, stripe_calls) = (Calls::default(), Calls::default());
@@ -640,8 +643,9 @@ pub async fn layers_sharing_a_store_keep_apart<S: IdempotencyStore + Clone>(stor
 
 /// A lease and a dedup window of `Duration::MAX` still dedupe: they are cut to what the
 /// store keeps, rather than making every completion fail.
-pub async fn huge_durations_still_dedupe<S: IdempotencyStore + Clone>(store: S) {
+pub async fn huge_durations_still_dedupe<H: Harness>(h: &H) {
     use tower::{Layer, ServiceExt};
+    let store = h.store();
     let calls = Calls::default();
     let layer = tower_webhook::VerifyWebhookLayer::new(scheme())
         .with_store(store)
