@@ -14,7 +14,6 @@
 //! their tag, so two different deliveries never share a key (short of a SHA-256 collision).
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -67,10 +66,12 @@ pub(crate) fn dedup_key(namespace: &str, id: &str, body: Option<&[u8]>) -> Arc<s
     Arc::from(key)
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{byte:02x}");
+/// Appends the hex of a SHA-256 digest, through the `hex` crate the schemes use.
+fn push_hex(out: &mut String, digest: &[u8]) {
+    let mut text = [0u8; 64];
+    // A 32-byte digest always fits 64 hex digits, which are UTF-8.
+    if hex::encode_to_slice(digest, &mut text).is_ok() {
+        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
     }
 }
 
