@@ -123,23 +123,11 @@ async fn a_sharded_store_drops_expired_entries_shard_by_shard() {
 
 fn main() -> std::process::ExitCode {
     let mut trials = store_conformance!(memory());
-    trials.extend([
-        common::trial(
-            "full_store_forgets_the_oldest_completed_entry",
-            full_store_forgets_the_oldest_completed_entry,
-        ),
-        common::trial(
-            "store_full_of_claims_in_flight_refuses_new_ones",
-            store_full_of_claims_in_flight_refuses_new_ones,
-        ),
-        common::trial(
-            "a_sharded_store_drops_expired_entries_shard_by_shard",
-            a_sharded_store_drops_expired_entries_shard_by_shard,
-        ),
-        common::trial(
-            "expired_entries_are_dropped_as_claims_come_in",
-            expired_entries_are_dropped_as_claims_come_in,
-        ),
+    trials.extend(trials![
+        full_store_forgets_the_oldest_completed_entry,
+        store_full_of_claims_in_flight_refuses_new_ones,
+        a_sharded_store_drops_expired_entries_shard_by_shard,
+        expired_entries_are_dropped_as_claims_come_in,
     ]);
     common::run(trials)
 }

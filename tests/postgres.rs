@@ -362,40 +362,16 @@ fn probe() -> Result<(), String> {
 
 fn main() -> std::process::ExitCode {
     let mut trials = store_conformance!(postgres());
-    trials.extend([
-        common::trial(
-            "two_replicas_sharing_one_database_run_the_handler_once",
-            two_replicas_sharing_one_database_run_the_handler_once,
-        ),
-        common::trial(
-            "replicas_creating_the_table_at_once_do_not_fail",
-            replicas_creating_the_table_at_once_do_not_fail,
-        ),
-        common::trial(
-            "cleanup_deletes_expired_rows_only",
-            cleanup_deletes_expired_rows_only,
-        ),
-        common::trial("table_names_are_validated", table_names_are_validated),
-        common::trial(
-            "an_outage_answers_503_and_recovers",
-            an_outage_answers_503_and_recovers,
-        ),
-        common::trial(
-            "a_retrying_sender_loses_nothing_through_outages",
-            a_retrying_sender_loses_nothing_through_outages,
-        ),
-        common::trial(
-            "a_claim_that_waited_past_its_timeout_writes_nothing",
-            a_claim_that_waited_past_its_timeout_writes_nothing,
-        ),
-        common::trial(
-            "a_locked_table_answers_503_in_time_and_the_retry_runs_at_once",
-            a_locked_table_answers_503_in_time_and_the_retry_runs_at_once,
-        ),
-        common::trial(
-            "connect_sets_a_server_side_statement_timeout",
-            connect_sets_a_server_side_statement_timeout,
-        ),
+    trials.extend(trials![
+        two_replicas_sharing_one_database_run_the_handler_once,
+        replicas_creating_the_table_at_once_do_not_fail,
+        cleanup_deletes_expired_rows_only,
+        table_names_are_validated,
+        an_outage_answers_503_and_recovers,
+        a_retrying_sender_loses_nothing_through_outages,
+        a_claim_that_waited_past_its_timeout_writes_nothing,
+        a_locked_table_answers_503_in_time_and_the_retry_runs_at_once,
+        connect_sets_a_server_side_statement_timeout,
     ]);
     common::run_needing("PostgreSQL", "DATABASE_URL", &url(), probe(), trials)
 }

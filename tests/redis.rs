@@ -201,28 +201,13 @@ fn probe() -> Result<(), String> {
 
 fn main() -> std::process::ExitCode {
     let mut trials = store_conformance!(redis());
-    trials.extend([
-        common::trial(
-            "two_replicas_sharing_one_redis_run_the_handler_once",
-            two_replicas_sharing_one_redis_run_the_handler_once,
-        ),
-        common::trial("prefixes_never_share_a_key", prefixes_never_share_a_key),
-        common::trial(
-            "keys_in_redis_are_bounded_and_carry_the_layer_name",
-            keys_in_redis_are_bounded_and_carry_the_layer_name,
-        ),
-        common::trial(
-            "a_stalled_redis_on_a_users_connection_answers_503_in_time",
-            a_stalled_redis_on_a_users_connection_answers_503_in_time,
-        ),
-        common::trial(
-            "an_outage_answers_503_and_recovers",
-            an_outage_answers_503_and_recovers,
-        ),
-        common::trial(
-            "a_retrying_sender_loses_nothing_through_outages",
-            a_retrying_sender_loses_nothing_through_outages,
-        ),
+    trials.extend(trials![
+        two_replicas_sharing_one_redis_run_the_handler_once,
+        prefixes_never_share_a_key,
+        keys_in_redis_are_bounded_and_carry_the_layer_name,
+        a_stalled_redis_on_a_users_connection_answers_503_in_time,
+        an_outage_answers_503_and_recovers,
+        a_retrying_sender_loses_nothing_through_outages,
     ]);
     common::run_needing("Redis", "REDIS_URL", &url(), probe(), trials)
 }

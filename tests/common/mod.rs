@@ -294,6 +294,14 @@ macro_rules! store_conformance {
     };
 }
 
+/// Trials of async test functions, each named after its function.
+#[macro_export]
+macro_rules! trials {
+    ($($test:ident),* $(,)?) => {
+        [$(common::trial(stringify!($test), $test)),*]
+    };
+}
+
 /// An async test, run on a runtime of its own with four worker threads.
 pub fn trial<F, Fut>(name: &str, test: F) -> libtest_mimic::Trial
 where
