@@ -93,7 +93,7 @@ async fn replicas_creating_the_table_at_once_do_not_fail() {
     while let Some(created) = tasks.join_next().await {
         created.unwrap().unwrap();
     }
-    tower_webhook::store::postgres::sqlx::query(&format!("DROP TABLE \"{table}\""))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{table}\"")))
         .execute(&pool)
         .await
         .unwrap();
@@ -138,14 +138,14 @@ async fn cleanup_deletes_expired_rows_only() {
     store.claim("expiring-again", short).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     background.abort();
-    let left: i64 = tower_webhook::store::postgres::sqlx::query_scalar(&format!(
+    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM \"{table}\""
-    ))
+    )))
     .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(left, 2, "only the completed and the in-flight rows remain");
-    tower_webhook::store::postgres::sqlx::query(&format!("DROP TABLE \"{table}\""))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{table}\"")))
         .execute(&pool)
         .await
         .unwrap();
@@ -211,10 +211,12 @@ impl Locked {
             .await
             .unwrap();
         let mut lock = pool.begin().await.unwrap();
-        sqlx::query(&format!("LOCK TABLE \"{table}\" IN ACCESS EXCLUSIVE MODE"))
-            .execute(&mut *lock)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE \"{table}\" IN ACCESS EXCLUSIVE MODE"
+        )))
+        .execute(&mut *lock)
+        .await
+        .unwrap();
         Some((
             Self {
                 pool,
@@ -266,17 +268,23 @@ impl Locked {
     }
 
     async fn rows(&self) -> i64 {
-        sqlx::query_scalar(&format!("SELECT count(*) FROM \"{}\"", self.table))
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{}\"",
+            self.table
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
     }
 
     async fn drop_table(self) {
-        sqlx::query(&format!("DROP TABLE \"{}\"", self.table))
-            .execute(&self.pool)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE \"{}\"",
+            self.table
+        )))
+        .execute(&self.pool)
+        .await
+        .unwrap();
     }
 }
 

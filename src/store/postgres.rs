@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr, SqlStr};
 
 /// The `sqlx` this store is built on, so that your pool's version matches.
 pub use sqlx;
@@ -76,15 +76,17 @@ pub struct PostgresStore {
     synchronous_commit: bool,
 }
 
-/// The statements of one table, made once.
+/// The statements of one table, made once. Each is shared with every query that runs it,
+/// as sqlx's `SqlStr` (no copy per query). They are safe to run as they are: the only part
+/// not written here is the table's name, which `table_parts` checks to be plain identifiers.
 #[derive(Debug)]
 struct Sql {
-    create_table: String,
-    create_index: String,
-    claim: String,
-    complete: String,
-    release: String,
-    cleanup: String,
+    create_table: SqlStr,
+    create_index: SqlStr,
+    claim: SqlStr,
+    complete: SqlStr,
+    release: SqlStr,
+    cleanup: SqlStr,
 }
 
 impl Sql {
@@ -94,18 +96,19 @@ impl Sql {
             None => format!("\"{name}\""),
         };
         let t = qualified;
+        let sql = |text: String| AssertSqlSafe(Arc::<str>::from(text)).into_sql_str();
         Self {
-            create_table: format!(
+            create_table: sql(format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
                     key BYTEA PRIMARY KEY,
                     token TEXT,
                     completed BOOLEAN NOT NULL DEFAULT FALSE,
                     expires_at TIMESTAMPTZ NOT NULL
                 )"
-            ),
-            create_index: format!(
+            )),
+            create_index: sql(format!(
                 "CREATE INDEX IF NOT EXISTS \"{name}_expires_at_idx\" ON {t} (expires_at)"
-            ),
+            )),
             // A row the INSERT did not take is read from the statement's snapshot. If that
             // row is missing or expired there, another claim took the key after the
             // snapshot: it is in flight.
@@ -118,7 +121,7 @@ impl Sql {
             // be written more than $4 seconds after that writes nothing and answers `late`:
             // its caller has given up on it, and a claim nobody holds would make every retry
             // wait for its lease.
-            claim: format!(
+            claim: sql(format!(
                 "WITH taken AS (
                     INSERT INTO {t} AS c (key, token, completed, expires_at)
                     SELECT $1, $2, FALSE, now() + make_interval(secs => $3)
@@ -138,25 +141,25 @@ impl Sql {
                     ELSE 'in_flight'
                 END
                 FROM (SELECT set_config('synchronous_commit', $5, true)) AS commit_mode"
-            ),
-            complete: format!(
+            )),
+            complete: sql(format!(
                 "UPDATE {t}
                 SET completed = TRUE, token = NULL, expires_at = now() + make_interval(secs => $3)
                 WHERE key = $1 AND token = $2 AND NOT completed AND expires_at > now()
                 AND (SELECT set_config('synchronous_commit', $4, true)) IS NOT NULL"
-            ),
-            release: format!(
+            )),
+            release: sql(format!(
                 "DELETE FROM {t}
                 WHERE key = $1 AND token = $2 AND NOT completed AND expires_at > now()
                 AND (SELECT set_config('synchronous_commit', $3, true)) IS NOT NULL"
-            ),
+            )),
             // The outer condition is checked again on rows a concurrent claim just took, so
             // that cleanup never deletes a live claim.
-            cleanup: format!(
+            cleanup: sql(format!(
                 "DELETE FROM {t}
                 WHERE key IN (SELECT key FROM {t} WHERE expires_at <= now() LIMIT $1)
                 AND expires_at <= now()"
-            ),
+            )),
         }
     }
 }
@@ -338,11 +341,11 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        sqlx::query(&self.sql.create_table)
+        sqlx::query(self.sql.create_table.clone())
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        sqlx::query(&self.sql.create_index)
+        sqlx::query(self.sql.create_index.clone())
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
@@ -361,7 +364,7 @@ impl PostgresStore {
     pub async fn cleanup(&self) -> Result<u64, StoreError> {
         let mut deleted = 0;
         loop {
-            let batch = sqlx::query(&self.sql.cleanup)
+            let batch = sqlx::query(self.sql.cleanup.clone())
                 .bind(CLEANUP_BATCH)
                 .execute(&self.pool)
                 .await
@@ -478,7 +481,7 @@ fn store_error(err: sqlx::Error) -> StoreError {
 impl IdempotencyStore for PostgresStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
-        let outcome: String = sqlx::query_scalar(&self.sql.claim)
+        let outcome: String = sqlx::query_scalar(self.sql.claim.clone())
             .bind(&*stored_key(key))
             .bind(token.as_str())
             .bind(secs(lease))
@@ -508,7 +511,7 @@ impl IdempotencyStore for PostgresStore {
         token: &ClaimToken,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.sql.complete)
+        let done = sqlx::query(self.sql.complete.clone())
             .bind(&*stored_key(key))
             .bind(token.as_str())
             .bind(secs(keep_for))
@@ -520,7 +523,7 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn release(&self, key: &str, token: &ClaimToken) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.sql.release)
+        let done = sqlx::query(self.sql.release.clone())
             .bind(&*stored_key(key))
             .bind(token.as_str())
             .bind(self.commit_mode())
