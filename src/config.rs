@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::door::Door;
 use crate::id::IdSource;
 use crate::key::escape_segment;
 use crate::scheme::Scheme;
@@ -19,6 +20,8 @@ pub(crate) struct Config {
     /// The layer's name: the namespace of its dedup keys, and a field of its span.
     pub(crate) name: Arc<str>,
     pub(crate) store: Option<Arc<dyn DynStore>>,
+    /// Where verified deliveries are written, instead of calling the inner service.
+    pub(crate) inbox: Option<Arc<dyn Door>>,
     pub(crate) id_source: IdSource,
     pub(crate) body_limit: usize,
     pub(crate) lease: Duration,

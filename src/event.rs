@@ -1,5 +1,6 @@
 //! The verified delivery a handler receives.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,7 +44,7 @@ pub struct Event<T = Unparsed> {
     timestamp: Option<i64>,
     kind: Option<Arc<str>>,
     body: Bytes,
-    scheme: &'static str,
+    scheme: Cow<'static, str>,
     payload: T,
 }
 
@@ -68,14 +69,14 @@ impl Event {
         timestamp: Option<i64>,
         event_type: Option<String>,
         body: Bytes,
-        scheme: &'static str,
+        scheme: impl Into<Cow<'static, str>>,
     ) -> Self {
         Self {
             id,
             timestamp,
             kind: event_type.map(Arc::from),
             body,
-            scheme,
+            scheme: scheme.into(),
             payload: Unparsed,
         }
     }
@@ -208,8 +209,8 @@ impl<T> Event<T> {
     ///     }
     /// }
     /// ```
-    pub fn scheme(&self) -> &'static str {
-        self.scheme
+    pub fn scheme(&self) -> &str {
+        &self.scheme
     }
 
     /// Deserializes the body as JSON into `U`.

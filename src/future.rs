@@ -19,6 +19,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::body::{Collector, ResponseBody};
 use crate::config::Config;
+use crate::door::{Door, Enqueued};
 use crate::event::Event;
 use crate::id::{IdSource, NoId};
 use crate::metrics::{self, Timer};
@@ -143,8 +144,17 @@ pin_project! {
             then: Option<Then<S::Response, S::Error>>,
             completing: bool,
         },
-        // A copy of a delivery handled already: answered without the inner service.
-        Duplicated { id: Option<Arc<str>> },
+        // Written to the inbox: answered once the write is committed.
+        Enqueueing {
+            enqueue: Option<BoxFuture<Result<Enqueued, StoreError>>>,
+            #[pin]
+            deadline: Deadline,
+            timer: Timer,
+            id: Option<Arc<str>>,
+        },
+        // Answered without the inner service: committed to the inbox (202), or a copy of a
+        // delivery handled or queued already (200, duplicate).
+        Answered { id: Option<Arc<str>>, queued: bool },
         // The inner service's answer (or panic) goes out.
         Finished { then: Option<Then<S::Response, S::Error>> },
         Done,
@@ -256,6 +266,8 @@ where
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
+    // One arm per state: the machine reads best as one match, the work is in the helpers.
+    #[allow(clippy::too_many_lines)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let _entered = this.span.enter();
@@ -329,10 +341,26 @@ where
                     let then = then.take();
                     this.state.set(State::Finished { then });
                 }
-                StateProj::Duplicated { id } => {
+                StateProj::Enqueueing {
+                    enqueue,
+                    deadline,
+                    timer,
+                    id,
+                } => {
+                    let pending = enqueue.as_mut().expect("polled after completion");
+                    let result = ready!(deadline.poll_call(pending, config.store_timeout, cx));
                     let id = id.take().expect("polled after completion");
+                    let next = after_enqueue(config, this.span, enqueue, *timer, result, id);
+                    this.state.set(next);
+                }
+                StateProj::Answered { id, queued } => {
+                    let (id, queued) = (id.take().expect("polled after completion"), *queued);
                     this.state.set(State::Done);
-                    return Poll::Ready(Ok(duplicate(config, this.span, id)));
+                    return Poll::Ready(Ok(if queued {
+                        accepted(config, this.span, &id)
+                    } else {
+                        duplicate(config, this.span, id)
+                    }));
                 }
                 StateProj::Finished { then } => {
                     let then = then.take().expect("polled after completion");
@@ -360,7 +388,8 @@ where
             let held = config.store.clone().map(|store| Held { store, key, token });
             call_inner(config, span, inner, request, held)
         }
-        Ok(Claim::Completed) => State::Duplicated {
+        Ok(Claim::Completed) => State::Answered {
+            queued: false,
             id: Some(
                 request
                     .extensions()
@@ -524,9 +553,14 @@ where
                 finish_settle(config, span, settle, *completing);
             }
         }
+        StateProj::Enqueueing { enqueue, .. } => {
+            if let Some(enqueue) = enqueue.take() {
+                finish_enqueue(config, span, enqueue);
+            }
+        }
         StateProj::Refused { .. }
         | StateProj::Collecting { .. }
-        | StateProj::Duplicated { .. }
+        | StateProj::Answered { .. }
         | StateProj::Finished { .. }
         | StateProj::Done => {}
     }
@@ -606,11 +640,9 @@ fn identify(
                 NoId::NotJson => RejectionKind::BodyNotJson,
             })
         })?;
-    // Made only where there is a store to claim it in.
-    let key = config
-        .store
-        .as_ref()
-        .map(|_| IdSource::dedup_key(&config.namespace(), &identified, &body));
+    // Made only where there is a store or an inbox to mark it in.
+    let key = (config.store.is_some() || config.inbox.is_some())
+        .then(|| IdSource::dedup_key(&config.namespace(), &identified, &body));
     let id: Arc<str> = identified.id.into();
     span.record("id", &*id);
     parts.extensions.insert(Event::new(
@@ -634,6 +666,9 @@ fn start<S, B, R>(
 where
     S: Service<Request<Full<Bytes>>, Response = Response<R>>,
 {
+    if let (Some(inbox), Some(key)) = (&config.inbox, &key) {
+        return enqueue(config, inbox, &request, key);
+    }
     let (Some(store), Some(key)) = (&config.store, key) else {
         return call_inner(config, span, inner, request, None);
     };
@@ -650,6 +685,112 @@ where
             call: Some((request, inner, key)),
         },
     }
+}
+
+/// The state that writes the verified delivery to the inbox.
+fn enqueue<S, B>(
+    config: &Config,
+    inbox: &Arc<dyn Door>,
+    request: &Request<Full<Bytes>>,
+    key: &str,
+) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    let event = request
+        .extensions()
+        .get::<Event>()
+        .expect("identify puts the event in the request");
+    State::Enqueueing {
+        enqueue: Some(inbox.enqueue(
+            event,
+            key,
+            &config.name,
+            request.headers(),
+            config.dedup_window,
+        )),
+        deadline: Deadline::new(),
+        timer: Timer::start(),
+        id: Some(event.shared_id()),
+    }
+}
+
+/// What follows the inbox's answer, or (`None`) its silence past the store timeout, in which
+/// case the write is finished in the background: if it commits after all, the sender's retry
+/// is a duplicate of a queued delivery, and nothing is lost.
+fn after_enqueue<S, B>(
+    config: &Config,
+    span: &Span,
+    enqueue: &mut Option<BoxFuture<Result<Enqueued, StoreError>>>,
+    timer: Timer,
+    result: Option<Result<Enqueued, StoreError>>,
+    id: Arc<str>,
+) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    metrics::store_call(config, "enqueue", timer, !matches!(result, Some(Ok(_))));
+    match result {
+        Some(Ok(Enqueued::Accepted)) => State::Answered {
+            id: Some(id),
+            queued: true,
+        },
+        Some(Ok(Enqueued::Duplicate)) => State::Answered {
+            id: Some(id),
+            queued: false,
+        },
+        Some(Ok(Enqueued::InFlight)) => State::refused(Rejection::new(RejectionKind::InFlight)),
+        Some(Ok(Enqueued::Full)) => State::refused(Rejection::new(RejectionKind::InboxFull)),
+        Some(Err(err)) => {
+            tracing::error!(error = %err, "failed to write the delivery to the inbox");
+            State::refused(Rejection::new(RejectionKind::StoreUnavailable))
+        }
+        None => {
+            tracing::error!(
+                timeout_ms = millis(config.store_timeout),
+                "the inbox did not take the delivery in time"
+            );
+            if let Some(enqueue) = enqueue.take() {
+                finish_enqueue(config, span, enqueue);
+            }
+            State::refused(Rejection::new(RejectionKind::StoreUnavailable))
+        }
+    }
+}
+
+/// Finishes a write to the inbox nobody waits for any more (the answer went out as 503, or
+/// the sender hung up): if it commits, the delivery is queued and its retry is a duplicate.
+fn finish_enqueue(config: &Config, span: &Span, enqueue: BoxFuture<Result<Enqueued, StoreError>>) {
+    let background = async move {
+        match enqueue.await {
+            Ok(Enqueued::Accepted) => {
+                tracing::info!("a delivery abandoned while being written was queued after all");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "an abandoned write to the inbox failed"),
+        }
+    };
+    if !runtime::finish_in_background(background.instrument(span.clone()), config.store_timeout) {
+        tracing::debug!("no Tokio runtime to finish an abandoned write to the inbox on");
+    }
+}
+
+/// The answer to a delivery committed to the inbox: `202 Accepted`.
+fn accepted<R>(config: &Config, span: &Span, id: &str) -> Response<ResponseBody<R>> {
+    finish(config, span, Outcome::Queued, "queued");
+    tracing::info!(
+        id,
+        layer = &*config.name,
+        outcome = "queued",
+        "webhook queued"
+    );
+    let mut response = Response::new(ResponseBody::own(Bytes::from_static(b"accepted")));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// Counts and logs what the inner service did with the delivery `id` (its status, or why it
@@ -748,6 +889,10 @@ fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<Res
         RejectionKind::StoreUnavailable => {
             finish(config, span, Outcome::StoreError, "store_error");
             tracing::error!(status, "idempotency store unavailable; asked to retry");
+        }
+        RejectionKind::InboxFull => {
+            finish(config, span, Outcome::InboxFull, "inbox_full");
+            tracing::warn!(status, "the inbox is full; asked the sender to retry later");
         }
         _ => {
             let reason = rejection.reason();

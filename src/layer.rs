@@ -71,6 +71,7 @@ impl VerifyWebhookLayer {
                 scheme: Arc::new(scheme),
                 name,
                 store: None,
+                inbox: None,
                 id_source: IdSource::default(),
                 body_limit: Self::DEFAULT_BODY_LIMIT,
                 lease: Self::DEFAULT_LEASE,
@@ -98,6 +99,34 @@ impl VerifyWebhookLayer {
     /// ```
     pub fn with_store(mut self, store: impl IdempotencyStore) -> Self {
         self.config_mut().store = Some(Arc::new(store));
+        self
+    }
+
+    /// Hands each verified delivery to `inbox` and answers `202 Accepted` once it is
+    /// committed, instead of calling the inner service: workers run the handler later, with
+    /// retries. See [the inbox](crate::inbox) for the answers and the workers.
+    ///
+    /// The inbox keeps its own dedup marks, in the same transaction as the job; a
+    /// [store](Self::with_store) is not used by an inbox layer.
+    ///
+    /// ```no_run
+    /// use tower_webhook::{inbox::SqliteInbox, scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let inbox = SqliteInbox::open("webhooks.db").await?;
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_inbox(inbox);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres")))
+    )]
+    #[allow(clippy::needless_pass_by_value)] // taken like `with_store`'s store; a clone is cheap
+    pub fn with_inbox(mut self, inbox: impl crate::inbox::Inbox) -> Self {
+        self.config_mut().inbox = Some(crate::inbox::sealed::Sealed::door(&inbox));
         self
     }
 

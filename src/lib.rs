@@ -128,9 +128,16 @@
 mod body;
 pub mod clock;
 mod config;
+mod door;
 mod event;
 mod future;
 mod id;
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres")))
+)]
+pub mod inbox;
 mod json;
 mod key;
 mod layer;

@@ -6,7 +6,7 @@
 //!
 //! | name | kind | labels | what |
 //! | --- | --- | --- | --- |
-//! | `webhook_deliveries_total` | counter | `layer`, `scheme`, `outcome` | every delivery, by what became of it: `handled`, `handler_failed`, `handler_error`, `handler_panicked`, `duplicate`, `in_flight`, `store_error`, `rejected`, `abandoned` |
+//! | `webhook_deliveries_total` | counter | `layer`, `scheme`, `outcome` | every delivery, by what became of it: `handled`, `handler_failed`, `handler_error`, `handler_panicked`, `duplicate`, `in_flight`, `store_error`, `rejected`, `abandoned`, `queued`, `inbox_full` |
 //! | `webhook_rejections_total` | counter | `layer`, `reason` | deliveries refused before the handler, by [reason](crate::Rejection::reason): `signature`, `timestamp`, `malformed`, `too_large`, `unreadable`, `missing_id`, `not_json` |
 //! | `webhook_store_call_duration_seconds` | histogram | `layer`, `call` | each store call (`claim`, `complete`, `release`), until it answered or timed out |
 //! | `webhook_store_errors_total` | counter | `layer`, `call` | store calls that failed or timed out |

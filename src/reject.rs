@@ -37,7 +37,9 @@ pub struct Rejection {
 /// fn describe(rejection: &Rejection) -> &'static str {
 ///     match rejection.kind() {
 ///         RejectionKind::Verification(_) => "forged, stale or malformed",
-///         RejectionKind::InFlight | RejectionKind::StoreUnavailable => "try again later",
+///         RejectionKind::InFlight | RejectionKind::StoreUnavailable | RejectionKind::InboxFull => {
+///             "try again later"
+///         }
 ///         _ => "refused",
 ///     }
 /// }
@@ -62,8 +64,12 @@ pub enum RejectionKind {
     /// copy in flight then failed.
     InFlight,
     /// The idempotency store could not answer: `503 Service Unavailable` with `Retry-After`.
-    /// Never a 4xx, which would drop the event.
+    /// Never a 4xx, which would drop the event. With an [inbox](crate::inbox), the write of
+    /// the delivery failed or took longer than the store timeout.
     StoreUnavailable,
+    /// The [inbox](crate::inbox) holds more jobs than its bound: `429 Too Many Requests`
+    /// with `Retry-After`, which tells the sender to slow down and retry.
+    InboxFull,
 }
 
 impl Rejection {
@@ -84,13 +90,13 @@ impl Rejection {
             RejectionKind::Verification(_)
             | RejectionKind::MissingId
             | RejectionKind::BodyNotJson => StatusCode::BAD_REQUEST,
-            RejectionKind::InFlight => StatusCode::TOO_MANY_REQUESTS,
+            RejectionKind::InFlight | RejectionKind::InboxFull => StatusCode::TOO_MANY_REQUESTS,
             RejectionKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// A short, stable name for why: `signature`, `timestamp`, `malformed`, `too_large`,
-    /// `unreadable`, `missing_id`, `not_json`, `in_flight` or `store_unavailable`. A bounded
+    /// `unreadable`, `missing_id`, `not_json`, `in_flight`, `store_unavailable` or `inbox_full`. A bounded
     /// set, fit for a metric label; [`Stats`](crate::Stats) counts by it.
     ///
     /// ```
@@ -118,6 +124,7 @@ impl Rejection {
             RejectionKind::BodyNotJson => "not_json",
             RejectionKind::InFlight => "in_flight",
             RejectionKind::StoreUnavailable => "store_unavailable",
+            RejectionKind::InboxFull => "inbox_full",
         }
     }
 
@@ -133,7 +140,7 @@ impl Rejection {
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,
-            RejectionKind::InFlight | RejectionKind::StoreUnavailable
+            RejectionKind::InFlight | RejectionKind::StoreUnavailable | RejectionKind::InboxFull
         )
     }
 
@@ -172,6 +179,7 @@ impl fmt::Display for Rejection {
                 f.write_str("body is not a JSON object, so it carries no event id")
             }
             RejectionKind::InFlight => f.write_str("delivery in flight, retry later"),
+            RejectionKind::InboxFull => f.write_str("the inbox is full, retry later"),
             RejectionKind::StoreUnavailable => {
                 f.write_str("idempotency store unavailable, retry later")
             }

@@ -61,6 +61,11 @@ pub struct StatsSnapshot {
     /// Answers abandoned while the handler ran (the sender hung up); their claims were
     /// released.
     pub abandoned: u64,
+    /// Deliveries written to an [inbox](crate::inbox) and answered `202 Accepted`.
+    pub queued: u64,
+    /// Deliveries answered `429` because the [inbox](crate::inbox) held more jobs than its
+    /// bound.
+    pub inbox_full: u64,
     /// Deliveries refused before the handler, for any of the reasons below.
     pub rejected: u64,
     /// Refused: no signature matched (`400`). A forgery, or a wrong or rotated secret.
@@ -82,7 +87,8 @@ pub struct StatsSnapshot {
 
 impl StatsSnapshot {
     /// Every counter with a stable name: `handled`, `handler_failed`, `duplicate`,
-    /// `in_flight`, `store_error`, `completion_failed`, `abandoned`, `rejected`, and
+    /// `in_flight`, `store_error`, `completion_failed`, `abandoned`, `queued`, `inbox_full`,
+    /// `rejected`, and
     /// `rejected.<reason>` for each [reason](crate::Rejection::reason) a delivery is refused
     /// for.
     ///
@@ -110,6 +116,8 @@ impl StatsSnapshot {
             ("store_error", self.store_errors),
             ("completion_failed", self.completion_failures),
             ("abandoned", self.abandoned),
+            ("queued", self.queued),
+            ("inbox_full", self.inbox_full),
             ("rejected", self.rejected),
             ("rejected.signature", self.rejected_signature),
             ("rejected.timestamp", self.rejected_timestamp),
@@ -133,12 +141,14 @@ pub(crate) enum Outcome {
     StoreError,
     CompletionFailed,
     Abandoned,
+    Queued,
+    InboxFull,
     /// Refused for the [reason](crate::Rejection::reason) named.
     Rejected(&'static str),
 }
 
-const COUNTERS: usize = 15;
-const REJECTED: usize = 7;
+const COUNTERS: usize = 17;
+const REJECTED: usize = 9;
 /// The rejection reasons counted apart, in the order of [`StatsSnapshot`]'s fields.
 const REASONS: [&str; 7] = [
     "signature",
@@ -171,6 +181,8 @@ impl Stats {
             store_errors: c(4),
             completion_failures: c(5),
             abandoned: c(6),
+            queued: c(7),
+            inbox_full: c(8),
             rejected: c(REJECTED),
             rejected_signature: c(REJECTED + 1),
             rejected_timestamp: c(REJECTED + 2),
@@ -191,6 +203,8 @@ impl Stats {
             Outcome::StoreError => 4,
             Outcome::CompletionFailed => 5,
             Outcome::Abandoned => 6,
+            Outcome::Queued => 7,
+            Outcome::InboxFull => 8,
             Outcome::Rejected(reason) => {
                 self.counters[REJECTED].fetch_add(1, Ordering::Relaxed);
                 match REASONS.iter().position(|known| *known == reason) {

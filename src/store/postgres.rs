@@ -456,7 +456,7 @@ fn secs(ttl: Duration) -> f64 {
     Duration::from_millis(ttl_millis(ttl)).as_secs_f64()
 }
 
-fn store_error(err: sqlx::Error) -> StoreError {
+pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
     let unreachable = match &err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

@@ -334,7 +334,19 @@ pub fn run_needing(
     reachable: Result<(), String>,
     trials: Vec<libtest_mimic::Trial>,
 ) -> std::process::ExitCode {
-    let trials = match reachable {
+    run(needing(server, var, url, reachable, trials))
+}
+
+/// `trials`, which need `server` at `url`, marked ignored where it cannot be reached (under
+/// a line that says why), or a failure when `CI` is set.
+pub fn needing(
+    server: &str,
+    var: &str,
+    url: &str,
+    reachable: Result<(), String>,
+    trials: Vec<libtest_mimic::Trial>,
+) -> Vec<libtest_mimic::Trial> {
+    match reachable {
         Ok(()) => trials,
         Err(err) => {
             assert!(
@@ -351,8 +363,7 @@ pub fn run_needing(
                 .map(|trial| trial.with_ignored_flag(true))
                 .collect()
         }
-    };
-    run(trials)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

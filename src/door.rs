@@ -1,0 +1,46 @@
+//! The layer's side of an [inbox](crate::inbox): one call that stores a verified delivery
+//! with its dedup mark. Here, outside the inbox's features, so that the response future has
+//! one shape whatever the features.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use crate::event::Event;
+use crate::store::{BoxFuture, StoreError};
+
+/// What became of a write to the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(any(feature = "inbox-sqlite", feature = "inbox-postgres")),
+    allow(dead_code)
+)]
+#[allow(unreachable_pub)]
+pub enum Enqueued {
+    /// Committed: answer 202.
+    Accepted,
+    /// A copy queued within the dedup window: answer 200, duplicate.
+    Duplicate,
+    /// The key is claimed in flight by an inline layer sharing the table: answer 429.
+    InFlight,
+    /// The queue is over its bound: answer 429.
+    Full,
+}
+
+/// Where the layer hands verified deliveries. Public in a private module: the sealed
+/// `Inbox` trait names it, and no one outside the crate can.
+#[allow(unreachable_pub)]
+pub trait Door: fmt::Debug + Send + Sync {
+    /// Writes the delivery (`event` and its `headers`, received by the layer `layer`) with
+    /// its dedup mark under `key`, kept for `window`, in one transaction, unless a live mark
+    /// is there already or the queue is over its bound.
+    fn enqueue(
+        &self,
+        event: &Event,
+        key: &str,
+        layer: &str,
+        headers: &HeaderMap,
+        window: Duration,
+    ) -> BoxFuture<Result<Enqueued, StoreError>>;
+}

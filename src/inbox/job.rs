@@ -1,0 +1,234 @@
+//! What the inbox stores of a delivery, and what a worker hands the handler.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, Unparsed};
+
+/// A verified delivery as the inbox keeps it: the job's payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Stored {
+    pub(crate) id: String,
+    pub(crate) key: String,
+    pub(crate) scheme: String,
+    pub(crate) layer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) timestamp: Option<i64>,
+    /// Milliseconds since the Unix epoch.
+    pub(crate) received_at: i64,
+    pub(crate) headers: Vec<(String, String)>,
+    /// Base64 (standard, padded): bodies are bytes, and JSON keeps them compact this way.
+    pub(crate) body: String,
+}
+
+/// Headers never stored: credentials a proxy or client may add. The signature headers are
+/// kept (a handler may log them); the delivery was verified with them already.
+const NOT_STORED: [HeaderName; 4] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+    http::header::SET_COOKIE,
+];
+
+impl Stored {
+    pub(crate) fn new(event: &Event, key: &str, layer: &str, headers: &HeaderMap) -> Self {
+        Self {
+            id: event.id().to_owned(),
+            key: key.to_owned(),
+            scheme: event.scheme().to_owned(),
+            layer: layer.to_owned(),
+            event_type: event.event_type().map(str::to_owned),
+            timestamp: event.unix_timestamp(),
+            received_at: epoch_millis(SystemTime::now()),
+            headers: headers
+                .iter()
+                .filter(|(name, _)| !NOT_STORED.contains(name))
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+            body: base64::engine::general_purpose::STANDARD.encode(event.body()),
+        }
+    }
+
+    /// The event a handler sees: `None` where the stored body is not base64 (a row written
+    /// by hand).
+    pub(crate) fn event(&self) -> Option<Event> {
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(&self.body)
+            .ok()?;
+        Some(Event::new(
+            Arc::from(self.id.as_str()),
+            self.timestamp,
+            self.event_type.clone(),
+            Bytes::from(body),
+            self.scheme.clone(),
+        ))
+    }
+
+    pub(crate) fn headers(&self) -> HeaderMap {
+        self.headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    HeaderName::try_from(name.as_str()).ok()?,
+                    HeaderValue::try_from(value.as_str()).ok()?,
+                ))
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn epoch_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    })
+}
+
+pub(crate) fn from_epoch_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+/// About the job a worker runs: which attempt this is, and the delivery's stored headers.
+///
+/// ```
+/// use tower_webhook::{inbox::Job, Event};
+///
+/// async fn handle(event: Event, job: Job) -> Result<(), String> {
+///     if job.attempt() > 1 {
+///         println!("{}: attempt {} of {}", event.id(), job.attempt(), job.max_attempts());
+///     }
+///     let _github_event = job.headers().get("x-github-event");
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub(crate) task_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) layer: String,
+    pub(crate) received_at: SystemTime,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Job {
+    /// The attempt this is, from 1. A run cut short by a crash counts as an attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How many attempts the job gets before it is dead-lettered.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The queue's id of the job (not the delivery's: that is [`Event::id`]).
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// The name of the layer that received the delivery.
+    pub fn layer(&self) -> &str {
+        &self.layer
+    }
+
+    /// When the layer received the delivery.
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+
+    /// The delivery's headers as they arrived, but for credentials (`Authorization`,
+    /// `Cookie`) and values that are not visible ASCII, which are not stored.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+}
+
+/// A job that ran out of attempts, or whose body did not fit the handler's type: kept until
+/// it is replayed.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The queue's id of the job: what [`replay`](super::SqliteInbox::replay) takes.
+    pub task_id: String,
+    /// The delivery's id.
+    pub id: String,
+    /// The name of the layer that received it.
+    pub layer: String,
+    /// How many times it ran.
+    pub attempts: u32,
+    /// The last error the handler returned, as text.
+    pub last_error: Option<String>,
+    /// When the layer received it.
+    pub received_at: SystemTime,
+}
+
+impl DeadLetter {
+    pub(crate) fn from_row(
+        task_id: String,
+        job: &[u8],
+        attempts: i64,
+        last_result: Option<String>,
+    ) -> Self {
+        let stored = serde_json::from_slice::<Stored>(job).ok();
+        Self {
+            task_id,
+            id: stored.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+            layer: stored.as_ref().map(|s| s.layer.clone()).unwrap_or_default(),
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            last_error: last_result.map(|text| last_error(&text)),
+            received_at: from_epoch_millis(stored.map_or(0, |s| s.received_at)),
+        }
+    }
+}
+
+/// The error text out of apalis's stored result (`{"Err": "..."}`), or the text as it is.
+fn last_error(result: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(result)
+        .ok()
+        .and_then(|value| value.get("Err")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| result.to_owned())
+}
+
+/// How many jobs an inbox holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Waiting for a worker, retries whose backoff has not run out included.
+    pub queued: u64,
+    /// Taken by a worker.
+    pub running: u64,
+    /// Failed at least once and waiting for another attempt (also counted in `queued`).
+    pub failed: u64,
+    /// Dead-lettered: out of attempts, or a body the handler's type does not fit.
+    pub dead: u64,
+    /// Finished.
+    pub done: u64,
+}
+
+/// What a worker's handler takes: `Event` for the raw body, or `Event<T>` for a payload of a
+/// type `T` that deserializes from JSON.
+pub trait Payload: Sized + Send + 'static {
+    /// The event with its payload.
+    fn from_event(event: Event) -> Result<Event<Self>, serde_json::Error>;
+}
+
+impl Payload for Unparsed {
+    fn from_event(event: Event) -> Result<Event<Self>, serde_json::Error> {
+        Ok(event)
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> Payload for T {
+    fn from_event(event: Event) -> Result<Event<Self>, serde_json::Error> {
+        event.parse()
+    }
+}

@@ -1,0 +1,381 @@
+//! Workers: run the user's handler on each job, with retries, backoff and a dead-letter.
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_core::error::AbortError;
+use apalis_core::task::Task;
+use futures_util::FutureExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_service::Service;
+use tracing::Instrument as _;
+
+use super::job::{from_epoch_millis, Job, Payload, Stored};
+use super::RetryPolicy;
+use crate::event::Event;
+use crate::store::{BoxFuture, StoreError};
+
+/// An error a handler returns, boxed.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// A job's handler: an async function of `Event<T>`, or of `Event<T>` and [`Job`], that
+/// returns `Result<(), E>` with any error `E` that converts into a boxed error (`String`,
+/// `std::io::Error`, your own).
+///
+/// `T` is [`Unparsed`](crate::Unparsed) (plain `Event`) or a type that deserializes from
+/// JSON.
+///
+/// ```
+/// use tower_webhook::{inbox::Job, Event};
+///
+/// async fn one(event: Event) -> Result<(), String> {
+///     println!("{}", event.id());
+///     Ok(())
+/// }
+///
+/// async fn two(event: Event<serde_json::Value>, job: Job) -> Result<(), std::io::Error> {
+///     println!("{} attempt {}", event.payload()["type"], job.attempt());
+///     Ok(())
+/// }
+/// ```
+pub trait Handler<Args>: Send + Sync + 'static {
+    /// What the body deserializes into.
+    type Payload: Payload;
+
+    /// Runs the handler on one job.
+    fn call(&self, event: Event<Self::Payload>, job: Job) -> BoxFuture<Result<(), BoxError>>;
+}
+
+impl<F, Fut, E, T> Handler<(Event<T>,)> for F
+where
+    F: Fn(Event<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError>,
+    T: Payload,
+{
+    type Payload = T;
+
+    fn call(&self, event: Event<T>, _job: Job) -> BoxFuture<Result<(), BoxError>> {
+        let future = self(event);
+        Box::pin(async move { future.await.map_err(Into::into) })
+    }
+}
+
+impl<F, Fut, E, T> Handler<(Event<T>, Job)> for F
+where
+    F: Fn(Event<T>, Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError>,
+    T: Payload,
+{
+    type Payload = T;
+
+    fn call(&self, event: Event<T>, job: Job) -> BoxFuture<Result<(), BoxError>> {
+        let future = self(event, job);
+        Box::pin(async move { future.await.map_err(Into::into) })
+    }
+}
+
+/// What a backend does for the worker besides apalis's own work: put a failed job off until
+/// its backoff has passed, and run an apalis worker with the adapter as its service.
+#[allow(unreachable_pub)]
+pub trait Queue: Clone + Send + Sync + 'static {
+    /// Sets when the job `task_id` may run again, before apalis records its failure.
+    fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), StoreError>>;
+
+    /// The inbox's retry policy.
+    fn retry(&self) -> RetryPolicy;
+
+    /// Runs an apalis worker named `name` over the inbox's queue, fetching up to `batch`
+    /// jobs at a time, with `service`, until `signal` resolves; then it stops taking jobs
+    /// and waits for those running.
+    fn run<H, A>(
+        &self,
+        name: String,
+        batch: usize,
+        service: Adapter<H, A, Self>,
+        signal: BoxFuture<()>,
+    ) -> BoxFuture<Result<(), InboxError>>
+    where
+        H: Handler<A>,
+        A: 'static;
+}
+
+/// Workers for an inbox's jobs: [`SqliteInbox::worker`](super::SqliteInbox::worker) or
+/// [`PostgresInbox::worker`](super::PostgresInbox::worker).
+///
+/// Run as many as you like, in this process or others sharing the queue: each job runs on
+/// one worker at a time.
+#[must_use = "a worker does nothing until it is run"]
+pub struct Worker<Q, H, A> {
+    queue: Q,
+    handler: Arc<H>,
+    concurrency: usize,
+    name: Option<String>,
+    _args: PhantomData<fn() -> A>,
+}
+
+impl<Q, H, A> fmt::Debug for Worker<Q, H, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("concurrency", &self.concurrency)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Q, H, A> Worker<Q, H, A>
+where
+    Q: Queue,
+    H: Handler<A>,
+    A: 'static,
+{
+    pub(crate) fn new(queue: Q, handler: H) -> Self {
+        Self {
+            queue,
+            handler: Arc::new(handler),
+            concurrency: 4,
+            name: None,
+            _args: PhantomData,
+        }
+    }
+
+    /// Runs at most `jobs` handlers at once (at least 1; 4 by default).
+    pub fn concurrency(mut self, jobs: usize) -> Self {
+        self.concurrency = jobs.max(1);
+        self
+    }
+
+    /// Names the worker in the queue's table of workers and in its logs. Names must be
+    /// unique among running workers; the default is made unique from the process id.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Runs until the process ends, or the queue fails.
+    pub async fn run(self) -> Result<(), InboxError> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Runs until `signal` resolves (Ctrl-C, say), then stops taking jobs and waits for the
+    /// running ones to finish; jobs fetched but not started go back to the queue.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), InboxError> {
+        let name = self.name.unwrap_or_else(unique_name);
+        let service = Adapter {
+            handler: self.handler,
+            queue: self.queue.clone(),
+            limit: Arc::new(Semaphore::new(self.concurrency)),
+            acquiring: None,
+            permit: None,
+            _args: PhantomData,
+        };
+        self.queue
+            .run(name, self.concurrency, service, Box::pin(signal))
+            .await
+    }
+}
+
+fn unique_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    format!(
+        "tower-webhook-{}-{started}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A worker could not run: the queue failed to start it or to fetch jobs.
+#[derive(Debug)]
+pub struct InboxError {
+    source: BoxError,
+}
+
+impl InboxError {
+    pub(crate) fn new(source: impl Into<BoxError>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for InboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "inbox worker failed: {}", self.source)
+    }
+}
+
+impl Error for InboxError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// The service apalis calls with each job: decodes it into an [`Event`], runs the handler
+/// under a concurrency limit, and turns its outcome into apalis's (done, failed and put off
+/// by the backoff, or killed: dead-lettered at once).
+#[allow(unreachable_pub)]
+pub struct Adapter<H, A, Q> {
+    handler: Arc<H>,
+    queue: Q,
+    limit: Arc<Semaphore>,
+    acquiring: Option<BoxFuture<OwnedSemaphorePermit>>,
+    permit: Option<OwnedSemaphorePermit>,
+    _args: PhantomData<fn() -> A>,
+}
+
+impl<H, A, Q: Clone> Clone for Adapter<H, A, Q> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: Arc::clone(&self.handler),
+            queue: self.queue.clone(),
+            limit: Arc::clone(&self.limit),
+            acquiring: None,
+            permit: None,
+            _args: PhantomData,
+        }
+    }
+}
+
+/// How a job's attempt ended.
+enum Ran {
+    Done,
+    Failed(String),
+    Dead(String),
+}
+
+impl<H, A, Q> Service<Task<Stored>> for Adapter<H, A, Q>
+where
+    H: Handler<A>,
+    A: 'static,
+    Q: Queue,
+{
+    type Response = ();
+    type Error = BoxError;
+    type Future = BoxFuture<Result<(), BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.permit.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let limit = Arc::clone(&self.limit);
+        let acquiring = self.acquiring.get_or_insert_with(|| {
+            Box::pin(async move {
+                limit
+                    .acquire_owned()
+                    .await
+                    .expect("the worker's semaphore is never closed")
+            })
+        });
+        let permit = std::task::ready!(Pin::new(acquiring).poll(cx));
+        self.acquiring = None;
+        self.permit = Some(permit);
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: Task<Stored>) -> Self::Future {
+        let permit = self.permit.take();
+        let handler = Arc::clone(&self.handler);
+        let queue = self.queue.clone();
+        let ctx = Arc::clone(task.ctx());
+        let stored = task.args;
+        Box::pin(async move {
+            let _permit = permit;
+            // apalis counts the attempt as the job starts, after `call`.
+            let attempt = u32::try_from(ctx.attempt()).unwrap_or(u32::MAX);
+            let retry = queue.retry();
+            let max_attempts = ctx
+                .max_attempts()
+                .and_then(|max| u32::try_from(max).ok())
+                .unwrap_or_else(|| retry.attempts());
+            let task_id = ctx.task_id().map(ToString::to_string).unwrap_or_default();
+            let span = tracing::info_span!(
+                "webhook_job",
+                id = %stored.id,
+                attempt,
+                layer = %stored.layer,
+                task = %task_id,
+            );
+            let ran = run_once(&*handler, &stored, &task_id, attempt, max_attempts)
+                .instrument(span.clone())
+                .await;
+            let _entered = span.enter();
+            match ran {
+                Ran::Done => {
+                    tracing::info!("webhook job handled");
+                    Ok(())
+                }
+                Ran::Dead(error) => {
+                    tracing::error!(%error, "webhook job dead-lettered: its body does not fit the handler");
+                    Err(Box::new(AbortError::new(error)) as BoxError)
+                }
+                Ran::Failed(error) if attempt >= max_attempts => {
+                    tracing::error!(%error, "webhook job failed its last attempt; dead-lettered");
+                    Err(error.into())
+                }
+                Ran::Failed(error) => {
+                    let delay = retry.delay_after(attempt);
+                    tracing::warn!(%error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "webhook job failed; it will run again");
+                    if let Err(err) = queue.defer(task_id, delay).await {
+                        tracing::warn!(error = %err, "could not put the failed job off; it runs again at once");
+                    }
+                    Err(error.into())
+                }
+            }
+        })
+    }
+}
+
+async fn run_once<H: Handler<A>, A>(
+    handler: &H,
+    stored: &Stored,
+    task_id: &str,
+    attempt: u32,
+    max_attempts: u32,
+) -> Ran {
+    let Some(event) = stored.event() else {
+        return Ran::Dead("the stored body is not base64".to_owned());
+    };
+    let event = match H::Payload::from_event(event) {
+        Ok(event) => event,
+        Err(err) => return Ran::Dead(format!("body does not deserialize: {err}")),
+    };
+    let job = Job {
+        task_id: task_id.to_owned(),
+        attempt,
+        max_attempts,
+        layer: stored.layer.clone(),
+        received_at: from_epoch_millis(stored.received_at),
+        headers: stored.headers(),
+    };
+    match AssertUnwindSafe(handler.call(event, job))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(())) => Ran::Done,
+        Ok(Err(err)) => Ran::Failed(err.to_string()),
+        Err(panic) => Ran::Failed(format!("handler panicked: {}", panic_message(&*panic))),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string payload")
+}

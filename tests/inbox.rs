@@ -1,0 +1,451 @@
+//! The inbox, the same suite on SQLite and PostgreSQL: 202 once stored, duplicates, the
+//! bound, outages, retries with backoff, the dead-letter and replay, payloads that do not
+//! fit, panics, and a worker stopped mid-job whose job another worker finishes.
+//!
+//! PostgreSQL at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without
+//! one its trials are reported as ignored, or fail when `CI` is set. SQLite needs nothing.
+#![cfg(all(
+    feature = "inbox-sqlite",
+    feature = "inbox-postgres",
+    feature = "test-util"
+))]
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{Layer, ServiceExt};
+use tower_webhook::inbox::{Job, PostgresInbox, RetryPolicy, SqliteInbox};
+use tower_webhook::testkit::Delivery;
+use tower_webhook::{Event, VerifyWebhookLayer, DUPLICATE_HEADER};
+
+/// Retries at once, so the suite does not wait for a backoff.
+fn no_wait() -> RetryPolicy {
+    RetryPolicy::exponential(Duration::ZERO, 1, Duration::ZERO).with_attempts(3)
+}
+
+/// Sends `delivery` through a layer with `inbox`: the status and whether it is a duplicate.
+async fn send(
+    layer: &VerifyWebhookLayer,
+    delivery: &Delivery,
+) -> (StatusCode, bool, Option<String>) {
+    let service = layer.layer(tower::service_fn(|_: Request<Full<Bytes>>| async {
+        // The layer answers every delivery itself.
+        panic!("an inbox layer never calls the inner service");
+        #[allow(unreachable_code)]
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    }));
+    let request: Request<Full<Bytes>> = delivery.request(&common::scheme()).unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    (
+        response.status(),
+        response.headers().contains_key(DUPLICATE_HEADER),
+        response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned()),
+    )
+}
+
+/// Polls `done` every 50 ms for up to `secs` seconds.
+async fn eventually(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 20 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+/// What the handlers saw: (id, attempt).
+type Seen = Arc<Mutex<Vec<(String, u32)>>>;
+
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The suite, for one backend: `$inbox` is an async expression that makes a fresh inbox
+/// (its own queue) with the given retry policy, or `None` where its server is unreachable.
+macro_rules! inbox_suite {
+    ($backend:literal, $inbox:expr) => {
+        vec![
+            common::trial(
+                concat!($backend, "::accepted_once_stored_then_handled"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    let delivery = Delivery::new(r#"{"type":"user.created"}"#).id(unique("msg"));
+                    assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+                    assert_eq!(inbox.counts().await.unwrap().queued, 1);
+
+                    let seen = Seen::default();
+                    let worker = {
+                        let seen = Arc::clone(&seen);
+                        inbox.worker(move |event: Event<serde_json::Value>, job: Job| {
+                            let seen = Arc::clone(&seen);
+                            async move {
+                                assert_eq!(event.payload()["type"], "user.created");
+                                assert_eq!(event.scheme(), "standard-webhooks");
+                                assert!(job.headers().contains_key("webhook-id"));
+                                seen.lock()
+                                    .unwrap()
+                                    .push((event.id().to_owned(), job.attempt()));
+                                Ok::<_, Infallible>(())
+                            }
+                        })
+                    };
+                    let running = tokio::spawn(worker.run());
+                    let id = delivery_id(&delivery);
+                    assert!(eventually(10, || seen.lock().unwrap().len() == 1).await);
+                    assert_eq!(seen.lock().unwrap()[0], (id, 1));
+                    // A copy is a duplicate, answered 200, and not queued again.
+                    let (status, duplicate, _) = send(&layer, &delivery).await;
+                    assert_eq!((status, duplicate), (StatusCode::OK, true));
+                    assert!(eventually(5, || true).await);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    assert_eq!(seen.lock().unwrap().len(), 1);
+                    running.abort();
+                },
+            ),
+            common::trial(
+                concat!($backend, "::a_failed_attempt_runs_again"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    let delivery = Delivery::new("{}").id(unique("retry"));
+                    assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+                    let seen = Seen::default();
+                    let worker = {
+                        let seen = Arc::clone(&seen);
+                        inbox.worker(move |event: Event, job: Job| {
+                            let seen = Arc::clone(&seen);
+                            async move {
+                                seen.lock()
+                                    .unwrap()
+                                    .push((event.id().to_owned(), job.attempt()));
+                                if job.attempt() == 1 {
+                                    return Err("the first attempt fails".to_owned());
+                                }
+                                Ok(())
+                            }
+                        })
+                    };
+                    let running = tokio::spawn(worker.run());
+                    assert!(eventually(15, || seen.lock().unwrap().len() == 2).await);
+                    let attempts: Vec<u32> = seen.lock().unwrap().iter().map(|s| s.1).collect();
+                    assert_eq!(attempts, [1, 2]);
+                    assert!(eventually(5, || true).await);
+                    running.abort();
+                },
+            ),
+            common::trial(concat!($backend, "::a_panic_runs_again"), || async {
+                let inbox = $inbox(no_wait()).await.unwrap();
+                let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                assert_eq!(
+                    send(&layer, &Delivery::new("{}").id(unique("panic")))
+                        .await
+                        .0,
+                    StatusCode::ACCEPTED
+                );
+                let seen = Seen::default();
+                let worker = {
+                    let seen = Arc::clone(&seen);
+                    inbox.worker(move |event: Event, job: Job| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            seen.lock()
+                                .unwrap()
+                                .push((event.id().to_owned(), job.attempt()));
+                            assert!(job.attempt() > 1, "the first attempt panics");
+                            Ok::<_, Infallible>(())
+                        }
+                    })
+                };
+                let running = tokio::spawn(worker.run());
+                assert!(eventually(15, || seen.lock().unwrap().len() == 2).await);
+                running.abort();
+            }),
+            common::trial(
+                concat!($backend, "::out_of_attempts_is_dead_lettered_and_replayed"),
+                || async {
+                    let inbox = $inbox(no_wait().with_attempts(2)).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    let delivery = Delivery::new("{}").id(unique("dead"));
+                    assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+                    let failing = inbox.worker(|_: Event| async { Err::<(), _>("always fails") });
+                    let running = tokio::spawn(failing.run());
+                    let mut dead = Vec::new();
+                    for _ in 0..300 {
+                        dead = inbox.dead_letters(10).await.unwrap();
+                        if !dead.is_empty() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    running.abort();
+                    assert_eq!(dead.len(), 1);
+                    assert_eq!(dead[0].id, delivery_id(&delivery));
+                    assert_eq!(dead[0].attempts, 2);
+                    assert_eq!(dead[0].last_error.as_deref(), Some("always fails"));
+                    assert_eq!(inbox.counts().await.unwrap().dead, 1);
+
+                    assert!(inbox.replay(&dead[0].task_id).await.unwrap());
+                    assert!(!inbox.replay("no-such-task").await.unwrap());
+                    let seen = Seen::default();
+                    let worker = {
+                        let seen = Arc::clone(&seen);
+                        inbox.worker(move |event: Event, job: Job| {
+                            let seen = Arc::clone(&seen);
+                            async move {
+                                seen.lock()
+                                    .unwrap()
+                                    .push((event.id().to_owned(), job.attempt()));
+                                Ok::<_, Infallible>(())
+                            }
+                        })
+                    };
+                    let running = tokio::spawn(worker.run());
+                    assert!(eventually(10, || seen.lock().unwrap().len() == 1).await);
+                    running.abort();
+                    let counts = inbox.counts().await.unwrap();
+                    assert_eq!((counts.dead, counts.queued), (0, 0));
+                },
+            ),
+            common::trial(
+                concat!($backend, "::a_body_that_does_not_fit_is_dead_at_once"),
+                || async {
+                    #[derive(serde::Deserialize)]
+                    struct Strict {
+                        #[allow(dead_code)]
+                        amount: u64,
+                    }
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    assert_eq!(
+                        send(
+                            &layer,
+                            &Delivery::new(r#"{"amount":"ten"}"#).id(unique("shape"))
+                        )
+                        .await
+                        .0,
+                        StatusCode::ACCEPTED
+                    );
+                    let runs = Arc::new(AtomicU32::new(0));
+                    let worker = {
+                        let runs = Arc::clone(&runs);
+                        inbox.worker(move |_: Event<Strict>| {
+                            runs.fetch_add(1, Ordering::Relaxed);
+                            async { Ok::<_, Infallible>(()) }
+                        })
+                    };
+                    let running = tokio::spawn(worker.run());
+                    let mut dead = Vec::new();
+                    for _ in 0..200 {
+                        dead = inbox.dead_letters(10).await.unwrap();
+                        if !dead.is_empty() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    running.abort();
+                    assert_eq!(dead.len(), 1);
+                    assert_eq!(dead[0].attempts, 1);
+                    assert!(dead[0]
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("does not deserialize"));
+                    assert_eq!(runs.load(Ordering::Relaxed), 0);
+                },
+            ),
+            common::trial(
+                concat!($backend, "::over_the_bound_answers_429"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap().with_max_queued(2);
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    for _ in 0..2 {
+                        assert_eq!(
+                            send(&layer, &Delivery::new("{}").id(unique("full")))
+                                .await
+                                .0,
+                            StatusCode::ACCEPTED
+                        );
+                    }
+                    let (status, _, retry_after) =
+                        send(&layer, &Delivery::new("{}").id(unique("full"))).await;
+                    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+                    assert!(retry_after.is_some());
+                    assert_eq!(inbox.counts().await.unwrap().queued, 2);
+                    assert_eq!(layer.stats().snapshot().inbox_full, 1);
+                },
+            ),
+            common::trial(
+                concat!(
+                    $backend,
+                    "::a_failed_write_answers_503_and_acknowledges_nothing"
+                ),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    inbox.pool().close().await;
+                    let (status, _, retry_after) =
+                        send(&layer, &Delivery::new("{}").id(unique("down"))).await;
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                    assert!(retry_after.is_some());
+                },
+            ),
+            common::trial(
+                concat!($backend, "::a_worker_stopped_mid_job_leaves_it_to_another"),
+                || async {
+                    let inbox = $inbox(no_wait())
+                        .await
+                        .unwrap()
+                        .with_heartbeat(Duration::from_secs(1));
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    let delivery = Delivery::new("{}").id(unique("orphan"));
+                    assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+                    let started = Arc::new(AtomicU32::new(0));
+                    let stuck = {
+                        let started = Arc::clone(&started);
+                        inbox.worker(move |_: Event| {
+                            started.fetch_add(1, Ordering::Relaxed);
+                            async { std::future::pending::<Result<(), Infallible>>().await }
+                        })
+                    };
+                    let first = tokio::spawn(stuck.run());
+                    assert!(eventually(10, || started.load(Ordering::Relaxed) == 1).await);
+                    // Gone without a word, as a killed process: no shutdown, no more heartbeats.
+                    first.abort();
+                    let seen = Seen::default();
+                    let worker = {
+                        let seen = Arc::clone(&seen);
+                        inbox.worker(move |event: Event, job: Job| {
+                            let seen = Arc::clone(&seen);
+                            async move {
+                                seen.lock()
+                                    .unwrap()
+                                    .push((event.id().to_owned(), job.attempt()));
+                                Ok::<_, Infallible>(())
+                            }
+                        })
+                    };
+                    let second = tokio::spawn(worker.run());
+                    assert!(eventually(20, || seen.lock().unwrap().len() == 1).await);
+                    second.abort();
+                    let (id, attempt) = seen.lock().unwrap()[0].clone();
+                    assert_eq!(id, delivery_id(&delivery));
+                    assert!(attempt >= 2, "the cut-short run counts as an attempt");
+                },
+            ),
+            common::trial(
+                concat!($backend, "::graceful_shutdown_finishes_the_running_job"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    assert_eq!(
+                        send(&layer, &Delivery::new("{}").id(unique("drain")))
+                            .await
+                            .0,
+                        StatusCode::ACCEPTED
+                    );
+                    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+                    let started_tx = Mutex::new(Some(started_tx));
+                    let finished = Arc::new(AtomicU32::new(0));
+                    let worker = {
+                        let finished = Arc::clone(&finished);
+                        inbox.worker(move |_: Event| {
+                            if let Some(tx) = started_tx.lock().unwrap().take() {
+                                let _ = tx.send(());
+                            }
+                            let finished = Arc::clone(&finished);
+                            async move {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                finished.fetch_add(1, Ordering::Relaxed);
+                                Ok::<_, Infallible>(())
+                            }
+                        })
+                    };
+                    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                    let running = tokio::spawn(worker.run_until(async move {
+                        let _ = stop_rx.await;
+                    }));
+                    tokio::time::timeout(Duration::from_secs(10), started_rx)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    stop_tx.send(()).unwrap();
+                    tokio::time::timeout(Duration::from_secs(10), running)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(finished.load(Ordering::Relaxed), 1);
+                    assert_eq!(inbox.counts().await.unwrap().done, 1);
+                },
+            ),
+        ]
+    };
+}
+
+fn delivery_id(delivery: &Delivery) -> String {
+    let request: Request<Full<Bytes>> = delivery.request(&common::scheme()).unwrap();
+    request.headers()["webhook-id"].to_str().unwrap().to_owned()
+}
+
+fn run_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tower-webhook-inbox-{}", std::process::id()))
+}
+
+async fn sqlite(retry: RetryPolicy) -> Option<SqliteInbox> {
+    std::fs::create_dir_all(run_dir()).unwrap();
+    let path = run_dir().join(format!("{}.db", unique("inbox")));
+    Some(SqliteInbox::open(path).await.unwrap().with_retry(retry))
+}
+
+fn database_url() -> String {
+    common::env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+}
+
+async fn postgres(retry: RetryPolicy) -> Option<PostgresInbox> {
+    let url = database_url();
+    match PostgresInbox::connect(&url).await {
+        Ok(inbox) => Some(inbox.with_queue(&unique("test-queue")).with_retry(retry)),
+        Err(err) => common::unreachable("PostgreSQL", "DATABASE_URL", &url, err),
+    }
+}
+
+async fn probe() -> Result<(), String> {
+    PostgresInbox::connect(&database_url())
+        .await
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+fn main() -> std::process::ExitCode {
+    let sqlite_trials = inbox_suite!("sqlite", sqlite);
+    let postgres_trials = inbox_suite!("postgres", postgres);
+    let reachable = tokio::runtime::Runtime::new().unwrap().block_on(probe());
+    let mut trials = sqlite_trials;
+    trials.extend(common::needing(
+        "PostgreSQL",
+        "DATABASE_URL",
+        &database_url(),
+        reachable,
+        postgres_trials,
+    ));
+    let code = common::run(trials);
+    let _ = std::fs::remove_dir_all(run_dir());
+    code
+}
