@@ -13,6 +13,17 @@
 //! `--features redis`); else `DATABASE_URL` set, PostgreSQL, its table created at start
 //! (`--features postgres`); neither, in memory.
 //!
+//! `WEBHOOK_INBOX` chooses how deliveries are handled. Unset, inline, as above: the handler
+//! runs before the answer. `sqlite:<path>` (`--features inbox-sqlite`) or `postgres` (the
+//! database at `DATABASE_URL`, `--features inbox-postgres`): the delivery is stored and
+//! answered 202, and workers in this process run the handler, with retries and a
+//! dead-letter. `WORKER_CONCURRENCY` (default 16) bounds the handlers running at once;
+//! `WEBHOOK_INBOX_QUEUE` names the queue (default `tower-webhook`).
+//!
+//! Demo knobs, to watch retries and slow handlers: `HANDLER_DELAY_MS` makes the handler
+//! sleep that long before it answers; `HANDLER_FAIL_RATE` (0.0 to 1.0) is the share of
+//! deliveries whose first attempt fails with an error (later attempts succeed).
+//!
 //! `GET /health` answers `ok`, outside the webhook layer. Built with `--features metrics`,
 //! `GET /metrics` serves the layer's metrics in the Prometheus text format.
 
@@ -48,7 +59,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("scheme: {name}");
     let layer = VerifyWebhookLayer::new(scheme).with_id_source(id_source);
-    let layer = if let Ok(url) = std::env::var("REDIS_URL") {
+    let layer = if let Ok(inbox) = std::env::var("WEBHOOK_INBOX") {
+        with_inbox(layer, &inbox).await?
+    } else if let Ok(url) = std::env::var("REDIS_URL") {
         with_redis(layer, &url).await?
     } else if let Ok(url) = std::env::var("DATABASE_URL") {
         with_postgres(layer, &url).await?
@@ -71,6 +84,139 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     Ok(())
+}
+
+/// The demo knobs: how long the handler takes, and the share of deliveries whose first
+/// attempt fails.
+struct Knobs {
+    delay: std::time::Duration,
+    fail_rate: f64,
+}
+
+impl Knobs {
+    fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok();
+        Self {
+            delay: std::time::Duration::from_millis(
+                var("HANDLER_DELAY_MS")
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(0),
+            ),
+            fail_rate: var("HANDLER_FAIL_RATE")
+                .and_then(|rate| rate.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                .clamp(0.0, 1.0),
+        }
+    }
+
+    /// Whether the first attempt at delivery `id` fails: the same answer for every copy and
+    /// every process, so a retry after a restart still succeeds.
+    fn first_attempt_fails(&self, id: &str) -> bool {
+        // FNV-1a: stable across processes, unlike the standard library's random hasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in id.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        f64::from(u16::try_from(hash % 10_000).unwrap_or(0)) / 10_000.0 < self.fail_rate
+    }
+}
+
+/// The work on one delivery, inline or in a worker: `attempt` is the worker's, or (inline)
+/// 1 for the first copy this process sees and 2 after.
+async fn work(event: &Event, attempt: u32, knobs: &Knobs) -> Result<(), String> {
+    if !knobs.delay.is_zero() {
+        println!("working on event {} (attempt {attempt})", event.id());
+        tokio::time::sleep(knobs.delay).await;
+    }
+    if attempt == 1 && knobs.first_attempt_fails(event.id()) {
+        println!("failed event {} (attempt 1, a demo failure)", event.id());
+        return Err("a demo failure (HANDLER_FAIL_RATE)".to_owned());
+    }
+    let kind = event
+        .event_type()
+        .map(str::to_owned)
+        .or_else(|| {
+            let payload = event.json::<serde_json::Value>().ok()?;
+            ["type", "event_type"]
+                .iter()
+                .find_map(|field| payload.get(field)?.as_str().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "-".to_owned());
+    println!(
+        "handled event {} (type {kind}, {} bytes, attempt {attempt})",
+        event.id(),
+        event.body().len()
+    );
+    Ok(())
+}
+
+/// The inbox `spec` names, with its workers running in this process until Ctrl-C.
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+async fn with_inbox(
+    layer: VerifyWebhookLayer,
+    spec: &str,
+) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+    let concurrency = std::env::var("WORKER_CONCURRENCY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(16);
+    let knobs = std::sync::Arc::new(Knobs::from_env());
+    let handler = move |event: Event, job: tower_webhook::inbox::Job| {
+        let knobs = std::sync::Arc::clone(&knobs);
+        async move { work(&event, job.attempt(), &knobs).await }
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        #[cfg(feature = "inbox-sqlite")]
+        {
+            let mut inbox = tower_webhook::inbox::SqliteInbox::open(path)
+                .await
+                .map_err(|err| format!("WEBHOOK_INBOX {spec}: {err}"))?;
+            if let Ok(queue) = std::env::var("WEBHOOK_INBOX_QUEUE") {
+                inbox = inbox.with_queue(&queue);
+            }
+            println!("inbox: SQLite file {path}, {concurrency} workers");
+            let worker = inbox.worker(handler).concurrency(concurrency);
+            tokio::spawn(worker.run_until(stop));
+            return Ok(layer.with_inbox(inbox));
+        }
+        #[cfg(not(feature = "inbox-sqlite"))]
+        return Err(format!("WEBHOOK_INBOX {spec}: build with --features inbox-sqlite").into());
+    }
+    if spec == "postgres" {
+        #[cfg(feature = "inbox-postgres")]
+        {
+            let url = std::env::var("DATABASE_URL")
+                .map_err(|_| "WEBHOOK_INBOX=postgres needs DATABASE_URL")?;
+            let mut inbox = tower_webhook::inbox::PostgresInbox::connect(&url)
+                .await
+                .map_err(|err| format!("DATABASE_URL: {err}"))?;
+            if let Ok(queue) = std::env::var("WEBHOOK_INBOX_QUEUE") {
+                inbox = inbox.with_queue(&queue);
+            }
+            println!("inbox: PostgreSQL, {concurrency} workers");
+            let worker = inbox.worker(handler).concurrency(concurrency);
+            tokio::spawn(worker.run_until(stop));
+            return Ok(layer.with_inbox(inbox));
+        }
+        #[cfg(not(feature = "inbox-postgres"))]
+        return Err("WEBHOOK_INBOX=postgres: build with --features inbox-postgres".into());
+    }
+    Err(format!("WEBHOOK_INBOX {spec:?}: use sqlite:<path> or postgres").into())
+}
+
+#[cfg(not(any(feature = "inbox-sqlite", feature = "inbox-postgres")))]
+#[allow(clippy::unused_async)] // the same signature as with the features
+async fn with_inbox(
+    _: VerifyWebhookLayer,
+    spec: &str,
+) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+    Err(format!(
+        "WEBHOOK_INBOX={spec}, but this build has no inbox: run with --features inbox-sqlite or inbox-postgres"
+    )
+    .into())
 }
 
 /// The scheme `name`, and where its deliveries' ids come from.
@@ -191,23 +337,30 @@ fn with_metrics(app: Router) -> Result<Router, Box<dyn std::error::Error>> {
     Ok(app)
 }
 
+/// Inline: the handler runs before the answer, which is 500 when it fails (the sender
+/// retries).
 async fn handle(event: Event) -> StatusCode {
-    let kind = event
-        .event_type()
-        .map(str::to_owned)
-        .or_else(|| {
-            let payload = event.json::<serde_json::Value>().ok()?;
-            ["type", "event_type"]
-                .iter()
-                .find_map(|field| payload.get(field)?.as_str().map(str::to_owned))
-        })
-        .unwrap_or_else(|| "-".to_owned());
-    println!(
-        "handled event {} (type {kind}, {} bytes)",
-        event.id(),
-        event.body().len()
-    );
-    StatusCode::NO_CONTENT
+    static KNOBS: std::sync::OnceLock<Knobs> = std::sync::OnceLock::new();
+    static FAILED_ONCE: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let knobs = KNOBS.get_or_init(Knobs::from_env);
+    let attempt = {
+        let mut failed = FAILED_ONCE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failed.contains(event.id()) {
+            2
+        } else {
+            if knobs.first_attempt_fails(event.id()) {
+                failed.insert(event.id().to_owned());
+            }
+            1
+        }
+    };
+    match work(&event, attempt, knobs).await {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 /// Prints a line for every delivery the layer answered itself.

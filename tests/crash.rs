@@ -1,0 +1,314 @@
+//! The inbox's promise, end to end: the example server in inbox mode (SQLite, then
+//! PostgreSQL) under a retrying sender of 500 unique deliveries, its handler slower than the
+//! sender's timeout and failing a share of first attempts, killed with SIGKILL three times
+//! mid-run and restarted. Every delivery answered 2xx must be handled (0 lost); the handler
+//! runs beyond one per delivery are counted and printed.
+//!
+//! Runs the `server` example's binary, which `cargo test --all-features` builds beside this
+//! test. PostgreSQL at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! without one its trial is ignored, or fails when `CI` is set.
+#![cfg(all(
+    feature = "inbox-sqlite",
+    feature = "inbox-postgres",
+    feature = "test-util"
+))]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use tokio::net::TcpStream;
+use tower_webhook::testkit::Delivery;
+
+const DELIVERIES: usize = 500;
+const CONCURRENCY: usize = 32;
+const KILLS: usize = 3;
+/// The sender gives up on an answer after this long, and retries.
+const SENDER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The handler takes longer than the sender waits.
+const HANDLER_DELAY_MS: &str = "1200";
+const FAIL_RATE: &str = "0.2";
+
+/// The `server` example's binary, built by `cargo test` beside this test's.
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let target = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps");
+    let server = target.join("examples").join("server");
+    assert!(
+        server.exists(),
+        "{} is missing: `cargo test --all-features` builds it; alone, run `cargo build --all-features --example server` first",
+        server.display()
+    );
+    server
+}
+
+/// What the servers printed, per delivery id: handler runs started, and completed.
+#[derive(Default)]
+struct Seen {
+    started: HashMap<String, usize>,
+    handled: HashMap<String, usize>,
+}
+
+type Runs = Arc<Mutex<Seen>>;
+
+/// One incarnation of the receiver.
+struct Receiver {
+    child: Child,
+}
+
+impl Receiver {
+    fn start(env: &[(&str, String)], runs: &Runs) -> Self {
+        let mut command = Command::new(server_binary());
+        command
+            .env("WEBHOOK_SECRET", common::SECRET)
+            .env("HANDLER_DELAY_MS", HANDLER_DELAY_MS)
+            .env("HANDLER_FAIL_RATE", FAIL_RATE)
+            .env("WORKER_CONCURRENCY", CONCURRENCY.to_string())
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the server starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let runs = Arc::clone(runs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let id = |rest: &str| rest.split_whitespace().next().unwrap_or("").to_owned();
+                let mut seen = runs.lock().unwrap();
+                if let Some(rest) = line.strip_prefix("handled event ") {
+                    *seen.handled.entry(id(rest)).or_default() += 1;
+                } else if let Some(rest) = line.strip_prefix("working on event ") {
+                    *seen.started.entry(id(rest)).or_default() += 1;
+                }
+            }
+        });
+        Self { child }
+    }
+
+    fn kill(mut self) {
+        // SIGKILL: no shutdown, no last heartbeat, nothing flushed.
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+/// Posts `request` over a fresh connection to `addr`: the status, or `None` for no answer
+/// within the sender's timeout (or no connection).
+async fn post(addr: std::net::SocketAddr, request: Request<Full<Bytes>>) -> Option<u16> {
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(connection);
+        let response = sender.send_request(request).await.ok()?;
+        Some(response.status().as_u16())
+    };
+    tokio::time::timeout(SENDER_TIMEOUT, attempt).await.ok()?
+}
+
+/// What the run found.
+struct Outcome {
+    acknowledged: usize,
+    lost: Vec<String>,
+    /// Handler runs started beyond one per delivery: the first attempts that fail on
+    /// purpose, and runs cut short by a SIGKILL.
+    extra_runs: usize,
+    /// Handler runs that completed beyond one per delivery.
+    extra_completions: usize,
+    attempts: usize,
+}
+
+async fn run(backend: &str, env: Vec<(&'static str, String)>) -> Outcome {
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut env = env;
+    env.push(("BIND", addr.to_string()));
+    let runs = Runs::default();
+    let receiver = Arc::new(Mutex::new(Some(Receiver::start(&env, &runs))));
+
+    let run_id = format!("{backend}-{}-{}", std::process::id(), unique_suffix());
+    let ids: Vec<String> = (0..DELIVERIES)
+        .map(|n| format!("crash-{run_id}-{n}"))
+        .collect();
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+
+    // The sender: 32 at a time, each delivery retried until it gets a 2xx.
+    let mut senders = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (ids, acknowledged, attempts, next) = (
+            ids.clone(),
+            Arc::clone(&acknowledged),
+            Arc::clone(&attempts),
+            Arc::clone(&next),
+        );
+        senders.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(id) = ids.get(n) else { return };
+                let body = format!(
+                    r#"{{"type":"crash.test","n":{n},"pad":"{}"}}"#,
+                    "x".repeat(960)
+                );
+                let delivery = Delivery::new(body).id(id.clone());
+                loop {
+                    attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let request = delivery.request(&common::scheme()).unwrap();
+                    if post(addr, request)
+                        .await
+                        .is_some_and(|s| (200..300).contains(&s))
+                    {
+                        acknowledged.lock().unwrap().insert(id.clone());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }));
+    }
+
+    // The killer: SIGKILL mid-run, three times, each followed by a restart.
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let old = receiver.lock().unwrap().take();
+        if let Some(old) = old {
+            old.kill();
+        }
+        *receiver.lock().unwrap() = Some(Receiver::start(&env, &runs));
+    }
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(180), sender)
+            .await
+            .expect("every delivery acknowledged within 3 minutes")
+            .unwrap();
+    }
+
+    // Every acknowledged delivery handled: wait for the workers (and the heartbeat that
+    // returns a killed worker's jobs to the queue).
+    let acknowledged: HashSet<String> = acknowledged.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let lost = loop {
+        let lost: Vec<String> = {
+            let seen = runs.lock().unwrap();
+            acknowledged
+                .iter()
+                .filter(|id| !seen.handled.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if lost.is_empty() || Instant::now() > deadline {
+            break lost;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    if let Some(receiver) = receiver.lock().unwrap().take() {
+        receiver.kill();
+    }
+    let seen = runs.lock().unwrap();
+    let beyond_one = |runs: &HashMap<String, usize>| -> usize {
+        ids.iter()
+            .filter_map(|id| runs.get(id))
+            .map(|n| n.saturating_sub(1))
+            .sum()
+    };
+    Outcome {
+        acknowledged: acknowledged.len(),
+        lost,
+        extra_runs: beyond_one(&seen.started),
+        extra_completions: beyond_one(&seen.handled),
+        attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+fn report(backend: &str, outcome: &Outcome) {
+    println!(
+        "crash test ({backend}): {DELIVERIES} deliveries, {} acknowledged, {} lost; handler runs \
+         beyond one per delivery: {} started (failing first attempts and runs cut short by \
+         SIGKILL), {} completed; {} send attempts, {KILLS} SIGKILLs",
+        outcome.acknowledged,
+        outcome.lost.len(),
+        outcome.extra_runs,
+        outcome.extra_completions,
+        outcome.attempts,
+    );
+    assert_eq!(outcome.acknowledged, DELIVERIES);
+    assert!(outcome.lost.is_empty(), "lost: {:?}", outcome.lost);
+}
+
+async fn sqlite_survives_sigkill() {
+    let dir = std::env::temp_dir().join(format!("tower-webhook-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("inbox.db");
+    let outcome = run(
+        "sqlite",
+        vec![("WEBHOOK_INBOX", format!("sqlite:{}", path.display()))],
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    report("sqlite", &outcome);
+}
+
+fn database_url() -> String {
+    common::env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+}
+
+async fn postgres_survives_sigkill() {
+    let queue = format!("crash-{}-{}", std::process::id(), unique_suffix());
+    let outcome = run(
+        "postgres",
+        vec![
+            ("WEBHOOK_INBOX", "postgres".to_owned()),
+            ("DATABASE_URL", database_url()),
+            ("WEBHOOK_INBOX_QUEUE", queue),
+        ],
+    )
+    .await;
+    report("postgres", &outcome);
+}
+
+fn main() -> std::process::ExitCode {
+    let reachable = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        tower_webhook::inbox::PostgresInbox::connect(&database_url())
+            .await
+            .map(drop)
+            .map_err(|err| err.to_string())
+    });
+    let mut trials = vec![common::trial(
+        "sqlite_survives_sigkill",
+        sqlite_survives_sigkill,
+    )];
+    trials.extend(common::needing(
+        "PostgreSQL",
+        "DATABASE_URL",
+        &database_url(),
+        reachable,
+        vec![common::trial(
+            "postgres_survives_sigkill",
+            postgres_survives_sigkill,
+        )],
+    ));
+    common::run(trials)
+}
