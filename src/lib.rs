@@ -54,12 +54,20 @@
 //! | --- | --- | --- |
 //! | none | | one replica whose handler is idempotent on its own: every verified copy runs it |
 //! | [`MemoryStore`](store::MemoryStore) | | one process; bounded in entries and bytes; forgotten on restart |
+//! | `SqliteStore` | `sqlite` | one machine; a file, kept across restarts |
 //! | [`RedisStore`](store::RedisStore) | `redis` | replicas sharing a Redis (7.0 or later) |
 //! | [`PostgresStore`](store::PostgresStore) | `postgres` | replicas sharing a PostgreSQL |
 //!
 //! One store serves every layer of an application: each layer's keys carry its
 //! [name](VerifyWebhookLayer::with_name). A store of your own implements
 //! [`IdempotencyStore`](store::IdempotencyStore).
+//!
+//! # Acknowledge fast: the inbox
+//!
+//! A handler slower than the sender's timeout never finishes inline. With the `inbox`
+//! module (`inbox-sqlite`, `inbox-postgres`), the layer stores each verified delivery
+//! durably, answers `202` once it is committed, and workers run the handler with retries,
+//! backoff and a dead-letter.
 //!
 //! # Example
 //!
@@ -119,6 +127,8 @@
 //! - `axum` (default): [`Event`] as an axum extractor, on `axum-core` alone.
 //! - `redis`: [`store::RedisStore`].
 //! - `postgres`: [`store::PostgresStore`].
+//! - `sqlite`: `store::SqliteStore`.
+//! - `inbox-sqlite`, `inbox-postgres`: the `inbox` module, on apalis.
 //! - `ed25519`: Standard Webhooks `v1a` signatures
 //!   ([`StandardWebhooks::from_public_key`](scheme::StandardWebhooks::from_public_key)).
 //! - `metrics`: counters and histograms through the `metrics` facade (see [`metrics`]).

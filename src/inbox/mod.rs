@@ -19,7 +19,7 @@
 //!
 //! The inner service is not called: the layer answers every delivery itself. Workers
 //! ([`SqliteInbox::worker`], [`PostgresInbox::worker`]) take the jobs and run your handler
-//! with the same [`Event`] a handler sees inline, and a [`Job`] (the attempt number, the
+//! with the same [`Event`](crate::Event) a handler sees inline, and a [`Job`] (the attempt number, the
 //! stored headers). `Ok` finishes the job; an error or a panic retries it after a
 //! [backoff](RetryPolicy); after the last attempt the job is dead-lettered, kept until you
 //! [replay](SqliteInbox::replay) it. A body that does not deserialize into the handler's `T`

@@ -47,6 +47,9 @@ pub struct SqliteInbox {
     pool: SqlitePool,
     settings: Settings,
     depth: Arc<Depth>,
+    /// One enqueue at a time from this process: SQLite has one writer, and writers that
+    /// meet its lock sleep in its busy handler (up to 100 ms a turn), which made the tail.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteInbox {
@@ -115,6 +118,7 @@ impl SqliteInbox {
             pool,
             settings: Settings::default(),
             depth: Arc::new(Depth::default()),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -260,6 +264,7 @@ impl SqliteInbox {
             .max_attempts(self.settings.retry.attempts() as usize)
             .build();
 
+        let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let marked: Option<i64> = sqlx::query_scalar(MARK)
             .bind(&key)
