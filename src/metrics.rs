@@ -8,7 +8,7 @@
 //! | --- | --- | --- | --- |
 //! | `webhook_deliveries_total` | counter | `layer`, `scheme`, `outcome` | every delivery, by what became of it: `handled`, `handler_failed`, `handler_error`, `handler_panicked`, `duplicate`, `in_flight`, `store_error`, `rejected`, `abandoned`, `queued`, `inbox_full` |
 //! | `webhook_rejections_total` | counter | `layer`, `reason` | deliveries refused before the handler, by [reason](crate::Rejection::reason): `signature`, `timestamp`, `malformed`, `too_large`, `unreadable`, `missing_id`, `not_json` |
-//! | `webhook_store_call_duration_seconds` | histogram | `layer`, `call` | each store call (`claim`, `complete`, `release`), until it answered or timed out |
+//! | `webhook_store_call_duration_seconds` | histogram | `layer`, `call` | each store call (`claim`, `complete`, `release`, or `enqueue` for an inbox), until it answered or timed out |
 //! | `webhook_store_errors_total` | counter | `layer`, `call` | store calls that failed or timed out |
 //! | `webhook_handler_duration_seconds` | histogram | `layer` | the inner service, from call to answer |
 //!
@@ -114,7 +114,7 @@ pub(crate) fn rejection(config: &Config, reason: &'static str) {
     let _ = (config, reason);
 }
 
-/// A store call (`claim`, `complete`, `release`) begun at `timer` answered, or `failed`.
+/// A store call (`claim`, `complete`, `release`, `enqueue`) begun at `timer` answered, or `failed`.
 pub(crate) fn store_call(config: &Config, call: &'static str, timer: Timer, failed: bool) {
     #[cfg(feature = "metrics")]
     {

@@ -79,8 +79,94 @@ fn unique(prefix: &str) -> String {
 /// The suite, for one backend: `$inbox` is an async expression that makes a fresh inbox
 /// (its own queue) with the given retry policy, or `None` where its server is unreachable.
 macro_rules! inbox_suite {
-    ($backend:literal, $inbox:expr) => {
+    ($backend:literal, $inbox:expr, $lock:expr) => {
         vec![
+            common::trial(
+                concat!(
+                    $backend,
+                    "::a_write_slower_than_the_timeout_answers_503_then_commits"
+                ),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme())
+                        .with_inbox(inbox.clone())
+                        .with_store_timeout(Duration::from_millis(300));
+                    let delivery = Delivery::new("{}").id(unique("slow-write"));
+                    // Another writer holds the marks' table: the write waits past the timeout.
+                    let lock = $lock(&inbox).await;
+                    let (status, _, retry_after) = send(&layer, &delivery).await;
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                    assert!(retry_after.is_some());
+                    drop(lock);
+                    // The write abandoned at the timeout is finished in the background: once it
+                    // commits, the sender's retry is a duplicate of a queued delivery.
+                    let mut answer = (StatusCode::SERVICE_UNAVAILABLE, false, None);
+                    for _ in 0..100 {
+                        answer = send(&layer, &delivery).await;
+                        if answer.0 != StatusCode::TOO_MANY_REQUESTS
+                            && answer.0 != StatusCode::SERVICE_UNAVAILABLE
+                        {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    assert!(
+                        matches!(
+                            (answer.0, answer.1),
+                            (StatusCode::OK, true) | (StatusCode::ACCEPTED, false)
+                        ),
+                        "{answer:?}"
+                    );
+                    assert_eq!(
+                        inbox.counts().await.unwrap().queued,
+                        1,
+                        "queued exactly once"
+                    );
+                },
+            ),
+            common::trial(
+                concat!($backend, "::concurrency_bounds_the_running_handlers"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    for _ in 0..4 {
+                        assert_eq!(
+                            send(&layer, &Delivery::new("{}").id(unique("one-at-a-time")))
+                                .await
+                                .0,
+                            StatusCode::ACCEPTED
+                        );
+                    }
+                    let running = Arc::new(AtomicU32::new(0));
+                    let most = Arc::new(AtomicU32::new(0));
+                    let done = Arc::new(AtomicU32::new(0));
+                    let worker = {
+                        let (running, most, done) =
+                            (Arc::clone(&running), Arc::clone(&most), Arc::clone(&done));
+                        inbox.worker(move |_: Event| {
+                            let (running, most, done) =
+                                (Arc::clone(&running), Arc::clone(&most), Arc::clone(&done));
+                            async move {
+                                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                                most.fetch_max(now, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                running.fetch_sub(1, Ordering::SeqCst);
+                                done.fetch_add(1, Ordering::SeqCst);
+                                Ok::<_, Infallible>(())
+                            }
+                        })
+                    };
+                    let task = tokio::spawn(worker.concurrency(2).run());
+                    assert!(eventually(20, || done.load(Ordering::SeqCst) == 4).await);
+                    task.abort();
+                    // Unbounded, the worker fetches the next batch while the first runs: 4 at once.
+                    assert!(
+                        most.load(Ordering::SeqCst) <= 2,
+                        "{} at once",
+                        most.load(Ordering::SeqCst)
+                    );
+                },
+            ),
             common::trial(
                 concat!($backend, "::accepted_once_stored_then_handled"),
                 || async {
@@ -426,6 +512,38 @@ async fn postgres(retry: RetryPolicy) -> Option<PostgresInbox> {
     }
 }
 
+/// Holds SQLite's write lock until dropped: a transaction that wrote.
+async fn lock_sqlite(
+    inbox: &SqliteInbox,
+) -> tower_webhook::store::sqlite::sqlx::Transaction<
+    'static,
+    tower_webhook::store::sqlite::sqlx::Sqlite,
+> {
+    let mut tx = inbox.pool().begin().await.unwrap();
+    tower_webhook::store::sqlite::sqlx::query("DELETE FROM webhook_claims WHERE key = x'00'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Holds the marks' table locked until dropped.
+async fn lock_postgres(
+    inbox: &PostgresInbox,
+) -> tower_webhook::store::postgres::sqlx::Transaction<
+    'static,
+    tower_webhook::store::postgres::sqlx::Postgres,
+> {
+    let mut tx = inbox.pool().begin().await.unwrap();
+    tower_webhook::store::postgres::sqlx::query(
+        "LOCK TABLE webhook_claims IN ACCESS EXCLUSIVE MODE",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx
+}
+
 async fn probe() -> Result<(), String> {
     PostgresInbox::connect(&database_url())
         .await
@@ -434,8 +552,8 @@ async fn probe() -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    let sqlite_trials = inbox_suite!("sqlite", sqlite);
-    let postgres_trials = inbox_suite!("postgres", postgres);
+    let sqlite_trials = inbox_suite!("sqlite", sqlite, lock_sqlite);
+    let postgres_trials = inbox_suite!("postgres", postgres, lock_postgres);
     let reachable = tokio::runtime::Runtime::new().unwrap().block_on(probe());
     let mut trials = sqlite_trials;
     trials.extend(common::needing(
