@@ -125,6 +125,34 @@ macro_rules! inbox_suite {
                 },
             ),
             common::trial(
+                concat!($backend, "::purge_drops_finished_jobs_but_keeps_live_marks"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    let delivery = Delivery::new("{}").id(unique("purge"));
+                    assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+                    let worker = inbox.worker(|_: Event| async { Ok::<_, Infallible>(()) });
+                    let task = tokio::spawn(worker.run());
+                    let mut done = 0;
+                    for _ in 0..200 {
+                        done = inbox.counts().await.unwrap().done;
+                        if done == 1 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    task.abort();
+                    assert_eq!(done, 1);
+                    // Finish times are kept in whole seconds (SQLite): let one pass.
+                    tokio::time::sleep(Duration::from_millis(1100)).await;
+                    assert_eq!(inbox.purge(Duration::ZERO).await.unwrap(), 1);
+                    assert_eq!(inbox.counts().await.unwrap().done, 0);
+                    // The dedup mark lives out its window: a copy is still a duplicate.
+                    let (status, duplicate, _) = send(&layer, &delivery).await;
+                    assert_eq!((status, duplicate), (StatusCode::OK, true));
+                },
+            ),
+            common::trial(
                 concat!($backend, "::concurrency_bounds_the_running_handlers"),
                 || async {
                     let inbox = $inbox(no_wait()).await.unwrap();
