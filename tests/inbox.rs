@@ -13,6 +13,8 @@
 mod common;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +68,25 @@ async fn eventually(secs: u64, mut done: impl FnMut() -> bool) -> bool {
 
 /// What the handlers saw: (id, attempt).
 type Seen = Arc<Mutex<Vec<(String, u32)>>>;
+
+/// A handler that records each (id, attempt) in `seen`, then answers from its future as
+/// `then` does for that attempt (or panics there, where `then` does).
+fn recording(
+    seen: &Seen,
+    then: fn(u32) -> Result<(), String>,
+) -> impl Fn(Event, Job) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let seen = Arc::clone(seen);
+    move |event, job| {
+        seen.lock()
+            .unwrap()
+            .push((event.id().to_owned(), job.attempt()));
+        let attempt = job.attempt();
+        Box::pin(async move { then(attempt) })
+    }
+}
 
 fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -241,26 +262,46 @@ macro_rules! inbox_suite {
                     let delivery = Delivery::new("{}").id(unique("retry"));
                     assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
                     let seen = Seen::default();
-                    let worker = {
-                        let seen = Arc::clone(&seen);
-                        inbox.worker(move |event: Event, job: Job| {
-                            let seen = Arc::clone(&seen);
-                            async move {
-                                seen.lock()
-                                    .unwrap()
-                                    .push((event.id().to_owned(), job.attempt()));
-                                if job.attempt() == 1 {
-                                    return Err("the first attempt fails".to_owned());
-                                }
-                                Ok(())
-                            }
-                        })
-                    };
+                    let worker = inbox.worker(recording(&seen, |attempt| {
+                        if attempt == 1 {
+                            Err("the first attempt fails".to_owned())
+                        } else {
+                            Ok(())
+                        }
+                    }));
                     let running = tokio::spawn(worker.run());
                     assert!(eventually(15, || seen.lock().unwrap().len() == 2).await);
                     let attempts: Vec<u32> = seen.lock().unwrap().iter().map(|s| s.1).collect();
                     assert_eq!(attempts, [1, 2]);
                     assert!(eventually(5, || true).await);
+                    running.abort();
+                },
+            ),
+            common::trial(
+                concat!($backend, "::a_panic_before_the_future_runs_again"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    assert_eq!(
+                        send(&layer, &Delivery::new("{}").id(unique("sync-panic")))
+                            .await
+                            .0,
+                        StatusCode::ACCEPTED
+                    );
+                    let seen = Seen::default();
+                    let worker = {
+                        let seen = Arc::clone(&seen);
+                        // Not an async fn: the closure's own body runs when the job is called.
+                        inbox.worker(move |event: Event, job: Job| {
+                            seen.lock()
+                                .unwrap()
+                                .push((event.id().to_owned(), job.attempt()));
+                            assert!(job.attempt() > 1, "the first call panics");
+                            async { Ok::<_, Infallible>(()) }
+                        })
+                    };
+                    let running = tokio::spawn(worker.run());
+                    assert!(eventually(15, || seen.lock().unwrap().len() == 2).await);
                     running.abort();
                 },
             ),
@@ -274,19 +315,10 @@ macro_rules! inbox_suite {
                     StatusCode::ACCEPTED
                 );
                 let seen = Seen::default();
-                let worker = {
-                    let seen = Arc::clone(&seen);
-                    inbox.worker(move |event: Event, job: Job| {
-                        let seen = Arc::clone(&seen);
-                        async move {
-                            seen.lock()
-                                .unwrap()
-                                .push((event.id().to_owned(), job.attempt()));
-                            assert!(job.attempt() > 1, "the first attempt panics");
-                            Ok::<_, Infallible>(())
-                        }
-                    })
-                };
+                let worker = inbox.worker(recording(&seen, |attempt| {
+                    assert!(attempt > 1, "the first attempt panics");
+                    Ok(())
+                }));
                 let running = tokio::spawn(worker.run());
                 assert!(eventually(15, || seen.lock().unwrap().len() == 2).await);
                 running.abort();
@@ -318,18 +350,7 @@ macro_rules! inbox_suite {
                     assert!(inbox.replay(&dead[0].task_id).await.unwrap());
                     assert!(!inbox.replay("no-such-task").await.unwrap());
                     let seen = Seen::default();
-                    let worker = {
-                        let seen = Arc::clone(&seen);
-                        inbox.worker(move |event: Event, job: Job| {
-                            let seen = Arc::clone(&seen);
-                            async move {
-                                seen.lock()
-                                    .unwrap()
-                                    .push((event.id().to_owned(), job.attempt()));
-                                Ok::<_, Infallible>(())
-                            }
-                        })
-                    };
+                    let worker = inbox.worker(recording(&seen, |_| Ok(())));
                     let running = tokio::spawn(worker.run());
                     assert!(eventually(10, || seen.lock().unwrap().len() == 1).await);
                     running.abort();
@@ -443,18 +464,7 @@ macro_rules! inbox_suite {
                     // Gone without a word, as a killed process: no shutdown, no more heartbeats.
                     first.abort();
                     let seen = Seen::default();
-                    let worker = {
-                        let seen = Arc::clone(&seen);
-                        inbox.worker(move |event: Event, job: Job| {
-                            let seen = Arc::clone(&seen);
-                            async move {
-                                seen.lock()
-                                    .unwrap()
-                                    .push((event.id().to_owned(), job.attempt()));
-                                Ok::<_, Infallible>(())
-                            }
-                        })
-                    };
+                    let worker = inbox.worker(recording(&seen, |_| Ok(())));
                     let second = tokio::spawn(worker.run());
                     assert!(eventually(20, || seen.lock().unwrap().len() == 1).await);
                     second.abort();

@@ -362,10 +362,13 @@ async fn run_once<H: Handler<A>, A>(
         received_at: from_epoch_millis(stored.received_at),
         headers: stored.headers(),
     };
-    match AssertUnwindSafe(handler.call(event, job))
-        .catch_unwind()
-        .await
-    {
+    // A handler that is not an `async fn` runs code of its own when called, before its
+    // future: a panic there fails the attempt like one in the future.
+    let ran = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(event, job))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    match ran {
         Ok(Ok(())) => Ran::Done,
         Ok(Err(err)) => Ran::Failed(err.to_string()),
         Err(panic) => Ran::Failed(format!("handler panicked: {}", panic_message(&*panic))),
