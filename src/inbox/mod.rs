@@ -64,6 +64,8 @@
 
 mod depth;
 mod job;
+#[macro_use]
+mod shared;
 mod worker;
 
 #[cfg(feature = "inbox-postgres")]

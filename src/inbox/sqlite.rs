@@ -3,21 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis_core::task::builder::TaskBuilder;
-use apalis_core::worker::builder::WorkerBuilder;
 use apalis_sqlite::SqliteStorage;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
 use super::depth::Depth;
-use super::job::{epoch_millis, Counts, DeadLetter, Stored};
-use super::worker::{Adapter, Handler, InboxError, Queue, Worker};
-use super::{sealed, Inbox, RetryPolicy, Settings};
-use crate::door::{Door, Enqueued};
-use crate::event::Event;
+use super::job::{epoch_millis, Stored};
+use super::{shared, Settings};
+use crate::door::Enqueued;
 use crate::store::sqlite::{open_pool, store_error};
-use crate::store::{stored_key, BoxFuture, SqliteStore, StoreError};
-use http::HeaderMap;
+use crate::store::{stored_key, SqliteStore, StoreError};
 
 /// The inbox in an SQLite file: one process on one machine, no service to run, nothing
 /// lost when it restarts. See [the module](super) for what the layer answers.
@@ -50,15 +45,6 @@ pub struct SqliteInbox {
     /// One enqueue at a time from this process: SQLite has one writer, and writers that
     /// meet its lock sleep in its busy handler (up to 100 ms a turn), which made the tail.
     writer: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl std::fmt::Debug for SqliteInbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteInbox")
-            .field("queue", &self.settings.queue)
-            .field("max_queued", &self.settings.max_queued)
-            .finish_non_exhaustive()
-    }
 }
 
 // The dedup mark, written in the enqueue's transaction: a fresh or expired key is marked
@@ -122,110 +108,11 @@ impl SqliteInbox {
         })
     }
 
-    /// Writes to and works on the queue `name` (default [`DEFAULT_QUEUE`](super::DEFAULT_QUEUE)):
-    /// one file can hold an inbox per sender, each with its own workers.
-    #[must_use]
-    pub fn with_queue(mut self, name: &str) -> Self {
-        self.settings.queue = Arc::from(name);
-        self.depth = Arc::new(Depth::default());
-        self
-    }
-
-    /// Answers 429 with `Retry-After` while the queue holds `jobs` or more waiting or
-    /// running (default [`DEFAULT_MAX_QUEUED`](super::DEFAULT_MAX_QUEUED)).
-    #[must_use]
-    pub fn with_max_queued(mut self, jobs: u64) -> Self {
-        self.settings.max_queued = jobs;
-        self
-    }
-
-    /// How failed jobs are retried. The number of attempts is written with each job as it
-    /// is queued.
-    #[must_use]
-    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
-        self.settings.retry = policy;
-        self
-    }
-
-    /// How often workers tell the queue they are alive (default
-    /// [`DEFAULT_HEARTBEAT`](super::DEFAULT_HEARTBEAT), at least a second). A worker silent
-    /// for twice that is taken for dead, and its jobs run again.
-    #[must_use]
-    pub fn with_heartbeat(mut self, every: Duration) -> Self {
-        self.settings.heartbeat = every.max(Duration::from_secs(1));
-        self
-    }
+    inbox_methods!(SqlitePool);
 
     /// A dedup store in the same file: for layers that handle inline beside the inbox.
     pub fn store(&self) -> SqliteStore {
         SqliteStore::new(self.pool.clone())
-    }
-
-    /// The pool the inbox runs on.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// A worker that runs `handler` on this inbox's jobs. See [`Worker`].
-    pub fn worker<H, A>(&self, handler: H) -> Worker<Self, H, A>
-    where
-        H: Handler<A>,
-        A: 'static,
-    {
-        Worker::new(self.clone(), handler)
-    }
-
-    /// How many jobs the queue holds, by state.
-    pub async fn counts(&self) -> Result<Counts, StoreError> {
-        let (queued, running, failed, dead, done): (i64, i64, i64, i64, i64) =
-            sqlx::query_as(COUNTS)
-                .bind(&*self.settings.queue)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(store_error)?;
-        let n = |count: i64| u64::try_from(count).unwrap_or(0);
-        Ok(Counts {
-            queued: n(queued),
-            running: n(running),
-            failed: n(failed),
-            dead: n(dead),
-            done: n(done),
-        })
-    }
-
-    /// The dead-lettered jobs, the most recent first, at most `limit`.
-    pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows: Vec<(String, Vec<u8>, i64, Option<String>)> = sqlx::query_as(DEAD)
-            .bind(&*self.settings.queue)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, job, attempts, last)| DeadLetter::from_row(id, &job, attempts, last))
-            .collect())
-    }
-
-    /// Queues the dead-lettered job `task_id` again, with all its attempts; whether there
-    /// was such a job.
-    pub async fn replay(&self, task_id: &str) -> Result<bool, StoreError> {
-        Ok(self.replay_where(Some(task_id)).await? == 1)
-    }
-
-    /// Queues every dead-lettered job again; how many.
-    pub async fn replay_all(&self) -> Result<u64, StoreError> {
-        self.replay_where(None).await
-    }
-
-    async fn replay_where(&self, task_id: Option<&str>) -> Result<u64, StoreError> {
-        let done = sqlx::query(REPLAY)
-            .bind(&*self.settings.queue)
-            .bind(task_id)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
     }
 
     /// Deletes finished jobs older than `age`, and expired dedup marks; how many jobs.
@@ -241,28 +128,14 @@ impl SqliteInbox {
         Ok(done.rows_affected())
     }
 
-    async fn depth(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(DEPTH)
-            .bind(&*self.settings.queue)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
     async fn enqueue(&self, stored: Stored, window: Duration) -> Result<Enqueued, StoreError> {
-        let max = self.settings.max_queued;
-        if self.depth.over(max) && self.depth.recount(self.depth().await?) >= max {
+        if self.full().await? {
             return Ok(Enqueued::Full);
         }
         let key = stored_key(&stored.key).into_owned();
         let now = epoch_millis(std::time::SystemTime::now());
         let expires = now.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-        let job = serde_json::to_vec(&stored)
-            .map_err(|err| StoreError::new(crate::store::StoreErrorKind::Backend, err))?;
-        let task = TaskBuilder::new(job)
-            .max_attempts(self.settings.retry.attempts() as usize)
-            .build();
+        let task = shared::task(&stored, &self.settings)?;
 
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
@@ -280,11 +153,7 @@ impl SqliteInbox {
                 .await
                 .map_err(store_error)?;
             tx.rollback().await.map_err(store_error)?;
-            return Ok(if completed == Some(false) {
-                Enqueued::InFlight
-            } else {
-                Enqueued::Duplicate
-            });
+            return Ok(shared::unmarked(completed));
         }
         apalis_sqlite::queries::push_tasks(&mut *tx, &self.settings.queue, &[task])
             .await
@@ -293,76 +162,19 @@ impl SqliteInbox {
         self.depth.added();
         Ok(Enqueued::Accepted)
     }
-}
 
-impl Inbox for SqliteInbox {}
-
-impl sealed::Sealed for SqliteInbox {
-    fn door(&self) -> Arc<dyn Door> {
-        Arc::new(self.clone())
-    }
-}
-
-impl Door for SqliteInbox {
-    fn enqueue(
-        &self,
-        event: &Event,
-        key: &str,
-        layer: &str,
-        headers: &HeaderMap,
-        window: Duration,
-    ) -> BoxFuture<Result<Enqueued, StoreError>> {
-        let stored = Stored::new(event, key, layer, headers);
-        let inbox = self.clone();
-        Box::pin(async move { inbox.enqueue(stored, window).await })
-    }
-}
-
-impl Queue for SqliteInbox {
-    fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), StoreError>> {
-        let pool = self.pool.clone();
+    /// Puts the failed job `task_id` off by `delay`, before apalis records its failure.
+    async fn defer_job(&self, task_id: String, delay: Duration) -> Result<(), StoreError> {
         // The queue counts in whole seconds: round up, so a delay is never cut short.
         let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-        Box::pin(async move {
-            sqlx::query(DEFER)
-                .bind(task_id)
-                .bind(i64::try_from(secs).unwrap_or(i64::MAX))
-                .execute(&pool)
-                .await
-                .map_err(store_error)?;
-            Ok(())
-        })
-    }
-
-    fn retry(&self) -> RetryPolicy {
-        self.settings.retry
-    }
-
-    fn run<H, A>(
-        &self,
-        name: String,
-        batch: usize,
-        service: Adapter<H, A, Self>,
-        signal: BoxFuture<()>,
-    ) -> BoxFuture<Result<(), InboxError>>
-    where
-        H: Handler<A>,
-        A: 'static,
-    {
-        let config = apalis_sqlite::Config::default()
-            .queue(&*self.settings.queue)
-            .batch_size(batch)
-            .heartbeat_interval(self.settings.heartbeat);
-        let backend = SqliteStorage::<Stored>::new(&self.pool).with_config(config);
-        let worker = WorkerBuilder::new(name).backend(backend).build(service);
-        Box::pin(async move {
-            worker
-                .run_until(async move {
-                    signal.await;
-                    Ok::<(), apalis_core::error::WorkerError>(())
-                })
-                .await
-                .map_err(InboxError::new)
-        })
+        sqlx::query(DEFER)
+            .bind(task_id)
+            .bind(i64::try_from(secs).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 }
+
+inbox_impls!(SqliteInbox, SqliteStorage, apalis_sqlite::Config);

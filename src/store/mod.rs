@@ -344,6 +344,28 @@ pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(crate::config::clamp_ttl(ttl).as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A store error from sqlx's: unreachable, timed out or closed, or a database error whose
+/// code `transient` accepts, is unavailable (the sender retries); anything else a backend
+/// failure.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn sqlx_error(err: sqlx::Error, transient: fn(&str) -> bool) -> StoreError {
+    let unavailable = match &err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| transient(&code)),
+        _ => false,
+    };
+    let kind = if unavailable {
+        StoreErrorKind::Unavailable
+    } else {
+        StoreErrorKind::Backend
+    };
+    StoreError::new(kind, err)
+}
+
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A store call as the layer makes it: answered at once, or a future to wait on.

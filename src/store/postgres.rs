@@ -457,25 +457,11 @@ fn secs(ttl: Duration) -> f64 {
 }
 
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
-    let unreachable = match &err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // Class 08 is "connection exception"; 57P01 to 57P03 are shutdowns and start-ups;
-        // 57014 is a statement cancelled by `statement_timeout`.
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("57P") || code == "57014"
-        }),
-        _ => false,
-    };
-    let kind = if unreachable {
-        StoreErrorKind::Unavailable
-    } else {
-        StoreErrorKind::Backend
-    };
-    StoreError::new(kind, err)
+    // Class 08 is "connection exception"; 57P01 to 57P03 are shutdowns and start-ups; 57014
+    // is a statement cancelled by `statement_timeout`.
+    super::sqlx_error(err, |code| {
+        code.starts_with("08") || code.starts_with("57P") || code == "57014"
+    })
 }
 
 impl IdempotencyStore for PostgresStore {

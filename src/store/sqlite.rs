@@ -10,9 +10,7 @@ use sqlx::SqlitePool;
 /// The `sqlx` this store is built on, so that your pool's version matches.
 pub use sqlx;
 
-use super::{
-    stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
-};
+use super::{stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError};
 use crate::clock::{Clock, SystemClock};
 
 /// An [`IdempotencyStore`] in an SQLite file: one process (or a few on one machine) that
@@ -197,24 +195,11 @@ pub(crate) fn epoch_millis(time: SystemTime) -> i64 {
 /// A store error from sqlx's: a busy or unreachable file is unavailable (retry later),
 /// anything else a backend failure.
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
-    let unavailable = match &err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
-        _ => false,
-    };
-    let kind = if unavailable {
-        StoreErrorKind::Unavailable
-    } else {
-        StoreErrorKind::Backend
-    };
-    StoreError::new(kind, err)
+    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+    super::sqlx_error(err, |code| {
+        code.parse::<i32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+    })
 }
 
 impl IdempotencyStore for SqliteStore {
