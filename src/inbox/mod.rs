@@ -31,7 +31,7 @@
 //! default), so a handler may run more than once for one delivery, as at-least-once
 //! delivery allows.
 //!
-//! The queue is [apalis](https://docs.rs/apalis-core)'s, on `SQLite` ([`SqliteInbox`], feature
+//! The queue is [apalis](https://docs.rs/apalis-core)'s, on SQLite ([`SqliteInbox`], feature
 //! `inbox-sqlite`: one file, no service) or PostgreSQL ([`PostgresInbox`], feature
 //! `inbox-postgres`: any number of receivers and workers on any number of machines).
 //!
