@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tower_webhook::inbox::{accepted, PostgresInbox, SqliteInbox};
 use tower_webhook::scheme::StandardWebhooks;
+use tower_webhook::store::postgres::sqlx;
 use tower_webhook::store::{PostgresStore, SqliteStore};
 use tower_webhook::testkit::Delivery;
 use tower_webhook::{Event, VerifyWebhookLayer};
@@ -162,11 +163,16 @@ async fn main() {
                 .layer(layer().with_inbox(inbox.clone()));
             let (rate, lat) = load(serve(app).await, "inbox-pg").await;
             row("inbox, PostgresInbox (202)", rate, &lat);
-            // The bench's jobs are never worked: remove them.
-            let _ = tower_webhook::store::postgres::sqlx::query(
-                "DELETE FROM apalis.jobs WHERE job_type = $1",
+            // The bench's jobs are never worked, and its marks are of no use: remove them.
+            let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+                .bind(&queue)
+                .execute(inbox.pool())
+                .await;
+            let run = format!("-{}-", std::process::id());
+            let _ = sqlx::query(
+                "DELETE FROM webhook_claims WHERE position(convert_to($1, 'UTF8') in key) > 0",
             )
-            .bind(&queue)
+            .bind(&run)
             .execute(inbox.pool())
             .await;
         }

@@ -607,7 +607,9 @@ fn main() -> std::process::ExitCode {
     }));
     let sqlite_trials = inbox_suite!("sqlite", sqlite, lock_sqlite);
     let postgres_trials = inbox_suite!("postgres", postgres, lock_postgres);
-    let reachable = tokio::runtime::Runtime::new().unwrap().block_on(probe());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reachable = runtime.block_on(probe());
+    let clean = reachable.is_ok();
     let mut trials = sqlite_trials;
     trials.extend(common::needing(
         "PostgreSQL",
@@ -618,5 +620,27 @@ fn main() -> std::process::ExitCode {
     ));
     let code = common::run(trials);
     let _ = std::fs::remove_dir_all(run_dir());
+    if clean {
+        runtime.block_on(remove_this_runs_rows());
+    }
     code
+}
+
+/// Deletes the jobs and dedup marks this run wrote to the shared test database: every queue
+/// and delivery id of a run carries its process id.
+async fn remove_this_runs_rows() {
+    use tower_webhook::store::postgres::sqlx;
+    let Ok(inbox) = PostgresInbox::connect(&database_url()).await else {
+        return;
+    };
+    let tag = format!("-{}-", std::process::id());
+    let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type LIKE 'test-queue' || $1 || '%'")
+        .bind(&tag)
+        .execute(inbox.pool())
+        .await;
+    let _ =
+        sqlx::query("DELETE FROM webhook_claims WHERE position(convert_to($1, 'UTF8') in key) > 0")
+            .bind(&tag)
+            .execute(inbox.pool())
+            .await;
 }
