@@ -582,6 +582,43 @@ async fn lock_postgres(
     tx
 }
 
+/// A PostgreSQL worker that loses its database for a while (a restart, a failover) goes on
+/// working once it answers again. The worker reaches the database through a proxy that
+/// refuses and cuts connections for 7 s; the door writes directly.
+async fn a_postgres_worker_outlives_an_outage() {
+    use common::proxy::{socket_addr, through, Fault, FaultProxy};
+    let url = database_url();
+    let door = postgres(no_wait()).await.unwrap();
+    let proxy = FaultProxy::start(socket_addr(&url, 5432)).await;
+    let queue = unique("test-queue");
+    let door = door.with_queue(&queue);
+    let behind_proxy = PostgresInbox::connect(&through(&url, proxy.addr()))
+        .await
+        .unwrap()
+        .with_queue(&queue)
+        .with_retry(no_wait());
+    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(door);
+    let seen = Seen::default();
+    let running = tokio::spawn(behind_proxy.worker(recording(&seen, |_| Ok(()))).run());
+    let first = Delivery::new("{}").id(unique("before-outage"));
+    assert_eq!(send(&layer, &first).await.0, StatusCode::ACCEPTED);
+    assert!(eventually(10, || seen.lock().unwrap().len() == 1).await);
+
+    proxy.down(Fault::Refuse);
+    // Longer than the pool's 3 s wait for a connection: the worker's queries fail.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    proxy.up().await;
+
+    let second = Delivery::new("{}").id(unique("after-outage"));
+    assert_eq!(send(&layer, &second).await.0, StatusCode::ACCEPTED);
+    assert!(
+        eventually(40, || seen.lock().unwrap().len() == 2).await,
+        "the worker stopped working after the outage (its task finished: {})",
+        running.is_finished()
+    );
+    running.abort();
+}
+
 async fn probe() -> Result<(), String> {
     PostgresInbox::connect(&database_url())
         .await
@@ -616,7 +653,11 @@ fn main() -> std::process::ExitCode {
         "DATABASE_URL",
         &database_url(),
         reachable,
-        postgres_trials,
+        {
+            let mut postgres_trials = postgres_trials;
+            postgres_trials.extend(trials![a_postgres_worker_outlives_an_outage]);
+            postgres_trials
+        },
     ));
     let code = common::run(trials);
     let _ = std::fs::remove_dir_all(run_dir());
