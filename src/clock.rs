@@ -153,3 +153,9 @@ pub(crate) fn unix_millis(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// [`unix_millis`] as a signed integer, the way SQLite and PostgreSQL store it.
+#[cfg(any(feature = "sqlite", feature = "inbox-postgres"))]
+pub(crate) fn unix_millis_i64(at: SystemTime) -> i64 {
+    i64::try_from(unix_millis(at)).unwrap_or(i64::MAX)
+}

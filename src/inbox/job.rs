@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_millis_i64;
 use crate::event::{Event, Unparsed};
 
 /// A verified delivery as the inbox keeps it: the job's payload.
@@ -47,7 +48,7 @@ impl Stored {
             layer: layer.to_owned(),
             event_type: event.event_type().map(str::to_owned),
             timestamp: event.unix_timestamp(),
-            received_at: epoch_millis(SystemTime::now()),
+            received_at: unix_millis_i64(SystemTime::now()),
             headers: headers
                 .iter()
                 .filter(|(name, _)| !NOT_STORED.contains(name))
@@ -85,12 +86,6 @@ impl Stored {
             })
             .collect()
     }
-}
-
-pub(crate) fn epoch_millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-    })
 }
 
 pub(crate) fn from_epoch_millis(millis: i64) -> SystemTime {

@@ -8,8 +8,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
 use super::depth::Depth;
-use super::job::{epoch_millis, Stored};
+use super::job::Stored;
 use super::{shared, Settings};
+use crate::clock::unix_millis_i64;
 use crate::door::Enqueued;
 use crate::store::sqlite::{open_pool, store_error};
 use crate::store::{stored_key, SqliteStore, StoreError};
@@ -133,7 +134,7 @@ impl SqliteInbox {
             return Ok(Enqueued::Full);
         }
         let key = stored_key(&stored.key).into_owned();
-        let now = epoch_millis(std::time::SystemTime::now());
+        let now = unix_millis_i64(std::time::SystemTime::now());
         let expires = now.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
         let task = shared::task(&stored, &self.settings)?;
 

@@ -189,9 +189,7 @@ where
 
 fn unique_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis());
+    let started = crate::clock::unix_millis(std::time::SystemTime::now());
     format!(
         "tower-webhook-{}-{started}-{}",
         std::process::id(),

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
@@ -11,7 +11,7 @@ use sqlx::SqlitePool;
 pub use sqlx;
 
 use super::{stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{unix_millis_i64, Clock, SystemClock};
 
 /// An [`IdempotencyStore`] in an SQLite file: one process (or a few on one machine) that
 /// should not forget the deliveries it handled when it restarts.
@@ -159,7 +159,7 @@ impl SqliteStore {
     }
 
     fn now(&self) -> i64 {
-        epoch_millis(self.clock.now())
+        unix_millis_i64(self.clock.now())
     }
 
     fn at(&self, ttl: Duration) -> i64 {
@@ -184,12 +184,6 @@ pub(crate) async fn open_pool(
         .connect_with(options)
         .await
         .map_err(store_error)
-}
-
-pub(crate) fn epoch_millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-    })
 }
 
 /// A store error from sqlx's: a busy or unreachable file is unavailable (retry later),
