@@ -271,24 +271,20 @@ async fn sqlite_survives_sigkill() {
     report("sqlite", &outcome);
 }
 
-fn database_url() -> String {
-    common::env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-}
-
 async fn postgres_survives_sigkill() {
     let queue = format!("crash-{}-{}", std::process::id(), unique_suffix());
     let outcome = run(
         "postgres",
         vec![
             ("WEBHOOK_INBOX", "postgres".to_owned()),
-            ("DATABASE_URL", database_url()),
+            ("DATABASE_URL", common::database_url()),
             ("WEBHOOK_INBOX_QUEUE", queue.clone()),
         ],
     )
     .await;
     // The run's jobs and marks leave the shared test database (its ids carry the queue's
     // name: `crash-<backend>-<pid>-<time>-<n>`).
-    if let Ok(inbox) = tower_webhook::inbox::PostgresInbox::connect(&database_url()).await {
+    if let Ok(inbox) = tower_webhook::inbox::PostgresInbox::connect(&common::database_url()).await {
         use tower_webhook::store::postgres::sqlx;
         let run = format!("-{}-", std::process::id());
         let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
@@ -307,7 +303,7 @@ async fn postgres_survives_sigkill() {
 
 fn main() -> std::process::ExitCode {
     let reachable = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        tower_webhook::inbox::PostgresInbox::connect(&database_url())
+        tower_webhook::inbox::PostgresInbox::connect(&common::database_url())
             .await
             .map(drop)
             .map_err(|err| err.to_string())
@@ -319,7 +315,7 @@ fn main() -> std::process::ExitCode {
     trials.extend(common::needing(
         "PostgreSQL",
         "DATABASE_URL",
-        &database_url(),
+        &common::database_url(),
         reachable,
         vec![common::trial(
             "postgres_survives_sigkill",

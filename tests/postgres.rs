@@ -17,7 +17,7 @@ use tower_webhook::store::{Claim, IdempotencyStore, PostgresStore, StoreErrorKin
 const TABLE: &str = "tower_webhook_test_claims";
 
 fn url() -> String {
-    common::env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    common::database_url()
 }
 
 async fn pool(url: &str) -> Result<PgPool, tower_webhook::store::postgres::sqlx::Error> {

@@ -371,6 +371,11 @@ pub fn needing(
 
 pub mod proxy;
 
+/// The PostgreSQL the tests use: `DATABASE_URL`, by default the local server's `test`.
+pub fn database_url() -> String {
+    env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+}
+
 /// The value of `var`, or `default`.
 pub fn env_or(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
