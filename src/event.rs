@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::scheme::DeliveryId;
+
 /// A delivery that passed verification, as the inner service sees it.
 ///
 /// The layer puts an `Event` (that is, `Event<Unparsed>`) into the request's extensions
@@ -40,7 +42,7 @@ use serde::de::DeserializeOwned;
 /// Without the layer on the route, the extractor fails with a 500 that names the layer.
 #[derive(Clone)]
 pub struct Event<T = Unparsed> {
-    id: Arc<str>,
+    id: DeliveryId,
     timestamp: Option<i64>,
     kind: Option<Arc<str>>,
     body: Bytes,
@@ -65,7 +67,7 @@ pub struct Unparsed;
 
 impl Event {
     pub(crate) fn new(
-        id: Arc<str>,
+        id: DeliveryId,
         timestamp: Option<i64>,
         event_type: Option<String>,
         body: Bytes,
@@ -112,8 +114,8 @@ impl Event {
 }
 
 impl<T> Event<T> {
-    pub(crate) fn shared_id(&self) -> Arc<str> {
-        Arc::clone(&self.id)
+    pub(crate) fn shared_id(&self) -> DeliveryId {
+        self.id.clone()
     }
 
     /// The delivery's id, from the layer's [`IdSource`](crate::IdSource), as the sender gave

@@ -25,6 +25,7 @@ use crate::id::{IdSource, NoId};
 use crate::metrics::{self, Timer};
 use crate::reject::{Rejection, RejectionKind};
 use crate::runtime::{self, Deadline};
+use crate::scheme::DeliveryId;
 use crate::stats::Outcome;
 use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreCall, StoreError};
 
@@ -52,7 +53,7 @@ pub const DUPLICATE_HEADER: HeaderName = HeaderName::from_static("webhook-duplic
 /// ```
 #[derive(Debug, Clone)]
 pub struct Duplicate {
-    id: Arc<str>,
+    id: DeliveryId,
 }
 
 impl Duplicate {
@@ -150,11 +151,11 @@ pin_project! {
             #[pin]
             deadline: Deadline,
             timer: Timer,
-            id: Option<Arc<str>>,
+            id: Option<DeliveryId>,
         },
         // Answered without the inner service: committed to the inbox (202), or a copy of a
         // delivery handled or queued already (200, duplicate).
-        Answered { id: Option<Arc<str>>, queued: bool },
+        Answered { id: Option<DeliveryId>, queued: bool },
         // The inner service's answer (or panic) goes out.
         Finished { then: Option<Then<S::Response, S::Error>> },
         Done,
@@ -193,7 +194,7 @@ impl<R, E> Then<Response<R>, E> {
 /// What the future keeps while the inner service runs: the delivery's id for the log, when
 /// the call began, and the claim if there is a store.
 struct Running {
-    id: Arc<str>,
+    id: DeliveryId,
     timer: Timer,
     held: Option<Held>,
 }
@@ -394,7 +395,7 @@ where
                 request
                     .extensions()
                     .get::<Event>()
-                    .map_or(key, Event::shared_id),
+                    .map_or_else(|| DeliveryId::from(key), Event::shared_id),
             ),
         },
         Ok(Claim::InFlight) => State::refused(Rejection::new(RejectionKind::InFlight)),
@@ -421,7 +422,7 @@ where
         id: request
             .extensions()
             .get::<Event>()
-            .map_or_else(|| Arc::from(""), Event::shared_id),
+            .map_or_else(|| DeliveryId::from(""), Event::shared_id),
         timer: Timer::start(),
         held,
     };
@@ -643,8 +644,8 @@ fn identify(
     // Made only where there is a store or an inbox to mark it in.
     let key = (config.store.is_some() || config.inbox.is_some())
         .then(|| IdSource::dedup_key(&config.namespace(), &identified, &body));
-    let id: Arc<str> = identified.id.into();
-    span.record("id", &*id);
+    let id = identified.id;
+    span.record("id", id.as_str());
     parts.extensions.insert(Event::new(
         id,
         verified.timestamp,
@@ -724,7 +725,7 @@ fn after_enqueue<S, B>(
     enqueue: &mut Option<BoxFuture<Result<Enqueued, StoreError>>>,
     timer: Timer,
     result: Option<Result<Enqueued, StoreError>>,
-    id: Arc<str>,
+    id: DeliveryId,
 ) -> State<S, B>
 where
     S: Service<Request<Full<Bytes>>>,
@@ -907,7 +908,7 @@ fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<Res
 }
 
 /// The answer to a copy of a delivery that was handled already.
-fn duplicate<R>(config: &Config, span: &Span, id: Arc<str>) -> Response<ResponseBody<R>> {
+fn duplicate<R>(config: &Config, span: &Span, id: DeliveryId) -> Response<ResponseBody<R>> {
     finish(config, span, Outcome::Duplicate, "duplicate");
     tracing::info!(
         id = &*id,

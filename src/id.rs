@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::json;
 use crate::key::dedup_key;
 use crate::scheme::engine::body_hash;
-use crate::scheme::{Scheme, Verified};
+use crate::scheme::{DeliveryId, Scheme, Verified};
 
 type Custom = dyn Fn(&Parts, &[u8]) -> Option<String> + Send + Sync;
 
@@ -75,7 +75,7 @@ enum BodyHash {
 /// the key covers the body.
 #[derive(Debug)]
 pub(crate) struct Identified {
-    pub(crate) id: String,
+    pub(crate) id: DeliveryId,
     material: Option<String>,
     covers_body: bool,
 }
@@ -308,17 +308,16 @@ impl IdSource {
                     .ok_or(missing)?,
                 None,
             ),
-            Source::BodyHash => (body_hash(body), None),
+            Source::BodyHash => (body_hash(body).into(), None),
             Source::Header(name) => {
                 let value = parts.headers.get(name).ok_or(missing)?;
-                let text = std::str::from_utf8(value.as_bytes()).map_err(|_| missing)?;
-                (text.to_owned(), None)
+                (DeliveryId::from_header(value).ok_or(missing)?, None)
             }
             Source::Json { fields, separator } => {
                 let (id, material) = json_id(body, fields, separator)?;
-                (id, Some(material))
+                (id.into(), Some(material))
             }
-            Source::Custom(f) => (f(parts, body).ok_or(missing)?, None),
+            Source::Custom(f) => (f(parts, body).ok_or(missing)?.into(), None),
             Source::Or(first, fallback) => {
                 let found = match first.resolve(scheme, parts, body, verified) {
                     Ok(found) => found.found_by('0'),
@@ -455,7 +454,7 @@ mod tests {
     }
 
     fn resolve(source: &IdSource, body: &str) -> Option<String> {
-        identify(source, body).map(|identified| identified.id)
+        identify(source, body).map(|identified| identified.id.into())
     }
 
     fn key(source: &IdSource, body: &str) -> Arc<str> {

@@ -1,6 +1,5 @@
 //! What the inbox stores of a delivery, and what a worker hands the handler.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -11,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_millis_i64;
 use crate::event::{Event, Unparsed};
+use crate::scheme::DeliveryId;
 
 /// A verified delivery as the inbox keeps it: the job's payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ impl Stored {
             .decode(&self.body)
             .ok()?;
         Some(Event::new(
-            Arc::from(self.id.as_str()),
+            DeliveryId::from(self.id.as_str()),
             self.timestamp,
             self.event_type.clone(),
             Bytes::from(body),

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{
-    check_timestamp, header_value, InvalidSecret, InvalidSecretKind, SignError, SignErrorKind,
-    Verified, VerifyError, VerifyErrorKind,
+    check_timestamp, header_value, DeliveryId, InvalidSecret, InvalidSecretKind, SignError,
+    SignErrorKind, Verified, VerifyError, VerifyErrorKind,
 };
 use crate::json;
 
@@ -131,13 +131,10 @@ impl Header {
         }
     }
 
-    /// The header's one value as text, and the name it came under: the fallback only where
-    /// the main name is absent. One lookup per name. A header missing under both names is
-    /// reported under the main one.
-    fn read<'h>(
-        &'h self,
-        headers: &'h HeaderMap,
-    ) -> Result<(&'h HeaderName, &'h str), VerifyError> {
+    /// The header's one value, as text too, and the name it came under: the fallback only
+    /// where the main name is absent. One lookup per name. A header missing under both names
+    /// is reported under the main one.
+    fn read<'h>(&'h self, headers: &'h HeaderMap) -> Result<Found<'h>, VerifyError> {
         self.read_optional(headers)?
             .ok_or_else(|| VerifyError::missing_header(self.name.clone()))
     }
@@ -146,14 +143,30 @@ impl Header {
     fn read_optional<'h>(
         &'h self,
         headers: &'h HeaderMap,
-    ) -> Result<Option<(&'h HeaderName, &'h str)>, VerifyError> {
-        if let Some(text) = header_value(headers, &self.name)? {
-            return Ok(Some((&self.name, text)));
+    ) -> Result<Option<Found<'h>>, VerifyError> {
+        let found = |name: &'h HeaderName| {
+            Ok(header_value(headers, name)?.map(|(value, text)| Found { name, value, text }))
+        };
+        match (found(&self.name)?, &self.fallback) {
+            (Some(main), _) => Ok(Some(main)),
+            (None, Some(fallback)) => found(fallback),
+            (None, None) => Ok(None),
         }
-        match &self.fallback {
-            Some(fallback) => Ok(header_value(headers, fallback)?.map(|text| (fallback, text))),
-            None => Ok(None),
-        }
+    }
+}
+
+/// A header read by [`Header::read`].
+#[derive(Clone, Copy)]
+struct Found<'h> {
+    name: &'h HeaderName,
+    value: &'h HeaderValue,
+    text: &'h str,
+}
+
+impl Found<'_> {
+    /// The id it holds, sharing the header's bytes (its text is UTF-8, checked on reading).
+    fn id(self) -> Option<DeliveryId> {
+        DeliveryId::from_header(self.value)
     }
 }
 
@@ -280,7 +293,7 @@ impl Engine {
     ) -> Result<Verified, VerifyError> {
         let signed_id = if self.template.contains(&Part::Id) {
             match &self.id {
-                Some(IdFrom::Header(header)) => Some(header.read(headers)?.1),
+                Some(IdFrom::Header(header)) => Some(header.read(headers)?),
                 _ => None,
             }
         } else {
@@ -290,7 +303,11 @@ impl Engine {
             Some(TimestampFrom::Header(header)) => Some(header.read(headers)?),
             _ => None,
         };
-        let (signature_name, signature_text) = self.signature.read(headers)?;
+        let Found {
+            name: signature_name,
+            text: signature_text,
+            ..
+        } = self.signature.read(headers)?;
         if !signature_text.is_ascii() {
             return Err(VerifyError::invalid_header(signature_name.clone()));
         }
@@ -303,7 +320,7 @@ impl Engine {
                 })?;
                 (Some(text), signature_name)
             }
-            (_, Some((name, text))) => (Some(text), name),
+            (_, Some(Found { name, text, .. })) => (Some(text), name),
             (_, None) => (None, signature_name),
         };
         let timestamp = timestamp_text
@@ -315,7 +332,7 @@ impl Engine {
 
         let signed = Signed {
             parts: &self.template,
-            id: signed_id.unwrap_or(""),
+            id: signed_id.map_or("", |found| found.text),
             timestamp: timestamp_text.unwrap_or(""),
             body,
         };
@@ -332,12 +349,12 @@ impl Engine {
         verified.timestamp = timestamp;
         if let Some(IdFrom::Header(header)) = &self.id {
             verified.id = match signed_id {
-                Some(id) => Some(id.to_owned()),
-                None => header.read_optional(headers)?.map(|(_, id)| id.to_owned()),
+                Some(found) => found.id(),
+                None => header.read_optional(headers)?.and_then(Found::id),
             };
         }
         if let Some(name) = &self.event_type {
-            verified.event_type = header_value(headers, name)?.map(str::to_owned);
+            verified.event_type = header_value(headers, name)?.map(|(_, text)| text.to_owned());
         }
         Ok(verified)
     }
@@ -420,13 +437,13 @@ impl Engine {
         (decoded == Some(len)).then_some(Candidate { alg, bytes })
     }
 
-    pub(crate) fn identify(&self, body: &[u8], verified: &Verified) -> Option<String> {
+    pub(crate) fn identify(&self, body: &[u8], verified: &Verified) -> Option<DeliveryId> {
         match self.id.as_ref()? {
             IdFrom::Header(_) => verified.id.clone(),
-            IdFrom::JsonField(field) => json_field(body, field),
-            IdFrom::JsonFieldOrBodyHash(field) => {
-                json_field(body, field).or_else(|| Some(body_hash(body)))
-            }
+            IdFrom::JsonField(field) => json_field(body, field).map(DeliveryId::from),
+            IdFrom::JsonFieldOrBodyHash(field) => Some(DeliveryId::from(
+                json_field(body, field).unwrap_or_else(|| body_hash(body)),
+            )),
         }
     }
 

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName};
 
 pub use super::engine::Encoding;
 use super::engine::{self, Alg, Engine, Format, Header, IdFrom, Key, TimestampFrom};
-use super::{InvalidSecret, Scheme, SignError, Verified, VerifyError};
+use super::{DeliveryId, InvalidSecret, Scheme, SignError, Verified, VerifyError};
 
 const FIVE_MINUTES: Duration = Duration::from_secs(5 * 60);
 
@@ -353,7 +353,12 @@ impl Scheme for HmacScheme {
         self.engine.verify(headers, body, now)
     }
 
-    fn identify(&self, _headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+    fn identify(
+        &self,
+        _headers: &HeaderMap,
+        body: &[u8],
+        verified: &Verified,
+    ) -> Option<DeliveryId> {
         self.engine.identify(body, verified)
     }
 

@@ -17,18 +17,20 @@
 //! All of them run on one verification core: a signature header in one of two shapes, a
 //! template of what is signed, a timestamp rule and an id rule.
 
+mod delivery_id;
 pub(crate) mod engine;
 mod hmac;
 mod standard;
 
 pub use self::hmac::{Encoding, HmacScheme, HmacSchemeBuilder, InvalidScheme, InvalidSchemeKind};
+pub use delivery_id::DeliveryId;
 pub use standard::StandardWebhooks;
 
 use std::error::Error;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::unix_seconds;
 
@@ -40,8 +42,8 @@ use crate::clock::unix_seconds;
 ///
 /// ```
 /// use std::time::SystemTime;
-/// use http::{HeaderMap, HeaderName};
-/// use tower_webhook::scheme::{Scheme, Verified, VerifyError, VerifyErrorKind};
+/// use http::{HeaderMap, HeaderName, HeaderValue};
+/// use tower_webhook::scheme::{DeliveryId, Scheme, Verified, VerifyError, VerifyErrorKind};
 ///
 /// /// A sender that puts a shared token in a header (no signature: a weak scheme, but real).
 /// #[derive(Debug)]
@@ -61,7 +63,8 @@ use crate::clock::unix_seconds;
 ///         if token.as_bytes() != self.0.as_bytes() {
 ///             return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));
 ///         }
-///         let id = headers.get("x-delivery").and_then(|v| v.to_str().ok());
+///         // Shares the header's bytes: no copy.
+///         let id = headers.get("x-delivery").and_then(DeliveryId::from_header);
 ///         Ok(id.map_or_else(Verified::new, |id| Verified::new().with_id(id)))
 ///     }
 /// }
@@ -86,7 +89,12 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
     /// Runs after [`verify`](Self::verify) succeeded, and only when the id is needed, so that
     /// a scheme whose id lies in the body (Stripe's `id` field) does not parse the body during
     /// verification. The default is the id [`verify`](Self::verify) found.
-    fn identify(&self, headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+    fn identify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        verified: &Verified,
+    ) -> Option<DeliveryId> {
         let _ = (headers, body);
         verified.id.clone()
     }
@@ -118,7 +126,12 @@ impl<S: Scheme + ?Sized> Scheme for Box<S> {
         (**self).verify(headers, body, now)
     }
 
-    fn identify(&self, headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+    fn identify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        verified: &Verified,
+    ) -> Option<DeliveryId> {
         (**self).identify(headers, body, verified)
     }
 
@@ -142,7 +155,7 @@ impl<S: Scheme + ?Sized> Scheme for Box<S> {
 #[non_exhaustive]
 pub struct Verified {
     /// The delivery's id, where the scheme carries one (Standard Webhooks: `webhook-id`).
-    pub id: Option<String>,
+    pub id: Option<DeliveryId>,
     /// The signed timestamp, in seconds since the Unix epoch, where the scheme has one.
     pub timestamp: Option<i64>,
     /// The kind of event, where the sender names it in a header (GitHub's `X-GitHub-Event`,
@@ -158,7 +171,7 @@ impl Verified {
 
     /// Sets the id the scheme found.
     #[must_use]
-    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+    pub fn with_id(mut self, id: impl Into<DeliveryId>) -> Self {
         self.id = Some(id.into());
         self
     }
@@ -399,7 +412,7 @@ impl fmt::Display for InvalidSecret {
 
 impl Error for InvalidSecret {}
 
-/// The one value of `name` as text, `None` where it is absent, or the error a scheme reports
+/// The one value of `name`, and it as text, `None` where it is absent, or the error a scheme reports
 /// for it; one lookup.
 ///
 /// Header values may hold any byte but control characters; a value that is not UTF-8 is
@@ -408,7 +421,7 @@ impl Error for InvalidSecret {}
 pub(crate) fn header_value<'h>(
     headers: &'h HeaderMap,
     name: &HeaderName,
-) -> Result<Option<&'h str>, VerifyError> {
+) -> Result<Option<(&'h HeaderValue, &'h str)>, VerifyError> {
     let mut values = headers.get_all(name).into_iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -421,7 +434,7 @@ pub(crate) fn header_value<'h>(
     if text.trim().is_empty() {
         return Err(VerifyError::missing_header(name.clone()));
     }
-    Ok(Some(text))
+    Ok(Some((value, text)))
 }
 
 /// Parses a Unix timestamp in seconds and checks it lies within `tolerance` of `now`.
