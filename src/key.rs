@@ -40,7 +40,8 @@ pub(crate) fn escape_segment(s: &str) -> Cow<'_, str> {
 }
 
 /// The key of a delivery identified by `id` under `namespace` (escaped already); with
-/// `body`, the key covers a hash of it too.
+/// `body`, the key covers a hash of it too. One allocation: the key is built on the stack
+/// and copied once into its `Arc`.
 pub(crate) fn dedup_key(namespace: &str, id: &str, body: Option<&[u8]>) -> Arc<str> {
     let long = id.len() > MAX_RAW_ID;
     let tag = match (long, body.is_some()) {
@@ -49,30 +50,54 @@ pub(crate) fn dedup_key(namespace: &str, id: &str, body: Option<&[u8]>) -> Arc<s
         (false, true) => "ib",
         (true, true) => "hb",
     };
-    let mut key = String::with_capacity(namespace.len() + 4 + 65 + MAX_RAW_ID);
-    key.push_str(namespace);
-    key.push(':');
-    key.push_str(tag);
-    key.push(':');
-    if let Some(body) = body {
-        push_hex(&mut key, &Sha256::digest(body));
-        key.push(':');
-    }
-    if long {
-        push_hex(&mut key, &Sha256::digest(id.as_bytes()));
+    let mut body_hex = [0u8; 64];
+    let body_hex = match body {
+        Some(body) => hex_digest(&mut body_hex, body),
+        None => "",
+    };
+    let mut id_hex = [0u8; 64];
+    let id = if long {
+        hex_digest(&mut id_hex, id.as_bytes())
     } else {
-        key.push_str(id);
-    }
-    Arc::from(key)
+        id
+    };
+    let pieces = [
+        namespace,
+        ":",
+        tag,
+        ":",
+        body_hex,
+        if body.is_some() { ":" } else { "" },
+        id,
+    ];
+    concat_shared(&pieces)
 }
 
-/// Appends the hex of a SHA-256 digest, through the `hex` crate the schemes use.
-fn push_hex(out: &mut String, digest: &[u8]) {
-    let mut text = [0u8; 64];
+/// The hex SHA-256 of `data`, written into `out`.
+fn hex_digest<'a>(out: &'a mut [u8; 64], data: &[u8]) -> &'a str {
     // A 32-byte digest always fits 64 hex digits, which are UTF-8.
-    if hex::encode_to_slice(digest, &mut text).is_ok() {
-        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    if hex::encode_to_slice(Sha256::digest(data), out).is_err() {
+        return "";
     }
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+/// `pieces` joined into one shared string, with one allocation where they fit the stack
+/// buffer (every key but those of very long layer names).
+fn concat_shared(pieces: &[&str]) -> Arc<str> {
+    const STACK: usize = 512;
+    let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+    if len > STACK {
+        return Arc::from(pieces.concat());
+    }
+    let mut buf = [0u8; STACK];
+    let mut at = 0;
+    for piece in pieces {
+        buf[at..at + piece.len()].copy_from_slice(piece.as_bytes());
+        at += piece.len();
+    }
+    // Whole `str`s, joined: UTF-8.
+    Arc::from(std::str::from_utf8(&buf[..len]).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -104,6 +129,15 @@ mod tests {
         // An id that spells out another form's text stays in its own form.
         let hashed_text = &long[5..];
         assert_ne!(dedup_key("ns", hashed_text, None), long);
+    }
+
+    #[test]
+    fn a_name_too_long_for_the_stack_buffer() {
+        let name = "n".repeat(600);
+        let key = dedup_key(&name, "evt_1", Some(b"body"));
+        assert!(key.starts_with(&format!("{name}:ib:")), "{key}");
+        assert!(key.ends_with(":evt_1"), "{key}");
+        assert_eq!(key.len(), 600 + ":ib:".len() + 64 + 1 + "evt_1".len());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The in-memory store, for a service that runs as one process.
 
+use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -253,6 +254,25 @@ impl MemoryStore {
     }
 
     fn claim_at_once(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+        self.claim_key(key, None, lease)
+    }
+
+    /// As a claim through [`IdempotencyStore`], of a key the caller holds shared already (the
+    /// layer's): the entry keeps that key rather than a copy of it.
+    pub(crate) fn claim_shared(
+        &self,
+        key: &Arc<str>,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        self.claim_key(key, Some(key), lease)
+    }
+
+    fn claim_key(
+        &self,
+        key: &str,
+        shared: Option<&Arc<str>>,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         let key = stored_key(key);
         let now = self.now();
         // Made before the lock: nothing of it needs the lock.
@@ -272,8 +292,13 @@ impl MemoryStore {
                 return Err(StoreError::from_kind(StoreErrorKind::Full));
             }
         }
+        // A key kept as it came is the caller's, where it is shared; a hashed one is new.
+        let key: Arc<[u8]> = match (&key, shared) {
+            (Cow::Borrowed(_), Some(shared)) => Arc::from(Arc::clone(shared)),
+            _ => Arc::from(key.as_ref()),
+        };
         entries.insert(
-            Arc::from(key.as_ref()),
+            key,
             State::InFlight(token.clone()),
             now.saturating_add(ttl_millis(lease)),
         );

@@ -27,6 +27,7 @@ pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
 pub use memory::MemoryStore;
 
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -411,6 +412,11 @@ impl<T: IdempotencyStore> DynStore for T {
         key: Arc<str>,
         lease: Duration,
     ) -> StoreCall<Result<Claim, StoreError>> {
+        // The crate's own in-memory store keeps the layer's shared key instead of a copy: one
+        // allocation less per delivery, which the trait's `&str` cannot offer.
+        if let Some(memory) = (&*self as &dyn Any).downcast_ref::<MemoryStore>() {
+            return StoreCall::Ready(memory.claim_shared(&key, lease));
+        }
         match self.claim_now(&key, lease) {
             Some(answer) => StoreCall::Ready(answer),
             None => StoreCall::Pending(Box::pin(async move {
