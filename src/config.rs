@@ -30,6 +30,9 @@ pub(crate) struct Config {
     pub(crate) store_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) stats: Stats,
+    /// The metric keys, made on the first delivery; a change of settings drops them.
+    #[cfg(feature = "metrics")]
+    pub(crate) metric_keys: std::sync::OnceLock<crate::metrics::Keys>,
 }
 
 impl Config {

@@ -80,6 +80,8 @@ impl VerifyWebhookLayer {
                 store_timeout: Self::DEFAULT_STORE_TIMEOUT,
                 clock: Arc::new(SystemClock),
                 stats: Stats::default(),
+                #[cfg(feature = "metrics")]
+                metric_keys: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -287,7 +289,13 @@ impl VerifyWebhookLayer {
     }
 
     fn config_mut(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
+        let config = Arc::make_mut(&mut self.config);
+        // Made for the settings as they were (the layer's name is one of their labels).
+        #[cfg(feature = "metrics")]
+        {
+            config.metric_keys = std::sync::OnceLock::new();
+        }
+        config
     }
 }
 

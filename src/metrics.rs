@@ -86,21 +86,130 @@ impl Timer {
     }
 }
 
+/// The values of each label, for the keys made once per layer: building a key allocates its
+/// labels, which a delivery must not pay for (and, without a recorder, not at all).
 #[cfg(feature = "metrics")]
-fn layer(config: &Config) -> ::metrics::SharedString {
-    ::metrics::SharedString::from(std::sync::Arc::clone(&config.name))
+const OUTCOMES: [&str; 11] = [
+    "handled",
+    "handler_failed",
+    "handler_error",
+    "handler_panicked",
+    "duplicate",
+    "in_flight",
+    "store_error",
+    "rejected",
+    "abandoned",
+    "queued",
+    "inbox_full",
+];
+#[cfg(feature = "metrics")]
+const REASONS: [&str; 7] = [
+    "signature",
+    "timestamp",
+    "malformed",
+    "too_large",
+    "unreadable",
+    "missing_id",
+    "not_json",
+];
+#[cfg(feature = "metrics")]
+const CALLS: [&str; 4] = ["claim", "complete", "release", "enqueue"];
+
+/// One layer's metric keys, made on its first delivery (its name and scheme are settled by
+/// then) and kept.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    deliveries: Vec<(&'static str, ::metrics::Key)>,
+    rejections: Vec<(&'static str, ::metrics::Key)>,
+    durations: Vec<(&'static str, ::metrics::Key)>,
+    errors: Vec<(&'static str, ::metrics::Key)>,
+    handler: ::metrics::Key,
+}
+
+#[cfg(feature = "metrics")]
+impl Keys {
+    fn new(config: &Config) -> Self {
+        let each = |values: &[&'static str], make: &dyn Fn(&'static str) -> ::metrics::Key| {
+            values.iter().map(|value| (*value, make(value))).collect()
+        };
+        Self {
+            deliveries: each(&OUTCOMES, &|outcome| delivery_key(config, outcome)),
+            rejections: each(&REASONS, &|reason| rejection_key(config, reason)),
+            durations: each(&CALLS, &|call| {
+                call_key(config, STORE_CALL_DURATION_SECONDS, call)
+            }),
+            errors: each(&CALLS, &|call| call_key(config, STORE_ERRORS_TOTAL, call)),
+            handler: ::metrics::Key::from_parts(HANDLER_DURATION_SECONDS, vec![layer(config)]),
+        }
+    }
+
+    fn of(config: &Config) -> &Self {
+        config.metric_keys.get_or_init(|| Self::new(config))
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn layer(config: &Config) -> ::metrics::Label {
+    ::metrics::Label::new("layer", std::sync::Arc::clone(&config.name))
+}
+
+#[cfg(feature = "metrics")]
+fn delivery_key(config: &Config, outcome: &'static str) -> ::metrics::Key {
+    let labels = vec![
+        layer(config),
+        ::metrics::Label::new("scheme", config.scheme.name()),
+        ::metrics::Label::new("outcome", outcome),
+    ];
+    ::metrics::Key::from_parts(DELIVERIES_TOTAL, labels)
+}
+
+#[cfg(feature = "metrics")]
+fn rejection_key(config: &Config, reason: &'static str) -> ::metrics::Key {
+    let labels = vec![layer(config), ::metrics::Label::new("reason", reason)];
+    ::metrics::Key::from_parts(REJECTIONS_TOTAL, labels)
+}
+
+#[cfg(feature = "metrics")]
+fn call_key(config: &Config, name: &'static str, call: &'static str) -> ::metrics::Key {
+    let labels = vec![layer(config), ::metrics::Label::new("call", call)];
+    ::metrics::Key::from_parts(name, labels)
+}
+
+#[cfg(feature = "metrics")]
+static METADATA: ::metrics::Metadata<'static> =
+    ::metrics::Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
+
+/// The kept key of `value`, or, for a value missing from the lists above, one made now.
+#[cfg(feature = "metrics")]
+fn find<'k>(
+    keys: &'k [(&'static str, ::metrics::Key)],
+    value: &'static str,
+    make: impl FnOnce(&'static str) -> ::metrics::Key,
+) -> std::borrow::Cow<'k, ::metrics::Key> {
+    match keys.iter().find(|(kept, _)| *kept == value) {
+        Some((_, key)) => std::borrow::Cow::Borrowed(key),
+        None => std::borrow::Cow::Owned(make(value)),
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn increment(key: &::metrics::Key) {
+    ::metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
+}
+
+#[cfg(feature = "metrics")]
+fn record(key: &::metrics::Key, timer: Timer) {
+    ::metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
+        .record(timer.started.elapsed().as_secs_f64());
 }
 
 /// A delivery ended with `outcome`.
 pub(crate) fn delivery(config: &Config, outcome: &'static str) {
     #[cfg(feature = "metrics")]
-    ::metrics::counter!(
-        DELIVERIES_TOTAL,
-        "layer" => layer(config),
-        "scheme" => config.scheme.name(),
-        "outcome" => outcome,
-    )
-    .increment(1);
+    increment(&find(&Keys::of(config).deliveries, outcome, |outcome| {
+        delivery_key(config, outcome)
+    }));
     #[cfg(not(feature = "metrics"))]
     let _ = (config, outcome);
 }
@@ -108,8 +217,9 @@ pub(crate) fn delivery(config: &Config, outcome: &'static str) {
 /// A delivery was refused for `reason`.
 pub(crate) fn rejection(config: &Config, reason: &'static str) {
     #[cfg(feature = "metrics")]
-    ::metrics::counter!(REJECTIONS_TOTAL, "layer" => layer(config), "reason" => reason)
-        .increment(1);
+    increment(&find(&Keys::of(config).rejections, reason, |reason| {
+        rejection_key(config, reason)
+    }));
     #[cfg(not(feature = "metrics"))]
     let _ = (config, reason);
 }
@@ -118,11 +228,17 @@ pub(crate) fn rejection(config: &Config, reason: &'static str) {
 pub(crate) fn store_call(config: &Config, call: &'static str, timer: Timer, failed: bool) {
     #[cfg(feature = "metrics")]
     {
-        ::metrics::histogram!(STORE_CALL_DURATION_SECONDS, "layer" => layer(config), "call" => call)
-            .record(timer.started.elapsed().as_secs_f64());
+        let keys = Keys::of(config);
+        record(
+            &find(&keys.durations, call, |call| {
+                call_key(config, STORE_CALL_DURATION_SECONDS, call)
+            }),
+            timer,
+        );
         if failed {
-            ::metrics::counter!(STORE_ERRORS_TOTAL, "layer" => layer(config), "call" => call)
-                .increment(1);
+            increment(&find(&keys.errors, call, |call| {
+                call_key(config, STORE_ERRORS_TOTAL, call)
+            }));
         }
     }
     #[cfg(not(feature = "metrics"))]
@@ -132,8 +248,7 @@ pub(crate) fn store_call(config: &Config, call: &'static str, timer: Timer, fail
 /// The inner service, called at `timer`, answered (or panicked).
 pub(crate) fn handler(config: &Config, timer: Timer) {
     #[cfg(feature = "metrics")]
-    ::metrics::histogram!(HANDLER_DURATION_SECONDS, "layer" => layer(config))
-        .record(timer.started.elapsed().as_secs_f64());
+    record(&Keys::of(config).handler, timer);
     #[cfg(not(feature = "metrics"))]
     let _ = (config, timer);
 }
