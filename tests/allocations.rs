@@ -1,0 +1,183 @@
+//! Heap allocations per delivery, counted by a global allocator: a budget, not a timing, so
+//! it is the same on any machine. The perf bar (`../shared/perfbar`, part 1d) measures the
+//! same thing; this keeps a regression from landing unnoticed.
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::Full;
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use tower::{Layer, ServiceExt};
+use tower_webhook::scheme::{Scheme, StandardWebhooks};
+use tower_webhook::store::{Claim, IdempotencyStore, MemoryStore};
+use tower_webhook::VerifyWebhookLayer;
+
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// How many allocations (reallocations included) `f` makes. The process has one thread.
+fn allocations(f: impl FnOnce()) -> usize {
+    let region = Region::new(ALLOCATOR);
+    f();
+    let change = region.change();
+    change.allocations + change.reallocations
+}
+
+struct Noop;
+
+impl Wake for Noop {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// A waker that does nothing, made once, before any count.
+fn waker() -> &'static Waker {
+    static WAKER: OnceLock<Waker> = OnceLock::new();
+    WAKER.get_or_init(|| Waker::from(Arc::new(Noop)))
+}
+
+/// Polls a future that needs no runtime to completion (every store here answers at once).
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(waker())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the future waited"),
+    }
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ROUNDS: usize = 200;
+
+fn scheme() -> StandardWebhooks {
+    StandardWebhooks::new(SECRET).unwrap()
+}
+
+fn body() -> Bytes {
+    let mut body = br#"{"type":"invoice.paid","data":{"pad":""#.to_vec();
+    body.resize(1000, b'x');
+    body.extend_from_slice(br#""}}"#);
+    Bytes::from(body)
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+/// Requests as a server hands them over: the header values share one buffer, as hyper's do.
+fn requests(ids: impl Iterator<Item = String>) -> Vec<Request<Full<Bytes>>> {
+    let scheme = scheme();
+    let body = body();
+    ids.map(|id| {
+        let signed = scheme.sign(&id, now(), &body).unwrap();
+        let mut headers = HeaderMap::new();
+        for (name, value) in &signed {
+            // A clone shares the value's bytes, so the layer's own clones cost nothing.
+            let _ = value.clone();
+            headers.insert(name, value.clone());
+        }
+        let mut request = Request::post("/webhooks")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        *request.headers_mut() = headers;
+        request
+    })
+    .collect()
+}
+
+fn inner(
+) -> impl tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>
+       + Clone {
+    tower::service_fn(|_request: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    })
+}
+
+/// The allocations per delivery, averaged over `ROUNDS` after one round that may set up
+/// what is made once (lazily built statics).
+fn per_delivery(mut run: impl FnMut()) -> f64 {
+    run();
+    let total: usize = (0..ROUNDS).map(|_| allocations(&mut run)).sum();
+    #[allow(clippy::cast_precision_loss)]
+    let mean = total as f64 / ROUNDS as f64;
+    mean
+}
+
+fn verification_alone() {
+    let scheme = scheme();
+    let body = body();
+    let headers = scheme
+        .sign("msg_p5jXN8AQM9LWM0D4loKWxJek", now(), &body)
+        .unwrap();
+    let mean = per_delivery(|| {
+        scheme.verify(&headers, &body, SystemTime::now()).unwrap();
+    });
+    check("Scheme::verify", mean, 0.0);
+}
+
+fn the_layer_without_a_store() {
+    let service = VerifyWebhookLayer::new(scheme()).layer(inner());
+    let mut requests = requests((0..=ROUNDS).map(|i| format!("msg_{i}"))).into_iter();
+    let mean = per_delivery(|| {
+        let request = requests.next().unwrap();
+        let response = ready(service.clone().oneshot(request)).unwrap();
+        assert_eq!(response.status(), 200);
+    });
+    check("the layer without a store", mean, 3.0);
+}
+
+fn the_layer_with_a_memory_store() {
+    let service = VerifyWebhookLayer::new(scheme())
+        .with_store(MemoryStore::new())
+        .layer(inner());
+    let mut requests = requests((0..=ROUNDS).map(|i| format!("msg_{i}"))).into_iter();
+    let mean = per_delivery(|| {
+        let request = requests.next().unwrap();
+        let response = ready(service.clone().oneshot(request)).unwrap();
+        assert_eq!(response.status(), 200);
+    });
+    check("the layer with a MemoryStore", mean, 6.0);
+}
+
+fn a_memory_store_claim_and_completion() {
+    let store = MemoryStore::new();
+    let keys: Vec<String> = (0..=ROUNDS).map(|i| format!("key_{i}")).collect();
+    let mut keys = keys.iter();
+    let mean = per_delivery(|| {
+        let key = keys.next().unwrap();
+        let Claim::Acquired(token) = ready(store.claim(key, Duration::from_secs(60))).unwrap()
+        else {
+            panic!("a fresh key");
+        };
+        assert!(ready(store.complete(key, &token, Duration::from_secs(600))).unwrap());
+    });
+    check("a MemoryStore claim and completion", mean, 2.0);
+}
+
+/// Fails the run where `mean` is over `budget`, and says so either way.
+fn check(what: &str, mean: f64, budget: f64) {
+    println!("{what}: {mean:.2} allocations per delivery (budget {budget})");
+    assert!(
+        mean <= budget,
+        "{what}: {mean} allocations, over the budget of {budget}"
+    );
+}
+
+fn main() {
+    waker();
+    verification_alone();
+    the_layer_without_a_store();
+    the_layer_with_a_memory_store();
+    a_memory_store_claim_and_completion();
+}
