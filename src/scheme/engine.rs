@@ -382,25 +382,13 @@ impl Engine {
                 timestamp,
             } => {
                 let mut found_timestamp = None;
-                // A space separator stands for any run of whitespace.
-                let separates = |c: char| {
-                    if *entries == ' ' {
-                        c.is_ascii_whitespace()
-                    } else {
-                        c == *entries
-                    }
-                };
-                let split = text
-                    .split(separates)
-                    .map(str::trim)
-                    .filter(|entry| !entry.is_empty());
-                for (n, entry) in split.enumerate() {
+                let mut read = |n: usize, entry: &'h str| {
                     if n == MAX_ENTRIES {
                         return Err(VerifyError::invalid_header(name.clone())
                             .with_detail("too many entries"));
                     }
                     let Some((key, value)) = entry.split_once(*pair) else {
-                        continue;
+                        return Ok(());
                     };
                     if Some(key) == *timestamp {
                         if found_timestamp.replace(value).is_some() {
@@ -412,6 +400,22 @@ impl Engine {
                     {
                         candidates.extend(self.decode(value, *alg));
                     }
+                    Ok(())
+                };
+                // A space separator stands for any run of whitespace. The text is ASCII, so
+                // both splits go byte by byte.
+                if *entries == ' ' {
+                    for (n, entry) in text.split_ascii_whitespace().enumerate() {
+                        read(n, entry)?;
+                    }
+                } else {
+                    let split = text
+                        .split(*entries)
+                        .map(str::trim)
+                        .filter(|entry| !entry.is_empty());
+                    for (n, entry) in split.enumerate() {
+                        read(n, entry)?;
+                    }
                 }
                 Ok(found_timestamp)
             }
@@ -420,21 +424,12 @@ impl Engine {
 
     fn decode(&self, encoded: &str, alg: Alg) -> Option<Candidate> {
         let mut bytes = [0u8; 64];
-        let len = alg.len();
+        let out = &mut bytes[..alg.len()];
         let decoded = match self.encoding {
-            Encoding::Hex => hex::decode_to_slice(encoded, &mut bytes[..len])
-                .ok()
-                .map(|()| len),
-            Encoding::Base64 => {
-                // Room for a little more than the signature, so an over-long value fails
-                // to decode instead of being cut short.
-                let mut buf = [0u8; 67];
-                let n = STANDARD.decode_slice(encoded, &mut buf).ok()?;
-                bytes[..n.min(64)].copy_from_slice(&buf[..n.min(64)]);
-                Some(n)
-            }
+            Encoding::Hex => hex::decode_to_slice(encoded, out).is_ok(),
+            Encoding::Base64 => decode_base64(encoded.as_bytes(), out),
         };
-        (decoded == Some(len)).then_some(Candidate { alg, bytes })
+        decoded.then_some(Candidate { alg, bytes })
     }
 
     pub(crate) fn identify(&self, body: &[u8], verified: &Verified) -> Option<DeliveryId> {
@@ -566,7 +561,7 @@ impl Signed<'_> {
             Key::Hmac(hmac) => {
                 let _ = ed25519_budget;
                 let expected = self.mac(hmac);
-                ours.any(|candidate| bool::from(candidate.bytes[..32].ct_eq(&expected)))
+                ours.any(|candidate| same_mac(&candidate.bytes, &expected))
             }
             #[cfg(feature = "ed25519")]
             Key::Ed25519(key) => ours.any(|candidate| {
@@ -616,6 +611,89 @@ fn strict_r(signature: &[u8; 64]) -> bool {
     ed25519_dalek::VerifyingKey::from_bytes(&r).is_ok_and(|point| !point.is_weak())
 }
 
+/// Whether a candidate's first 32 bytes are `expected`, in constant time: the words'
+/// differences are gathered, and only the whole is compared (one optimisation barrier,
+/// where a byte-wise `ct_eq` pays for 32).
+fn same_mac(candidate: &[u8; 64], expected: &[u8; 32]) -> bool {
+    let word = |bytes: &[u8]| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(bytes);
+        u64::from_ne_bytes(word)
+    };
+    let difference = candidate[..32]
+        .chunks_exact(8)
+        .zip(expected.chunks_exact(8))
+        .fold(0u64, |difference, (a, b)| difference | (word(a) ^ word(b)));
+    bool::from(difference.ct_eq(&0))
+}
+
+/// The value of each character of the standard base64 alphabet, and `INVALID` for any other.
+// Positions in a 64-character alphabet fit a byte.
+#[allow(clippy::cast_possible_truncation)]
+const BASE64: [u8; 256] = {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut table = [INVALID; 256];
+    let mut at = 0;
+    while at < alphabet.len() {
+        table[alphabet[at] as usize] = at as u8;
+        at += 1;
+    }
+    table
+};
+const INVALID: u8 = 0xff;
+
+/// Decodes `text` into `out` where it is the canonical, padded standard base64 of exactly
+/// `out.len()` bytes: what the `base64` crate's `STANDARD` accepts, four characters at a
+/// time with one check of validity each, for a signature of 44 or 88 characters.
+fn decode_base64(text: &[u8], out: &mut [u8]) -> bool {
+    if text.len() != out.len().div_ceil(3) * 4 {
+        return false;
+    }
+    let full = out.len() / 3;
+    let (quads, last) = text.split_at(full * 4);
+    let (whole, rest) = out.split_at_mut(full * 3);
+    for (quad, bytes) in quads.chunks_exact(4).zip(whole.chunks_exact_mut(3)) {
+        let Some(bits) = sextets(quad) else {
+            return false;
+        };
+        bytes.copy_from_slice(&bits.to_be_bytes()[1..]);
+    }
+    // The last quad holds one or two bytes and its padding; the bits past them are zero.
+    match (last, rest) {
+        ([], []) => true,
+        ([data @ .., b'=', b'='], [byte]) => match sextets(data) {
+            Some(bits) if bits.trailing_zeros() >= 4 => {
+                *byte = (bits >> 4).to_be_bytes()[3];
+                true
+            }
+            _ => false,
+        },
+        ([data @ .., b'='], [first, second]) => match sextets(data) {
+            Some(bits) if bits.trailing_zeros() >= 2 => {
+                let bytes = (bits >> 2).to_be_bytes();
+                (*first, *second) = (bytes[2], bytes[3]);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The 6-bit values of up to four base64 characters, joined, the first the most significant;
+/// `None` where one is not of the alphabet.
+fn sextets(chars: &[u8]) -> Option<u32> {
+    let mut bits = 0u32;
+    let mut invalid = 0u8;
+    for &c in chars {
+        let value = BASE64[usize::from(c)];
+        // Every value is below 64; `INVALID` has the top bits set.
+        invalid |= value;
+        bits = (bits << 6) | u32::from(value & 0x3f);
+    }
+    (invalid & 0xc0 == 0).then_some(bits)
+}
+
 fn json_field(body: &[u8], field: &str) -> Option<String> {
     let found = json::top_level(body, &[field])?;
     found
@@ -646,6 +724,67 @@ mod tests {
         let signing = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let signature = ed25519_dalek::Signer::sign(&signing, b"m").to_bytes();
         assert!(strict_r(&signature), "a real signature's R");
+    }
+
+    #[test]
+    fn base64_decodes_as_the_base64_crate_does() {
+        let mut texts: Vec<String> = Vec::new();
+        for len in [32usize, 64] {
+            for seed in 0..64u8 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| u8::try_from(i).unwrap().wrapping_mul(37) ^ seed)
+                    .collect();
+                let text = STANDARD.encode(&bytes);
+                // The text, and every one-character change of it that stays ASCII.
+                for (at, with) in [
+                    (0, 'A'),
+                    (10, '-'),
+                    (42, 'B'),
+                    (43, 'A'),
+                    (43, '='),
+                    (86, 'Q'),
+                ] {
+                    let mut changed = text.clone().into_bytes();
+                    if let Some(c) = changed.get_mut(at) {
+                        *c = with as u8;
+                    }
+                    texts.push(String::from_utf8(changed).unwrap());
+                }
+                texts.push(text.trim_end_matches('=').to_owned());
+                texts.push(format!("{text}="));
+                texts.push(format!(" {text}"));
+                texts.push(text);
+            }
+        }
+        for text in &texts {
+            for len in [32usize, 64] {
+                let mut ours = [0u8; 64];
+                let decoded = decode_base64(text.as_bytes(), &mut ours[..len]);
+                let mut theirs = [0u8; 67];
+                let expected = STANDARD.decode_slice(text, &mut theirs) == Ok(len);
+                assert_eq!(decoded, expected, "{text} as {len} bytes");
+                if decoded {
+                    assert_eq!(ours[..len], theirs[..len], "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn macs_compare_every_word() {
+        let expected = [7u8; 32];
+        let mut candidate = [7u8; 64];
+        assert!(same_mac(&candidate, &expected));
+        for at in [0, 7, 8, 31] {
+            candidate[at] ^= 1;
+            assert!(!same_mac(&candidate, &expected), "byte {at}");
+            candidate[at] ^= 1;
+        }
+        candidate[32] = 0;
+        assert!(
+            same_mac(&candidate, &expected),
+            "only the first 32 bytes count"
+        );
     }
 
     #[test]
