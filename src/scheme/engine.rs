@@ -695,12 +695,13 @@ fn sextets(chars: &[u8]) -> Option<u32> {
 }
 
 fn json_field(body: &[u8], field: &str) -> Option<String> {
-    let found = json::top_level(body, &[field])?;
-    found
-        .first()?
-        .as_ref()
-        .and_then(json::id_text)
-        .filter(|id| !id.is_empty())
+    let value = json::top_level(body, &[field])?.into_iter().next()??;
+    let text = match value {
+        // Taken, not cloned.
+        serde_json::Value::String(text) => text,
+        other => json::id_text(&other)?,
+    };
+    Some(text).filter(|id| !id.is_empty())
 }
 
 /// `sha256:` and the hex SHA-256 of `body`.
