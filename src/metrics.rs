@@ -103,15 +103,7 @@ const OUTCOMES: [&str; 11] = [
     "inbox_full",
 ];
 #[cfg(feature = "metrics")]
-const REASONS: [&str; 7] = [
-    "signature",
-    "timestamp",
-    "malformed",
-    "too_large",
-    "unreadable",
-    "missing_id",
-    "not_json",
-];
+use crate::stats::REASONS;
 #[cfg(feature = "metrics")]
 const CALLS: [&str; 4] = ["claim", "complete", "release", "enqueue"];
 

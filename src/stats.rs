@@ -150,7 +150,7 @@ pub(crate) enum Outcome {
 const COUNTERS: usize = 17;
 const REJECTED: usize = 9;
 /// The rejection reasons counted apart, in the order of [`StatsSnapshot`]'s fields.
-const REASONS: [&str; 7] = [
+pub(crate) const REASONS: [&str; 7] = [
     "signature",
     "timestamp",
     "malformed",
