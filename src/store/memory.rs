@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -62,12 +62,12 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Entries {
     by_key: HashMap<Arc<[u8]>, Entry>,
-    /// (expiry in ms, sequence number, key) of the claims in flight, so expired ones are
-    /// found from the front without a scan.
-    in_flight: BTreeSet<(u64, u64, Arc<[u8]>)>,
+    /// The keys of the claims in flight by (expiry in ms, sequence number): expired ones are
+    /// found from the front without a scan, and an entry's place is its own two numbers.
+    in_flight: BTreeMap<(u64, u64), Arc<[u8]>>,
     /// The same for completed entries: the first is the one to forget to make room, without
     /// walking past the claims in flight.
-    completed: BTreeSet<(u64, u64, Arc<[u8]>)>,
+    completed: BTreeMap<(u64, u64), Arc<[u8]>>,
     next_seq: u64,
     /// What the entries take, as [`entry_bytes`] counts it.
     bytes: usize,
@@ -306,29 +306,37 @@ impl MemoryStore {
     }
 
     /// Completes (keeping the key for `keep_for`) or, without `keep_for`, releases the live
-    /// claim of `key` held by `token`; whether there was one.
+    /// claim of `key` held by `token`; whether there was one. A completion changes the entry
+    /// where it is: one lookup of the key.
     fn settle(&self, key: &str, token: &ClaimToken, keep_for: Option<Duration>) -> bool {
         let key = stored_key(key);
         let now = self.now();
         let (mut entries, _, _) = self.shard(&key);
-        let held = matches!(
-            entries.by_key.get(&*key),
-            Some(Entry { state: State::InFlight(held), expires_at, .. })
-                if held == token && *expires_at > now
-        );
-        if !held {
-            return false;
-        }
-        let Some((key, _)) = entries.remove(&key) else {
+        let Entries {
+            by_key,
+            in_flight,
+            completed,
+            next_seq,
+            ..
+        } = &mut *entries;
+        let Some(entry) = by_key.get_mut(&*key) else {
             return false;
         };
-        if let Some(keep_for) = keep_for {
-            entries.insert(
-                key,
-                State::Completed,
-                now.saturating_add(ttl_millis(keep_for)),
-            );
+        let held = matches!(&entry.state, State::InFlight(held) if held == token);
+        if !held || entry.expires_at <= now {
+            return false;
         }
+        let Some(keep_for) = keep_for else {
+            return entries.remove(&key).is_some();
+        };
+        let Some(stored) = in_flight.remove(&(entry.expires_at, entry.seq)) else {
+            return false;
+        };
+        entry.state = State::Completed;
+        entry.expires_at = now.saturating_add(ttl_millis(keep_for));
+        entry.seq = *next_seq;
+        *next_seq += 1;
+        completed.insert((entry.expires_at, entry.seq), stored);
         true
     }
 }
@@ -345,7 +353,7 @@ impl Entries {
         self.next_seq += 1;
         self.bytes += entry_bytes(&key);
         self.index(&state)
-            .insert((expires_at, seq, Arc::clone(&key)));
+            .insert((expires_at, seq), Arc::clone(&key));
         self.by_key.insert(
             key,
             Entry {
@@ -357,7 +365,7 @@ impl Entries {
     }
 
     /// The expiry index an entry in `state` belongs to.
-    fn index(&mut self, state: &State) -> &mut BTreeSet<(u64, u64, Arc<[u8]>)> {
+    fn index(&mut self, state: &State) -> &mut BTreeMap<(u64, u64), Arc<[u8]>> {
         match state {
             State::InFlight(_) => &mut self.in_flight,
             State::Completed => &mut self.completed,
@@ -367,8 +375,8 @@ impl Entries {
     fn remove(&mut self, key: &[u8]) -> Option<(Arc<[u8]>, Entry)> {
         let (key, entry) = self.by_key.remove_entry(key)?;
         self.bytes -= entry_bytes(&key);
-        let position = (entry.expires_at, entry.seq, Arc::clone(&key));
-        self.index(&entry.state).remove(&position);
+        self.index(&entry.state)
+            .remove(&(entry.expires_at, entry.seq));
         Some((key, entry))
     }
 
@@ -380,10 +388,10 @@ impl Entries {
                 } else {
                     &self.in_flight
                 };
-                let Some((expires_at, _, key)) = index.first() else {
+                let Some((&(expires_at, _), key)) = index.first_key_value() else {
                     break;
                 };
-                if *expires_at > now {
+                if expires_at > now {
                     break;
                 }
                 let key = Arc::clone(key);
@@ -396,7 +404,7 @@ impl Entries {
     /// entries are kept: one forgotten would let a second copy of a delivery run while the
     /// first still runs.
     fn forget_one_completed(&mut self) -> bool {
-        let Some((_, _, key)) = self.completed.first() else {
+        let Some((_, key)) = self.completed.first_key_value() else {
             return false;
         };
         let key = Arc::clone(key);
