@@ -384,18 +384,18 @@ impl Entries {
         for completed in [false, true] {
             loop {
                 let index = if completed {
-                    &self.completed
+                    &mut self.completed
                 } else {
-                    &self.in_flight
+                    &mut self.in_flight
                 };
-                let Some((&(expires_at, _), key)) = index.first_key_value() else {
+                let Some(first) = index.first_entry() else {
                     break;
                 };
-                if expires_at > now {
+                if first.key().0 > now {
                     break;
                 }
-                let key = Arc::clone(key);
-                self.remove(&key);
+                let key = first.remove();
+                self.drop_unindexed(&key);
             }
         }
     }
@@ -404,11 +404,18 @@ impl Entries {
     /// entries are kept: one forgotten would let a second copy of a delivery run while the
     /// first still runs.
     fn forget_one_completed(&mut self) -> bool {
-        let Some((_, key)) = self.completed.first_key_value() else {
+        let Some((_, key)) = self.completed.pop_first() else {
             return false;
         };
-        let key = Arc::clone(key);
-        self.remove(&key).is_some()
+        self.drop_unindexed(&key);
+        true
+    }
+
+    /// Drops the entry of `key`, taken out of its index already.
+    fn drop_unindexed(&mut self, key: &[u8]) {
+        if let Some((key, _)) = self.by_key.remove_entry(key) {
+            self.bytes -= entry_bytes(&key);
+        }
     }
 }
 
