@@ -253,20 +253,8 @@ impl MemoryStore {
         unix_millis(self.clock.now())
     }
 
-    fn claim_at_once(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
-        self.claim_key(key, None, lease)
-    }
-
-    /// As a claim through [`IdempotencyStore`], of a key the caller holds shared already (the
-    /// layer's): the entry keeps that key rather than a copy of it.
-    pub(crate) fn claim_shared(
-        &self,
-        key: &Arc<str>,
-        lease: Duration,
-    ) -> Result<Claim, StoreError> {
-        self.claim_key(key, Some(key), lease)
-    }
-
+    /// Claims `key`; where the caller holds it `shared` (the layer's own), the entry keeps
+    /// that rather than a copy.
     fn claim_key(
         &self,
         key: &str,
@@ -421,7 +409,7 @@ impl Entries {
 
 impl IdempotencyStore for MemoryStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
-        self.claim_at_once(key, lease)
+        self.claim_key(key, None, lease)
     }
 
     async fn complete(
@@ -437,9 +425,10 @@ impl IdempotencyStore for MemoryStore {
         Ok(self.settle(key, token, None))
     }
 
-    // Every answer is at hand: the layer needs no future for this store.
-    fn claim_now(&self, key: &str, lease: Duration) -> Option<Result<Claim, StoreError>> {
-        Some(self.claim_at_once(key, lease))
+    // Every answer is at hand: the layer needs no future for this store. The entry keeps
+    // the layer's shared key rather than a copy of it.
+    fn claim_now(&self, key: &Arc<str>, lease: Duration) -> Option<Result<Claim, StoreError>> {
+        Some(self.claim_key(key, Some(key), lease))
     }
 
     fn complete_now(

@@ -27,7 +27,6 @@ pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
 pub use memory::MemoryStore;
 
-use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -125,8 +124,9 @@ pub trait IdempotencyStore: fmt::Debug + Send + Sync + 'static {
     /// (a store in this process's memory); `None`, the default, to be asked through `claim`.
     ///
     /// The layer asks here first: an answer spares it a boxed future for the call. A store
-    /// that answers here must answer the same as `claim` would.
-    fn claim_now(&self, key: &str, lease: Duration) -> Option<Result<Claim, StoreError>> {
+    /// that answers here must answer the same as `claim` would. `key` is the layer's own,
+    /// shared: a store that keeps its keys can keep this `Arc` rather than a copy.
+    fn claim_now(&self, key: &Arc<str>, lease: Duration) -> Option<Result<Claim, StoreError>> {
         let _ = (key, lease);
         None
     }
@@ -412,11 +412,6 @@ impl<T: IdempotencyStore> DynStore for T {
         key: Arc<str>,
         lease: Duration,
     ) -> StoreCall<Result<Claim, StoreError>> {
-        // The crate's own in-memory store keeps the layer's shared key instead of a copy: one
-        // allocation less per delivery, which the trait's `&str` cannot offer.
-        if let Some(memory) = (&*self as &dyn Any).downcast_ref::<MemoryStore>() {
-            return StoreCall::Ready(memory.claim_shared(&key, lease));
-        }
         match self.claim_now(&key, lease) {
             Some(answer) => StoreCall::Ready(answer),
             None => StoreCall::Pending(Box::pin(async move {
