@@ -8,16 +8,20 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use http_body_util::Full;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{Layer, ServiceExt};
-use tower_webhook::scheme::{Scheme, StandardWebhooks};
+use tower_webhook::scheme::Scheme;
 use tower_webhook::store::{Claim, IdempotencyStore, MemoryStore};
 use tower_webhook::VerifyWebhookLayer;
+
+mod common;
+
+use common::{now_unix, request, scheme};
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -51,12 +55,7 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ROUNDS: usize = 200;
-
-fn scheme() -> StandardWebhooks {
-    StandardWebhooks::new(SECRET).unwrap()
-}
 
 fn body() -> Bytes {
     let mut body = br#"{"type":"invoice.paid","data":{"pad":""#.to_vec();
@@ -65,33 +64,14 @@ fn body() -> Bytes {
     Bytes::from(body)
 }
 
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
-
-/// Requests as a server hands them over: the header values share one buffer, as hyper's do.
+/// Requests as a server hands them over: the header values share their buffers, as hyper's
+/// do (a clone of the signed headers promotes each value to shared bytes).
 fn requests(ids: impl Iterator<Item = String>) -> Vec<Request<Full<Bytes>>> {
     let scheme = scheme();
     let body = body();
     ids.map(|id| {
-        let signed = scheme.sign(&id, now(), &body).unwrap();
-        let mut headers = HeaderMap::new();
-        for (name, value) in &signed {
-            // A clone shares the value's bytes, so the layer's own clones cost nothing.
-            let _ = value.clone();
-            headers.insert(name, value.clone());
-        }
-        let mut request = Request::post("/webhooks")
-            .body(Full::new(body.clone()))
-            .unwrap();
-        *request.headers_mut() = headers;
-        request
+        let signed = scheme.sign(&id, now_unix(), &body).unwrap();
+        request(signed.clone(), body.clone())
     })
     .collect()
 }
@@ -118,7 +98,7 @@ fn verification_alone() {
     let scheme = scheme();
     let body = body();
     let headers = scheme
-        .sign("msg_p5jXN8AQM9LWM0D4loKWxJek", now(), &body)
+        .sign("msg_p5jXN8AQM9LWM0D4loKWxJek", now_unix(), &body)
         .unwrap();
     let mean = per_delivery(|| {
         scheme.verify(&headers, &body, SystemTime::now()).unwrap();
