@@ -347,6 +347,81 @@ async fn a_locked_table_answers_503_in_time_and_the_retry_runs_at_once() {
     locked.drop_table().await;
 }
 
+/// Calls made at once share statements (one of each kind at a time, so most wait and go out
+/// together), and each is still answered as if it had been sent alone: of four claims of a
+/// key exactly one is acquired, a completion repeated with the same token counts once, and a
+/// release of a completed key changes nothing.
+async fn calls_sharing_statements_are_answered_each_as_alone() {
+    let Ok(pool) = pool(&url()).await else {
+        return;
+    };
+    let store = PostgresStore::new(pool)
+        .with_table(TABLE)
+        .unwrap()
+        .with_max_statements(1)
+        .with_max_batch(16);
+    store.create_table().await.unwrap();
+    let run = tower_webhook::store::ClaimToken::random();
+    let keys: Vec<String> = (0..50)
+        .map(|n| format!("shared_{}_{n}", run.as_str()))
+        .collect();
+    let lease = Duration::from_secs(60);
+    let claims = keys
+        .iter()
+        .flat_map(|key| (0..4).map(|_| key.clone()))
+        .map(|key| {
+            let store = store.clone();
+            tokio::spawn(async move { (key.clone(), store.claim(&key, lease).await.unwrap()) })
+        });
+    let mut winners = std::collections::HashMap::new();
+    for claim in claims.collect::<Vec<_>>() {
+        match claim.await.unwrap() {
+            (key, Claim::Acquired(token)) => {
+                assert!(
+                    winners.insert(key, token).is_none(),
+                    "two claims of one key won"
+                );
+            }
+            (_, outcome) => assert_eq!(outcome, Claim::InFlight),
+        }
+    }
+    assert_eq!(winners.len(), keys.len(), "every key was acquired once");
+
+    let completions = winners
+        .iter()
+        .flat_map(|(key, token)| [(key.clone(), token.clone()), (key.clone(), token.clone())]);
+    let completions: Vec<_> = completions
+        .map(|(key, token)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .complete(&key, &token, Duration::from_secs(600))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut completed = 0;
+    for completion in completions {
+        completed += usize::from(completion.await.unwrap());
+    }
+    assert_eq!(completed, keys.len(), "each claim completed exactly once");
+
+    let releases: Vec<_> = winners
+        .iter()
+        .map(|(key, token)| {
+            let (store, key, token) = (store.clone(), key.clone(), token.clone());
+            tokio::spawn(async move { store.release(&key, &token).await.unwrap() })
+        })
+        .collect();
+    for release in releases {
+        assert!(!release.await.unwrap(), "a completed claim is not released");
+    }
+    for key in &keys {
+        assert_eq!(store.claim(key, lease).await.unwrap(), Claim::Completed);
+    }
+}
+
 /// `PostgresStore::connect` makes a pool whose connections carry a `statement_timeout`, so that
 /// PostgreSQL itself cancels a claim stuck behind a lock.
 async fn connect_sets_a_server_side_statement_timeout() {
@@ -380,6 +455,7 @@ fn main() -> std::process::ExitCode {
         a_claim_that_waited_past_its_timeout_writes_nothing,
         a_locked_table_answers_503_in_time_and_the_retry_runs_at_once,
         connect_sets_a_server_side_statement_timeout,
+        calls_sharing_statements_are_answered_each_as_alone,
     ]);
     common::run_needing("PostgreSQL", "DATABASE_URL", &url(), probe(), trials)
 }

@@ -5,6 +5,8 @@
 //! handler fails, so that exactly one copy of a delivery is handled at a time and a delivery
 //! handled once is not handled again within the dedup window.
 
+#[cfg(feature = "postgres")]
+mod batch;
 mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -348,9 +350,15 @@ pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
 /// A store error from sqlx's: unreachable, timed out or closed, or a database error whose
 /// code `transient` accepts, is unavailable (the sender retries); anything else a backend
 /// failure.
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg(feature = "sqlite")]
 pub(crate) fn sqlx_error(err: sqlx::Error, transient: fn(&str) -> bool) -> StoreError {
-    let unavailable = match &err {
+    StoreError::new(sqlx_error_kind(&err, transient), err)
+}
+
+/// The kind of store error that `err` is, as [`sqlx_error`] tells it.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn sqlx_error_kind(err: &sqlx::Error, transient: fn(&str) -> bool) -> StoreErrorKind {
+    let unavailable = match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
@@ -359,12 +367,11 @@ pub(crate) fn sqlx_error(err: sqlx::Error, transient: fn(&str) -> bool) -> Store
         sqlx::Error::Database(db) => db.code().is_some_and(|code| transient(&code)),
         _ => false,
     };
-    let kind = if unavailable {
+    if unavailable {
         StoreErrorKind::Unavailable
     } else {
         StoreErrorKind::Backend
-    };
-    StoreError::new(kind, err)
+    }
 }
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -5,11 +5,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr, SqlStr};
 
 /// The `sqlx` this store is built on, so that your pool's version matches.
 pub use sqlx;
 
+mod statements;
+
+use self::statements::{ClaimCall, Claims, Completions, Releases, SettleCall, Statements};
+use super::batch::{Batcher, Unanswered};
 use super::{
     stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
 };
@@ -20,13 +26,21 @@ const CLEANUP_BATCH: i64 = 10_000;
 /// An [`IdempotencyStore`] in a PostgreSQL table, shared by every replica that uses the same
 /// database.
 ///
-/// Each call is one statement on the pool you pass in:
+/// Each call is one row of a statement on the pool you pass in:
 ///
 /// - `claim` is an `INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE <expired>`. It takes a
 ///   fresh key, or a key whose lease or dedup window has run out. In the same statement it
 ///   reads a live key that it did not take, to tell a completed key from one in flight.
 /// - `complete` and `release` are an `UPDATE` and a `DELETE` that only touch the row if it
 ///   still holds the claim's token and its lease has not run out.
+///
+/// Calls that arrive while the store is busy share a statement (group commit): the store
+/// runs at most [`max_statements`](Self::with_max_statements) statements of each kind at
+/// once, and the calls that come in meanwhile go out together in the next one, up to
+/// [`max_batch`](Self::with_max_batch) calls each. An idle store sends each call at once,
+/// alone; a busy one pays PostgreSQL's cost per statement (the round trip, the transaction,
+/// the commit) once per batch rather than once per call. Each call is still atomic, and so
+/// is its whole statement.
 ///
 /// Time is the database's `now()`, one clock for every replica. A claim that waited for a
 /// lock longer than its [statement timeout](Self::with_statement_timeout) writes nothing, so
@@ -74,6 +88,18 @@ pub struct PostgresStore {
     sql: Arc<Sql>,
     statement_timeout: Duration,
     synchronous_commit: bool,
+    max_batch: usize,
+    max_statements: usize,
+    /// Made on the first call from the settings above, and shared by the clones made after
+    /// the last setting; each setter starts anew.
+    batchers: Arc<OnceLock<Batchers>>,
+}
+
+/// The queue of each kind of call, and its statements under way.
+struct Batchers {
+    claims: Arc<Batcher<Claims>>,
+    completions: Arc<Batcher<Completions>>,
+    releases: Arc<Batcher<Releases>>,
 }
 
 /// The statements of one table, made once. Each is shared with every query that runs it,
@@ -109,6 +135,11 @@ impl Sql {
             create_index: sql(format!(
                 "CREATE INDEX IF NOT EXISTS \"{name}_expires_at_idx\" ON {t} (expires_at)"
             )),
+            // Each statement carries a batch of calls (see `batch`): arrays, one element per
+            // call, numbered by `WITH ORDINALITY`, and it answers each call by its number. The
+            // keys of a batch are distinct and sorted, so that two statements lock rows in one
+            // order and never wait for each other in a cycle.
+            //
             // A row the INSERT did not take is read from the statement's snapshot. If that
             // row is missing or expired there, another claim took the key after the
             // snapshot: it is in flight.
@@ -122,36 +153,50 @@ impl Sql {
             // its caller has given up on it, and a claim nobody holds would make every retry
             // wait for its lease.
             claim: sql(format!(
-                "WITH taken AS (
+                "WITH input AS (
+                    SELECT * FROM unnest($1::bytea[], $2::text[], $3::float8[])
+                        WITH ORDINALITY AS r(key, token, lease, n)
+                ), taken AS (
                     INSERT INTO {t} AS c (key, token, completed, expires_at)
-                    SELECT $1, $2, FALSE, now() + make_interval(secs => $3)
+                    SELECT key, token, FALSE, now() + make_interval(secs => lease) FROM input
                     WHERE clock_timestamp() < now() + make_interval(secs => $4)
+                    ORDER BY key
                     ON CONFLICT (key) DO UPDATE
                         SET token = excluded.token, completed = FALSE, expires_at = excluded.expires_at
                         WHERE c.expires_at <= now()
                         AND clock_timestamp() < now() + make_interval(secs => $4)
-                    RETURNING 1
+                    RETURNING c.key
                 )
-                SELECT CASE
-                    WHEN EXISTS (SELECT 1 FROM taken) THEN 'acquired'
+                SELECT input.n, CASE
+                    WHEN taken.key IS NOT NULL THEN 'acquired'
                     WHEN clock_timestamp() >= now() + make_interval(secs => $4) THEN 'late'
                     WHEN EXISTS (
-                        SELECT 1 FROM {t} WHERE key = $1 AND completed AND expires_at > now()
+                        SELECT 1 FROM {t} WHERE key = input.key AND completed AND expires_at > now()
                     ) THEN 'completed'
                     ELSE 'in_flight'
                 END
-                FROM (SELECT set_config('synchronous_commit', $5, true)) AS commit_mode"
+                FROM input LEFT JOIN taken ON taken.key = input.key
+                CROSS JOIN (SELECT set_config('synchronous_commit', $5, true)) AS commit_mode"
             )),
+            // `c.expires_at - now() > '0'` rather than `c.expires_at > now()`: the same test,
+            // in a form the index on `expires_at` cannot serve, so that the plan always finds
+            // the rows by their keys, whatever the table's statistics say.
             complete: sql(format!(
-                "UPDATE {t}
-                SET completed = TRUE, token = NULL, expires_at = now() + make_interval(secs => $3)
-                WHERE key = $1 AND token = $2 AND NOT completed AND expires_at > now()
-                AND (SELECT set_config('synchronous_commit', $4, true)) IS NOT NULL"
+                "UPDATE {t} AS c
+                SET completed = TRUE, token = NULL, expires_at = now() + make_interval(secs => r.keep)
+                FROM unnest($1::bytea[], $2::text[], $3::float8[]) WITH ORDINALITY AS r(key, token, keep, n)
+                WHERE c.key = r.key AND c.token = r.token AND NOT c.completed
+                AND c.expires_at - now() > interval '0'
+                AND (SELECT set_config('synchronous_commit', $4, true)) IS NOT NULL
+                RETURNING r.n"
             )),
             release: sql(format!(
-                "DELETE FROM {t}
-                WHERE key = $1 AND token = $2 AND NOT completed AND expires_at > now()
-                AND (SELECT set_config('synchronous_commit', $3, true)) IS NOT NULL"
+                "DELETE FROM {t} AS c
+                USING unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS r(key, token, n)
+                WHERE c.key = r.key AND c.token = r.token AND NOT c.completed
+                AND c.expires_at - now() > interval '0'
+                AND (SELECT set_config('synchronous_commit', $3, true)) IS NOT NULL
+                RETURNING r.n"
             )),
             // The outer condition is checked again on rows a concurrent claim just took, so
             // that cleanup never deletes a live claim.
@@ -170,6 +215,11 @@ impl PostgresStore {
     /// The default [statement timeout](Self::with_statement_timeout) of a claim: 4 seconds,
     /// under the layer's default store timeout of 5.
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(4);
+    /// The default of [`with_max_batch`](Self::with_max_batch): 64 calls per statement.
+    pub const DEFAULT_MAX_BATCH: usize = 64;
+    /// The default of [`with_max_statements`](Self::with_max_statements): one statement of
+    /// each kind at once.
+    pub const DEFAULT_MAX_STATEMENTS: usize = 1;
 
     /// A store in the table [`DEFAULT_TABLE`](Self::DEFAULT_TABLE), on `pool`.
     ///
@@ -191,7 +241,96 @@ impl PostgresStore {
             sql: Arc::new(Sql::new(None, Self::DEFAULT_TABLE)),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             synchronous_commit: false,
+            max_batch: Self::DEFAULT_MAX_BATCH,
+            max_statements: Self::DEFAULT_MAX_STATEMENTS,
+            batchers: Arc::default(),
         }
+    }
+
+    /// Sets the most calls one statement carries (at least one; one sends every call
+    /// alone). A larger batch costs PostgreSQL less per call; its statement holds its rows'
+    /// locks a little longer.
+    ///
+    /// ```
+    /// use tower_webhook::store::PostgresStore;
+    /// use tower_webhook::store::postgres::sqlx::postgres::PgPoolOptions;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPoolOptions::new().connect_lazy("postgres://postgres@127.0.0.1:5432/app")?;
+    /// let store = PostgresStore::new(pool).with_max_batch(16);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_max_batch(self, calls: usize) -> Self {
+        Self {
+            max_batch: calls.max(1),
+            ..self.anew()
+        }
+    }
+
+    /// Sets the most statements of each kind (claims, completions, releases) the store
+    /// runs at once (at least one; one by default). Calls that arrive while that many run
+    /// wait, and go out together in the next statement to start. Each statement holds a
+    /// connection of the pool while it runs: keep three times this within the pool's size,
+    /// or statements wait for connections too.
+    ///
+    /// One statement of each kind makes the largest batches: on a 2-core machine it served
+    /// twice the deliveries per second of one statement per call, and more at once only
+    /// made PostgreSQL work harder per call. More help a database with many cores under
+    /// heavy load, and keep claims flowing while one statement waits for a row lock (a
+    /// claim waits no longer than its [statement
+    /// timeout](Self::with_statement_timeout), queue included).
+    ///
+    /// ```
+    /// use tower_webhook::store::PostgresStore;
+    /// use tower_webhook::store::postgres::sqlx::postgres::PgPoolOptions;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PgPoolOptions::new()
+    ///     .max_connections(24)
+    ///     .connect_lazy("postgres://postgres@127.0.0.1:5432/app")?;
+    /// let store = PostgresStore::new(pool).with_max_statements(8);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_max_statements(self, statements: usize) -> Self {
+        Self {
+            max_statements: statements.max(1),
+            ..self.anew()
+        }
+    }
+
+    /// The same settings, with batchers of its own to be made from them.
+    fn anew(self) -> Self {
+        Self {
+            batchers: Arc::default(),
+            ..self
+        }
+    }
+
+    fn batchers(&self) -> &Batchers {
+        self.batchers.get_or_init(|| {
+            let statements = Arc::new(Statements {
+                pool: self.pool.clone(),
+                sql: Arc::clone(&self.sql),
+                statement_timeout: self.statement_timeout,
+                commit_mode: self.commit_mode(),
+            });
+            let (rows, at_once) = (self.max_batch, self.max_statements);
+            Batchers {
+                claims: Arc::new(Batcher::new(Claims(Arc::clone(&statements)), rows, at_once)),
+                completions: Arc::new(Batcher::new(
+                    Completions(Arc::clone(&statements)),
+                    rows,
+                    at_once,
+                )),
+                releases: Arc::new(Batcher::new(Releases(statements), rows, at_once)),
+            }
+        })
     }
 
     /// Whether each claim and completion waits for its commit to reach the disk
@@ -216,9 +355,11 @@ impl PostgresStore {
     /// # }
     /// ```
     #[must_use]
-    pub fn with_synchronous_commit(mut self, wait: bool) -> Self {
-        self.synchronous_commit = wait;
-        self
+    pub fn with_synchronous_commit(self, wait: bool) -> Self {
+        Self {
+            synchronous_commit: wait,
+            ..self.anew()
+        }
     }
 
     fn commit_mode(&self) -> &'static str {
@@ -264,9 +405,11 @@ impl PostgresStore {
         Ok(Self::new(pool))
     }
 
-    /// Sets how late a claim may still be written, counted by the database from when the
-    /// claim's transaction began. A claim that waited longer (for a lock on the table, say)
-    /// writes nothing and fails as unavailable.
+    /// Sets how late a claim may still be written, counted from when the claim was made:
+    /// its wait in the store's queue for a statement (see
+    /// [`with_max_statements`](Self::with_max_statements)), then, by the database, its
+    /// statement's wait. A claim that waited longer (for a lock on the table, say) writes
+    /// nothing and fails as unavailable.
     ///
     /// Keep it under the layer's [store
     /// timeout](crate::VerifyWebhookLayer::with_store_timeout): a claim the layer has given
@@ -294,9 +437,11 @@ impl PostgresStore {
     /// # }
     /// ```
     #[must_use]
-    pub fn with_statement_timeout(mut self, timeout: Duration) -> Self {
-        self.statement_timeout = timeout.max(Duration::from_millis(1));
-        self
+    pub fn with_statement_timeout(self, timeout: Duration) -> Self {
+        Self {
+            statement_timeout: timeout.max(Duration::from_millis(1)),
+            ..self.anew()
+        }
     }
 
     /// Uses the table `name`, optionally schema-qualified (`schema.table`). Each part must be
@@ -315,13 +460,15 @@ impl PostgresStore {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn with_table(mut self, name: &str) -> Result<Self, InvalidTableName> {
+    pub fn with_table(self, name: &str) -> Result<Self, InvalidTableName> {
         let (schema, table) = table_parts(name).ok_or_else(|| InvalidTableName {
             name: name.to_owned(),
         })?;
-        self.table = Arc::from(name);
-        self.sql = Arc::new(Sql::new(schema, table));
-        Ok(self)
+        Ok(Self {
+            table: Arc::from(name),
+            sql: Arc::new(Sql::new(schema, table)),
+            ..self.anew()
+        })
     }
 
     /// Creates the table and its index if they do not exist. Safe to call from every replica
@@ -427,6 +574,8 @@ impl fmt::Debug for PostgresStore {
             .field("table", &self.table)
             .field("statement_timeout", &self.statement_timeout)
             .field("synchronous_commit", &self.synchronous_commit)
+            .field("max_batch", &self.max_batch)
+            .field("max_statements", &self.max_statements)
             .finish_non_exhaustive()
     }
 }
@@ -457,38 +606,37 @@ fn secs(ttl: Duration) -> f64 {
 }
 
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
+    StoreError::new(error_kind(&err), err)
+}
+
+fn error_kind(err: &sqlx::Error) -> StoreErrorKind {
     // Class 08 is "connection exception"; 57P01 to 57P03 are shutdowns and start-ups; 57014
     // is a statement cancelled by `statement_timeout`.
-    super::sqlx_error(err, |code| {
+    super::sqlx_error_kind(err, |code| {
         code.starts_with("08") || code.starts_with("57P") || code == "57014"
     })
 }
 
+/// A call whose statement task ended without answering it.
+fn unanswered(_: Unanswered) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Unavailable,
+        "the store's statement ended without an answer (its runtime shut down?)",
+    )
+}
+
 impl IdempotencyStore for PostgresStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
-        let token = ClaimToken::random();
-        let outcome: String = sqlx::query_scalar(self.sql.claim.clone())
-            .bind(&*stored_key(key))
-            .bind(token.as_str())
-            .bind(secs(lease))
-            .bind(self.statement_timeout.as_secs_f64())
-            .bind(self.commit_mode())
-            .fetch_one(&self.pool)
+        let call = ClaimCall {
+            key: stored_key(key).into_owned(),
+            token: ClaimToken::random(),
+            lease: secs(lease),
+        };
+        self.batchers()
+            .claims
+            .call(call)
             .await
-            .map_err(store_error)?;
-        match outcome.as_str() {
-            "acquired" => Ok(Claim::Acquired(token)),
-            "completed" => Ok(Claim::Completed),
-            "in_flight" => Ok(Claim::InFlight),
-            "late" => Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "the claim waited past its statement timeout and wrote nothing",
-            )),
-            other => Err(StoreError::new(
-                StoreErrorKind::Backend,
-                format!("unexpected claim outcome {other:?}"),
-            )),
-        }
+            .map_err(unanswered)?
     }
 
     async fn complete(
@@ -497,26 +645,29 @@ impl IdempotencyStore for PostgresStore {
         token: &ClaimToken,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(self.sql.complete.clone())
-            .bind(&*stored_key(key))
-            .bind(token.as_str())
-            .bind(secs(keep_for))
-            .bind(self.commit_mode())
-            .execute(&self.pool)
+        let call = SettleCall {
+            key: stored_key(key).into_owned(),
+            token: token.clone(),
+            keep_for: secs(keep_for),
+        };
+        self.batchers()
+            .completions
+            .call(call)
             .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
+            .map_err(unanswered)?
     }
 
     async fn release(&self, key: &str, token: &ClaimToken) -> Result<bool, StoreError> {
-        let done = sqlx::query(self.sql.release.clone())
-            .bind(&*stored_key(key))
-            .bind(token.as_str())
-            .bind(self.commit_mode())
-            .execute(&self.pool)
+        let call = SettleCall {
+            key: stored_key(key).into_owned(),
+            token: token.clone(),
+            keep_for: 0.0,
+        };
+        self.batchers()
+            .releases
+            .call(call)
             .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
+            .map_err(unanswered)?
     }
 }
 

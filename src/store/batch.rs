@@ -1,0 +1,266 @@
+//! Group commit for a store whose backend pays per statement: calls that arrive while the
+//! backend is busy wait together and go out as one statement.
+//!
+//! A call joins the queue of its kind. While fewer than `concurrency` statements of that kind
+//! run, it starts a task that sends the queue as one statement; otherwise it waits, and the
+//! next statement to finish takes everything queued meanwhile (up to `max_rows`). An idle
+//! store so sends each call at once, alone; a busy one sends fewer, larger statements, and a
+//! backend's cost per statement (parse, plan, transaction, commit, the round trip) is shared.
+//!
+//! Statements run on tasks of their own, never on a caller's future: a caller that stops
+//! waiting (the sender hung up) does not take the other calls of its statement with it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+/// What sends one statement for a batch of calls of one kind.
+pub(crate) trait Execute: Send + Sync + 'static {
+    type Request: Send + 'static;
+    type Answer: Send + 'static;
+
+    /// Sends `batch` (at least one call) and answers each of its calls.
+    fn execute(
+        &self,
+        batch: Vec<Pending<Self::Request, Self::Answer>>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// One call waiting in a batch: what it asks, when it was made, and where its answer goes.
+pub(crate) struct Pending<R, A> {
+    pub(crate) request: R,
+    pub(crate) queued_at: Instant,
+    reply: oneshot::Sender<A>,
+}
+
+impl<R, A> Pending<R, A> {
+    /// Answers the call. A caller that stopped waiting is not told.
+    pub(crate) fn answer(self, answer: A) {
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The queue of one kind of call, and the statements of that kind under way.
+pub(crate) struct Batcher<E: Execute> {
+    executor: E,
+    queue: Mutex<Queue<E::Request, E::Answer>>,
+    max_rows: usize,
+    concurrency: usize,
+}
+
+struct Queue<R, A> {
+    waiting: Vec<Pending<R, A>>,
+    running: usize,
+}
+
+/// The call was dropped unanswered: the task that held it ended without an answer (it
+/// panicked, or its runtime shut down).
+#[derive(Debug)]
+pub(crate) struct Unanswered;
+
+impl<E: Execute> Batcher<E> {
+    /// A batcher that sends at most `max_rows` calls per statement and runs at most
+    /// `concurrency` statements at once (each at least one).
+    pub(crate) fn new(executor: E, max_rows: usize, concurrency: usize) -> Self {
+        Self {
+            executor,
+            queue: Mutex::new(Queue {
+                waiting: Vec::new(),
+                running: 0,
+            }),
+            max_rows: max_rows.max(1),
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<E::Request, E::Answer>> {
+        // The queue is consistent between statements: a panic elsewhere leaves it usable.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `request` and waits for its answer.
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        request: E::Request,
+    ) -> Result<E::Answer, Unanswered> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queue = self.lock();
+            queue.waiting.push(Pending {
+                request,
+                queued_at: Instant::now(),
+                reply,
+            });
+            let start = queue.running < self.concurrency;
+            if start {
+                queue.running += 1;
+            }
+            start
+        };
+        if start {
+            let drain = Arc::clone(self).drain();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(drain)),
+                // No runtime to run it on: this caller sends its own statement.
+                Err(_) => drain.await,
+            }
+        }
+        answer.await.map_err(|_| Unanswered)
+    }
+
+    /// Sends what is queued, statement after statement, until the queue is empty.
+    async fn drain(self: Arc<Self>) {
+        let running = Running(&self);
+        loop {
+            let batch = {
+                let mut queue = self.lock();
+                if queue.waiting.is_empty() {
+                    // Under the lock, so that a call queued from now on starts a statement.
+                    queue.running -= 1;
+                    std::mem::forget(running);
+                    return;
+                }
+                let rest = queue.waiting.len().saturating_sub(self.max_rows);
+                let mut batch = std::mem::take(&mut queue.waiting);
+                queue.waiting = batch.split_off(batch.len() - rest);
+                batch
+            };
+            self.executor.execute(batch).await;
+        }
+    }
+}
+
+/// A statement task under way: counted off if it unwinds, and then, if no other task is left
+/// to answer them, the queued calls are dropped, so that their callers get [`Unanswered`]
+/// rather than wait forever.
+struct Running<'a, E: Execute>(&'a Batcher<E>);
+
+impl<E: Execute> Drop for Running<'_, E> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        queue.running -= 1;
+        if queue.running == 0 {
+            queue.waiting.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Answers each call with its request doubled, and records each statement's size.
+    #[derive(Default)]
+    struct Doubler {
+        sizes: Mutex<Vec<usize>>,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
+    }
+
+    impl Execute for Arc<Doubler> {
+        type Request = u32;
+        type Answer = u32;
+
+        async fn execute(&self, batch: Vec<Pending<u32, u32>>) {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            self.sizes.lock().unwrap().push(batch.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            for pending in batch {
+                let answer = pending.request * 2;
+                pending.answer(answer);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_while_busy_share_statements_and_every_call_is_answered() {
+        let doubler = Arc::new(Doubler::default());
+        let batcher = Arc::new(Batcher::new(Arc::clone(&doubler), 8, 2));
+        let calls: Vec<_> = (0..40u32)
+            .map(|n| {
+                let batcher = Arc::clone(&batcher);
+                tokio::spawn(async move { (n, batcher.call(n).await.unwrap()) })
+            })
+            .collect();
+        for call in calls {
+            let (n, answer) = call.await.unwrap();
+            assert_eq!(answer, n * 2);
+        }
+        let sizes = doubler.sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        assert!(sizes.iter().all(|&size| size <= 8), "{sizes:?}");
+        assert!(sizes.len() < 40, "no call shared a statement: {sizes:?}");
+        assert!(doubler.most_in_flight.load(Ordering::SeqCst) <= 2);
+        assert_eq!(batcher.lock().running, 0);
+    }
+
+    #[tokio::test]
+    async fn an_idle_batcher_sends_a_call_alone_at_once() {
+        let doubler = Arc::new(Doubler::default());
+        let batcher = Arc::new(Batcher::new(Arc::clone(&doubler), 8, 2));
+        assert_eq!(batcher.call(21).await.unwrap(), 42);
+        assert_eq!(batcher.call(1).await.unwrap(), 2);
+        assert_eq!(*doubler.sizes.lock().unwrap(), [1, 1]);
+    }
+
+    struct Panics;
+
+    impl Execute for Panics {
+        type Request = ();
+        type Answer = ();
+
+        async fn execute(&self, _batch: Vec<Pending<(), ()>>) {
+            panic!("a statement task that fails");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_leaves_no_caller_waiting() {
+        let batcher = Arc::new(Batcher::new(Panics, 8, 1));
+        assert!(batcher.call(()).await.is_err());
+        assert!(batcher.call(()).await.is_err(), "a later call starts anew");
+        assert_eq!(batcher.lock().running, 0);
+    }
+
+    #[test]
+    fn without_a_runtime_the_caller_sends_its_own_statement() {
+        struct Echo;
+        impl Execute for Echo {
+            type Request = u8;
+            type Answer = u8;
+            async fn execute(&self, batch: Vec<Pending<u8, u8>>) {
+                for pending in batch {
+                    let answer = pending.request;
+                    pending.answer(answer);
+                }
+            }
+        }
+        let batcher = Arc::new(Batcher::new(Echo, 8, 1));
+        let answer = poll_to_end(batcher.call(7));
+        assert_eq!(answer.unwrap(), 7);
+    }
+
+    /// Polls a future that never waits to its end, with no runtime around it.
+    fn poll_to_end<F: Future>(future: F) -> F::Output {
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Nobody;
+        impl Wake for Nobody {
+            fn wake(self: Arc<Self>) {}
+        }
+        let waker = Waker::from(Arc::new(Nobody));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        for _ in 0..1000 {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+        }
+        panic!("the future waited");
+    }
+}

@@ -1,0 +1,290 @@
+//! The store's three statements, each sending a batch of calls (see `store::batch`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::super::batch::{Execute, Pending};
+use super::super::{Claim, ClaimToken, StoreError, StoreErrorKind};
+use super::{error_kind, Sql};
+
+/// How often a statement that PostgreSQL chose as a deadlock's victim is sent again. Keys
+/// are locked in order within each statement, so only a claim meeting a completion of
+/// another key can close a cycle; the victim's statement was rolled back whole.
+const DEADLOCK_RETRIES: usize = 3;
+
+/// What the statements run on, shared by the store's batchers.
+pub(super) struct Statements {
+    pub(super) pool: PgPool,
+    pub(super) sql: Arc<Sql>,
+    pub(super) statement_timeout: Duration,
+    pub(super) commit_mode: &'static str,
+}
+
+/// A claim waiting for its statement.
+pub(super) struct ClaimCall {
+    pub(super) key: Vec<u8>,
+    pub(super) token: ClaimToken,
+    pub(super) lease: f64,
+}
+
+/// A completion (with how long to keep the key) or a release waiting for its statement.
+pub(super) struct SettleCall {
+    pub(super) key: Vec<u8>,
+    pub(super) token: ClaimToken,
+    pub(super) keep_for: f64,
+}
+
+type ClaimPending = Pending<ClaimCall, Result<Claim, StoreError>>;
+type SettlePending = Pending<SettleCall, Result<bool, StoreError>>;
+
+/// The claims of a batch.
+pub(super) struct Claims(pub(super) Arc<Statements>);
+
+/// The completions of a batch.
+pub(super) struct Completions(pub(super) Arc<Statements>);
+
+/// The releases of a batch.
+pub(super) struct Releases(pub(super) Arc<Statements>);
+
+fn late() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Unavailable,
+        "the claim waited past its statement timeout and wrote nothing",
+    )
+}
+
+/// The same failure for every call of a statement, each keeping the cause.
+fn shared_error(err: &Arc<sqlx::Error>) -> StoreError {
+    StoreError::new(error_kind(err), Arc::clone(err))
+}
+
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+}
+
+/// Runs `send` until it succeeds, fails otherwise, or has been a deadlock's victim
+/// [`DEADLOCK_RETRIES`] times.
+async fn with_retries<T, F, Fut>(mut send: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match send().await {
+            Err(err) if is_deadlock(&err) && tries < DEADLOCK_RETRIES => tries += 1,
+            result => return result,
+        }
+    }
+}
+
+/// The calls of a batch to send, and the rest: each with the index of the sent call it
+/// repeats.
+struct Distinct<R, A> {
+    sent: Vec<Pending<R, A>>,
+    repeats: Vec<(usize, Pending<R, A>)>,
+}
+
+/// Sorts `batch` by key (then token) and splits it into the calls to send, each with a
+/// distinct key (distinct key and token, where `by_token`), and their repeats.
+fn distinct<R, A>(
+    mut batch: Vec<Pending<R, A>>,
+    key: impl Fn(&R) -> (&[u8], &str),
+    by_token: bool,
+) -> Distinct<R, A> {
+    batch.sort_by(|a, b| key(&a.request).cmp(&key(&b.request)));
+    let mut sent: Vec<Pending<R, A>> = Vec::with_capacity(batch.len());
+    let mut repeats = Vec::new();
+    for pending in batch {
+        let same = sent.last().is_some_and(|last| {
+            let (a, b) = (key(&last.request), key(&pending.request));
+            a.0 == b.0 && (!by_token || a.1 == b.1)
+        });
+        if same {
+            repeats.push((sent.len() - 1, pending));
+        } else {
+            sent.push(pending);
+        }
+    }
+    Distinct { sent, repeats }
+}
+
+/// The call numbered `n` (from 1, as `WITH ORDINALITY` numbers them), if there is one.
+fn index(n: i64) -> Option<usize> {
+    usize::try_from(n).ok()?.checked_sub(1)
+}
+
+impl Execute for Claims {
+    type Request = ClaimCall;
+    type Answer = Result<Claim, StoreError>;
+
+    async fn execute(&self, batch: Vec<ClaimPending>) {
+        let statements = &*self.0;
+        let timeout = statements.statement_timeout;
+        // A claim that waited its whole timeout in the queue is not sent: its caller has
+        // given up on it.
+        let (waited, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|pending| pending.queued_at.elapsed() >= timeout);
+        for pending in waited {
+            pending.answer(Err(late()));
+        }
+        let Some(oldest) = batch.iter().map(|pending| pending.queued_at).min() else {
+            return;
+        };
+        let budget = timeout.saturating_sub(oldest.elapsed()).as_secs_f64();
+        let Distinct { sent, repeats } = distinct(batch, |call| (&call.key, ""), false);
+        let keys: Vec<&[u8]> = sent.iter().map(|p| p.request.key.as_slice()).collect();
+        let tokens: Vec<&str> = sent.iter().map(|p| p.request.token.as_str()).collect();
+        let leases: Vec<f64> = sent.iter().map(|p| p.request.lease).collect();
+        let rows = with_retries(|| {
+            sqlx::query_as::<_, (i64, String)>(statements.sql.claim.clone())
+                .bind(&keys)
+                .bind(&tokens)
+                .bind(&leases)
+                .bind(budget)
+                .bind(statements.commit_mode)
+                .fetch_all(&statements.pool)
+        })
+        .await;
+        drop((keys, tokens, leases));
+        let outcomes: Vec<Result<Claim, Failure>> = match rows {
+            Ok(rows) => {
+                let mut by_call = vec![None; sent.len()];
+                for (n, outcome) in rows {
+                    if let Some(slot) = index(n).and_then(|i| by_call.get_mut(i)) {
+                        *slot = Some(outcome);
+                    }
+                }
+                sent.iter()
+                    .zip(by_call)
+                    .map(|(pending, outcome)| match outcome.as_deref() {
+                        Some("acquired") => Ok(Claim::Acquired(pending.request.token.clone())),
+                        Some("completed") => Ok(Claim::Completed),
+                        Some("in_flight") => Ok(Claim::InFlight),
+                        Some("late") => Err(Failure::Late),
+                        other => Err(Failure::Unexpected(
+                            format!("unexpected claim outcome {other:?}").into(),
+                        )),
+                    })
+                    .collect()
+            }
+            Err(err) => vec![Err(Failure::Sqlx(Arc::new(err))); sent.len()],
+        };
+        // A repeat of a key in the same batch comes after its first: in flight behind a
+        // claim the first took, otherwise told what the first was told.
+        for (first, pending) in repeats {
+            pending.answer(match &outcomes[first] {
+                Ok(Claim::Acquired(_) | Claim::InFlight) => Ok(Claim::InFlight),
+                Ok(Claim::Completed) => Ok(Claim::Completed),
+                Err(failure) => Err(failure.to_store_error()),
+            });
+        }
+        for (pending, outcome) in sent.into_iter().zip(outcomes) {
+            pending.answer(outcome.map_err(|failure| failure.to_store_error()));
+        }
+    }
+}
+
+/// Why a claim of a batch failed, for it and for its repeats.
+#[derive(Clone)]
+enum Failure {
+    Sqlx(Arc<sqlx::Error>),
+    Late,
+    Unexpected(Arc<str>),
+}
+
+impl Failure {
+    fn to_store_error(&self) -> StoreError {
+        match self {
+            Self::Sqlx(err) => shared_error(err),
+            Self::Late => late(),
+            Self::Unexpected(what) => StoreError::new(StoreErrorKind::Backend, what.to_string()),
+        }
+    }
+}
+
+/// Sends a batch of completions (`complete`) or releases, answering each call whether it
+/// changed its row. A repeat of the same key and token is answered `false`: the first
+/// settled the claim.
+async fn settle(statements: &Statements, batch: Vec<SettlePending>, complete: bool) {
+    let Distinct { sent, repeats } = distinct(batch, |call| (&call.key, call.token.as_str()), true);
+    for (_, pending) in repeats {
+        pending.answer(Ok(false));
+    }
+    let keys: Vec<&[u8]> = sent.iter().map(|p| p.request.key.as_slice()).collect();
+    let tokens: Vec<&str> = sent.iter().map(|p| p.request.token.as_str()).collect();
+    let rows = if complete {
+        let keep: Vec<f64> = sent.iter().map(|p| p.request.keep_for).collect();
+        with_retries(|| {
+            sqlx::query_scalar::<_, i64>(statements.sql.complete.clone())
+                .bind(&keys)
+                .bind(&tokens)
+                .bind(&keep)
+                .bind(statements.commit_mode)
+                .fetch_all(&statements.pool)
+        })
+        .await
+    } else {
+        with_retries(|| {
+            sqlx::query_scalar::<_, i64>(statements.sql.release.clone())
+                .bind(&keys)
+                .bind(&tokens)
+                .bind(statements.commit_mode)
+                .fetch_all(&statements.pool)
+        })
+        .await
+    };
+    drop((keys, tokens));
+    match rows {
+        Ok(rows) => {
+            let mut changed = vec![false; sent.len()];
+            for n in rows {
+                if let Some(slot) = index(n).and_then(|i| changed.get_mut(i)) {
+                    *slot = true;
+                }
+            }
+            for (pending, changed) in sent.into_iter().zip(changed) {
+                pending.answer(Ok(changed));
+            }
+        }
+        Err(err) => {
+            let err = Arc::new(err);
+            for pending in sent {
+                pending.answer(Err(shared_error(&err)));
+            }
+        }
+    }
+}
+
+impl Execute for Completions {
+    type Request = SettleCall;
+    type Answer = Result<bool, StoreError>;
+
+    async fn execute(&self, batch: Vec<SettlePending>) {
+        settle(&self.0, batch, true).await;
+    }
+}
+
+impl Execute for Releases {
+    type Request = SettleCall;
+    type Answer = Result<bool, StoreError>;
+
+    async fn execute(&self, batch: Vec<SettlePending>) {
+        settle(&self.0, batch, false).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_numbered_from_one() {
+        assert_eq!(index(1), Some(0));
+        assert_eq!(index(0), None);
+        assert_eq!(index(-3), None);
+    }
+}
