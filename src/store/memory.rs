@@ -2,10 +2,12 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+use hashbrown::HashTable;
 
 use super::{
     stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
@@ -26,9 +28,11 @@ use crate::clock::{unix_millis, Clock, SystemClock};
 ///
 /// Every call costs the same whether the store is empty or full: completed entries and claims
 /// in flight are indexed apart by expiry, so making room is one step. A store of more than
-/// 4 096 entries is split into up to 16 shards, each with its own lock and its share of the
-/// bounds, so that threads claiming different deliveries do not wait for each other; a key's
-/// shard is chosen by a keyed hash, which a sender cannot aim at.
+/// 4 096 entries is split into up to 16 shards, each with its own lock (on a cache line of its
+/// own) and its share of the bounds, so that threads claiming different deliveries do not
+/// wait for each other; a key's shard is chosen by a keyed hash, which a sender cannot aim
+/// at. That hash is computed once per call and kept with the entry: it also finds the entry
+/// in its shard, and a shard that grows moves its entries without reading their keys.
 ///
 /// ```
 /// use std::time::Duration;
@@ -50,27 +54,41 @@ use crate::clock::{unix_millis, Clock, SystemClock};
 /// ```
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
-    shards: Arc<[Mutex<Entries>]>,
-    /// Picks a key's shard.
+    shards: Arc<[Shard]>,
+    /// The keyed hash of a key: picks its shard, and its place in the shard.
     hasher: RandomState,
     clock: Arc<dyn Clock>,
     max_entries: usize,
     max_bytes: usize,
 }
 
-/// One shard: its entries, and two indexes of them in order of expiry.
+/// One shard, aligned to two cache lines (what x86's adjacent-line prefetch fetches
+/// together), so that threads locking neighbouring shards do not fight over one line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Entries>);
+
+/// One shard's entries, and two indexes of them in order of expiry.
 #[derive(Debug, Default)]
 struct Entries {
-    by_key: HashMap<Arc<[u8]>, Entry>,
-    /// The keys of the claims in flight by (expiry in ms, sequence number): expired ones are
-    /// found from the front without a scan, and an entry's place is its own two numbers.
-    in_flight: BTreeMap<(u64, u64), Arc<[u8]>>,
+    by_key: HashTable<Entry>,
+    /// The claims in flight by (expiry in ms, sequence number), to their key's hash and key:
+    /// expired ones are found from the front without a scan, and an entry's place is its own
+    /// two numbers.
+    in_flight: BTreeMap<(u64, u64), Indexed>,
     /// The same for completed entries: the first is the one to forget to make room, without
     /// walking past the claims in flight.
-    completed: BTreeMap<(u64, u64), Arc<[u8]>>,
+    completed: BTreeMap<(u64, u64), Indexed>,
     next_seq: u64,
     /// What the entries take, as [`entry_bytes`] counts it.
     bytes: usize,
+}
+
+/// What an expiry index holds of an entry: enough to find it.
+#[derive(Debug)]
+struct Indexed {
+    hash: u64,
+    key: Arc<[u8]>,
 }
 
 /// Stores of up to this many entries have one shard, and so bounds that hold exactly.
@@ -83,14 +101,17 @@ fn entry_bytes(key: &[u8]) -> usize {
     key.len() + 160
 }
 
-fn lock(shard: &Mutex<Entries>) -> MutexGuard<'_, Entries> {
+fn lock(shard: &Shard) -> MutexGuard<'_, Entries> {
     // Nothing panics while the lock is held, and the maps stay consistent between statements,
     // so a poisoned lock is still sound to use.
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
+    shard.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Debug)]
 struct Entry {
+    /// The key's keyed hash, so that moving the entry as the table grows reads no key.
+    hash: u64,
+    key: Arc<[u8]>,
     state: State,
     expires_at: u64,
     seq: u64,
@@ -127,7 +148,7 @@ impl MemoryStore {
     fn bounded(max_entries: usize, max_bytes: usize) -> Self {
         let shards = (max_entries / ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
         Self {
-            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            shards: (0..shards).map(|_| Shard::default()).collect(),
             hasher: RandomState::new(),
             clock: Arc::new(SystemClock),
             max_entries,
@@ -233,15 +254,12 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// The shard of `key`, locked, with its share of the bounds.
-    fn shard(&self, key: &[u8]) -> (MutexGuard<'_, Entries>, usize, usize) {
+    /// The shard of a key of keyed hash `hash`, locked, with its share of the bounds.
+    fn shard(&self, hash: u64) -> (MutexGuard<'_, Entries>, usize, usize) {
         let n = self.shards.len();
-        let at = if n == 1 {
-            0
-        } else {
-            // The modulo of a keyed 64-bit hash: the shards are at most 16.
-            usize::try_from(self.hasher.hash_one(key) % n as u64).unwrap_or(0)
-        };
+        // Bits 32 to 63, scaled to the number of shards: the table within a shard places
+        // entries by the low bits, which must not be the same for all of a shard's keys.
+        let at = usize::try_from(((hash >> 32) * n as u64) >> 32).unwrap_or(0);
         (
             lock(&self.shards[at]),
             self.max_entries.div_ceil(n),
@@ -263,11 +281,12 @@ impl MemoryStore {
     ) -> Result<Claim, StoreError> {
         let key = stored_key(key);
         let now = self.now();
-        // Made before the lock: nothing of it needs the lock.
+        // Made before the lock: nothing of them needs the lock.
         let token = ClaimToken::random();
-        let (mut entries, max_entries, max_bytes) = self.shard(&key);
+        let hash = self.hasher.hash_one(&*key);
+        let (mut entries, max_entries, max_bytes) = self.shard(hash);
         entries.drop_expired(now);
-        if let Some(entry) = entries.by_key.get(&*key) {
+        if let Some(entry) = entries.find(hash, &key) {
             return Ok(match entry.state {
                 State::InFlight(_) => Claim::InFlight,
                 State::Completed => Claim::Completed,
@@ -286,6 +305,7 @@ impl MemoryStore {
             _ => Arc::from(key.as_ref()),
         };
         entries.insert(
+            hash,
             key,
             State::InFlight(token.clone()),
             now.saturating_add(ttl_millis(lease)),
@@ -299,32 +319,39 @@ impl MemoryStore {
     fn settle(&self, key: &str, token: &ClaimToken, keep_for: Option<Duration>) -> bool {
         let key = stored_key(key);
         let now = self.now();
-        let (mut entries, _, _) = self.shard(&key);
+        let hash = self.hasher.hash_one(&*key);
+        let (mut entries, _, _) = self.shard(hash);
         let Entries {
             by_key,
             in_flight,
             completed,
             next_seq,
-            ..
+            bytes,
         } = &mut *entries;
-        let Some(entry) = by_key.get_mut(&*key) else {
+        let Ok(slot) = by_key.find_entry(hash, |entry| *entry.key == *key) else {
             return false;
         };
+        let entry = slot.get();
         let held = matches!(&entry.state, State::InFlight(held) if held == token);
         if !held || entry.expires_at <= now {
             return false;
         }
+        let place = (entry.expires_at, entry.seq);
         let Some(keep_for) = keep_for else {
-            return entries.remove(&key).is_some();
+            let (entry, _) = slot.remove();
+            *bytes -= entry_bytes(&entry.key);
+            in_flight.remove(&place);
+            return true;
         };
-        let Some(stored) = in_flight.remove(&(entry.expires_at, entry.seq)) else {
+        let Some(indexed) = in_flight.remove(&place) else {
             return false;
         };
+        let entry = slot.into_mut();
         entry.state = State::Completed;
         entry.expires_at = now.saturating_add(ttl_millis(keep_for));
         entry.seq = *next_seq;
         *next_seq += 1;
-        completed.insert((entry.expires_at, entry.seq), stored);
+        completed.insert((entry.expires_at, entry.seq), indexed);
         true
     }
 }
@@ -336,36 +363,31 @@ impl Default for MemoryStore {
 }
 
 impl Entries {
-    fn insert(&mut self, key: Arc<[u8]>, state: State, expires_at: u64) {
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+        self.by_key.find(hash, |entry| *entry.key == *key)
+    }
+
+    fn insert(&mut self, hash: u64, key: Arc<[u8]>, state: State, expires_at: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += entry_bytes(&key);
-        self.index(&state)
-            .insert((expires_at, seq), Arc::clone(&key));
-        self.by_key.insert(
-            key,
-            Entry {
-                state,
-                expires_at,
-                seq,
-            },
-        );
-    }
-
-    /// The expiry index an entry in `state` belongs to.
-    fn index(&mut self, state: &State) -> &mut BTreeMap<(u64, u64), Arc<[u8]>> {
+        let indexed = Indexed {
+            hash,
+            key: Arc::clone(&key),
+        };
         match state {
             State::InFlight(_) => &mut self.in_flight,
             State::Completed => &mut self.completed,
         }
-    }
-
-    fn remove(&mut self, key: &[u8]) -> Option<(Arc<[u8]>, Entry)> {
-        let (key, entry) = self.by_key.remove_entry(key)?;
-        self.bytes -= entry_bytes(&key);
-        self.index(&entry.state)
-            .remove(&(entry.expires_at, entry.seq));
-        Some((key, entry))
+        .insert((expires_at, seq), indexed);
+        let entry = Entry {
+            hash,
+            key,
+            state,
+            expires_at,
+            seq,
+        };
+        self.by_key.insert_unique(hash, entry, |entry| entry.hash);
     }
 
     fn drop_expired(&mut self, now: u64) {
@@ -382,8 +404,8 @@ impl Entries {
                 if first.key().0 > now {
                     break;
                 }
-                let key = first.remove();
-                self.drop_unindexed(&key);
+                let indexed = first.remove();
+                self.drop_unindexed(&indexed);
             }
         }
     }
@@ -392,17 +414,22 @@ impl Entries {
     /// entries are kept: one forgotten would let a second copy of a delivery run while the
     /// first still runs.
     fn forget_one_completed(&mut self) -> bool {
-        let Some((_, key)) = self.completed.pop_first() else {
+        let Some((_, indexed)) = self.completed.pop_first() else {
             return false;
         };
-        self.drop_unindexed(&key);
+        self.drop_unindexed(&indexed);
         true
     }
 
-    /// Drops the entry of `key`, taken out of its index already.
-    fn drop_unindexed(&mut self, key: &[u8]) {
-        if let Some((key, _)) = self.by_key.remove_entry(key) {
-            self.bytes -= entry_bytes(&key);
+    /// Drops the entry that `indexed` stood for, taken out of its index already. The index
+    /// holds the entry's own key, so it is found by address, without reading the key.
+    fn drop_unindexed(&mut self, indexed: &Indexed) {
+        let found = self
+            .by_key
+            .find_entry(indexed.hash, |entry| Arc::ptr_eq(&entry.key, &indexed.key));
+        if let Ok(slot) = found {
+            let (entry, _) = slot.remove();
+            self.bytes -= entry_bytes(&entry.key);
         }
     }
 }

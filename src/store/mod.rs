@@ -202,9 +202,8 @@ impl ClaimToken {
     /// token mixes it with a counter through a bijection.
     pub fn random() -> Self {
         static SEED: OnceLock<[u64; 2]> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let [high, low] = *SEED.get_or_init(seed);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let n = next_token_number();
         let mut bits = [0u8; 16];
         bits[..8].copy_from_slice(&high.to_be_bytes());
         // splitmix64 is a bijection: distinct counters give distinct tokens.
@@ -219,6 +218,25 @@ impl ClaimToken {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+}
+
+/// A number no other call in this process gets. Each thread counts within a block of 2^32
+/// numbers of its own, taken from one shared counter when it starts and when it has used the
+/// block up: threads making tokens at once do not fight over one counter's cache line.
+fn next_token_number() -> u64 {
+    const BLOCK: u64 = 1 << 32;
+    static BLOCKS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    NEXT.with(|next| {
+        let mut n = next.get();
+        if n % BLOCK == 0 {
+            n = BLOCKS.fetch_add(1, Ordering::Relaxed).wrapping_mul(BLOCK);
+        }
+        next.set(n.wrapping_add(1));
+        n
+    })
 }
 
 /// The process's seed: from the operating system, or, where it has no generator, from the
