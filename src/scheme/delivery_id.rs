@@ -46,7 +46,14 @@ impl DeliveryId {
     /// ```
     pub fn from_header(value: &HeaderValue) -> Option<Self> {
         std::str::from_utf8(value.as_bytes()).ok()?;
-        Some(Self(Repr::Header(value.clone())))
+        Some(Self::from_checked_header(value))
+    }
+
+    /// The id a header holds whose bytes the caller has checked to be UTF-8 already (the
+    /// scheme reads every header as text): no second check. Were they not, the id would
+    /// read as empty, never as anything unchecked.
+    pub(crate) fn from_checked_header(value: &HeaderValue) -> Self {
+        Self(Repr::Header(value.clone()))
     }
 
     /// The id as text.

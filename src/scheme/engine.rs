@@ -165,8 +165,8 @@ struct Found<'h> {
 
 impl Found<'_> {
     /// The id it holds, sharing the header's bytes (its text is UTF-8, checked on reading).
-    fn id(self) -> Option<DeliveryId> {
-        DeliveryId::from_header(self.value)
+    fn id(self) -> DeliveryId {
+        DeliveryId::from_checked_header(self.value)
     }
 }
 
@@ -349,8 +349,8 @@ impl Engine {
         verified.timestamp = timestamp;
         if let Some(IdFrom::Header(header)) = &self.id {
             verified.id = match signed_id {
-                Some(found) => found.id(),
-                None => header.read_optional(headers)?.and_then(Found::id),
+                Some(found) => Some(found.id()),
+                None => header.read_optional(headers)?.map(Found::id),
             };
         }
         if let Some(name) = &self.event_type {

@@ -437,6 +437,31 @@ pub(crate) fn header_value<'h>(
     Ok(Some((value, text)))
 }
 
+/// An optional `-` and ASCII digits as an `i64`, in one pass; `None` for anything else, or
+/// a number out of range (what `str::parse` accepts of that form, and no more).
+fn parse_seconds(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.as_bytes() {
+        [b'-', digits @ ..] => (true, digits),
+        digits => (false, digits),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0i64, |value, &byte| {
+        let digit = i64::from(byte.wrapping_sub(b'0'));
+        if digit > 9 {
+            return None;
+        }
+        // Counted towards the sign, so that i64::MIN parses as it does with `str::parse`.
+        let value = value.checked_mul(10)?;
+        if negative {
+            value.checked_sub(digit)
+        } else {
+            value.checked_add(digit)
+        }
+    })
+}
+
 /// Parses a Unix timestamp in seconds and checks it lies within `tolerance` of `now`.
 ///
 /// Only an optional `-` and ASCII digits are accepted: the signed text must be the number
@@ -447,13 +472,8 @@ pub(crate) fn check_timestamp(
     now: SystemTime,
     tolerance: Duration,
 ) -> Result<i64, VerifyError> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(VerifyError::invalid_header(header.clone()));
-    }
-    let timestamp: i64 = text
-        .parse()
-        .map_err(|_| VerifyError::invalid_header(header.clone()))?;
+    let timestamp =
+        parse_seconds(text).ok_or_else(|| VerifyError::invalid_header(header.clone()))?;
     let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
     let now = unix_seconds(now);
     // i128 so that no pair of i64 values can overflow the difference.
@@ -476,6 +496,27 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn seconds_parse_as_str_parse_does_for_digits() {
+        for text in [
+            "0",
+            "1700000000",
+            "-1",
+            "-0",
+            "0001700000000",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_seconds(text), text.parse::<i64>().ok(), "{text}");
+        }
+        for text in ["", "-", "+1", " 1", "1 ", "1.0", "1e9", "--1", "1-", "١٢"] {
+            assert_eq!(parse_seconds(text), None, "{text:?}");
+        }
     }
 
     #[test]
