@@ -14,7 +14,7 @@ pub use sqlx;
 
 mod statements;
 
-use self::statements::{ClaimCall, Claims, Completions, Releases, SettleCall, Statements};
+use self::statements::{ClaimCall, Claims, SettleCall, Settles, Statements};
 use super::batch::{Batcher, Unanswered};
 use super::{
     stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
@@ -98,8 +98,8 @@ pub struct PostgresStore {
 /// The queue of each kind of call, and its statements under way.
 struct Batchers {
     claims: Arc<Batcher<Claims>>,
-    completions: Arc<Batcher<Completions>>,
-    releases: Arc<Batcher<Releases>>,
+    completions: Arc<Batcher<Settles>>,
+    releases: Arc<Batcher<Settles>>,
 }
 
 /// The statements of one table, made once. Each is shared with every query that runs it,
@@ -321,14 +321,14 @@ impl PostgresStore {
                 commit_mode: self.commit_mode(),
             });
             let (rows, at_once) = (self.max_batch, self.max_statements);
+            let settles = |complete| Settles {
+                statements: Arc::clone(&statements),
+                complete,
+            };
             Batchers {
                 claims: Arc::new(Batcher::new(Claims(Arc::clone(&statements)), rows, at_once)),
-                completions: Arc::new(Batcher::new(
-                    Completions(Arc::clone(&statements)),
-                    rows,
-                    at_once,
-                )),
-                releases: Arc::new(Batcher::new(Releases(statements), rows, at_once)),
+                completions: Arc::new(Batcher::new(settles(true), rows, at_once)),
+                releases: Arc::new(Batcher::new(settles(false), rows, at_once)),
             }
         })
     }

@@ -42,11 +42,11 @@ type SettlePending = Pending<SettleCall, Result<bool, StoreError>>;
 /// The claims of a batch.
 pub(super) struct Claims(pub(super) Arc<Statements>);
 
-/// The completions of a batch.
-pub(super) struct Completions(pub(super) Arc<Statements>);
-
-/// The releases of a batch.
-pub(super) struct Releases(pub(super) Arc<Statements>);
+/// The completions (`complete`) or the releases of a batch.
+pub(super) struct Settles {
+    pub(super) statements: Arc<Statements>,
+    pub(super) complete: bool,
+}
 
 fn late() -> StoreError {
     StoreError::new(
@@ -87,21 +87,19 @@ struct Distinct<R, A> {
     repeats: Vec<(usize, Pending<R, A>)>,
 }
 
-/// Sorts `batch` by key (then token) and splits it into the calls to send, each with a
-/// distinct key (distinct key and token, where `by_token`), and their repeats.
+/// Sorts `batch` by `key` (a stored key, and a token or `""`) and splits it into the calls
+/// to send, each with a distinct `key`, and their repeats.
 fn distinct<R, A>(
     mut batch: Vec<Pending<R, A>>,
     key: impl Fn(&R) -> (&[u8], &str),
-    by_token: bool,
 ) -> Distinct<R, A> {
     batch.sort_by(|a, b| key(&a.request).cmp(&key(&b.request)));
     let mut sent: Vec<Pending<R, A>> = Vec::with_capacity(batch.len());
     let mut repeats = Vec::new();
     for pending in batch {
-        let same = sent.last().is_some_and(|last| {
-            let (a, b) = (key(&last.request), key(&pending.request));
-            a.0 == b.0 && (!by_token || a.1 == b.1)
-        });
+        let same = sent
+            .last()
+            .is_some_and(|last| key(&last.request) == key(&pending.request));
         if same {
             repeats.push((sent.len() - 1, pending));
         } else {
@@ -135,7 +133,8 @@ impl Execute for Claims {
             return;
         };
         let budget = timeout.saturating_sub(oldest.elapsed()).as_secs_f64();
-        let Distinct { sent, repeats } = distinct(batch, |call| (&call.key, ""), false);
+        // By key alone: one claim of a key per statement.
+        let Distinct { sent, repeats } = distinct(batch, |call| (&call.key, ""));
         let keys: Vec<&[u8]> = sent.iter().map(|p| p.request.key.as_slice()).collect();
         let tokens: Vec<&str> = sent.iter().map(|p| p.request.token.as_str()).collect();
         let leases: Vec<f64> = sent.iter().map(|p| p.request.lease).collect();
@@ -210,7 +209,7 @@ impl Failure {
 /// changed its row. A repeat of the same key and token is answered `false`: the first
 /// settled the claim.
 async fn settle(statements: &Statements, batch: Vec<SettlePending>, complete: bool) {
-    let Distinct { sent, repeats } = distinct(batch, |call| (&call.key, call.token.as_str()), true);
+    let Distinct { sent, repeats } = distinct(batch, |call| (&call.key, call.token.as_str()));
     for (_, pending) in repeats {
         pending.answer(Ok(false));
     }
@@ -259,21 +258,12 @@ async fn settle(statements: &Statements, batch: Vec<SettlePending>, complete: bo
     }
 }
 
-impl Execute for Completions {
+impl Execute for Settles {
     type Request = SettleCall;
     type Answer = Result<bool, StoreError>;
 
     async fn execute(&self, batch: Vec<SettlePending>) {
-        settle(&self.0, batch, true).await;
-    }
-}
-
-impl Execute for Releases {
-    type Request = SettleCall;
-    type Answer = Result<bool, StoreError>;
-
-    async fn execute(&self, batch: Vec<SettlePending>) {
-        settle(&self.0, batch, false).await;
+        settle(&self.statements, batch, self.complete).await;
     }
 }
 
