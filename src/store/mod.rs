@@ -373,7 +373,7 @@ pub(crate) fn sqlx_error(err: sqlx::Error, transient: fn(&str) -> bool) -> Store
     StoreError::new(sqlx_error_kind(&err, transient), err)
 }
 
-/// The kind of store error that `err` is, as [`sqlx_error`] tells it.
+/// The kind of store error that `err` is: unavailable where it is transient, as above.
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn sqlx_error_kind(err: &sqlx::Error, transient: fn(&str) -> bool) -> StoreErrorKind {
     let unavailable = match err {

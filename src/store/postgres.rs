@@ -137,8 +137,8 @@ impl Sql {
             )),
             // Each statement carries a batch of calls (see `batch`): arrays, one element per
             // call, numbered by `WITH ORDINALITY`, and it answers each call by its number. The
-            // keys of a batch are distinct and sorted, so that two statements lock rows in one
-            // order and never wait for each other in a cycle.
+            // keys of a batch are distinct and sorted, so that statements lock rows in one
+            // order (see `statements::DEADLOCK_RETRIES` for where they cannot).
             //
             // A row the INSERT did not take is read from the statement's snapshot. If that
             // row is missing or expired there, another claim took the key after the
@@ -277,8 +277,8 @@ impl PostgresStore {
     /// or statements wait for connections too.
     ///
     /// One statement of each kind makes the largest batches: on a 2-core machine it served
-    /// twice the deliveries per second of one statement per call, and more at once only
-    /// made PostgreSQL work harder per call. More help a database with many cores under
+    /// 1.5 to 2.5 times the deliveries per second of one statement per call, and more at
+    /// once only made PostgreSQL work harder per call. More help a database with many cores under
     /// heavy load, and keep claims flowing while one statement waits for a row lock (a
     /// claim waits no longer than its [statement
     /// timeout](Self::with_statement_timeout), queue included).

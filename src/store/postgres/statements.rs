@@ -9,9 +9,11 @@ use super::super::batch::{Execute, Pending};
 use super::super::{Claim, ClaimToken, StoreError, StoreErrorKind};
 use super::{error_kind, Sql};
 
-/// How often a statement that PostgreSQL chose as a deadlock's victim is sent again. Keys
-/// are locked in order within each statement, so only a claim meeting a completion of
-/// another key can close a cycle; the victim's statement was rolled back whole.
+/// How often a statement that PostgreSQL chose as a deadlock's victim is sent again. The
+/// keys of each statement are sorted, and a plan that finds rows by key visits them in that
+/// order, so two statements wait for each other in a cycle only where a plan visits rows in
+/// another order (a hash join over a small table). The victim's statement was rolled back
+/// whole, so sending it again is safe.
 const DEADLOCK_RETRIES: usize = 3;
 
 /// What the statements run on, shared by the store's batchers.
@@ -114,6 +116,17 @@ fn index(n: i64) -> Option<usize> {
     usize::try_from(n).ok()?.checked_sub(1)
 }
 
+/// What a statement answered for each of its `calls` calls, by their numbers.
+fn by_call<T: Clone>(calls: usize, rows: impl IntoIterator<Item = (i64, T)>) -> Vec<Option<T>> {
+    let mut answers = vec![None; calls];
+    for (n, answer) in rows {
+        if let Some(slot) = index(n).and_then(|i| answers.get_mut(i)) {
+            *slot = Some(answer);
+        }
+    }
+    answers
+}
+
 impl Execute for Claims {
     type Request = ClaimCall;
     type Answer = Result<Claim, StoreError>;
@@ -148,28 +161,22 @@ impl Execute for Claims {
                 .fetch_all(&statements.pool)
         })
         .await;
+        // They borrow the calls, which are answered below.
         drop((keys, tokens, leases));
         let outcomes: Vec<Result<Claim, Failure>> = match rows {
-            Ok(rows) => {
-                let mut by_call = vec![None; sent.len()];
-                for (n, outcome) in rows {
-                    if let Some(slot) = index(n).and_then(|i| by_call.get_mut(i)) {
-                        *slot = Some(outcome);
-                    }
-                }
-                sent.iter()
-                    .zip(by_call)
-                    .map(|(pending, outcome)| match outcome.as_deref() {
-                        Some("acquired") => Ok(Claim::Acquired(pending.request.token.clone())),
-                        Some("completed") => Ok(Claim::Completed),
-                        Some("in_flight") => Ok(Claim::InFlight),
-                        Some("late") => Err(Failure::Late),
-                        other => Err(Failure::Unexpected(
-                            format!("unexpected claim outcome {other:?}").into(),
-                        )),
-                    })
-                    .collect()
-            }
+            Ok(rows) => sent
+                .iter()
+                .zip(by_call(sent.len(), rows))
+                .map(|(pending, outcome)| match outcome.as_deref() {
+                    Some("acquired") => Ok(Claim::Acquired(pending.request.token.clone())),
+                    Some("completed") => Ok(Claim::Completed),
+                    Some("in_flight") => Ok(Claim::InFlight),
+                    Some("late") => Err(Failure::Late),
+                    other => Err(Failure::Unexpected(
+                        format!("unexpected claim outcome {other:?}").into(),
+                    )),
+                })
+                .collect(),
             Err(err) => vec![Err(Failure::Sqlx(Arc::new(err))); sent.len()],
         };
         // A repeat of a key in the same batch comes after its first: in flight behind a
@@ -236,17 +243,13 @@ async fn settle(statements: &Statements, batch: Vec<SettlePending>, complete: bo
         })
         .await
     };
+    // They borrow the calls, which are answered below.
     drop((keys, tokens));
     match rows {
         Ok(rows) => {
-            let mut changed = vec![false; sent.len()];
-            for n in rows {
-                if let Some(slot) = index(n).and_then(|i| changed.get_mut(i)) {
-                    *slot = true;
-                }
-            }
+            let changed = by_call(sent.len(), rows.into_iter().map(|n| (n, ())));
             for (pending, changed) in sent.into_iter().zip(changed) {
-                pending.answer(Ok(changed));
+                pending.answer(Ok(changed.is_some()));
             }
         }
         Err(err) => {
@@ -276,5 +279,7 @@ mod tests {
         assert_eq!(index(1), Some(0));
         assert_eq!(index(0), None);
         assert_eq!(index(-3), None);
+        let answers = by_call(3, [(3, 'c'), (1, 'a'), (0, 'x'), (4, 'x'), (-1, 'x')]);
+        assert_eq!(answers, [Some('a'), None, Some('c')]);
     }
 }
