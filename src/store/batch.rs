@@ -40,6 +40,17 @@ impl<R, A> Pending<R, A> {
     pub(crate) fn answer(self, answer: A) {
         let _ = self.reply.send(answer);
     }
+
+    /// A call made now, and where its answer arrives.
+    pub(crate) fn new(request: R) -> (Self, oneshot::Receiver<A>) {
+        let (reply, answer) = oneshot::channel();
+        let pending = Self {
+            request,
+            queued_at: Instant::now(),
+            reply,
+        };
+        (pending, answer)
+    }
 }
 
 /// The queue of one kind of call, and the statements of that kind under way.
@@ -85,14 +96,10 @@ impl<E: Execute> Batcher<E> {
         self: &Arc<Self>,
         request: E::Request,
     ) -> Result<E::Answer, Unanswered> {
-        let (reply, answer) = oneshot::channel();
+        let (pending, answer) = Pending::new(request);
         let start = {
             let mut queue = self.lock();
-            queue.waiting.push(Pending {
-                request,
-                queued_at: Instant::now(),
-                reply,
-            });
+            queue.waiting.push(pending);
             let start = queue.running < self.concurrency;
             if start {
                 queue.running += 1;

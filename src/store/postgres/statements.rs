@@ -282,4 +282,33 @@ mod tests {
         let answers = by_call(3, [(3, 'c'), (1, 'a'), (0, 'x'), (4, 'x'), (-1, 'x')]);
         assert_eq!(answers, [Some('a'), None, Some('c')]);
     }
+
+    #[test]
+    fn repeats_point_at_the_first_call_of_their_key_in_key_order() {
+        let calls = [("b", "1"), ("a", "1"), ("b", "1"), ("b", "2"), ("a", "1")];
+        let batch = calls
+            .iter()
+            .map(|&(key, token)| Pending::<_, ()>::new((key.as_bytes(), token)).0)
+            .collect();
+        let Distinct { sent, repeats } = distinct(batch, |&(key, token)| (key, token));
+        let sent: Vec<_> = sent.iter().map(|p| p.request).collect();
+        assert_eq!(
+            sent,
+            [(&b"a"[..], "1"), (&b"b"[..], "1"), (&b"b"[..], "2")],
+            "sorted, one of each"
+        );
+        let repeats: Vec<_> = repeats
+            .iter()
+            .map(|(first, p)| (*first, p.request))
+            .collect();
+        assert_eq!(repeats, [(0, (&b"a"[..], "1")), (1, (&b"b"[..], "1"))]);
+
+        let by_key_alone = calls
+            .iter()
+            .map(|&(key, _)| Pending::<_, ()>::new(key.as_bytes()).0)
+            .collect();
+        let Distinct { sent, repeats } = distinct(by_key_alone, |&key| (key, ""));
+        assert_eq!(sent.len(), 2);
+        assert_eq!(repeats.len(), 3);
+    }
 }
