@@ -420,6 +420,14 @@ async fn calls_sharing_statements_are_answered_each_as_alone() {
     for key in &keys {
         assert_eq!(store.claim(key, lease).await.unwrap(), Claim::Completed);
     }
+    let written: Vec<&[u8]> = keys.iter().map(String::as_bytes).collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM \"{TABLE}\" WHERE key = ANY($1)"
+    )))
+    .bind(&written)
+    .execute(store.pool())
+    .await
+    .unwrap();
 }
 
 /// `PostgresStore::connect` makes a pool whose connections carry a `statement_timeout`, so that
