@@ -2,10 +2,8 @@
 
 use std::error::Error;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-use std::sync::OnceLock;
 
 use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr, SqlStr};
 
