@@ -303,6 +303,84 @@ fn missing_empty_duplicated_and_non_ascii_signature_headers() {
     }
 }
 
+/// Forty more headers than a sender sends: the headers are then looked up in the map, not
+/// found in one walk over the request's few, and must read the same.
+fn crowded(headers: &HeaderMap) -> HeaderMap {
+    let mut crowded = headers.clone();
+    for n in 0..40 {
+        crowded.insert(
+            HeaderName::try_from(format!("x-other-{n}")).unwrap(),
+            HeaderValue::from_static("1"),
+        );
+    }
+    crowded
+}
+
+#[test]
+fn crowded_requests_read_as_short_ones() {
+    for name in SCHEMES {
+        let s = signed(name);
+        let header = s.signature.as_str();
+        let mut twice = s.headers.clone();
+        twice.append(
+            s.signature.clone(),
+            HeaderValue::from_str(&s.signature_value()).unwrap(),
+        );
+        let cases = [
+            (s.headers.clone(), Ok(())),
+            (
+                twice,
+                Err((
+                    VerifyErrorKind::InvalidHeader,
+                    format!("invalid {header}: sent more than once"),
+                )),
+            ),
+            // Blank, in the one whitespace that is not ASCII.
+            (
+                s.with(header, Some("\u{3000}")),
+                Err((VerifyErrorKind::MissingHeader, format!("missing {header}"))),
+            ),
+        ];
+        for (headers, expected) in cases {
+            assert_eq!(s.verify(&headers, BODY, NOW), expected, "{name}");
+            assert_eq!(
+                s.verify(&crowded(&headers), BODY, NOW),
+                expected,
+                "{name}, crowded"
+            );
+        }
+        let short = s.scheme.verify(&s.headers, BODY, at(NOW)).unwrap();
+        let crowd = s
+            .scheme
+            .verify(&crowded(&s.headers), BODY, at(NOW))
+            .unwrap();
+        assert_eq!(
+            (short.id, short.event_type),
+            (crowd.id, crowd.event_type),
+            "{name}"
+        );
+    }
+
+    // Standard Webhooks reads six names: three, and the Svix-branded three where those are
+    // absent.
+    let scheme = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let unbranded = scheme.sign("msg_1", NOW, BODY).unwrap();
+    let mut branded = HeaderMap::new();
+    for (name, value) in &unbranded {
+        let name = name.as_str().replacen("webhook-", "svix-", 1);
+        branded.insert(HeaderName::try_from(name).unwrap(), value.clone());
+    }
+    let mut both = branded.clone();
+    both.extend(unbranded.clone());
+    for headers in [unbranded, branded, both] {
+        for headers in [crowded(&headers), headers] {
+            let verified = scheme.verify(&headers, BODY, at(NOW)).unwrap();
+            assert_eq!(verified.id.as_deref(), Some("msg_1"));
+            assert_eq!(verified.timestamp, Some(NOW));
+        }
+    }
+}
+
 #[test]
 fn malformed_signatures() {
     for name in SCHEMES {

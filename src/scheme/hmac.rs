@@ -64,8 +64,8 @@ impl HmacScheme {
                 name: "stripe",
                 signature: Header::new(HeaderName::from_static("stripe-signature")),
                 format: Format::List {
-                    entries: ',',
-                    pair: '=',
+                    entries: b',',
+                    pair: b'=',
                     versions: &[("v1", Alg::HmacSha256)],
                     timestamp: Some("t"),
                 },
@@ -214,8 +214,8 @@ impl HmacScheme {
                 name: "paddle",
                 signature: Header::new(HeaderName::from_static("paddle-signature")),
                 format: Format::List {
-                    entries: ';',
-                    pair: '=',
+                    entries: b';',
+                    pair: b'=',
                     versions: &[("h1", Alg::HmacSha256)],
                     timestamp: Some("ts"),
                 },

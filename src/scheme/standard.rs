@@ -69,8 +69,8 @@ impl StandardWebhooks {
                 name: "standard-webhooks",
                 signature: header("webhook-signature", "svix-signature"),
                 format: Format::List {
-                    entries: ' ',
-                    pair: ',',
+                    entries: b' ',
+                    pair: b',',
                     versions: VERSIONS,
                     timestamp: None,
                 },
