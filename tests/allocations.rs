@@ -124,7 +124,7 @@ fn the_layer_without_a_store() {
 
 fn the_layer_with_a_memory_store() {
     let mean = through(&VerifyWebhookLayer::new(scheme()).with_store(MemoryStore::new()));
-    check("the layer with a MemoryStore", mean, 6.0);
+    check("the layer with a MemoryStore", mean, 5.0);
 }
 
 fn a_memory_store_claim_and_completion() {
