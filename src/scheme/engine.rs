@@ -133,9 +133,9 @@ impl Header {
         }
     }
 
-    /// The header's one value, as text too, and the name it came under: the fallback only
-    /// where the main name is absent. A header missing under both names is reported under
-    /// the main one.
+    /// The header's one value (text, not blank) and the name it came under: the fallback
+    /// only where the main name is absent. A header missing under both names is reported
+    /// under the main one.
     fn read<'h>(&'h self, headers: &Wanted<'h>) -> Result<Found<'h>, VerifyError> {
         self.read_optional(headers)?
             .ok_or_else(|| VerifyError::missing_header(self.name.clone()))
