@@ -80,7 +80,11 @@ impl DeliveryId {
     /// The id a header holds whose bytes the caller has checked to be UTF-8 already (the
     /// scheme reads every header as text): no second check. Were they not, the id would
     /// read as empty, never as anything unchecked.
-    #[inline]
+    // Always inlined: made where the verification builds its result, the id's bytes are
+    // written once; made in a call, they are copied out of it right after their writes,
+    // which stalls on store forwarding (about 15 ns of a 1 KiB verification).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     pub(crate) fn from_checked_header(value: &HeaderValue) -> Self {
         Self(Repr::inline(value.as_bytes()).unwrap_or_else(|| Repr::Header(value.clone())))
     }
