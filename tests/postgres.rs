@@ -445,6 +445,236 @@ async fn connect_sets_a_server_side_statement_timeout() {
     drop(probe);
 }
 
+/// A table of its own with rows that other transactions hold locked, so that a batch of
+/// claims waits behind them exactly where a test wants it to.
+struct RowLocks {
+    pool: PgPool,
+    table: String,
+    store: PostgresStore,
+    held: Vec<(String, sqlx::Transaction<'static, sqlx::Postgres>)>,
+}
+
+impl RowLocks {
+    /// A store on a fresh table (one statement of each kind at a time, so that calls made
+    /// while one runs share the next), its claims timing out after `timeout`.
+    async fn new(name: &str, timeout: Duration) -> Option<Self> {
+        let pool = pool(&url()).await.ok()?;
+        let table = format!(
+            "tw_{name}_{}",
+            &tower_webhook::store::ClaimToken::random().as_str()[..12]
+        );
+        let store = PostgresStore::new(pool.clone())
+            .with_table(&table)
+            .unwrap()
+            .with_max_statements(1)
+            .with_statement_timeout(timeout);
+        store.create_table().await.unwrap();
+        Some(Self {
+            pool,
+            table,
+            store,
+            held: Vec::new(),
+        })
+    }
+
+    /// Claims `key` for a minute, then holds its row locked from another transaction.
+    async fn lock(&mut self, key: &str) {
+        let claim = self.store.claim(key, Duration::from_secs(60)).await;
+        assert!(matches!(claim, Ok(Claim::Acquired(_))), "{claim:?}");
+        let mut tx = self.pool.begin().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM \"{}\" WHERE key = $1 FOR UPDATE",
+            self.table
+        )))
+        .bind(key.as_bytes())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        self.held.push((key.to_owned(), tx));
+    }
+
+    async fn unlock(&mut self, key: &str) {
+        let at = self.held.iter().position(|(held, _)| held == key).unwrap();
+        self.held.remove(at).1.rollback().await.unwrap();
+    }
+
+    /// Claims `key` on a task of its own, as a caller would.
+    fn claim(
+        &self,
+        key: &str,
+    ) -> tokio::task::JoinHandle<Result<Claim, tower_webhook::store::StoreError>> {
+        let (store, key) = (self.store.clone(), key.to_owned());
+        tokio::spawn(async move { store.claim(&key, Duration::from_secs(60)).await })
+    }
+
+    /// Waits until a statement on the table waits for a row lock.
+    async fn wait_for_a_waiter(&self) {
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            )
+            .bind(format!("%{}%", self.table))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no statement waited for a lock on {}", self.table);
+    }
+
+    async fn has_row(&self, key: &str) -> bool {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM \"{}\" WHERE key = $1)",
+            self.table
+        )))
+        .bind(key.as_bytes())
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn drop_table(mut self) {
+        for (_, tx) in self.held.drain(..) {
+            tx.rollback().await.unwrap();
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE \"{}\"",
+            self.table
+        )))
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// A claim sent in one statement with an older one is judged on its own deadline, not the
+/// older one's: here a claim of an expired key, made 2.5 s after a claim that waits behind a
+/// locked row, is still taken when that wait ends 4.2 s after the older claim was made (its
+/// own timeout of 4 s has 2.4 s left).
+async fn each_claim_of_a_statement_has_its_own_deadline() {
+    let Some(mut locks) = RowLocks::new("own_deadline", Duration::from_secs(4)).await else {
+        return;
+    };
+    let expired = locks
+        .store
+        .claim("c-expired", Duration::from_millis(1))
+        .await;
+    assert!(matches!(expired, Ok(Claim::Acquired(_))));
+    locks.lock("x-blocker").await;
+    locks.lock("a-locked").await;
+    // The statement under way: the next calls wait for it, and then go out together.
+    let blocker = locks.claim("x-blocker");
+    locks.wait_for_a_waiter().await;
+    let old = locks.claim("a-locked");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let fresh = locks.claim("c-expired");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    locks.unlock("x-blocker").await;
+    locks.wait_for_a_waiter().await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    locks.unlock("a-locked").await;
+
+    assert!(blocker.await.unwrap().is_ok());
+    let old = old.await.unwrap().unwrap_err();
+    assert_eq!(
+        old.kind(),
+        StoreErrorKind::Unavailable,
+        "the old claim ran out: {old}"
+    );
+    let fresh = fresh.await.unwrap();
+    assert!(
+        matches!(fresh, Ok(Claim::Acquired(_))),
+        "the fresh claim had time left: {fresh:?}"
+    );
+    locks.drop_table().await;
+}
+
+/// A claim of a key with no row, sent behind a claim that waits for a locked row, is not
+/// written once its own timeout has passed: it answers unavailable and leaves no row.
+async fn a_new_key_is_not_written_after_its_timeout() {
+    let Some(mut locks) = RowLocks::new("new_key_late", Duration::from_secs(2)).await else {
+        return;
+    };
+    locks.lock("x-blocker").await;
+    locks.lock("a-locked").await;
+    let blocker = locks.claim("x-blocker");
+    locks.wait_for_a_waiter().await;
+    let made = std::time::Instant::now();
+    let locked = locks.claim("a-locked");
+    let new = locks.claim("b-new");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    locks.unlock("x-blocker").await;
+    // Their statement starts well within their 2 s, and waits behind "a-locked".
+    locks.wait_for_a_waiter().await;
+    assert!(made.elapsed() < Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(made.elapsed())).await;
+    locks.unlock("a-locked").await;
+
+    assert!(blocker.await.unwrap().is_ok());
+    assert!(locked.await.unwrap().is_err());
+    let new = new.await.unwrap();
+    let err = new.expect_err("3.5 s after it was made, a claim with a 2 s timeout is late");
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+    assert!(
+        !locks.has_row("b-new").await,
+        "the late claim wrote its key"
+    );
+    locks.drop_table().await;
+}
+
+/// A store whose statement task was spawned on a runtime that shut down before running it
+/// (a test's runtime, a `block_on` helper, a process shutting down) still answers every
+/// later call, from any runtime.
+async fn a_runtime_gone_before_its_statement_ran_does_not_wedge_the_store() {
+    let Ok(pool) = pool(&url()).await else {
+        return;
+    };
+    let store = PostgresStore::new(pool).with_table(TABLE).unwrap();
+    store.create_table().await.unwrap();
+    let key = format!(
+        "wedge_{}",
+        tower_webhook::store::ClaimToken::random().as_str()
+    );
+    let first = std::thread::spawn({
+        let (store, key) = (store.clone(), key.clone());
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            // The call spawns its statement's task and waits; the runtime ends unpolled.
+            runtime.block_on(async {
+                let mut call = Box::pin(store.claim(&key, Duration::from_secs(60)));
+                std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(
+                        std::future::Future::poll(call.as_mut(), cx).is_pending(),
+                    )
+                })
+                .await
+            })
+        }
+    });
+    assert!(first.join().unwrap(), "the first call waited for its task");
+    let later = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.claim(&key, Duration::from_secs(60)),
+    )
+    .await
+    .expect("a later call is answered, not left waiting");
+    assert!(matches!(later, Ok(Claim::Acquired(_))), "{later:?}");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM \"{TABLE}\" WHERE key = $1"
+    )))
+    .bind(key.as_bytes())
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
 /// Whether the PostgreSQL at `DATABASE_URL` answers.
 fn probe() -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|err| err.to_string())?;
@@ -464,6 +694,9 @@ fn main() -> std::process::ExitCode {
         a_locked_table_answers_503_in_time_and_the_retry_runs_at_once,
         connect_sets_a_server_side_statement_timeout,
         calls_sharing_statements_are_answered_each_as_alone,
+        each_claim_of_a_statement_has_its_own_deadline,
+        a_new_key_is_not_written_after_its_timeout,
+        a_runtime_gone_before_its_statement_ran_does_not_wedge_the_store,
     ]);
     common::run_needing("PostgreSQL", "DATABASE_URL", &url(), probe(), trials)
 }

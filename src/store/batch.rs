@@ -107,7 +107,9 @@ impl<E: Execute> Batcher<E> {
             start
         };
         if start {
-            let drain = Arc::clone(self).drain();
+            // Counted off by the guard however the task ends: it may be dropped unpolled
+            // (its runtime shut down before it ran), and then no statement is left running.
+            let drain = Running::new(Arc::clone(self)).drain();
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn(drain)),
                 // No runtime to run it on: this caller sends its own statement.
@@ -116,37 +118,54 @@ impl<E: Execute> Batcher<E> {
         }
         answer.await.map_err(|_| Unanswered)
     }
+}
+
+/// A statement task under way, counted in `running` from before it is spawned. Dropped,
+/// however the task ends (it finished, unwound, or was dropped before it ever ran), it
+/// counts itself off; if no other task is left to answer them, the queued calls are dropped
+/// too, so that their callers get [`Unanswered`] rather than wait forever.
+struct Running<E: Execute> {
+    batcher: Arc<Batcher<E>>,
+    /// Counted off already, by the drain that found the queue empty.
+    finished: bool,
+}
+
+impl<E: Execute> Running<E> {
+    fn new(batcher: Arc<Batcher<E>>) -> Self {
+        Self {
+            batcher,
+            finished: false,
+        }
+    }
 
     /// Sends what is queued, statement after statement, until the queue is empty.
-    async fn drain(self: Arc<Self>) {
-        let running = Running(&self);
+    async fn drain(mut self) {
+        let batcher = Arc::clone(&self.batcher);
         loop {
             let batch = {
-                let mut queue = self.lock();
+                let mut queue = batcher.lock();
                 if queue.waiting.is_empty() {
                     // Under the lock, so that a call queued from now on starts a statement.
                     queue.running -= 1;
-                    std::mem::forget(running);
+                    self.finished = true;
                     return;
                 }
-                let rest = queue.waiting.len().saturating_sub(self.max_rows);
+                let rest = queue.waiting.len().saturating_sub(batcher.max_rows);
                 let mut batch = std::mem::take(&mut queue.waiting);
                 queue.waiting = batch.split_off(batch.len() - rest);
                 batch
             };
-            self.executor.execute(batch).await;
+            batcher.executor.execute(batch).await;
         }
     }
 }
 
-/// A statement task under way: counted off if it unwinds, and then, if no other task is left
-/// to answer them, the queued calls are dropped, so that their callers get [`Unanswered`]
-/// rather than wait forever.
-struct Running<'a, E: Execute>(&'a Batcher<E>);
-
-impl<E: Execute> Drop for Running<'_, E> {
+impl<E: Execute> Drop for Running<E> {
     fn drop(&mut self) {
-        let mut queue = self.0.lock();
+        if self.finished {
+            return;
+        }
+        let mut queue = self.batcher.lock();
         queue.running -= 1;
         if queue.running == 0 {
             queue.waiting.clear();
@@ -158,6 +177,7 @@ impl<E: Execute> Drop for Running<'_, E> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Poll;
     use std::time::Duration;
 
     /// Answers each call with its request doubled, and records each statement's size.
@@ -233,6 +253,34 @@ mod tests {
         assert!(batcher.call(()).await.is_err());
         assert!(batcher.call(()).await.is_err(), "a later call starts anew");
         assert_eq!(batcher.lock().running, 0);
+    }
+
+    #[test]
+    fn a_task_dropped_before_it_ran_does_not_wedge_the_batcher() {
+        let doubler = Arc::new(Doubler::default());
+        let batcher = Arc::new(Batcher::new(Arc::clone(&doubler), 8, 1));
+        // A runtime that spawns the statement's task, then shuts down before it is polled.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let first = runtime.block_on(async {
+            let call = Box::pin(batcher.call(1));
+            let mut call = call;
+            std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+        });
+        assert!(first.is_pending(), "the call waits for its task");
+        drop(runtime);
+        assert_eq!(
+            batcher.lock().running,
+            0,
+            "the unpolled task counted itself off"
+        );
+        let later = tokio::runtime::Runtime::new().unwrap();
+        let answer = later.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), batcher.call(21)).await
+        });
+        assert_eq!(answer.expect("a later call is answered").unwrap(), 42);
     }
 
     #[test]

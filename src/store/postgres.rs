@@ -147,27 +147,35 @@ impl Sql {
             //
             // `now()` is when the statement's transaction began, before a wait for a lock at
             // Bind; `clock_timestamp()` is the time as each row is written. A claim that would
-            // be written more than $4 seconds after that writes nothing and answers `late`:
-            // its caller has given up on it, and a claim nobody holds would make every retry
-            // wait for its lease.
+            // be written more than its own budget (`budget`, seconds: what is left of its
+            // statement timeout) after that writes nothing and answers `late`: its caller has
+            // given up on it, and a claim nobody holds would make every retry wait for its
+            // lease.
+            //
+            // The budget is checked as each row is written, not once as the statement starts:
+            // the INSERT has no ORDER BY (the keys come sorted, see above), so the scan of
+            // `input` filters a row only when the INSERT asks for it, after the rows before it
+            // were written and any lock they waited for was granted. A row that meets a live
+            // one is checked again after its wait, in the conflict's WHERE.
             claim: sql(format!(
                 "WITH input AS (
-                    SELECT * FROM unnest($1::bytea[], $2::text[], $3::float8[])
-                        WITH ORDINALITY AS r(key, token, lease, n)
+                    SELECT * FROM unnest($1::bytea[], $2::text[], $3::float8[], $4::float8[])
+                        WITH ORDINALITY AS r(key, token, lease, budget, n)
                 ), taken AS (
                     INSERT INTO {t} AS c (key, token, completed, expires_at)
                     SELECT key, token, FALSE, now() + make_interval(secs => lease) FROM input
-                    WHERE clock_timestamp() < now() + make_interval(secs => $4)
-                    ORDER BY key
+                    WHERE clock_timestamp() < now() + make_interval(secs => budget)
                     ON CONFLICT (key) DO UPDATE
                         SET token = excluded.token, completed = FALSE, expires_at = excluded.expires_at
                         WHERE c.expires_at <= now()
-                        AND clock_timestamp() < now() + make_interval(secs => $4)
+                        AND clock_timestamp() < now() + make_interval(secs => (
+                            SELECT i.budget FROM input AS i WHERE i.key = excluded.key
+                        ))
                     RETURNING c.key
                 )
                 SELECT input.n, CASE
                     WHEN taken.key IS NOT NULL THEN 'acquired'
-                    WHEN clock_timestamp() >= now() + make_interval(secs => $4) THEN 'late'
+                    WHEN clock_timestamp() >= now() + make_interval(secs => input.budget) THEN 'late'
                     WHEN EXISTS (
                         SELECT 1 FROM {t} WHERE key = input.key AND completed AND expires_at > now()
                     ) THEN 'completed'

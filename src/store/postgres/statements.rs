@@ -142,21 +142,26 @@ impl Execute for Claims {
         for pending in waited {
             pending.answer(Err(late()));
         }
-        let Some(oldest) = batch.iter().map(|pending| pending.queued_at).min() else {
+        if batch.is_empty() {
             return;
-        };
-        let budget = timeout.saturating_sub(oldest.elapsed()).as_secs_f64();
+        }
         // By key alone: one claim of a key per statement.
         let Distinct { sent, repeats } = distinct(batch, |call| (&call.key, ""));
         let keys: Vec<&[u8]> = sent.iter().map(|p| p.request.key.as_slice()).collect();
         let tokens: Vec<&str> = sent.iter().map(|p| p.request.token.as_str()).collect();
         let leases: Vec<f64> = sent.iter().map(|p| p.request.lease).collect();
         let rows = with_retries(|| {
+            // Each claim's own deadline: what is left of its timeout, from when it was made
+            // (a claim that waited in the queue has less left than one made just now).
+            let budgets: Vec<f64> = sent
+                .iter()
+                .map(|p| timeout.saturating_sub(p.queued_at.elapsed()).as_secs_f64())
+                .collect();
             sqlx::query_as::<_, (i64, String)>(statements.sql.claim.clone())
                 .bind(&keys)
                 .bind(&tokens)
                 .bind(&leases)
-                .bind(budget)
+                .bind(budgets)
                 .bind(statements.commit_mode)
                 .fetch_all(&statements.pool)
         })
