@@ -817,13 +817,27 @@ fn handled(
         }
         Ok(status) => {
             finish(config, span, Outcome::HandlerFailed, "handler_failed");
-            tracing::warn!(
-                id,
-                layer,
-                outcome = "handler_failed",
-                status = status.as_u16(),
-                "handler answered non-2xx; the sender will retry"
-            );
+            // What senders do with the answer: a 4xx other than 408 and 429 is final.
+            let retried = status.is_server_error()
+                || status == StatusCode::REQUEST_TIMEOUT
+                || status == StatusCode::TOO_MANY_REQUESTS;
+            if retried {
+                tracing::warn!(
+                    id,
+                    layer,
+                    outcome = "handler_failed",
+                    status = status.as_u16(),
+                    "handler answered non-2xx; the sender will retry"
+                );
+            } else {
+                tracing::warn!(
+                    id,
+                    layer,
+                    outcome = "handler_failed",
+                    status = status.as_u16(),
+                    "handler answered a final 4xx; the sender will not retry"
+                );
+            }
         }
         Err(failure) => {
             finish(config, span, Outcome::HandlerFailed, failure);

@@ -32,6 +32,8 @@ use super::{Event, Unparsed};
 #[derive(Debug)]
 pub struct EventRejection {
     kind: EventRejectionKind,
+    /// The delivery's id, where there was a verified delivery.
+    id: Option<String>,
 }
 
 /// The kind of an [`EventRejection`].
@@ -41,8 +43,10 @@ pub enum EventRejectionKind {
     /// No verified event in the request: `VerifyWebhookLayer` is not on this route. A bug in
     /// the app, answered `500 Internal Server Error` so it is noticed at once.
     MissingLayer,
-    /// The body is valid for the sender but does not deserialize into the handler's type:
-    /// `422 Unprocessable Entity`.
+    /// The body was signed by the sender but does not deserialize into the handler's type:
+    /// the receiver's bug (a new event type, a renamed field), answered `500 Internal Server
+    /// Error` so that the sender retries and the backlog drains once the handler is fixed. A
+    /// 4xx would tell senders to drop the event for good.
     InvalidPayload(serde_json::Error),
 }
 
@@ -56,8 +60,13 @@ impl EventRejection {
     pub fn status(&self) -> StatusCode {
         match self.kind {
             EventRejectionKind::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
-            EventRejectionKind::InvalidPayload(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EventRejectionKind::InvalidPayload(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// The id of the delivery whose payload did not fit, if there was one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     /// The plain-text body of the rejection.
@@ -90,9 +99,13 @@ impl std::error::Error for EventRejection {
 
 impl IntoResponse for EventRejection {
     fn into_response(self) -> Response {
-        match self.kind {
+        match &self.kind {
             EventRejectionKind::MissingLayer => tracing::error!("{self}"),
-            EventRejectionKind::InvalidPayload(_) => tracing::warn!("{self}"),
+            EventRejectionKind::InvalidPayload(err) => tracing::error!(
+                id = self.id.as_deref().unwrap_or(""),
+                error = %err,
+                "the verified payload does not fit the handler's type; answered 500, the sender will retry"
+            ),
         }
         (self.status(), self.body_text()).into_response()
     }
@@ -101,13 +114,16 @@ impl IntoResponse for EventRejection {
 fn missing_layer() -> EventRejection {
     EventRejection {
         kind: EventRejectionKind::MissingLayer,
+        id: None,
     }
 }
 
-fn invalid_payload(err: serde_json::Error) -> EventRejection {
-    EventRejection {
+/// `event`'s payload as a `T`, or the rejection that names the delivery.
+fn parse<T: DeserializeOwned>(event: &Event) -> Result<Event<T>, EventRejection> {
+    event.clone().parse().map_err(|err| EventRejection {
         kind: EventRejectionKind::InvalidPayload(err),
-    }
+        id: Some(event.id().to_owned()),
+    })
 }
 
 impl<S> FromRequestParts<S> for Event<Unparsed>
@@ -133,8 +149,7 @@ where
     type Rejection = EventRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let event = parts.extensions.get::<Event>().ok_or_else(missing_layer)?;
-        event.clone().parse().map_err(invalid_payload)
+        parse(parts.extensions.get::<Event>().ok_or_else(missing_layer)?)
     }
 }
 
@@ -167,10 +182,6 @@ where
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Event>()
-            .map(|event| event.clone().parse().map_err(invalid_payload))
-            .transpose()
+        parts.extensions.get::<Event>().map(parse).transpose()
     }
 }

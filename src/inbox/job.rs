@@ -185,12 +185,17 @@ impl DeadLetter {
     }
 }
 
-/// The error text out of apalis's stored result (`{"Err": "..."}`), or the text as it is.
+/// The error text out of apalis's stored result (`{"Err": "..."}`), or the text as it is,
+/// without the name apalis puts before an error that ends a job at once.
 fn last_error(result: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(result)
+    let text = serde_json::from_str::<serde_json::Value>(result)
         .ok()
         .and_then(|value| value.get("Err")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| result.to_owned())
+        .unwrap_or_else(|| result.to_owned());
+    match text.strip_prefix("AbortError: ") {
+        Some(reason) => reason.to_owned(),
+        None => text,
+    }
 }
 
 /// How many jobs an inbox holds, by state.

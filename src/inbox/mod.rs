@@ -62,7 +62,6 @@
 //! # }
 //! ```
 
-mod depth;
 mod job;
 #[macro_use]
 mod shared;
@@ -78,7 +77,7 @@ pub use self::postgres::PostgresInbox;
 #[cfg(feature = "inbox-sqlite")]
 pub use self::sqlite::SqliteInbox;
 pub use job::{Counts, DeadLetter, Job, Payload};
-pub use worker::{BoxError, Handler, InboxError, Worker};
+pub use worker::{BoxError, Handler, InboxError, Worker, DEFAULT_ATTEMPT_TIMEOUT};
 
 use std::sync::Arc;
 use std::time::Duration;

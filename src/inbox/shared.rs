@@ -3,7 +3,7 @@
 //! and the apalis storage, which each backend's module names.
 //!
 //! Both macros expect, in the module that invokes them: the statements `COUNTS`, `DEAD`,
-//! `REPLAY` and `DEPTH`, a `store_error` for sqlx's errors, and the inherent methods
+//! `REPLAY` and `BUMP_DEPTH`, a `store_error` for sqlx's errors, and the inherent methods
 //! `enqueue(Stored, Duration)` and `defer_job(String, Duration)`.
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ use apalis_core::task::Task;
 use super::job::{Counts, Stored};
 use super::Settings;
 use crate::door::Enqueued;
-use crate::store::{StoreError, StoreErrorKind};
+use crate::store::{Marked, StoreError, StoreErrorKind};
 
 /// The job that carries `stored`, with the attempts of `settings`' retry policy.
 pub(crate) fn task(stored: &Stored, settings: &Settings) -> Result<Task<Vec<u8>>, StoreError> {
@@ -24,15 +24,54 @@ pub(crate) fn task(stored: &Stored, settings: &Settings) -> Result<Task<Vec<u8>>
     Ok(TaskBuilder::new(job).max_attempts(attempts).build())
 }
 
-/// What a delivery whose key was marked already is: a duplicate, or in flight where an
-/// inline layer sharing the table holds a claim on it (`completed` is false).
-pub(crate) fn unmarked(completed: Option<bool>) -> Enqueued {
-    if completed == Some(false) {
-        Enqueued::InFlight
-    } else {
-        Enqueued::Duplicate
+impl From<Marked> for Enqueued {
+    /// A delivery whose key was marked already: a duplicate, or in flight where an inline
+    /// layer sharing the table holds a claim on it.
+    fn from(marked: Marked) -> Self {
+        match marked {
+            Marked::Fresh => Self::Accepted,
+            Marked::Duplicate => Self::Duplicate,
+            Marked::InFlight => Self::InFlight,
+        }
     }
 }
+
+/// What becomes of a job held by a worker whose heartbeat lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Orphan {
+    /// Fetched but never started: back to the queue as it was.
+    Unfetch,
+    /// Running on its last attempt: dead-lettered, with the reason.
+    Dead(String),
+    /// Running with attempts left: a failed attempt, run again after its backoff.
+    Retry { reason: String, delay: Duration },
+}
+
+impl Orphan {
+    /// The fate of a job in `status` that ran `attempts` times before (of `max`).
+    pub(crate) fn of(status: &str, attempts: i64, max: i64, retry: super::RetryPolicy) -> Self {
+        if status != "Running" {
+            return Self::Unfetch;
+        }
+        let attempt = attempts.saturating_add(1);
+        if attempt >= max {
+            return Self::Dead(result(super::worker::WORKER_DIED));
+        }
+        Self::Retry {
+            reason: result(&format!("its worker died during attempt {attempt}")),
+            delay: retry.delay_after(u32::try_from(attempt).unwrap_or(u32::MAX)),
+        }
+    }
+}
+
+/// `text` as apalis stores a failed attempt's result.
+fn result(text: &str) -> String {
+    serde_json::json!({ "Err": text }).to_string()
+}
+
+/// What apalis writes on a job fetched but not started when its worker stops, with one
+/// attempt added: the sweep takes the attempt back.
+pub(crate) const ABANDONED: &str = r#"{"Err": "Re-enqueued due to worker shutdown"}"#;
 
 /// `Counts` from the five counts of `COUNTS`.
 pub(crate) fn counts((queued, running, failed, dead, done): (i64, i64, i64, i64, i64)) -> Counts {
@@ -60,7 +99,6 @@ macro_rules! inbox_methods {
         #[must_use]
         pub fn with_queue(mut self, name: &str) -> Self {
             self.settings.queue = ::std::sync::Arc::from(name);
-            self.depth = ::std::sync::Arc::default();
             self
         }
 
@@ -153,23 +191,16 @@ macro_rules! inbox_methods {
                 .bind(task_id)
                 .execute(&self.pool)
                 .await
-                .map_err(store_error)?;
-            Ok(done.rows_affected())
-        }
-
-        /// Whether the queue is full: at or over its bound by a count no older than a
-        /// quarter of a second.
-        async fn full(&self) -> Result<bool, $crate::store::StoreError> {
-            let max = self.settings.max_queued;
-            if !self.depth.over(max) {
-                return Ok(false);
-            }
-            let count: i64 = sqlx::query_scalar(DEPTH)
+                .map_err(store_error)?
+                .rows_affected();
+            // The replayed jobs count against the bound as new ones do.
+            sqlx::query(BUMP_DEPTH)
                 .bind(&*self.settings.queue)
-                .fetch_one(&self.pool)
+                .bind(i64::try_from(done).unwrap_or(i64::MAX))
+                .execute(&self.pool)
                 .await
                 .map_err(store_error)?;
-            Ok(self.depth.recount(u64::try_from(count).unwrap_or(0)) >= max)
+            Ok(done)
         }
     };
 }
@@ -224,6 +255,27 @@ macro_rules! inbox_impls {
                 self.settings.retry
             }
 
+            fn heartbeat(&self) -> ::std::time::Duration {
+                self.settings.heartbeat
+            }
+
+            fn sweep(
+                &self,
+                me: String,
+                dead_after: ::std::time::Duration,
+            ) -> $crate::store::BoxFuture<Result<u64, $crate::store::StoreError>> {
+                let inbox = self.clone();
+                Box::pin(async move { inbox.sweep_jobs(me, dead_after).await })
+            }
+
+            fn unfetch(
+                &self,
+                me: String,
+            ) -> $crate::store::BoxFuture<Result<u64, $crate::store::StoreError>> {
+                let inbox = self.clone();
+                Box::pin(async move { inbox.unfetch_jobs(me).await })
+            }
+
             fn run<H, A>(
                 &self,
                 name: String,
@@ -238,7 +290,11 @@ macro_rules! inbox_impls {
                 let config = <$config as Default>::default()
                     .queue(&*self.settings.queue)
                     .batch_size(batch)
-                    .heartbeat_interval(self.settings.heartbeat);
+                    .heartbeat_interval(self.settings.heartbeat)
+                    // The worker's own sweep takes a silent worker's jobs back after two
+                    // heartbeats, with their attempt counted and their backoff; apalis's,
+                    // which re-runs them at once whatever their attempts, only after three.
+                    .missed_heartbeats(3);
                 let backend = $storage::<super::job::Stored>::new(&self.pool).with_config(config);
                 let worker = ::apalis_core::worker::builder::WorkerBuilder::new(name)
                     .backend(backend)

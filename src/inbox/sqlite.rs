@@ -7,13 +7,11 @@ use apalis_sqlite::SqliteStorage;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::depth::Depth;
 use super::job::Stored;
 use super::{shared, Settings};
-use crate::clock::unix_millis_i64;
 use crate::door::Enqueued;
 use crate::store::sqlite::{open_pool, store_error};
-use crate::store::{stored_key, SqliteStore, StoreError};
+use crate::store::{Marked, SqliteStore, StoreError};
 
 /// The inbox in an SQLite file: one process on one machine, no service to run, nothing
 /// lost when it restarts. See [the module](super) for what the layer answers.
@@ -42,20 +40,13 @@ use crate::store::{stored_key, SqliteStore, StoreError};
 pub struct SqliteInbox {
     pool: SqlitePool,
     settings: Settings,
-    depth: Arc<Depth>,
+    /// Where the dedup marks go: its table, by its clock.
+    store: SqliteStore,
     /// One enqueue at a time from this process: SQLite has one writer, and writers that
     /// meet its lock sleep in its busy handler (up to 100 ms a turn), which made the tail.
     writer: Arc<tokio::sync::Mutex<()>>,
 }
 
-// The dedup mark, written in the enqueue's transaction: a fresh or expired key is marked
-// completed for the dedup window; a live one is left as it is, and nothing is returned.
-const MARK: &str = "INSERT INTO webhook_claims AS c (key, token, completed, expires_at)
-    VALUES (?1, NULL, 1, ?2)
-    ON CONFLICT (key) DO UPDATE SET token = NULL, completed = 1, expires_at = excluded.expires_at
-        WHERE c.expires_at <= ?3
-    RETURNING 1";
-const MARKED_COMPLETED: &str = "SELECT completed FROM webhook_claims WHERE key = ?1";
 // Jobs waiting or running: what the bound counts.
 const DEPTH: &str = "SELECT COUNT(*) FROM Jobs WHERE job_type = ?1
     AND (status IN ('Pending', 'Queued', 'Running') OR (status = 'Failed' AND attempts < max_attempts))";
@@ -76,6 +67,34 @@ const REPLAY: &str = "UPDATE Jobs SET status = 'Pending', attempts = 0, lock_by 
         run_at = CAST(strftime('%s', 'now') AS INTEGER)
     WHERE job_type = ?1 AND (?2 IS NULL OR id = ?2)
     AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))";
+// The bound's counter: jobs this queue took in since its last count, plus that count. It is
+// counted again when it reaches the bound (workers finish jobs without telling it).
+const CREATE_DEPTH: &str = "CREATE TABLE IF NOT EXISTS webhook_inbox_depth (
+    queue TEXT PRIMARY KEY,
+    jobs INTEGER NOT NULL
+)";
+const ADMIT: &str =
+    "UPDATE webhook_inbox_depth SET jobs = jobs + 1 WHERE queue = ?1 AND jobs < ?2 RETURNING jobs";
+const SET_DEPTH: &str = "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES (?1, ?2)
+    ON CONFLICT (queue) DO UPDATE SET jobs = excluded.jobs";
+const BUMP_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + ?2 WHERE queue = ?1";
+// Jobs taken by workers of this queue silent for ?3 seconds, other than ?2.
+const ORPHANS: &str = "SELECT Jobs.id, Jobs.status, Jobs.attempts, Jobs.max_attempts, Jobs.lock_by
+    FROM Jobs JOIN Workers ON Jobs.lock_by = Workers.id
+    WHERE Jobs.job_type = ?1 AND Jobs.status IN ('Running', 'Queued') AND Workers.id <> ?2
+    AND CAST(strftime('%s', 'now') AS INTEGER) - Workers.last_seen >= ?3";
+const ORPHAN_DEAD: &str = "UPDATE Jobs SET status = 'Killed', attempts = attempts + 1,
+        lock_by = NULL, lock_at = NULL, done_at = CAST(strftime('%s', 'now') AS INTEGER),
+        last_result = ?3
+    WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'";
+const ORPHAN_RETRY: &str = "UPDATE Jobs SET status = 'Failed', attempts = attempts + 1,
+        lock_by = NULL, lock_at = NULL, done_at = CAST(strftime('%s', 'now') AS INTEGER),
+        last_result = ?3, run_at = CAST(strftime('%s', 'now') AS INTEGER) + ?4
+    WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'";
+const UNFETCH: &str = "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
+    WHERE job_type = ?1 AND lock_by = ?2 AND status = 'Queued' AND (?3 IS NULL OR id = ?3)";
+const UNMARK_ABANDONED: &str = "UPDATE Jobs SET attempts = MAX(attempts - 1, 0), last_result = NULL
+    WHERE job_type = ?1 AND status = 'Pending' AND last_result = ?2";
 const PURGE: &str = "DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done'
     AND done_at < CAST(strftime('%s', 'now') AS INTEGER) - ?2";
 
@@ -100,20 +119,34 @@ impl SqliteInbox {
             .run(&pool)
             .await
             .map_err(|err| store_error(err.into()))?;
-        SqliteStore::new(pool.clone()).create_table().await?;
+        sqlx::query(CREATE_DEPTH)
+            .execute(&pool)
+            .await
+            .map_err(store_error)?;
+        let store = SqliteStore::new(pool.clone());
+        store.create_table().await?;
         Ok(Self {
             pool,
             settings: Settings::default(),
-            depth: Arc::new(Depth::default()),
+            store,
             writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
     inbox_methods!(SqlitePool);
 
-    /// A dedup store in the same file: for layers that handle inline beside the inbox.
+    /// Writes the dedup marks through `store` (its clock): the store an inline layer beside
+    /// the inbox uses, so that both see each other's marks. It must be on this inbox's file.
+    #[must_use]
+    pub fn with_store(mut self, store: SqliteStore) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The store the dedup marks go through, on the same file: for layers that handle
+    /// inline beside the inbox.
     pub fn store(&self) -> SqliteStore {
-        SqliteStore::new(self.pool.clone())
+        self.store.clone()
     }
 
     /// Deletes finished jobs older than `age`, and expired dedup marks; how many jobs.
@@ -125,57 +158,139 @@ impl SqliteInbox {
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
-        self.store().cleanup(10_000).await?;
+        self.store.cleanup(10_000).await?;
         Ok(done.rows_affected())
     }
 
     async fn enqueue(&self, stored: Stored, window: Duration) -> Result<Enqueued, StoreError> {
-        if self.full().await? {
+        let max = self.settings.max_queued;
+        if max == 0 {
             return Ok(Enqueued::Full);
         }
-        let key = stored_key(&stored.key).into_owned();
-        let now = unix_millis_i64(std::time::SystemTime::now());
-        let expires = now.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
         let task = shared::task(&stored, &self.settings)?;
-
         let _writer = self.writer.lock().await;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let marked: Option<i64> = sqlx::query_scalar(MARK)
-            .bind(&key)
-            .bind(expires)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        if marked.is_none() {
-            let completed: Option<bool> = sqlx::query_scalar(MARKED_COMPLETED)
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let marked = self.store.mark(&mut tx, &stored.key, window).await?;
+        if marked != Marked::Fresh {
             tx.rollback().await.map_err(store_error)?;
-            return Ok(shared::unmarked(completed));
+            return Ok(Enqueued::from(marked));
         }
         apalis_sqlite::queries::push_tasks(&mut *tx, &self.settings.queue, &[task])
             .await
             .map_err(|err| StoreError::new(crate::store::StoreErrorKind::Backend, err))?;
+        // In the same transaction, under SQLite's one writer: the check and the write are one
+        // step, for every process on the file.
+        if !self.admit(&mut tx, max).await? {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(Enqueued::Full);
+        }
         tx.commit().await.map_err(store_error)?;
-        self.depth.added();
         Ok(Enqueued::Accepted)
+    }
+
+    /// Counts the job just written against the bound `max`: whether it fits.
+    async fn admit(&self, conn: &mut sqlx::SqliteConnection, max: u64) -> Result<bool, StoreError> {
+        let queue = &*self.settings.queue;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let counted: Option<i64> = sqlx::query_scalar(ADMIT)
+            .bind(queue)
+            .bind(max)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        if counted.is_some() {
+            return Ok(true);
+        }
+        // At the bound by the counter (or no counter yet): count the jobs, this one included.
+        let jobs: i64 = sqlx::query_scalar(DEPTH)
+            .bind(queue)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(SET_DEPTH)
+            .bind(queue)
+            .bind(jobs)
+            .execute(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        Ok(jobs <= max)
+    }
+
+    /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
+    async fn sweep_jobs(&self, me: String, dead_after: Duration) -> Result<u64, StoreError> {
+        let queue = &*self.settings.queue;
+        let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(ORPHANS)
+            .bind(queue)
+            .bind(&me)
+            .bind(i64::try_from(dead_after.as_secs().max(1)).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let mut taken = 0;
+        for (id, status, attempts, max, holder) in rows {
+            // Each statement checks that the dead worker still holds the job: of two
+            // workers sweeping at once, one takes it.
+            let done = match shared::Orphan::of(&status, attempts, max, self.settings.retry) {
+                shared::Orphan::Unfetch => sqlx::query(UNFETCH).bind(queue).bind(&holder).bind(&id),
+                shared::Orphan::Dead(reason) => sqlx::query(ORPHAN_DEAD)
+                    .bind(&id)
+                    .bind(&holder)
+                    .bind(reason),
+                shared::Orphan::Retry { reason, delay } => sqlx::query(ORPHAN_RETRY)
+                    .bind(&id)
+                    .bind(&holder)
+                    .bind(reason)
+                    .bind(whole_secs(delay)),
+            }
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            taken += done.rows_affected();
+        }
+        self.restore_abandoned().await?;
+        Ok(taken)
+    }
+
+    /// Puts the jobs `me` fetched but never started back, attempts unchanged.
+    async fn unfetch_jobs(&self, me: String) -> Result<u64, StoreError> {
+        let done = sqlx::query(UNFETCH)
+            .bind(&*self.settings.queue)
+            .bind(&me)
+            .bind(None::<String>)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() + self.restore_abandoned().await?)
+    }
+
+    /// Takes back the attempt apalis adds to a job fetched but not started when its worker
+    /// stops: the job never ran.
+    async fn restore_abandoned(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(UNMARK_ABANDONED)
+            .bind(&*self.settings.queue)
+            .bind(shared::ABANDONED)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 
     /// Puts the failed job `task_id` off by `delay`, before apalis records its failure.
     async fn defer_job(&self, task_id: String, delay: Duration) -> Result<(), StoreError> {
-        // The queue counts in whole seconds: round up, so a delay is never cut short.
-        let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
         sqlx::query(DEFER)
             .bind(task_id)
-            .bind(i64::try_from(secs).unwrap_or(i64::MAX))
+            .bind(whole_secs(delay))
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
         Ok(())
     }
+}
+
+/// `delay` in the queue's whole seconds, rounded up: a delay is never cut short.
+fn whole_secs(delay: Duration) -> i64 {
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 inbox_impls!(SqliteInbox, SqliteStorage, apalis_sqlite::Config);

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use apalis_core::error::AbortError;
 use apalis_core::task::Task;
+use futures_util::future::{select, Either};
 use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
@@ -94,6 +95,18 @@ pub trait Queue: Clone + Send + Sync + 'static {
     /// The inbox's retry policy.
     fn retry(&self) -> RetryPolicy;
 
+    /// How often workers tell the queue they are alive.
+    fn heartbeat(&self) -> Duration;
+
+    /// Takes back the jobs of workers silent for `dead_after` (other than `me`): one that
+    /// was running counts as a failed attempt (retried after its backoff, or dead-lettered
+    /// when it was the last), one fetched but never started goes back as it was.
+    fn sweep(&self, me: String, dead_after: Duration) -> BoxFuture<Result<u64, StoreError>>;
+
+    /// Puts the jobs `me` fetched but never started back in the queue, attempts unchanged:
+    /// after `me` stopped.
+    fn unfetch(&self, me: String) -> BoxFuture<Result<u64, StoreError>>;
+
     /// Runs an apalis worker named `name` over the inbox's queue, fetching up to `batch`
     /// jobs at a time, with `service`, until `signal` resolves; then it stops taking jobs
     /// and waits for those running.
@@ -119,6 +132,7 @@ pub struct Worker<Q, H, A> {
     queue: Q,
     handler: Arc<H>,
     concurrency: usize,
+    timeout: Duration,
     name: Option<String>,
     _args: PhantomData<fn() -> A>,
 }
@@ -127,6 +141,7 @@ impl<Q, H, A> fmt::Debug for Worker<Q, H, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
             .field("concurrency", &self.concurrency)
+            .field("attempt_timeout", &self.timeout)
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
@@ -143,9 +158,18 @@ where
             queue,
             handler: Arc::new(handler),
             concurrency: 4,
+            timeout: DEFAULT_ATTEMPT_TIMEOUT,
             name: None,
             _args: PhantomData,
         }
+    }
+
+    /// Gives each attempt at most `limit` (default [`DEFAULT_ATTEMPT_TIMEOUT`]): past it the
+    /// handler's future is dropped, its slot freed, and the attempt fails like an error
+    /// (retried after its backoff, dead-lettered after the last).
+    pub fn attempt_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
+        self
     }
 
     /// Runs at most `jobs` handlers at once (at least 1; 4 by default).
@@ -177,13 +201,44 @@ where
             handler: self.handler,
             queue: self.queue.clone(),
             limit: Arc::new(Semaphore::new(self.concurrency)),
+            timeout: self.timeout,
             acquiring: None,
             permit: None,
             _args: PhantomData,
         };
-        self.queue
-            .run(name, self.concurrency, service, Box::pin(signal))
-            .await
+        let run = self
+            .queue
+            .run(name.clone(), self.concurrency, service, Box::pin(signal));
+        let sweeping = sweep(self.queue.clone(), name.clone());
+        let ran = match select(run, std::pin::pin!(sweeping)).await {
+            Either::Left((ran, _)) | Either::Right((ran, _)) => ran,
+        };
+        // A stop while the worker was fetching can leave jobs fetched and never started.
+        match self.queue.unfetch(name).await {
+            Ok(0) => {}
+            Ok(jobs) => tracing::info!(jobs, "jobs fetched but not started went back to the queue"),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not put back the jobs fetched but not started; they go back once this worker's heartbeat lapses")
+            }
+        }
+        ran
+    }
+}
+
+/// Every heartbeat, takes back the jobs of workers whose heartbeat lapsed twice. Runs until
+/// the worker stops.
+async fn sweep<Q: Queue>(queue: Q, me: String) -> Result<(), InboxError> {
+    let every = queue.heartbeat();
+    loop {
+        match queue.sweep(me.clone(), every * 2).await {
+            Ok(0) => {}
+            Ok(jobs) => tracing::warn!(
+                jobs,
+                "took back the jobs of a worker whose heartbeat lapsed"
+            ),
+            Err(err) => tracing::warn!(error = %err, "could not look for the jobs of dead workers"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -231,6 +286,7 @@ pub struct Adapter<H, A, Q> {
     handler: Arc<H>,
     queue: Q,
     limit: Arc<Semaphore>,
+    timeout: Duration,
     acquiring: Option<BoxFuture<OwnedSemaphorePermit>>,
     permit: Option<OwnedSemaphorePermit>,
     _args: PhantomData<fn() -> A>,
@@ -242,6 +298,7 @@ impl<H, A, Q: Clone> Clone for Adapter<H, A, Q> {
             handler: Arc::clone(&self.handler),
             queue: self.queue.clone(),
             limit: Arc::clone(&self.limit),
+            timeout: self.timeout,
             acquiring: None,
             permit: None,
             _args: PhantomData,
@@ -291,6 +348,7 @@ where
         let queue = self.queue.clone();
         let ctx = Arc::clone(task.ctx());
         let stored = task.args;
+        let timeout = self.timeout;
         Box::pin(async move {
             let _permit = permit;
             // apalis counts the attempt as the job starts, after `call`.
@@ -308,9 +366,22 @@ where
                 layer = %stored.layer,
                 task = %task_id,
             );
-            let ran = run_once(&*handler, &stored, &task_id, attempt, max_attempts)
+            let ran = if attempt > max_attempts {
+                // Its worker died during the last attempt (the queue took the job back
+                // without looking at its attempts): running it again could take this worker
+                // down too, for ever.
+                Ran::Dead(WORKER_DIED.to_owned())
+            } else {
+                run_once(
+                    &*handler,
+                    &stored,
+                    &task_id,
+                    (attempt, max_attempts),
+                    timeout,
+                )
                 .instrument(span.clone())
-                .await;
+                .await
+            };
             let _entered = span.enter();
             match ran {
                 Ran::Done => {
@@ -318,7 +389,7 @@ where
                     Ok(())
                 }
                 Ran::Dead(error) => {
-                    tracing::error!(%error, "webhook job dead-lettered: its body does not fit the handler");
+                    tracing::error!(%error, "webhook job dead-lettered at once: no retry can help");
                     Err(Box::new(AbortError::new(error)) as BoxError)
                 }
                 Ran::Failed(error) if attempt >= max_attempts => {
@@ -338,12 +409,18 @@ where
     }
 }
 
+/// The reason a job whose worker died during its last attempt is dead-lettered with.
+pub(crate) const WORKER_DIED: &str = "its worker died during the last attempt";
+
+/// How long an attempt may run unless the worker says otherwise: five minutes.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 async fn run_once<H: Handler<A>, A>(
     handler: &H,
     stored: &Stored,
     task_id: &str,
-    attempt: u32,
-    max_attempts: u32,
+    (attempt, max_attempts): (u32, u32),
+    timeout: Duration,
 ) -> Ran {
     let Some(event) = stored.event() else {
         return Ran::Dead("the stored body is not base64".to_owned());
@@ -363,7 +440,18 @@ async fn run_once<H: Handler<A>, A>(
     // A handler that is not an `async fn` runs code of its own when called, before its
     // future: a panic there fails the attempt like one in the future.
     let ran = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(event, job))) {
-        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Ok(future) => {
+            match tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()).await {
+                Ok(ran) => ran,
+                // The handler's future is dropped here, and its slot freed.
+                Err(_) => {
+                    return Ran::Failed(format!(
+                        "the attempt ran past its deadline of {} ms",
+                        timeout.as_millis()
+                    ))
+                }
+            }
+        }
         Err(panic) => Err(panic),
     };
     match ran {

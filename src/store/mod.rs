@@ -345,6 +345,28 @@ impl Error for StoreError {
 /// far shorter; this bounds what a direct caller of a store can make it keep.
 pub(crate) const MAX_STORED_KEY: usize = 512;
 
+/// What an inbox's mark of a key found: the key was free (now marked), or a live mark of a
+/// delivery already done, or a claim an inline layer sharing the table holds in flight.
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Marked {
+    Fresh,
+    Duplicate,
+    InFlight,
+}
+
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+impl Marked {
+    /// A live mark, by its `completed` column (`None`: gone since, taken as done).
+    pub(crate) fn live(completed: Option<bool>) -> Self {
+        if completed == Some(false) {
+            Self::InFlight
+        } else {
+            Self::Duplicate
+        }
+    }
+}
+
 /// The stored form of a key: its bytes, or when longer than [`MAX_STORED_KEY`] a marked
 /// SHA-256 of them. The mark (`0xFF`) never occurs in UTF-8, so no key can collide with a
 /// hashed one.

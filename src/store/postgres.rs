@@ -111,6 +111,10 @@ struct Sql {
     complete: SqlStr,
     release: SqlStr,
     cleanup: SqlStr,
+    #[cfg(feature = "inbox-postgres")]
+    mark: SqlStr,
+    #[cfg(feature = "inbox-postgres")]
+    marked_completed: SqlStr,
 }
 
 impl Sql {
@@ -211,6 +215,21 @@ impl Sql {
                 WHERE key IN (SELECT key FROM {t} WHERE expires_at <= now() LIMIT $1)
                 AND expires_at <= now()"
             )),
+            // The inbox's mark, written in its enqueue's transaction: a fresh or expired key
+            // is marked completed for the dedup window; a live one is left as it is, and
+            // nothing is returned. A concurrent enqueue of the same key waits for this
+            // transaction, then finds the mark.
+            #[cfg(feature = "inbox-postgres")]
+            mark: sql(format!(
+                "INSERT INTO {t} AS c (key, token, completed, expires_at)
+                VALUES ($1, NULL, TRUE, now() + make_interval(secs => $2))
+                ON CONFLICT (key) DO UPDATE
+                    SET token = NULL, completed = TRUE, expires_at = excluded.expires_at
+                    WHERE c.expires_at <= now()
+                RETURNING 1::BIGINT"
+            )),
+            #[cfg(feature = "inbox-postgres")]
+            marked_completed: sql(format!("SELECT completed FROM {t} WHERE key = $1")),
         }
     }
 }
@@ -557,6 +576,33 @@ impl PostgresStore {
                 }
             }
         })
+    }
+
+    /// Marks `key` completed for `window` on `conn` (the inbox's transaction), in this
+    /// store's table, unless a live mark is there.
+    #[cfg(feature = "inbox-postgres")]
+    pub(crate) async fn mark(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        key: &str,
+        window: Duration,
+    ) -> Result<super::Marked, StoreError> {
+        let key = stored_key(key);
+        let marked: Option<i64> = sqlx::query_scalar(self.sql.mark.clone())
+            .bind(&*key)
+            .bind(secs(window))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        if marked.is_some() {
+            return Ok(super::Marked::Fresh);
+        }
+        let completed: Option<bool> = sqlx::query_scalar(self.sql.marked_completed.clone())
+            .bind(&*key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        Ok(super::Marked::live(completed))
     }
 
     /// The pool the store runs on.

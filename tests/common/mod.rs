@@ -371,6 +371,13 @@ pub fn needing(
 
 pub mod proxy;
 
+#[cfg(all(
+    feature = "inbox-sqlite",
+    feature = "inbox-postgres",
+    feature = "test-util"
+))]
+pub mod inbox;
+
 /// The PostgreSQL the tests use: `DATABASE_URL`, by default the local server's `test`.
 pub fn database_url() -> String {
     env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")

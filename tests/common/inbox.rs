@@ -1,0 +1,104 @@
+//! Helpers of the inbox tests: a layer's answer to a delivery, waiting for a worker, unique
+//! names per run.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{Layer, ServiceExt};
+use tower_webhook::inbox::{Job, RetryPolicy};
+use tower_webhook::testkit::Delivery;
+use tower_webhook::{Event, VerifyWebhookLayer, DUPLICATE_HEADER};
+
+/// Retries at once, so the suite does not wait for a backoff.
+pub fn no_wait() -> RetryPolicy {
+    RetryPolicy::exponential(Duration::ZERO, 1, Duration::ZERO).with_attempts(3)
+}
+
+/// Sends `delivery` through a layer with `inbox`: the status and whether it is a duplicate.
+pub async fn send(
+    layer: &VerifyWebhookLayer,
+    delivery: &Delivery,
+) -> (StatusCode, bool, Option<String>) {
+    let service = layer.layer(tower::service_fn(|_: Request<Full<Bytes>>| async {
+        // The layer answers every delivery itself.
+        panic!("an inbox layer never calls the inner service");
+        #[allow(unreachable_code)]
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    }));
+    let request: Request<Full<Bytes>> = delivery.request(&super::scheme()).unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    (
+        response.status(),
+        response.headers().contains_key(DUPLICATE_HEADER),
+        response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned()),
+    )
+}
+
+/// Polls `done` every 50 ms for up to `secs` seconds.
+pub async fn eventually(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 20 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+/// Reads with `read` every 50 ms for up to `secs` seconds, until what it reads is `done`;
+/// the last reading.
+pub async fn read_until<T, F: Future<Output = T>>(
+    secs: u64,
+    mut read: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    for _ in 0..secs * 20 {
+        let value = read().await;
+        if done(&value) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    read().await
+}
+
+/// What the handlers saw: (id, attempt).
+pub type Seen = Arc<Mutex<Vec<(String, u32)>>>;
+
+/// A handler that records each (id, attempt) in `seen`, then answers from its future as
+/// `then` does for that attempt (or panics there, where `then` does).
+pub fn recording(
+    seen: &Seen,
+    then: fn(u32) -> Result<(), String>,
+) -> impl Fn(Event, Job) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let seen = Arc::clone(seen);
+    move |event, job| {
+        seen.lock()
+            .unwrap()
+            .push((event.id().to_owned(), job.attempt()));
+        let attempt = job.attempt();
+        Box::pin(async move { then(attempt) })
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
