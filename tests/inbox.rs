@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::inbox::{eventually, no_wait, read_until, recording, send, unique, Seen};
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use common::inbox::{delivery_id, eventually, no_wait, read_until, recording, send, unique, Seen};
+use http::StatusCode;
 use tower_webhook::inbox::{Job, PostgresInbox, RetryPolicy, SqliteInbox};
 use tower_webhook::testkit::Delivery;
 use tower_webhook::{Event, VerifyWebhookLayer};
@@ -450,11 +448,6 @@ macro_rules! inbox_suite {
     };
 }
 
-fn delivery_id(delivery: &Delivery) -> String {
-    let request: Request<Full<Bytes>> = delivery.request(&common::scheme()).unwrap();
-    request.headers()["webhook-id"].to_str().unwrap().to_owned()
-}
-
 fn run_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tower-webhook-inbox-{}", std::process::id()))
 }
@@ -585,26 +578,7 @@ fn main() -> std::process::ExitCode {
     let code = common::run(trials);
     let _ = std::fs::remove_dir_all(run_dir());
     if clean {
-        runtime.block_on(remove_this_runs_rows());
+        runtime.block_on(common::inbox::remove_this_runs_rows());
     }
     code
-}
-
-/// Deletes the jobs and dedup marks this run wrote to the shared test database: every queue
-/// and delivery id of a run carries its process id.
-async fn remove_this_runs_rows() {
-    use tower_webhook::store::postgres::sqlx;
-    let Ok(inbox) = PostgresInbox::connect(&common::database_url()).await else {
-        return;
-    };
-    let tag = format!("-{}-", std::process::id());
-    let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type LIKE 'test-queue' || $1 || '%'")
-        .bind(&tag)
-        .execute(inbox.pool())
-        .await;
-    let _ =
-        sqlx::query("DELETE FROM webhook_claims WHERE position(convert_to($1, 'UTF8') in key) > 0")
-            .bind(&tag)
-            .execute(inbox.pool())
-            .await;
 }

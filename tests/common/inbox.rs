@@ -102,3 +102,29 @@ pub fn unique(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The `webhook-id` a delivery is sent with.
+pub fn delivery_id(delivery: &Delivery) -> String {
+    let request: Request<Full<Bytes>> = delivery.request(&super::scheme()).unwrap();
+    request.headers()["webhook-id"].to_str().unwrap().to_owned()
+}
+
+/// Deletes the jobs and dedup marks this run wrote to the shared test database: every queue
+/// and delivery id of a run carries its process id.
+pub async fn remove_this_runs_rows() {
+    use tower_webhook::store::postgres::sqlx;
+    let Ok(inbox) = tower_webhook::inbox::PostgresInbox::connect(&super::database_url()).await
+    else {
+        return;
+    };
+    let tag = format!("-{}-", std::process::id());
+    let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type LIKE 'test-queue' || $1 || '%'")
+        .bind(&tag)
+        .execute(inbox.pool())
+        .await;
+    let _ =
+        sqlx::query("DELETE FROM webhook_claims WHERE position(convert_to($1, 'UTF8') in key) > 0")
+            .bind(&tag)
+            .execute(inbox.pool())
+            .await;
+}

@@ -1,0 +1,505 @@
+//! The inbox under the conditions an outside review found it wanting, on SQLite and on
+//! PostgreSQL: a burst against the queue's bound, marks written through the store's own
+//! settings, a handler that never returns, workers that die mid-job on their last attempt or
+//! with attempts left, and workers stopped at every point of a fetch.
+//!
+//! PostgreSQL at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without
+//! one its trials are reported as ignored, or fail when `CI` is set. SQLite needs nothing.
+#![cfg(all(
+    feature = "inbox-sqlite",
+    feature = "inbox-postgres",
+    feature = "test-util"
+))]
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::inbox::{eventually, read_until, send, unique};
+use http::StatusCode;
+use tower_webhook::inbox::{PostgresInbox, RetryPolicy, SqliteInbox};
+use tower_webhook::store::postgres::sqlx as pg;
+use tower_webhook::store::sqlite::sqlx as lite;
+use tower_webhook::testkit::Delivery;
+use tower_webhook::{Event, VerifyWebhookLayer};
+
+fn run_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tower-webhook-hardening-{}", std::process::id()))
+}
+
+/// Where a fresh inbox of each backend is: an SQLite file, or a PostgreSQL queue.
+#[derive(Clone)]
+enum Place {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Place {
+    fn sqlite() -> Self {
+        std::fs::create_dir_all(run_dir()).unwrap();
+        Self::Sqlite(run_dir().join(format!("{}.db", unique("inbox"))))
+    }
+
+    fn postgres() -> Self {
+        Self::Postgres(unique("test-queue"))
+    }
+}
+
+/// The operations the trials need, on either inbox: the two types share their method
+/// names, not a trait.
+macro_rules! on_inbox {
+    ($place:expr, $retry:expr, |$inbox:ident| $body:expr) => {
+        match $place {
+            Place::Sqlite(path) => {
+                let $inbox = SqliteInbox::open(path).await.unwrap().with_retry($retry);
+                $body
+            }
+            Place::Postgres(queue) => {
+                let $inbox = PostgresInbox::connect(&common::database_url())
+                    .await
+                    .unwrap()
+                    .with_queue(queue)
+                    .with_retry($retry);
+                $body
+            }
+        }
+    };
+}
+
+/// Every job of the place's queue: (status, attempts, held by a worker, run_at in the
+/// future).
+async fn jobs(place: &Place) -> Vec<(String, i64, bool, bool)> {
+    match place {
+        Place::Sqlite(path) => {
+            let inbox = SqliteInbox::open(path).await.unwrap();
+            lite::query_as(
+                "SELECT status, attempts, lock_by IS NOT NULL,
+                    run_at > CAST(strftime('%s', 'now') AS INTEGER) FROM Jobs",
+            )
+            .fetch_all(inbox.pool())
+            .await
+            .unwrap()
+        }
+        Place::Postgres(queue) => {
+            let inbox = PostgresInbox::connect(&common::database_url())
+                .await
+                .unwrap();
+            pg::query_as(
+                "SELECT status, attempts::BIGINT, lock_by IS NOT NULL, run_at > now()
+                 FROM apalis.jobs WHERE job_type = $1",
+            )
+            .bind(queue)
+            .fetch_all(inbox.pool())
+            .await
+            .unwrap()
+        }
+    }
+}
+
+fn quick(attempts: u32, backoff: Duration) -> RetryPolicy {
+    RetryPolicy::exponential(backoff, 1, backoff).with_attempts(attempts)
+}
+
+/// Item 1: twenty deliveries at once against a bound of three: three are queued, the rest
+/// answered 429, and the queue holds three.
+async fn a_burst_never_passes_the_bound(place: Place) {
+    on_inbox!(&place, quick(3, Duration::ZERO), |inbox| {
+        let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.with_max_queued(3));
+        let sends: Vec<_> = (0..20)
+            .map(|_| {
+                let layer = layer.clone();
+                tokio::spawn(async move {
+                    send(&layer, &Delivery::new("{}").id(unique("burst")))
+                        .await
+                        .0
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for send in sends {
+            statuses.push(send.await.unwrap());
+        }
+        let accepted = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count();
+        let refused = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!((accepted, refused), (3, 17), "{statuses:?}");
+    });
+    assert_eq!(jobs(&place).await.len(), 3);
+}
+
+/// Item 1, across receivers: two inboxes on two pools, one queue, a bound of five, forty
+/// deliveries at once through both: the database's counter makes the bound exact.
+async fn two_receivers_on_two_pools_share_one_bound() {
+    let queue = unique("test-queue");
+    let receiver = || async {
+        let inbox = PostgresInbox::connect(&common::database_url())
+            .await
+            .unwrap()
+            .with_queue(&queue)
+            .with_max_queued(5);
+        VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox)
+    };
+    let layers = [receiver().await, receiver().await];
+    let sends: Vec<_> = (0..40)
+        .map(|n| {
+            let layer = layers[n % 2].clone();
+            tokio::spawn(async move {
+                send(&layer, &Delivery::new("{}").id(unique("two-pools")))
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for send in sends {
+        let status = send.await.unwrap();
+        assert!(
+            status == StatusCode::ACCEPTED || status == StatusCode::TOO_MANY_REQUESTS,
+            "{status}"
+        );
+        accepted += usize::from(status == StatusCode::ACCEPTED);
+    }
+    assert_eq!(accepted, 5);
+    assert_eq!(jobs(&Place::Postgres(queue)).await.len(), 5);
+}
+
+/// Item 7, SQLite: the inbox writes its marks by the clock of the store it was given, so an
+/// inline layer on that store, and the clock's time, decide when they expire.
+async fn sqlite_marks_follow_the_stores_clock() {
+    let Place::Sqlite(path) = Place::sqlite() else {
+        unreachable!()
+    };
+    let clock = tower_webhook::clock::ManualClock::starting_now();
+    let inbox = SqliteInbox::open(&path).await.unwrap();
+    let store = inbox.store().with_clock(clock.clone());
+    let inbox = inbox.with_store(store.clone());
+    let window = Duration::from_secs(3600);
+    let queued = VerifyWebhookLayer::new(common::scheme())
+        .with_dedup_window(window)
+        .with_inbox(inbox);
+    // The layer's own clock (timestamps) stays the system's: only the store's moves.
+    let inline = VerifyWebhookLayer::new(common::scheme()).with_store(store);
+    let delivery = Delivery::new("{}").id(unique("clock"));
+    assert_eq!(send(&queued, &delivery).await.0, StatusCode::ACCEPTED);
+    // By the store's clock the window has passed: the mark is gone for the inline layer
+    // (whose handler runs), and for the inbox, which queues the delivery again.
+    clock.advance(window + Duration::from_secs(1));
+    let runs = common::PerId::default();
+    let service = tower::Layer::layer(&inline, runs.service(Duration::ZERO));
+    let id = common::inbox::delivery_id(&delivery);
+    let response = tower::ServiceExt::oneshot(
+        service,
+        delivery
+            .request::<http_body_util::Full<bytes::Bytes>>(&common::scheme())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(runs.runs(&id), 1, "the mark expired by the store's clock");
+}
+
+/// Item 7, PostgreSQL: the inbox writes its marks to the table of the store it was given, so
+/// an inline layer on that store sees the queued delivery as done.
+async fn postgres_marks_go_to_the_stores_table() {
+    let Place::Postgres(queue) = Place::postgres() else {
+        unreachable!()
+    };
+    let inbox = PostgresInbox::connect(&common::database_url())
+        .await
+        .unwrap()
+        .with_queue(&queue);
+    let table = format!("tw_inbox_marks_{}", &unique("t").replace('-', "_"));
+    let store = inbox.store().with_table(&table).unwrap();
+    store.create_table().await.unwrap();
+    let queued =
+        VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.with_store(store.clone()));
+    let delivery = Delivery::new("{}").id(unique("table"));
+    assert_eq!(send(&queued, &delivery).await.0, StatusCode::ACCEPTED);
+    let in_table: i64 = pg::query_scalar(pg::AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{table}\""
+    )))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(in_table, 1, "the mark is in the store's table");
+    let runs = common::PerId::default();
+    let inline = VerifyWebhookLayer::new(common::scheme()).with_store(store.clone());
+    let service = tower::Layer::layer(&inline, runs.service(Duration::ZERO));
+    let id = common::inbox::delivery_id(&delivery);
+    let response = tower::ServiceExt::oneshot(
+        service,
+        delivery
+            .request::<http_body_util::Full<bytes::Bytes>>(&common::scheme())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(runs.runs(&id), 0, "a duplicate of the queued delivery");
+    pg::query(pg::AssertSqlSafe(format!("DROP TABLE \"{table}\"")))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+/// Item 3: a handler that never returns is cut at the attempt's deadline, its slot freed
+/// for the next job (one slot in all), retried, and dead-lettered after its last attempt.
+async fn a_hung_handler_is_cut_at_its_deadline(place: Place) {
+    on_inbox!(&place, quick(2, Duration::ZERO), |inbox| {
+        let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+        let hung = Delivery::new(r#"{"hang":true}"#).id(unique("hung"));
+        let fine = Delivery::new(r#"{"hang":false}"#).id(unique("fine"));
+        assert_eq!(send(&layer, &hung).await.0, StatusCode::ACCEPTED);
+        assert_eq!(send(&layer, &fine).await.0, StatusCode::ACCEPTED);
+        let handled = Arc::new(AtomicU32::new(0));
+        let worker = {
+            let handled = Arc::clone(&handled);
+            inbox.worker(move |event: Event<serde_json::Value>| {
+                let handled = Arc::clone(&handled);
+                async move {
+                    if event.payload()["hang"] == true {
+                        std::future::pending::<()>().await;
+                    }
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Infallible>(())
+                }
+            })
+        };
+        let task = tokio::spawn(
+            worker
+                .concurrency(1)
+                .attempt_timeout(Duration::from_millis(300))
+                .run(),
+        );
+        let dead = read_until(
+            30,
+            || async { inbox.dead_letters(10).await.unwrap() },
+            |dead| !dead.is_empty(),
+        )
+        .await;
+        assert!(eventually(10, || handled.load(Ordering::SeqCst) == 1).await);
+        task.abort();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].id, common::inbox::delivery_id(&hung));
+        assert_eq!(dead[0].attempts, 2);
+        let error = dead[0].last_error.clone().unwrap_or_default();
+        assert!(error.contains("deadline of 300 ms"), "{error}");
+    });
+}
+
+/// A worker on a runtime of its own, its inbox on a pool of its own, whose handler says
+/// when it starts and then never returns: `kill` ends it as a crash would (no stop, no last
+/// heartbeat), leaving its job running under its name.
+struct Doomed {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Doomed {
+    async fn start(place: &Place, retry: RetryPolicy, started: Arc<AtomicU32>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let place = place.clone();
+        runtime.spawn(async move {
+            on_inbox!(&place, retry, |inbox| {
+                let inbox = inbox.with_heartbeat(Duration::from_secs(1));
+                let worker = inbox.worker(move |_: Event| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<Result<(), Infallible>>()
+                });
+                let _ = worker.concurrency(1).run().await;
+            });
+        });
+        Self { runtime }
+    }
+
+    fn kill(self) {
+        self.runtime.shutdown_background();
+    }
+}
+
+/// Item 2: a job whose worker dies during each attempt is taken back after each death, as a
+/// failed attempt put off by its backoff (not at once); when its worker dies during the
+/// last attempt it is dead-lettered with that reason, never run again, and replayable.
+async fn a_job_whose_worker_dies_is_retried_then_dead_lettered(place: Place) {
+    let retry = quick(2, Duration::from_secs(2));
+    let delivery = Delivery::new("{}").id(unique("poison"));
+    on_inbox!(&place, retry, |inbox| {
+        let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox);
+        assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+    });
+    let started = Arc::new(AtomicU32::new(0));
+    for attempt in 1..=2 {
+        let doomed = Doomed::start(&place, retry, Arc::clone(&started)).await;
+        assert!(
+            eventually(30, || started.load(Ordering::SeqCst) == attempt).await,
+            "attempt {attempt} started"
+        );
+        doomed.kill();
+        if attempt == 1 {
+            // The next worker's sweep takes it back: a failed attempt, put off.
+            let watcher = Doomed::start(&place, retry, Arc::new(AtomicU32::new(0))).await;
+            let rows = read_until(
+                15,
+                || jobs(&place),
+                |rows| rows.iter().any(|row| row.0 == "Failed"),
+            )
+            .await;
+            watcher.kill();
+            assert_eq!(rows.len(), 1);
+            let (status, attempts, held, later) = rows[0].clone();
+            assert_eq!((status.as_str(), attempts, held), ("Failed", 1, false));
+            assert!(later, "the retry waits for its backoff");
+        }
+    }
+    let handled = Arc::new(AtomicU32::new(0));
+    on_inbox!(&place, retry, |inbox| {
+        let inbox = inbox.with_heartbeat(Duration::from_secs(1));
+        let worker = {
+            let handled = Arc::clone(&handled);
+            inbox.worker(move |_: Event| {
+                handled.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(()) }
+            })
+        };
+        let task = tokio::spawn(worker.run());
+        let dead = read_until(
+            20,
+            || async { inbox.dead_letters(10).await.unwrap() },
+            |dead| !dead.is_empty(),
+        )
+        .await;
+        assert_eq!(dead.len(), 1, "dead-lettered");
+        assert_eq!(
+            dead[0].last_error.as_deref(),
+            Some("its worker died during the last attempt")
+        );
+        assert_eq!(inbox.counts().await.unwrap().dead, 1);
+        assert_eq!(handled.load(Ordering::SeqCst), 0, "never run a third time");
+        assert!(inbox.replay(&dead[0].task_id).await.unwrap());
+        assert!(
+            eventually(20, || handled.load(Ordering::SeqCst) == 1).await,
+            "the replayed job runs"
+        );
+        task.abort();
+    });
+}
+
+/// Item 10: a worker stopped at many points of its work (before, during and after a fetch)
+/// leaves no job fetched and locked: every job is done, or back in the queue with no
+/// attempt counted.
+async fn a_stop_at_any_point_puts_fetched_jobs_back(place: Place) {
+    for step in 0..12u64 {
+        let place = match &place {
+            Place::Sqlite(_) => Place::sqlite(),
+            Place::Postgres(_) => Place::postgres(),
+        };
+        let started = Arc::new(Mutex::new(0u32));
+        on_inbox!(&place, quick(3, Duration::ZERO), |inbox| {
+            let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+            for _ in 0..6 {
+                let delivery = Delivery::new("{}").id(unique("stop"));
+                assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+            }
+            let worker = {
+                let started = Arc::clone(&started);
+                inbox.worker(move |_: Event| {
+                    *started.lock().unwrap() += 1;
+                    async {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, Infallible>(())
+                    }
+                })
+            };
+            let stop = tokio::time::sleep(Duration::from_millis(step * 25));
+            worker.concurrency(2).run_until(stop).await.unwrap();
+        });
+        let rows = jobs(&place).await;
+        let done = rows.iter().filter(|row| row.0 == "Done").count();
+        assert_eq!(
+            done,
+            *started.lock().unwrap() as usize,
+            "step {step}: {rows:?}"
+        );
+        for (status, attempts, held, _) in &rows {
+            if status != "Done" {
+                assert_eq!(
+                    (status.as_str(), *attempts, *held),
+                    ("Pending", 0, false),
+                    "step {step}: a job fetched and not started went back as it was: {rows:?}"
+                );
+            }
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reachable = runtime.block_on(async {
+        PostgresInbox::connect(&common::database_url())
+            .await
+            .map(drop)
+            .map_err(|err| err.to_string())
+    });
+    let clean = reachable.is_ok();
+    let both =
+        |name: &str,
+         test: fn(Place) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+            (
+                common::trial(&format!("sqlite::{name}"), move || test(Place::sqlite())),
+                common::trial(
+                    &format!("postgres::{name}"),
+                    move || test(Place::postgres()),
+                ),
+            )
+        };
+    let pairs = [
+        both("a_burst_never_passes_the_bound", |p| {
+            Box::pin(a_burst_never_passes_the_bound(p))
+        }),
+        both("a_hung_handler_is_cut_at_its_deadline", |p| {
+            Box::pin(a_hung_handler_is_cut_at_its_deadline(p))
+        }),
+        both(
+            "a_job_whose_worker_dies_is_retried_then_dead_lettered",
+            |p| Box::pin(a_job_whose_worker_dies_is_retried_then_dead_lettered(p)),
+        ),
+        both("a_stop_at_any_point_puts_fetched_jobs_back", |p| {
+            Box::pin(a_stop_at_any_point_puts_fetched_jobs_back(p))
+        }),
+    ];
+    let (mut sqlite_trials, mut postgres_trials): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+    sqlite_trials.push(common::trial(
+        "sqlite::marks_follow_the_stores_clock",
+        sqlite_marks_follow_the_stores_clock,
+    ));
+    postgres_trials.extend(trials![
+        two_receivers_on_two_pools_share_one_bound,
+        postgres_marks_go_to_the_stores_table,
+    ]);
+    let mut trials = sqlite_trials;
+    trials.extend(common::needing(
+        "PostgreSQL",
+        "DATABASE_URL",
+        &common::database_url(),
+        reachable,
+        postgres_trials,
+    ));
+    let code = common::run(trials);
+    let _ = std::fs::remove_dir_all(run_dir());
+    if clean {
+        runtime.block_on(common::inbox::remove_this_runs_rows());
+    }
+    code
+}
