@@ -18,7 +18,9 @@
 //! database at `DATABASE_URL`, `--features inbox-postgres`): the delivery is stored and
 //! answered 202, and workers in this process run the handler, with retries and a
 //! dead-letter. `WORKER_CONCURRENCY` (default 16) bounds the handlers running at once;
-//! `WEBHOOK_INBOX_QUEUE` names the queue (default `tower-webhook`).
+//! `WEBHOOK_INBOX_QUEUE` names the queue (default `tower-webhook`); `WEBHOOK_INBOX_ATTEMPTS`,
+//! `WEBHOOK_INBOX_BACKOFF_MS` (the first retry's delay, growing six times each attempt) and
+//! `WEBHOOK_INBOX_HEARTBEAT_SECS` change the retries and the heartbeat from their defaults.
 //!
 //! Demo knobs, to watch retries and slow handlers: `HANDLER_DELAY_MS` makes the handler
 //! sleep that long before it answers; `HANDLER_FAIL_RATE` (0.0 to 1.0) is the share of
@@ -168,12 +170,30 @@ async fn with_inbox(
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    let number = |name: &str| std::env::var(name).ok().and_then(|n| n.parse::<u64>().ok());
+    let mut retry = tower_webhook::inbox::RetryPolicy::default();
+    if let Some(ms) = number("WEBHOOK_INBOX_BACKOFF_MS") {
+        retry = tower_webhook::inbox::RetryPolicy::exponential(
+            std::time::Duration::from_millis(ms),
+            6,
+            std::time::Duration::from_secs(10 * 60 * 60),
+        );
+    }
+    if let Some(attempts) = number("WEBHOOK_INBOX_ATTEMPTS") {
+        retry = retry.with_attempts(u32::try_from(attempts).unwrap_or(u32::MAX));
+    }
+    let heartbeat = number("WEBHOOK_INBOX_HEARTBEAT_SECS").map_or(
+        tower_webhook::inbox::DEFAULT_HEARTBEAT,
+        std::time::Duration::from_secs,
+    );
     if let Some(path) = spec.strip_prefix("sqlite:") {
         #[cfg(feature = "inbox-sqlite")]
         {
             let mut inbox = tower_webhook::inbox::SqliteInbox::open(path)
                 .await
-                .map_err(|err| format!("WEBHOOK_INBOX {spec}: {err}"))?;
+                .map_err(|err| format!("WEBHOOK_INBOX {spec}: {err}"))?
+                .with_retry(retry)
+                .with_heartbeat(heartbeat);
             if let Ok(queue) = std::env::var("WEBHOOK_INBOX_QUEUE") {
                 inbox = inbox.with_queue(&queue);
             }
@@ -192,7 +212,9 @@ async fn with_inbox(
                 .map_err(|_| "WEBHOOK_INBOX=postgres needs DATABASE_URL")?;
             let mut inbox = tower_webhook::inbox::PostgresInbox::connect(&url)
                 .await
-                .map_err(|err| format!("DATABASE_URL: {err}"))?;
+                .map_err(|err| format!("DATABASE_URL: {err}"))?
+                .with_retry(retry)
+                .with_heartbeat(heartbeat);
             if let Ok(queue) = std::env::var("WEBHOOK_INBOX_QUEUE") {
                 inbox = inbox.with_queue(&queue);
             }

@@ -301,6 +301,176 @@ async fn postgres_survives_sigkill() {
     report("postgres", &outcome);
 }
 
+/// Sends one delivery until it is acknowledged.
+async fn deliver_one(addr: std::net::SocketAddr, id: &str) {
+    let delivery = Delivery::new(r#"{"type":"poison.test"}"#).id(id.to_owned());
+    for _ in 0..200 {
+        let request = delivery.request(&common::scheme()).unwrap();
+        if post(addr, request)
+            .await
+            .is_some_and(|s| (200..300).contains(&s))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{id} was never acknowledged");
+}
+
+/// Waits until the servers printed `n` starts of the handler on `id`.
+async fn started(runs: &Runs, id: &str, n: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if runs.lock().unwrap().started.get(id).copied().unwrap_or(0) >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A poison job: its handler takes the receiver down on every attempt (here a SIGKILL each
+/// time it starts). After its last attempt it is dead-lettered, with the reason, and never
+/// taken again, however often the receiver restarts.
+async fn poison_job_is_dead_lettered(
+    backend: &str,
+    mut env: Vec<(&'static str, String)>,
+) -> String {
+    const ATTEMPTS: usize = 3;
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    env.extend([
+        ("BIND", addr.to_string()),
+        ("HANDLER_DELAY_MS", "600000".to_owned()),
+        ("HANDLER_FAIL_RATE", "0".to_owned()),
+        ("WEBHOOK_INBOX_ATTEMPTS", ATTEMPTS.to_string()),
+        ("WEBHOOK_INBOX_BACKOFF_MS", "1000".to_owned()),
+        ("WEBHOOK_INBOX_HEARTBEAT_SECS", "1".to_owned()),
+    ]);
+    let runs = Runs::default();
+    let id = format!(
+        "poison-{backend}-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    );
+    let mut receiver = Receiver::start(&env, &runs);
+    deliver_one(addr, &id).await;
+    for attempt in 1..=ATTEMPTS {
+        assert!(
+            started(&runs, &id, attempt, Duration::from_secs(30)).await,
+            "attempt {attempt} started"
+        );
+        receiver.kill();
+        receiver = Receiver::start(&env, &runs);
+    }
+    // The last receiver takes the job back and dead-letters it; a few heartbeats more, it
+    // has not started it again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    receiver.kill();
+    let starts = runs.lock().unwrap().started.get(&id).copied().unwrap_or(0);
+    println!("poison job ({backend}): {starts} starts of {ATTEMPTS} attempts, then dead-lettered");
+    assert_eq!(starts, ATTEMPTS, "the job ran past its attempts");
+    id
+}
+
+/// The one dead letter of an inbox: the poison job's, with its reason.
+fn assert_dead_lettered(letters: &[tower_webhook::inbox::DeadLetter], id: &str) {
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].id, id);
+    assert_eq!(
+        letters[0].last_error.as_deref(),
+        Some("its worker died during the last attempt")
+    );
+}
+
+async fn sqlite_poison_job_is_dead_lettered() {
+    let dir = std::env::temp_dir().join(format!("tower-webhook-poison-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("inbox.db");
+    let env = vec![("WEBHOOK_INBOX", format!("sqlite:{}", path.display()))];
+    let id = poison_job_is_dead_lettered("sqlite", env).await;
+    let inbox = tower_webhook::inbox::SqliteInbox::open(&path)
+        .await
+        .unwrap();
+    assert_dead_lettered(&inbox.dead_letters(10).await.unwrap(), &id);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn postgres_poison_job_is_dead_lettered() {
+    let queue = format!("poison-{}-{}", std::process::id(), unique_suffix());
+    let env = vec![
+        ("WEBHOOK_INBOX", "postgres".to_owned()),
+        ("DATABASE_URL", common::database_url()),
+        ("WEBHOOK_INBOX_QUEUE", queue.clone()),
+    ];
+    let id = poison_job_is_dead_lettered("postgres", env).await;
+    let inbox = tower_webhook::inbox::PostgresInbox::connect(&common::database_url())
+        .await
+        .unwrap()
+        .with_queue(&queue);
+    let letters = inbox.dead_letters(10).await.unwrap();
+    remove_queue(&inbox, &queue).await;
+    assert_dead_lettered(&letters, &id);
+}
+
+/// Deletes a queue's jobs from the shared test database.
+async fn remove_queue(inbox: &tower_webhook::inbox::PostgresInbox, queue: &str) {
+    use tower_webhook::store::postgres::sqlx;
+    let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+        .bind(queue)
+        .execute(inbox.pool())
+        .await;
+}
+
+/// A receiver killed with SIGKILL holding a running job on PostgreSQL: another receiver
+/// takes the job back within two to three heartbeats (10 to 15 s with the default 5 s),
+/// not the 50 s of apalis-postgres's own default.
+async fn postgres_dead_workers_jobs_come_back_within_three_heartbeats() {
+    let queue = format!("recover-{}-{}", std::process::id(), unique_suffix());
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let env = vec![
+        ("WEBHOOK_INBOX", "postgres".to_owned()),
+        ("DATABASE_URL", common::database_url()),
+        ("WEBHOOK_INBOX_QUEUE", queue.clone()),
+        ("BIND", addr.to_string()),
+        ("HANDLER_DELAY_MS", "600000".to_owned()),
+        ("HANDLER_FAIL_RATE", "0".to_owned()),
+    ];
+    let runs = Runs::default();
+    let id = format!("recover-{}-{}", std::process::id(), unique_suffix());
+    let first = Receiver::start(&env, &runs);
+    deliver_one(addr, &id).await;
+    assert!(started(&runs, &id, 1, Duration::from_secs(30)).await);
+    first.kill();
+    let killed = Instant::now();
+    let second = Receiver::start(&env, &runs);
+    let inbox = tower_webhook::inbox::PostgresInbox::connect(&common::database_url())
+        .await
+        .unwrap()
+        .with_queue(&queue);
+    let mut back = None;
+    while killed.elapsed() < Duration::from_secs(40) {
+        if inbox.counts().await.unwrap().running == 0 {
+            back = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.kill();
+    remove_queue(&inbox, &queue).await;
+    let back = back.expect("the dead receiver's job came back");
+    println!(
+        "a SIGKILLed receiver's job came back after {:.1} s",
+        back.as_secs_f64()
+    );
+    assert!(back <= Duration::from_secs(16), "{back:?}");
+}
+
 fn main() -> std::process::ExitCode {
     let reachable = tokio::runtime::Runtime::new().unwrap().block_on(async {
         tower_webhook::inbox::PostgresInbox::connect(&common::database_url())
@@ -308,19 +478,29 @@ fn main() -> std::process::ExitCode {
             .map(drop)
             .map_err(|err| err.to_string())
     });
-    let mut trials = vec![common::trial(
-        "sqlite_survives_sigkill",
-        sqlite_survives_sigkill,
-    )];
+    let mut trials = vec![
+        common::trial("sqlite_survives_sigkill", sqlite_survives_sigkill),
+        common::trial(
+            "sqlite_poison_job_is_dead_lettered",
+            sqlite_poison_job_is_dead_lettered,
+        ),
+    ];
     trials.extend(common::needing(
         "PostgreSQL",
         "DATABASE_URL",
         &common::database_url(),
         reachable,
-        vec![common::trial(
-            "postgres_survives_sigkill",
-            postgres_survives_sigkill,
-        )],
+        vec![
+            common::trial("postgres_survives_sigkill", postgres_survives_sigkill),
+            common::trial(
+                "postgres_poison_job_is_dead_lettered",
+                postgres_poison_job_is_dead_lettered,
+            ),
+            common::trial(
+                "postgres_dead_workers_jobs_come_back_within_three_heartbeats",
+                postgres_dead_workers_jobs_come_back_within_three_heartbeats,
+            ),
+        ],
     ));
     common::run(trials)
 }
