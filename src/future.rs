@@ -231,6 +231,7 @@ where
             layer = &*config.name,
             scheme = config.scheme.name(),
             id = tracing::field::Empty,
+            claimed_id = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
         let (parts, body) = request.into_parts();
@@ -467,8 +468,8 @@ where
     metrics::handler(config, running.timer);
     let outcome = match &then {
         Then::Answer(Ok(response)) => Ok(response.status()),
-        Then::Answer(Err(_)) => Err("handler_error"),
-        Then::Unwind(_) => Err("handler_panicked"),
+        Then::Answer(Err(_)) => Err(Outcome::HandlerError),
+        Then::Unwind(_) => Err(Outcome::HandlerPanicked),
     };
     let completing = handled(config, span, &running.id, outcome);
     let Some(held) = running.held else {
@@ -534,7 +535,7 @@ where
             let Some(running) = running.take() else {
                 return;
             };
-            finish(config, span, Outcome::Abandoned, "abandoned");
+            finish(config, span, Outcome::Abandoned);
             tracing::info!(
                 parent: span,
                 id = &*running.id,
@@ -631,7 +632,10 @@ fn identify(
     let verified = config
         .scheme
         .verify(&parts.headers, &body, config.clock.now())
-        .map_err(|err| Rejection::new(RejectionKind::Verification(err)))?;
+        .map_err(|err| {
+            record_claimed_id(span, &parts.headers);
+            Rejection::new(RejectionKind::Verification(err))
+        })?;
     let identified = config
         .id_source
         .resolve(&*config.scheme, &parts, &body, &verified)
@@ -654,6 +658,39 @@ fn identify(
         config.scheme.name(),
     ));
     Ok((Request::from_parts(parts, Full::new(body)), key))
+}
+
+/// The headers senders put their delivery's id in, tried in this order.
+const ID_HEADERS: [&str; 6] = [
+    "webhook-id",
+    "svix-id",
+    "x-github-delivery",
+    "x-shopify-webhook-id",
+    "x-request-id",
+    "idempotency-key",
+];
+
+/// Records in the span the id a refused delivery claims to have, unverified, so that its log
+/// line can be matched with the sender's dashboard: visible ASCII only, at most 64 bytes.
+fn record_claimed_id(span: &Span, headers: &http::HeaderMap) {
+    let claimed = ID_HEADERS
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .map(|value| value.as_bytes());
+    if let Some(claimed) = claimed {
+        let shown: String = claimed
+            .iter()
+            .take(64)
+            .map(|&byte| {
+                if byte.is_ascii_graphic() {
+                    char::from(byte)
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        span.record("claimed_id", shown.as_str());
+    }
 }
 
 /// The state after verification: claim the key if there is a store, else call at once.
@@ -778,7 +815,7 @@ fn finish_enqueue(config: &Config, span: &Span, enqueue: BoxFuture<Result<Enqueu
 
 /// The answer to a delivery committed to the inbox: `202 Accepted`.
 fn accepted<R>(config: &Config, span: &Span, id: &str) -> Response<ResponseBody<R>> {
-    finish(config, span, Outcome::Queued, "queued");
+    finish(config, span, Outcome::Queued);
     tracing::info!(
         id,
         layer = &*config.name,
@@ -796,16 +833,11 @@ fn accepted<R>(config: &Config, span: &Span, id: &str) -> Response<ResponseBody<
 
 /// Counts and logs what the inner service did with the delivery `id` (its status, or why it
 /// gave none); whether it succeeded, so that its claim is completed rather than released.
-fn handled(
-    config: &Config,
-    span: &Span,
-    id: &str,
-    outcome: Result<StatusCode, &'static str>,
-) -> bool {
+fn handled(config: &Config, span: &Span, id: &str, outcome: Result<StatusCode, Outcome>) -> bool {
     let layer = &*config.name;
     match outcome {
         Ok(status) if status.is_success() => {
-            finish(config, span, Outcome::Handled, "handled");
+            finish(config, span, Outcome::Handled);
             tracing::info!(
                 id,
                 layer,
@@ -816,7 +848,7 @@ fn handled(
             return true;
         }
         Ok(status) => {
-            finish(config, span, Outcome::HandlerFailed, "handler_failed");
+            finish(config, span, Outcome::HandlerFailed);
             // What senders do with the answer: a 4xx other than 408 and 429 is final.
             let retried = status.is_server_error()
                 || status == StatusCode::REQUEST_TIMEOUT
@@ -840,19 +872,19 @@ fn handled(
             }
         }
         Err(failure) => {
-            finish(config, span, Outcome::HandlerFailed, failure);
-            if failure == "handler_panicked" {
+            finish(config, span, failure);
+            if failure == Outcome::HandlerPanicked {
                 tracing::error!(
                     id,
                     layer,
-                    outcome = failure,
+                    outcome = failure.name(),
                     "handler panicked; the sender will retry"
                 );
             } else {
                 tracing::warn!(
                     id,
                     layer,
-                    outcome = failure,
+                    outcome = failure.name(),
                     "handler returned an error; the sender will retry"
                 );
             }
@@ -883,36 +915,31 @@ fn settled(config: &Config, result: &Result<bool, StoreError>, completing: bool)
     }
 }
 
-/// Counts a delivery's `outcome`, by `name` in its span and the metrics.
-fn finish(config: &Config, span: &Span, outcome: Outcome, name: &'static str) {
+/// Counts a delivery's `outcome`, by its name in its span and the metrics.
+fn finish(config: &Config, span: &Span, outcome: Outcome) {
     config.stats.count(outcome);
-    metrics::delivery(config, name);
-    span.record("outcome", name);
+    metrics::delivery(config, outcome.name());
+    span.record("outcome", outcome.name());
 }
 
 /// The answer to a delivery the layer refuses, counted and logged.
 fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<ResponseBody<R>> {
     let status = rejection.status().as_u16();
-    match rejection.kind() {
-        RejectionKind::InFlight => {
-            finish(config, span, Outcome::InFlight, "in_flight");
-            tracing::info!(
-                status,
-                "another copy of this delivery is in flight; asked to retry"
-            );
-        }
-        RejectionKind::StoreUnavailable => {
-            finish(config, span, Outcome::StoreError, "store_error");
+    let outcome = Outcome::of(&rejection);
+    finish(config, span, outcome);
+    match outcome {
+        Outcome::InFlight => tracing::info!(
+            status,
+            "another copy of this delivery is in flight; asked to retry"
+        ),
+        Outcome::StoreUnavailable => {
             tracing::error!(status, "idempotency store unavailable; asked to retry");
         }
-        RejectionKind::InboxFull => {
-            finish(config, span, Outcome::InboxFull, "inbox_full");
+        Outcome::InboxFull => {
             tracing::warn!(status, "the inbox is full; asked the sender to retry later");
         }
         _ => {
-            let reason = rejection.reason();
-            finish(config, span, Outcome::Rejected(reason), "rejected");
-            metrics::rejection(config, reason);
+            metrics::rejection(config, rejection.reason());
             tracing::warn!(status, reason = %rejection, "webhook rejected");
         }
     }
@@ -923,7 +950,7 @@ fn reject<R>(config: &Config, span: &Span, rejection: Rejection) -> Response<Res
 
 /// The answer to a copy of a delivery that was handled already.
 fn duplicate<R>(config: &Config, span: &Span, id: DeliveryId) -> Response<ResponseBody<R>> {
-    finish(config, span, Outcome::Duplicate, "duplicate");
+    finish(config, span, Outcome::Duplicate);
     tracing::info!(
         id = &*id,
         "duplicate delivery answered without running the handler"

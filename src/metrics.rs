@@ -6,7 +6,7 @@
 //!
 //! | name | kind | labels | what |
 //! | --- | --- | --- | --- |
-//! | `webhook_deliveries_total` | counter | `layer`, `scheme`, `outcome` | every delivery, by what became of it: `handled`, `handler_failed`, `handler_error`, `handler_panicked`, `duplicate`, `in_flight`, `store_error`, `rejected`, `abandoned`, `queued`, `inbox_full` |
+//! | `webhook_deliveries_total` | counter | `layer`, `scheme`, `outcome` | every delivery, by what became of it: `handled`, `handler_failed`, `handler_error`, `handler_panicked`, `duplicate`, `in_flight`, `store_unavailable`, `rejected`, `abandoned`, `queued`, `inbox_full` |
 //! | `webhook_rejections_total` | counter | `layer`, `reason` | deliveries refused before the handler, by [reason](crate::Rejection::reason): `signature`, `timestamp`, `malformed`, `too_large`, `unreadable`, `missing_id`, `not_json` |
 //! | `webhook_store_call_duration_seconds` | histogram | `layer`, `call` | each store call (`claim`, `complete`, `release`, or `enqueue` for an inbox), until it answered or timed out |
 //! | `webhook_store_errors_total` | counter | `layer`, `call` | store calls that failed or timed out |
@@ -15,7 +15,7 @@
 //! `layer` is the layer's [name](crate::VerifyWebhookLayer::with_name). Every label takes a
 //! bounded set of values: never an id, a body or anything a sender chooses. Alert on
 //! `webhook_rejections_total{reason="signature"}` (a wrong secret drops every event) and on
-//! `outcome="store_error"` (5xx answers the senders will retry).
+//! `outcome="store_unavailable"` (5xx answers the senders will retry).
 //!
 //! ```
 //! # #[cfg(feature = "metrics")] {
@@ -89,21 +89,17 @@ impl Timer {
 /// The values of each label, for the keys made once per layer: building a key allocates its
 /// labels, which a delivery must not pay for (and, without a recorder, not at all).
 #[cfg(feature = "metrics")]
-const OUTCOMES: [&str; 11] = [
-    "handled",
-    "handler_failed",
-    "handler_error",
-    "handler_panicked",
-    "duplicate",
-    "in_flight",
-    "store_error",
-    "rejected",
-    "abandoned",
-    "queued",
-    "inbox_full",
-];
+pub(crate) const OUTCOMES: [&str; Outcome::DELIVERIES.len()] = {
+    let mut names = [""; Outcome::DELIVERIES.len()];
+    let mut at = 0;
+    while at < names.len() {
+        names[at] = Outcome::DELIVERIES[at].name();
+        at += 1;
+    }
+    names
+};
 #[cfg(feature = "metrics")]
-use crate::stats::REASONS;
+use crate::stats::{Outcome, REASONS};
 #[cfg(feature = "metrics")]
 const CALLS: [&str; 4] = ["claim", "complete", "release", "enqueue"];
 

@@ -87,7 +87,7 @@ pub struct StatsSnapshot {
 
 impl StatsSnapshot {
     /// Every counter with a stable name: `handled`, `handler_failed`, `duplicate`,
-    /// `in_flight`, `store_error`, `completion_failed`, `abandoned`, `queued`, `inbox_full`,
+    /// `in_flight`, `store_unavailable`, `completion_failed`, `abandoned`, `queued`, `inbox_full`,
     /// `rejected`, and
     /// `rejected.<reason>` for each [reason](crate::Rejection::reason) a delivery is refused
     /// for.
@@ -113,7 +113,7 @@ impl StatsSnapshot {
             ("handler_failed", self.handler_failures),
             ("duplicate", self.duplicates),
             ("in_flight", self.in_flight),
-            ("store_error", self.store_errors),
+            (Outcome::StoreUnavailable.name(), self.store_errors),
             ("completion_failed", self.completion_failures),
             ("abandoned", self.abandoned),
             ("queued", self.queued),
@@ -131,20 +131,73 @@ impl StatsSnapshot {
     }
 }
 
-/// What the layer counts; the discriminant is the counter's index.
-#[derive(Debug, Clone, Copy)]
+/// How a delivery ended: the one list of outcome names, used as the metric label, the log
+/// field, the [`StatsSnapshot::iter`] name and, for the refusals it shares, the
+/// [rejection's reason](crate::Rejection::reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Handled,
+    /// The handler answered non-2xx.
     HandlerFailed,
+    /// The inner service returned an error.
+    HandlerError,
+    HandlerPanicked,
     Duplicate,
     InFlight,
-    StoreError,
+    StoreUnavailable,
+    /// Not a delivery's end: a handled delivery whose completion was not recorded.
     CompletionFailed,
     Abandoned,
     Queued,
     InboxFull,
     /// Refused for the [reason](crate::Rejection::reason) named.
     Rejected(&'static str),
+}
+
+impl Outcome {
+    /// Every way a delivery ends, each once (every refusal counted as `rejected`).
+    pub(crate) const DELIVERIES: [Self; 11] = [
+        Self::Handled,
+        Self::HandlerFailed,
+        Self::HandlerError,
+        Self::HandlerPanicked,
+        Self::Duplicate,
+        Self::InFlight,
+        Self::StoreUnavailable,
+        Self::Rejected(""),
+        Self::Abandoned,
+        Self::Queued,
+        Self::InboxFull,
+    ];
+
+    /// The outcome's one name.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Handled => "handled",
+            Self::HandlerFailed => "handler_failed",
+            Self::HandlerError => "handler_error",
+            Self::HandlerPanicked => "handler_panicked",
+            Self::Duplicate => "duplicate",
+            Self::InFlight => "in_flight",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::CompletionFailed => "completion_failed",
+            Self::Abandoned => "abandoned",
+            Self::Queued => "queued",
+            Self::InboxFull => "inbox_full",
+            Self::Rejected(_) => "rejected",
+        }
+    }
+
+    /// The outcome of a delivery refused with `rejection`.
+    pub(crate) fn of(rejection: &crate::Rejection) -> Self {
+        use crate::RejectionKind;
+        match rejection.kind() {
+            RejectionKind::InFlight => Self::InFlight,
+            RejectionKind::StoreUnavailable => Self::StoreUnavailable,
+            RejectionKind::InboxFull => Self::InboxFull,
+            _ => Self::Rejected(rejection.reason()),
+        }
+    }
 }
 
 const COUNTERS: usize = 17;
@@ -197,10 +250,10 @@ impl Stats {
     pub(crate) fn count(&self, outcome: Outcome) {
         let index = match outcome {
             Outcome::Handled => 0,
-            Outcome::HandlerFailed => 1,
+            Outcome::HandlerFailed | Outcome::HandlerError | Outcome::HandlerPanicked => 1,
             Outcome::Duplicate => 2,
             Outcome::InFlight => 3,
-            Outcome::StoreError => 4,
+            Outcome::StoreUnavailable => 4,
             Outcome::CompletionFailed => 5,
             Outcome::Abandoned => 6,
             Outcome::Queued => 7,
@@ -220,6 +273,45 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One name per outcome, the same in every place that names it: the Stats counter it
+    /// adds to, the metric label and log field (`Outcome::name`), and the reason of the
+    /// rejection it answers with.
+    #[test]
+    fn every_outcome_has_one_name_everywhere() {
+        use crate::reject::{Rejection, RejectionKind};
+        let names: Vec<&str> = Outcome::DELIVERIES.iter().map(|o| o.name()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for outcome in Outcome::DELIVERIES {
+            let stats = Stats::default();
+            stats.count(outcome);
+            let counted: Vec<(&str, u64)> = stats.snapshot().iter().filter(|c| c.1 > 0).collect();
+            // The handler's three failures share one counter; every other outcome has its own,
+            // under its own name.
+            let expected = match outcome {
+                Outcome::HandlerError | Outcome::HandlerPanicked => Outcome::HandlerFailed.name(),
+                other => other.name(),
+            };
+            assert_eq!(counted, [(expected, 1)], "{outcome:?}");
+        }
+        for kind in [
+            RejectionKind::InFlight,
+            RejectionKind::StoreUnavailable,
+            RejectionKind::InboxFull,
+        ] {
+            let rejection = Rejection::new(kind);
+            let outcome = Outcome::of(&rejection);
+            assert_eq!(outcome.name(), rejection.reason());
+            assert!(names.contains(&outcome.name()));
+        }
+        let refused = Rejection::new(RejectionKind::MissingId);
+        assert_eq!(Outcome::of(&refused), Outcome::Rejected("missing_id"));
+        #[cfg(feature = "metrics")]
+        assert_eq!(crate::metrics::OUTCOMES.as_slice(), names.as_slice());
+    }
 
     #[test]
     fn every_counter_is_named_once_and_reasons_add_up() {

@@ -80,6 +80,8 @@ async fn logs_name_the_delivery_and_never_its_secrets() {
         rejected.contains(" WARN ") && rejected.contains("reason=no matching signature"),
         "{logs}"
     );
+    // The id the forged delivery claimed, unverified, to match it with a sender's dashboard.
+    assert!(rejected.contains("claimed_id=\"msg_forged\""), "{logs}");
     let secret_key = SECRET.strip_prefix("whsec_").unwrap();
     let tag = signature.strip_prefix("v1,").unwrap();
     for secret in [secret_key, tag, "4242424242424242", "card.charged"] {

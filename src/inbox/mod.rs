@@ -13,7 +13,7 @@
 //! | --- | --- | --- |
 //! | `202 Accepted` | the delivery is committed to the queue | stops |
 //! | `200 OK` + `webhook-duplicate: true` | a copy of a delivery queued within the dedup window | stops |
-//! | `429` + `Retry-After` | the queue holds more jobs than [`with_max_queued`](SqliteInbox::with_max_queued) | slows down, retries |
+//! | `429` + `Retry-After` | the queue holds [`with_max_queued`](SqliteInbox::with_max_queued) jobs already | slows down, retries |
 //! | `503` + `Retry-After` | the write failed or took longer than the store timeout | retries |
 //! | `400`, `413` | as without an inbox: forged or malformed | drops it |
 //!
@@ -28,8 +28,11 @@
 //!
 //! A worker killed mid-job (SIGKILL, a lost machine) loses nothing: its jobs are taken again
 //! once its heartbeat lapses (twice the [heartbeat](SqliteInbox::with_heartbeat), 5 s by
-//! default), so a handler may run more than once for one delivery, as at-least-once
-//! delivery allows.
+//! default), a running one as a failed attempt retried after its backoff, so a handler may
+//! run more than once for one delivery, as at-least-once delivery allows. A job whose
+//! worker died during its last attempt is dead-lettered ("its worker died during the last
+//! attempt"), not run again. Each attempt has a deadline
+//! ([`Worker::attempt_timeout`], 5 minutes by default).
 //!
 //! The queue is [apalis](https://docs.rs/apalis-core)'s, on SQLite ([`SqliteInbox`], feature
 //! `inbox-sqlite`: one file, no service) or PostgreSQL ([`PostgresInbox`], feature

@@ -102,8 +102,10 @@ macro_rules! inbox_methods {
             self
         }
 
-        /// Answers 429 with `Retry-After` while the queue holds `jobs` or more waiting or
-        /// running (default [`DEFAULT_MAX_QUEUED`](super::DEFAULT_MAX_QUEUED)).
+        /// Answers 429 with `Retry-After` while the queue holds `jobs` waiting or running
+        /// already (default [`DEFAULT_MAX_QUEUED`](super::DEFAULT_MAX_QUEUED)): it never holds
+        /// more, however many deliveries arrive at once, from this process or from others on
+        /// the same database (the check is part of each delivery's transaction).
         #[must_use]
         pub fn with_max_queued(mut self, jobs: u64) -> Self {
             self.settings.max_queued = jobs;

@@ -421,7 +421,12 @@ impl PostgresStore {
         let options = url
             .parse::<sqlx::postgres::PgConnectOptions>()
             .map_err(store_error)?
-            .options([("statement_timeout", timeout.as_str())]);
+            .options([
+                ("statement_timeout", timeout.as_str()),
+                // Not the notices of `IF NOT EXISTS` (a schema or table there already), which
+                // sqlx would log at info on every start.
+                ("client_min_messages", "warning"),
+            ]);
         let pool = sqlx::postgres::PgPoolOptions::new()
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
