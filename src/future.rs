@@ -676,7 +676,7 @@ fn record_claimed_id(span: &Span, headers: &http::HeaderMap) {
     let claimed = ID_HEADERS
         .iter()
         .find_map(|name| headers.get(*name))
-        .map(|value| value.as_bytes());
+        .map(http::HeaderValue::as_bytes);
     if let Some(claimed) = claimed {
         let shown: String = claimed
             .iter()

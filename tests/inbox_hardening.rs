@@ -69,7 +69,7 @@ macro_rules! on_inbox {
     };
 }
 
-/// Every job of the place's queue: (status, attempts, held by a worker, run_at in the
+/// Every job of the place's queue: (status, attempts, held by a worker, `run_at` in the
 /// future).
 async fn jobs(place: &Place) -> Vec<(String, i64, bool, bool)> {
     match place {
@@ -304,7 +304,7 @@ struct Doomed {
 }
 
 impl Doomed {
-    async fn start(place: &Place, retry: RetryPolicy, started: Arc<AtomicU32>) -> Self {
+    fn start(place: &Place, retry: RetryPolicy, started: Arc<AtomicU32>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -341,7 +341,7 @@ async fn a_job_whose_worker_dies_is_retried_then_dead_lettered(place: Place) {
     });
     let started = Arc::new(AtomicU32::new(0));
     for attempt in 1..=2 {
-        let doomed = Doomed::start(&place, retry, Arc::clone(&started)).await;
+        let doomed = Doomed::start(&place, retry, Arc::clone(&started));
         assert!(
             eventually(30, || started.load(Ordering::SeqCst) == attempt).await,
             "attempt {attempt} started"
@@ -349,7 +349,7 @@ async fn a_job_whose_worker_dies_is_retried_then_dead_lettered(place: Place) {
         doomed.kill();
         if attempt == 1 {
             // The next worker's sweep takes it back: a failed attempt, put off.
-            let watcher = Doomed::start(&place, retry, Arc::new(AtomicU32::new(0))).await;
+            let watcher = Doomed::start(&place, retry, Arc::new(AtomicU32::new(0)));
             let rows = read_until(
                 15,
                 || jobs(&place),

@@ -58,10 +58,8 @@ impl EventRejection {
 
     /// The status code of the rejection.
     pub fn status(&self) -> StatusCode {
-        match self.kind {
-            EventRejectionKind::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
-            EventRejectionKind::InvalidPayload(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        // Both are the receiver's own bug: a 500, which every sender retries.
+        StatusCode::INTERNAL_SERVER_ERROR
     }
 
     /// The id of the delivery whose payload did not fit, if there was one.

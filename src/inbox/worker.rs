@@ -218,7 +218,7 @@ where
             Ok(0) => {}
             Ok(jobs) => tracing::info!(jobs, "jobs fetched but not started went back to the queue"),
             Err(err) => {
-                tracing::warn!(error = %err, "could not put back the jobs fetched but not started; they go back once this worker's heartbeat lapses")
+                tracing::warn!(error = %err, "could not put back the jobs fetched but not started; they go back once this worker's heartbeat lapses");
             }
         }
         ran
