@@ -206,12 +206,27 @@ where
             permit: None,
             _args: PhantomData,
         };
-        let run = self
-            .queue
-            .run(name.clone(), self.concurrency, service, Box::pin(signal));
-        let sweeping = sweep(self.queue.clone(), name.clone());
-        let ran = match select(run, std::pin::pin!(sweeping)).await {
-            Either::Left((ran, _)) | Either::Right((ran, _)) => ran,
+        let signal = signal.shared();
+        let mut sweeping = std::pin::pin!(sweep(self.queue.clone(), name.clone()));
+        let ran = loop {
+            let run = self.queue.run(
+                name.clone(),
+                self.concurrency,
+                service.clone(),
+                Box::pin(signal.clone()),
+            );
+            let ran = match select(run, sweeping.as_mut()).await {
+                Either::Left((ran, _)) | Either::Right((ran, _)) => ran,
+            };
+            match ran {
+                // The queue failed under it (the database went away): start again, as a
+                // worker must outlive an outage, until it is told to stop.
+                Err(err) if signal.peek().is_none() => {
+                    tracing::warn!(error = %err, "the inbox worker stopped; starting it again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                ran => break ran,
+            }
         };
         // A stop while the worker was fetching can leave jobs fetched and never started.
         match self.queue.unfetch(name).await {
