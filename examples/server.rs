@@ -24,7 +24,9 @@
 //!
 //! Demo knobs, to watch retries and slow handlers: `HANDLER_DELAY_MS` makes the handler
 //! sleep that long before it answers; `HANDLER_FAIL_RATE` (0.0 to 1.0) is the share of
-//! deliveries whose first attempt fails with an error (later attempts succeed).
+//! deliveries whose first attempt fails with an error (later attempts succeed);
+//! `HANDLER_ABORT_TYPE` makes the handler abort the whole process as it starts on events of
+//! that type, as a poison job does.
 //!
 //! `GET /health` answers `ok`, outside the webhook layer. Built with `--features metrics`,
 //! `GET /metrics` serves the layer's metrics in the Prometheus text format.
@@ -93,6 +95,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 struct Knobs {
     delay: std::time::Duration,
     fail_rate: f64,
+    abort_type: Option<String>,
 }
 
 impl Knobs {
@@ -108,6 +111,7 @@ impl Knobs {
                 .and_then(|rate| rate.parse::<f64>().ok())
                 .unwrap_or(0.0)
                 .clamp(0.0, 1.0),
+            abort_type: var("HANDLER_ABORT_TYPE"),
         }
     }
 
@@ -126,14 +130,6 @@ impl Knobs {
 /// The work on one delivery, inline or in a worker: `attempt` is the worker's, or (inline)
 /// 1 for the first copy this process sees and 2 after.
 async fn work(event: &Event, attempt: u32, knobs: &Knobs) -> Result<(), String> {
-    if !knobs.delay.is_zero() {
-        println!("working on event {} (attempt {attempt})", event.id());
-        tokio::time::sleep(knobs.delay).await;
-    }
-    if attempt == 1 && knobs.first_attempt_fails(event.id()) {
-        println!("failed event {} (attempt 1, a demo failure)", event.id());
-        return Err("a demo failure (HANDLER_FAIL_RATE)".to_owned());
-    }
     let kind = event
         .event_type()
         .map(str::to_owned)
@@ -144,6 +140,18 @@ async fn work(event: &Event, attempt: u32, knobs: &Knobs) -> Result<(), String> 
                 .find_map(|field| payload.get(field)?.as_str().map(str::to_owned))
         })
         .unwrap_or_else(|| "-".to_owned());
+    if knobs.abort_type.as_deref() == Some(kind.as_str()) {
+        println!("working on event {} (attempt {attempt})", event.id());
+        std::process::abort();
+    }
+    if !knobs.delay.is_zero() {
+        println!("working on event {} (attempt {attempt})", event.id());
+        tokio::time::sleep(knobs.delay).await;
+    }
+    if attempt == 1 && knobs.first_attempt_fails(event.id()) {
+        println!("failed event {} (attempt 1, a demo failure)", event.id());
+        return Err("a demo failure (HANDLER_FAIL_RATE)".to_owned());
+    }
     println!(
         "handled event {} (type {kind}, {} bytes, attempt {attempt})",
         event.id(),

@@ -98,6 +98,23 @@ impl Receiver {
         Self { child }
     }
 
+    /// Whether the server ended on its own within `within`.
+    async fn exits_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self
+                .child
+                .try_wait()
+                .expect("the server's status")
+                .is_some()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     fn kill(mut self) {
         // SIGKILL: no shutdown, no last heartbeat, nothing flushed.
         self.child.kill().expect("SIGKILL");
@@ -329,11 +346,22 @@ async fn started(runs: &Runs, id: &str, n: usize, within: Duration) -> bool {
     false
 }
 
-/// A poison job: its handler takes the receiver down on every attempt (here a SIGKILL each
-/// time it starts). After its last attempt it is dead-lettered, with the reason, and never
-/// taken again, however often the receiver restarts.
+/// How a poison job takes its receiver down.
+#[derive(Clone, Copy, PartialEq)]
+enum Death {
+    /// A SIGKILL from outside once its handler has started.
+    Killed,
+    /// Its handler aborts the process as it starts, before apalis has written anything of
+    /// the attempt.
+    Aborts,
+}
+
+/// A poison job: its handler takes the receiver down on every attempt. After its last
+/// attempt it is dead-lettered, with the reason, and never taken again, however often the
+/// receiver restarts.
 async fn poison_job_is_dead_lettered(
     backend: &str,
+    death: Death,
     mut env: Vec<(&'static str, String)>,
 ) -> String {
     const ATTEMPTS: usize = 3;
@@ -355,15 +383,36 @@ async fn poison_job_is_dead_lettered(
         std::process::id(),
         unique_suffix()
     );
+    if death == Death::Aborts {
+        env.extend([
+            ("HANDLER_ABORT_TYPE", "poison.test".to_owned()),
+            ("WEBHOOK_INBOX_BACKOFF_MS", "200".to_owned()),
+        ]);
+    }
     let mut receiver = Receiver::start(&env, &runs);
     deliver_one(addr, &id).await;
-    for attempt in 1..=ATTEMPTS {
-        assert!(
-            started(&runs, &id, attempt, Duration::from_secs(30)).await,
-            "attempt {attempt} started"
-        );
-        receiver.kill();
-        receiver = Receiver::start(&env, &runs);
+    match death {
+        Death::Killed => {
+            for attempt in 1..=ATTEMPTS {
+                assert!(
+                    started(&runs, &id, attempt, Duration::from_secs(30)).await,
+                    "attempt {attempt} started"
+                );
+                receiver.kill();
+                receiver = Receiver::start(&env, &runs);
+            }
+        }
+        Death::Aborts => {
+            // Each receiver dies as the job starts; the one that lives has dead-lettered
+            // it. Restarts stop two past the attempts, where a job whose attempts were not
+            // counted would go on killing receivers.
+            for _ in 0..ATTEMPTS + 2 {
+                if !receiver.exits_within(Duration::from_secs(10)).await {
+                    break;
+                }
+                receiver = Receiver::start(&env, &runs);
+            }
+        }
     }
     // The last receiver takes the job back and dead-letters it; a few heartbeats more, it
     // has not started it again.
@@ -385,12 +434,16 @@ fn assert_dead_lettered(letters: &[tower_webhook::inbox::DeadLetter], id: &str) 
     );
 }
 
-async fn sqlite_poison_job_is_dead_lettered() {
-    let dir = std::env::temp_dir().join(format!("tower-webhook-poison-{}", std::process::id()));
+async fn sqlite_poison_job_is_dead_lettered(death: Death) {
+    let dir = std::env::temp_dir().join(format!(
+        "tower-webhook-poison-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("inbox.db");
     let env = vec![("WEBHOOK_INBOX", format!("sqlite:{}", path.display()))];
-    let id = poison_job_is_dead_lettered("sqlite", env).await;
+    let id = poison_job_is_dead_lettered("sqlite", death, env).await;
     let inbox = tower_webhook::inbox::SqliteInbox::open(&path)
         .await
         .unwrap();
@@ -398,14 +451,14 @@ async fn sqlite_poison_job_is_dead_lettered() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn postgres_poison_job_is_dead_lettered() {
+async fn postgres_poison_job_is_dead_lettered(death: Death) {
     let queue = format!("poison-{}-{}", std::process::id(), unique_suffix());
     let env = vec![
         ("WEBHOOK_INBOX", "postgres".to_owned()),
         ("DATABASE_URL", common::database_url()),
         ("WEBHOOK_INBOX_QUEUE", queue.clone()),
     ];
-    let id = poison_job_is_dead_lettered("postgres", env).await;
+    let id = poison_job_is_dead_lettered("postgres", death, env).await;
     let inbox = tower_webhook::inbox::PostgresInbox::connect(&common::database_url())
         .await
         .unwrap()
@@ -480,9 +533,12 @@ fn main() -> std::process::ExitCode {
     });
     let mut trials = vec![
         common::trial("sqlite_survives_sigkill", sqlite_survives_sigkill),
+        common::trial("sqlite_poison_job_is_dead_lettered", || {
+            sqlite_poison_job_is_dead_lettered(Death::Killed)
+        }),
         common::trial(
-            "sqlite_poison_job_is_dead_lettered",
-            sqlite_poison_job_is_dead_lettered,
+            "sqlite_a_job_that_aborts_its_process_is_dead_lettered",
+            || sqlite_poison_job_is_dead_lettered(Death::Aborts),
         ),
     ];
     trials.extend(common::needing(
@@ -492,9 +548,12 @@ fn main() -> std::process::ExitCode {
         reachable,
         vec![
             common::trial("postgres_survives_sigkill", postgres_survives_sigkill),
+            common::trial("postgres_poison_job_is_dead_lettered", || {
+                postgres_poison_job_is_dead_lettered(Death::Killed)
+            }),
             common::trial(
-                "postgres_poison_job_is_dead_lettered",
-                postgres_poison_job_is_dead_lettered,
+                "postgres_a_job_that_aborts_its_process_is_dead_lettered",
+                || postgres_poison_job_is_dead_lettered(Death::Aborts),
             ),
             common::trial(
                 "postgres_dead_workers_jobs_come_back_within_three_heartbeats",

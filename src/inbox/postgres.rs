@@ -56,6 +56,9 @@ const COUNTS: &str = "SELECT
     FROM apalis.jobs WHERE job_type = $1";
 const DEFER: &str =
     "UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1";
+// A job `$2` fetched, marked as running before its handler starts.
+const START: &str = "UPDATE apalis.jobs SET status = 'Running', lock_at = now()
+    WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')";
 const DEAD: &str = "SELECT id, job, attempts::BIGINT, last_result::TEXT FROM apalis.jobs
     WHERE job_type = $1 AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))
     ORDER BY done_at DESC NULLS LAST LIMIT $2";
@@ -275,6 +278,17 @@ impl PostgresInbox {
             .await
             .map_err(store_error)?;
         Ok(done.rows_affected())
+    }
+
+    /// Marks the job `task_id` as running if `me` still holds it.
+    async fn start_job(&self, task_id: String, me: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(START)
+            .bind(task_id)
+            .bind(me)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Puts the failed job `task_id` off by `delay`, before apalis records its failure.

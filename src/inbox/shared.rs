@@ -4,7 +4,8 @@
 //!
 //! Both macros expect, in the module that invokes them: the statements `COUNTS`, `DEAD`,
 //! `REPLAY` and `BUMP_DEPTH`, a `store_error` for sqlx's errors, and the inherent methods
-//! `enqueue(Stored, Duration)` and `defer_job(String, Duration)`.
+//! `enqueue(Stored, Duration)`, `defer_job(String, Duration)`, `start_job(String, &str)`,
+//! `sweep_jobs(String, Duration)` and `unfetch_jobs(String)`.
 
 use std::time::Duration;
 
@@ -251,6 +252,15 @@ macro_rules! inbox_impls {
             ) -> $crate::store::BoxFuture<Result<(), $crate::store::StoreError>> {
                 let inbox = self.clone();
                 Box::pin(async move { inbox.defer_job(task_id, delay).await })
+            }
+
+            fn start(
+                &self,
+                task_id: String,
+                me: ::std::sync::Arc<str>,
+            ) -> $crate::store::BoxFuture<Result<bool, $crate::store::StoreError>> {
+                let inbox = self.clone();
+                Box::pin(async move { inbox.start_job(task_id, &me).await })
             }
 
             fn retry(&self) -> super::RetryPolicy {

@@ -92,6 +92,12 @@ pub trait Queue: Clone + Send + Sync + 'static {
     /// Sets when the job `task_id` may run again, before apalis records its failure.
     fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), StoreError>>;
 
+    /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts:
+    /// `false` when `me` no longer holds it. apalis writes that mark only after the handler
+    /// has started, so a worker that dies in between would leave a job that ran looking
+    /// as if it never had, and a poison job would never use its attempts up.
+    fn start(&self, task_id: String, me: Arc<str>) -> BoxFuture<Result<bool, StoreError>>;
+
     /// The inbox's retry policy.
     fn retry(&self) -> RetryPolicy;
 
@@ -198,6 +204,7 @@ where
     ) -> Result<(), InboxError> {
         let name = self.name.unwrap_or_else(unique_name);
         let service = Adapter {
+            name: Arc::from(name.as_str()),
             handler: self.handler,
             queue: self.queue.clone(),
             limit: Arc::new(Semaphore::new(self.concurrency)),
@@ -298,6 +305,8 @@ impl Error for InboxError {
 /// by the backoff, or killed: dead-lettered at once).
 #[allow(unreachable_pub)]
 pub struct Adapter<H, A, Q> {
+    /// The worker's name, which holds the jobs it fetched.
+    name: Arc<str>,
     handler: Arc<H>,
     queue: Q,
     limit: Arc<Semaphore>,
@@ -310,6 +319,7 @@ pub struct Adapter<H, A, Q> {
 impl<H, A, Q: Clone> Clone for Adapter<H, A, Q> {
     fn clone(&self) -> Self {
         Self {
+            name: Arc::clone(&self.name),
             handler: Arc::clone(&self.handler),
             queue: self.queue.clone(),
             limit: Arc::clone(&self.limit),
@@ -361,6 +371,7 @@ where
         let permit = self.permit.take();
         let handler = Arc::clone(&self.handler);
         let queue = self.queue.clone();
+        let me = Arc::clone(&self.name);
         let ctx = Arc::clone(task.ctx());
         let stored = task.args;
         let timeout = self.timeout;
@@ -387,15 +398,28 @@ where
                 // down too, for ever.
                 Ran::Dead(WORKER_DIED.to_owned())
             } else {
-                run_once(
-                    &*handler,
-                    &stored,
-                    &task_id,
-                    (attempt, max_attempts),
-                    timeout,
-                )
-                .instrument(span.clone())
-                .await
+                match queue.start(task_id.clone(), me).await {
+                    Ok(true) => {
+                        run_once(
+                            &*handler,
+                            &stored,
+                            &task_id,
+                            (attempt, max_attempts),
+                            timeout,
+                        )
+                        .instrument(span.clone())
+                        .await
+                    }
+                    Ok(false) => {
+                        // Taken back while this worker seemed dead (its heartbeat lapsed):
+                        // another worker has it now, and apalis's record of this attempt
+                        // will not touch a job this worker no longer holds.
+                        let _entered = span.enter();
+                        tracing::warn!("webhook job taken back from this worker before it started; not run here");
+                        return Ok(());
+                    }
+                    Err(err) => Ran::Failed(format!("could not mark the job as started: {err}")),
+                }
             };
             let _entered = span.enter();
             match ran {
