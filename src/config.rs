@@ -1,6 +1,8 @@
 //! The settings a layer hands to every service and response future it makes.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +31,48 @@ pub(crate) struct Config {
     pub(crate) retry_after: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where a delivery's peer address is found, for its span.
+    pub(crate) peer: Peer,
     pub(crate) stats: Stats,
     /// The metric keys, made on the first delivery; a change of settings drops them.
     #[cfg(feature = "metrics")]
     pub(crate) metric_keys: std::sync::OnceLock<crate::metrics::Keys>,
+}
+
+/// Finds the address of the peer that sent a request.
+#[derive(Clone)]
+pub(crate) struct Peer(pub(crate) Option<Arc<PeerFn>>);
+
+/// What [`VerifyWebhookLayer::with_peer`](crate::VerifyWebhookLayer::with_peer) takes.
+pub(crate) type PeerFn = dyn Fn(&http::request::Parts) -> Option<IpAddr> + Send + Sync;
+
+impl Peer {
+    /// The peer's address: the layer's own lookup if it has one, else the connection's
+    /// address in the request's extensions, as axum's `ConnectInfo<SocketAddr>` or a
+    /// `SocketAddr` a server put there.
+    pub(crate) fn of(&self, parts: &http::request::Parts) -> Option<IpAddr> {
+        if let Some(find) = &self.0 {
+            return find(parts);
+        }
+        #[cfg(feature = "axum")]
+        if let Some(info) = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        {
+            return Some(info.0.ip());
+        }
+        parts.extensions.get::<SocketAddr>().map(SocketAddr::ip)
+    }
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Peer(custom)"
+        } else {
+            "Peer(connection)"
+        })
+    }
 }
 
 impl Config {

@@ -232,9 +232,15 @@ where
             scheme = config.scheme.name(),
             id = tracing::field::Empty,
             claimed_id = tracing::field::Empty,
+            peer = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
         let (parts, body) = request.into_parts();
+        if !span.is_disabled() {
+            if let Some(peer) = config.peer.of(&parts) {
+                span.record("peer", tracing::field::display(peer));
+            }
+        }
         let limit = config.body_limit;
         let announced = parts
             .headers

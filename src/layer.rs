@@ -6,7 +6,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{clamp_ttl, Config, MIN_TTL};
+use crate::config::{clamp_ttl, Config, Peer, MIN_TTL};
 use crate::id::IdSource;
 use crate::scheme::Scheme;
 use crate::service::VerifyWebhook;
@@ -79,6 +79,7 @@ impl VerifyWebhookLayer {
                 retry_after: Self::DEFAULT_RETRY_AFTER,
                 store_timeout: Self::DEFAULT_STORE_TIMEOUT,
                 clock: Arc::new(SystemClock),
+                peer: Peer(None),
                 stats: Stats::default(),
                 #[cfg(feature = "metrics")]
                 metric_keys: std::sync::OnceLock::new(),
@@ -154,6 +155,35 @@ impl VerifyWebhookLayer {
     /// ```
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.config_mut().name = Arc::from(name.into());
+        self
+    }
+
+    /// Sets how the address of a delivery's sender is found, for the `peer` field of the
+    /// delivery's span (and so of its log lines, a rejection's among them), to match it
+    /// with the sender's dashboard or its published addresses.
+    ///
+    /// By default it is the connection's address: axum's `ConnectInfo<SocketAddr>` (serve
+    /// the app with `into_make_service_with_connect_info::<SocketAddr>()`), or a
+    /// `SocketAddr` in the request's extensions. Behind a proxy that is the proxy's; read
+    /// the header your proxy sets instead, trusting only what your own proxy writes.
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tower_webhook::{scheme::StandardWebhooks, VerifyWebhookLayer};
+    ///
+    /// // Behind one proxy that appends the client's address to `X-Forwarded-For`.
+    /// let layer = VerifyWebhookLayer::new(StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?)
+    ///     .with_peer(|request: &http::request::Parts| {
+    ///         let forwarded = request.headers.get("x-forwarded-for")?.to_str().ok()?;
+    ///         forwarded.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+    ///     });
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    pub fn with_peer(
+        mut self,
+        find: impl Fn(&http::request::Parts) -> Option<std::net::IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.config_mut().peer = Peer(Some(Arc::new(find)));
         self
     }
 

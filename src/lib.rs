@@ -124,7 +124,8 @@
 //!
 //! # Features
 //!
-//! - `axum` (default): [`Event`] as an axum extractor, on `axum-core` alone.
+//! - `axum` (default): [`Event`] as an axum extractor, and the sender's address from axum's
+//!   `ConnectInfo` in each delivery's span.
 //! - `redis`: [`store::RedisStore`].
 //! - `postgres`: [`store::PostgresStore`].
 //! - `sqlite`: `store::SqliteStore`.

@@ -156,6 +156,7 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// Every way a delivery ends, each once (every refusal counted as `rejected`).
+    #[cfg(any(feature = "metrics", test))]
     pub(crate) const DELIVERIES: [Self; 11] = [
         Self::Handled,
         Self::HandlerFailed,
