@@ -81,17 +81,3 @@ impl Config {
         escape_segment(&self.name)
     }
 }
-
-/// The longest lease or dedup window a store is asked to keep: a year. Longer ones (up to
-/// `Duration::MAX`) overflow the expiry arithmetic of Redis and PostgreSQL, and every
-/// completion would fail.
-pub(crate) const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-
-/// The shortest lease, window or store timeout: a millisecond, the stores' resolution. Zero
-/// would expire a claim as it is made.
-pub(crate) const MIN_TTL: Duration = Duration::from_millis(1);
-
-/// `ttl` within what every store keeps.
-pub(crate) fn clamp_ttl(ttl: Duration) -> Duration {
-    ttl.clamp(MIN_TTL, MAX_TTL)
-}

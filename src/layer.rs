@@ -6,12 +6,12 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{clamp_ttl, Config, Peer, MIN_TTL};
+use crate::config::{Config, Peer};
 use crate::id::IdSource;
 use crate::scheme::Scheme;
 use crate::service::VerifyWebhook;
 use crate::stats::Stats;
-use crate::store::IdempotencyStore;
+use crate::store::{clamp_ttl, IdempotencyStore, MIN_TTL};
 
 /// A [`Layer`] that verifies webhook deliveries and deduplicates them before the inner service
 /// runs. See the [crate documentation](crate) for the whole pipeline.
@@ -49,7 +49,7 @@ impl VerifyWebhookLayer {
     pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
     /// The longest lease or dedup window the layer asks a store to keep: 365 days. Longer
     /// settings are cut to it.
-    pub const MAX_TTL: Duration = crate::config::MAX_TTL;
+    pub const MAX_TTL: Duration = crate::store::MAX_TTL;
 
     /// A layer that verifies deliveries with `scheme` and, until a store is set, only
     /// verifies: every verified copy of a delivery runs the inner service.

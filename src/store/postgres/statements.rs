@@ -1,13 +1,14 @@
-//! The store's three statements, each sending a batch of calls (see `store::batch`).
+//! The store's three statements, each sending a batch of calls (see `batch`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::super::batch::{Execute, Pending};
-use super::super::{Claim, ClaimToken, StoreError, StoreErrorKind};
-use super::{error_kind, Sql};
+use super::batch::{Execute, Pending};
+use super::error::error_kind;
+use super::table::Sql;
+use crate::store::{Claim, ClaimToken, StoreError, StoreErrorKind};
 
 /// How often a statement that PostgreSQL chose as a deadlock's victim is sent again. The
 /// keys of each statement are sorted, and a plan that finds rows by key visits them in that

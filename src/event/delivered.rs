@@ -1,4 +1,4 @@
-//! The verified delivery a handler receives.
+//! `Event`: the verified delivery a handler receives, raw or deserialized.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -282,11 +282,3 @@ impl<T> fmt::Debug for Event<T> {
             .finish_non_exhaustive()
     }
 }
-
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-mod extract;
-
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use extract::{EventRejection, EventRejectionKind};

@@ -1,0 +1,165 @@
+//! The trait every signature scheme implements, and what a verification returns.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use http::HeaderMap;
+
+use super::{DeliveryId, VerifyError};
+
+/// How one sender signs its webhooks.
+///
+/// Implementations check the signature and timestamp of a delivery against its raw body. They
+/// must compare signatures in constant time, try every configured secret, and never put a
+/// secret or an expected signature into an error.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use http::{HeaderMap, HeaderName, HeaderValue};
+/// use tower_webhook::scheme::{DeliveryId, Scheme, Verified, VerifyError, VerifyErrorKind};
+///
+/// /// A sender that puts a shared token in a header (no signature: a weak scheme, but real).
+/// #[derive(Debug)]
+/// struct SharedToken(String);
+///
+/// impl Scheme for SharedToken {
+///     fn name(&self) -> &'static str {
+///         "shared-token"
+///     }
+///
+///     fn verify(&self, headers: &HeaderMap, _body: &[u8], _now: SystemTime) -> Result<Verified, VerifyError> {
+///         let name = HeaderName::from_static("x-token");
+///         let token = headers
+///             .get(&name)
+///             .ok_or_else(|| VerifyError::missing_header(name.clone()))?;
+///         // Compare in constant time in real code (`subtle::ConstantTimeEq`).
+///         if token.as_bytes() != self.0.as_bytes() {
+///             return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));
+///         }
+///         // No allocation: kept in place, or sharing the header's bytes.
+///         let id = headers.get("x-delivery").and_then(DeliveryId::from_header);
+///         Ok(id.map_or_else(Verified::new, |id| Verified::new().with_id(id)))
+///     }
+/// }
+/// ```
+pub trait Scheme: fmt::Debug + Send + Sync + 'static {
+    /// A short, stable name for the scheme, such as `"standard-webhooks"`.
+    fn name(&self) -> &'static str;
+
+    /// Verifies one delivery.
+    ///
+    /// `body` is the raw body exactly as received; `now` is the layer's clock.
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError>;
+
+    /// The id of a verified delivery, where [`IdSource::scheme`](crate::IdSource::scheme)
+    /// asks the scheme for it (the default).
+    ///
+    /// Runs after [`verify`](Self::verify) succeeded, and only when the id is needed, so that
+    /// a scheme whose id lies in the body (Stripe's `id` field) does not parse the body during
+    /// verification. The default is the id [`verify`](Self::verify) found.
+    fn identify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        verified: &Verified,
+    ) -> Option<DeliveryId> {
+        let _ = (headers, body);
+        verified.id.clone()
+    }
+
+    /// Whether the signature covers the id that [`identify`](Self::identify) returns: it is
+    /// part of the signed content, or it is read from the (signed) body.
+    ///
+    /// Where it is not, the layer's default dedup key covers a hash of the body as well, so
+    /// that a captured delivery replayed under another delivery's id cannot make that
+    /// delivery a "duplicate" (see [`IdSource::with_body_hash`](crate::IdSource::with_body_hash)).
+    /// The default is `false`, the safe answer: a scheme that signs its id says so.
+    fn signs_id(&self) -> bool {
+        false
+    }
+}
+
+/// A scheme chosen at run time, such as one picked from configuration.
+impl<S: Scheme + ?Sized> Scheme for Box<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        (**self).verify(headers, body, now)
+    }
+
+    fn identify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        verified: &Verified,
+    ) -> Option<DeliveryId> {
+        (**self).identify(headers, body, verified)
+    }
+
+    fn signs_id(&self) -> bool {
+        (**self).signs_id()
+    }
+}
+
+/// What a scheme learned from a delivery it verified.
+///
+/// ```
+/// use tower_webhook::scheme::Verified;
+///
+/// let verified = Verified::new()
+///     .with_id("msg_1")
+///     .with_timestamp(1_700_000_000)
+///     .with_event_type("user.created");
+/// assert_eq!(verified.id.as_deref(), Some("msg_1"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The delivery's id, where the scheme carries one (Standard Webhooks: `webhook-id`).
+    pub id: Option<DeliveryId>,
+    /// The signed timestamp, in seconds since the Unix epoch, where the scheme has one.
+    pub timestamp: Option<i64>,
+    /// The kind of event, where the sender names it in a header (GitHub's `X-GitHub-Event`,
+    /// Shopify's `X-Shopify-Topic`).
+    pub event_type: Option<String>,
+}
+
+impl Verified {
+    /// A verified delivery with neither id nor timestamp.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the id the scheme found.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<DeliveryId>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the signed timestamp, in seconds since the Unix epoch.
+    #[must_use]
+    pub fn with_timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Sets the kind of event.
+    #[must_use]
+    pub fn with_event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
+}
