@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::door::Door;
 use crate::id::IdSource;
 use crate::key::escape_segment;
+use crate::metrics::Meter;
 use crate::scheme::Scheme;
 use crate::stats::Stats;
 use crate::store::DynStore;
@@ -21,9 +22,9 @@ pub(crate) struct Config {
     pub(crate) scheme: Arc<dyn Scheme>,
     /// The layer's name: the namespace of its dedup keys, and a field of its span.
     pub(crate) name: Arc<str>,
-    pub(crate) store: Option<Arc<dyn DynStore>>,
-    /// Where verified deliveries are written, instead of calling the inner service.
-    pub(crate) inbox: Option<Arc<dyn Door>>,
+    /// What happens behind verification: nothing more, a claim in a store, or a write to an
+    /// inbox.
+    pub(crate) behind: Behind,
     pub(crate) id_source: IdSource,
     pub(crate) body_limit: usize,
     pub(crate) lease: Duration,
@@ -34,9 +35,31 @@ pub(crate) struct Config {
     /// Where a delivery's peer address is found, for its span.
     pub(crate) peer: Peer,
     pub(crate) stats: Stats,
-    /// The metric keys, made on the first delivery; a change of settings drops them.
-    #[cfg(feature = "metrics")]
-    pub(crate) metric_keys: std::sync::OnceLock<crate::metrics::Keys>,
+    pub(crate) meter: Meter,
+}
+
+/// What the layer does with a verified delivery: one choice, so no precedence between a
+/// store and an inbox is left to remember.
+#[derive(Debug, Clone)]
+pub(crate) enum Behind {
+    /// Calls the inner service for every verified copy.
+    Nothing,
+    /// Claims the delivery's key in a store around the inner service.
+    Store(Arc<dyn DynStore>),
+    /// Writes the delivery to an inbox and answers 202; workers run the handler. Only the
+    /// inbox features make one: without them the pipeline keeps its hand-off step unused.
+    #[cfg_attr(
+        not(any(feature = "inbox-sqlite", feature = "inbox-postgres")),
+        allow(dead_code)
+    )]
+    Inbox(Arc<dyn Door>),
+}
+
+impl Behind {
+    /// Whether deliveries are deduplicated, and so need a key.
+    pub(crate) fn dedups(&self) -> bool {
+        !matches!(self, Self::Nothing)
+    }
 }
 
 /// Finds the address of the peer that sent a request.

@@ -6,8 +6,9 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Peer};
+use crate::config::{Behind, Config, Peer};
 use crate::id::IdSource;
+use crate::metrics::Meter;
 use crate::scheme::Scheme;
 use crate::service::VerifyWebhook;
 use crate::stats::Stats;
@@ -68,10 +69,10 @@ impl VerifyWebhookLayer {
         let name = Arc::from(scheme.name());
         Self {
             config: Arc::new(Config {
+                meter: Meter::new(&name, scheme.name()),
                 scheme: Arc::new(scheme),
                 name,
-                store: None,
-                inbox: None,
+                behind: Behind::Nothing,
                 id_source: IdSource::default(),
                 body_limit: Self::DEFAULT_BODY_LIMIT,
                 lease: Self::DEFAULT_LEASE,
@@ -81,8 +82,6 @@ impl VerifyWebhookLayer {
                 clock: Arc::new(SystemClock),
                 peer: Peer(None),
                 stats: Stats::default(),
-                #[cfg(feature = "metrics")]
-                metric_keys: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -92,7 +91,8 @@ impl VerifyWebhookLayer {
     /// handled answers 429.
     ///
     /// One store can serve every layer of an application: each layer keeps its keys under
-    /// its own [name](Self::with_name).
+    /// its own [name](Self::with_name). It replaces an [inbox](Self::with_inbox) set before:
+    /// a layer either claims in a store or writes to an inbox.
     ///
     /// ```
     /// use tower_webhook::{scheme::StandardWebhooks, store::MemoryStore, VerifyWebhookLayer};
@@ -101,7 +101,7 @@ impl VerifyWebhookLayer {
     /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
     /// ```
     pub fn with_store(mut self, store: impl IdempotencyStore) -> Self {
-        self.config_mut().store = Some(Arc::new(store));
+        self.config_mut().behind = Behind::Store(Arc::new(store));
         self
     }
 
@@ -109,8 +109,9 @@ impl VerifyWebhookLayer {
     /// committed, instead of calling the inner service: workers run the handler later, with
     /// retries. See [the inbox](crate::inbox) for the answers and the workers.
     ///
-    /// The inbox keeps its own dedup marks, in the same transaction as the job; a
-    /// [store](Self::with_store) is not used by an inbox layer.
+    /// The inbox keeps its own dedup marks, in the same transaction as the job. It replaces
+    /// a [store](Self::with_store) set before: a layer either claims in a store or writes to
+    /// an inbox.
     ///
     /// ```no_run
     /// use tower_webhook::{inbox::SqliteInbox, scheme::StandardWebhooks, VerifyWebhookLayer};
@@ -129,7 +130,7 @@ impl VerifyWebhookLayer {
     )]
     #[allow(clippy::needless_pass_by_value)] // taken like `with_store`'s store; a clone is cheap
     pub fn with_inbox(mut self, inbox: impl crate::inbox::Inbox) -> Self {
-        self.config_mut().inbox = Some(crate::inbox::sealed::Sealed::door(&inbox));
+        self.config_mut().behind = Behind::Inbox(crate::inbox::sealed::Sealed::door(&inbox));
         self
     }
 
@@ -154,7 +155,10 @@ impl VerifyWebhookLayer {
     /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
     /// ```
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
-        self.config_mut().name = Arc::from(name.into());
+        let config = self.config_mut();
+        config.name = Arc::from(name.into());
+        // The name is one of the metrics' labels.
+        config.meter = Meter::new(&config.name, config.scheme.name());
         self
     }
 
@@ -319,13 +323,7 @@ impl VerifyWebhookLayer {
     }
 
     fn config_mut(&mut self) -> &mut Config {
-        let config = Arc::make_mut(&mut self.config);
-        // Made for the settings as they were (the layer's name is one of their labels).
-        #[cfg(feature = "metrics")]
-        {
-            config.metric_keys = std::sync::OnceLock::new();
-        }
-        config
+        Arc::make_mut(&mut self.config)
     }
 }
 

@@ -137,12 +137,15 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod claim;
 pub mod clock;
 mod config;
 mod door;
+mod enqueue;
 mod event;
 mod future;
 mod id;
+mod identify;
 #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 #[cfg_attr(
     docsrs,
@@ -154,6 +157,8 @@ mod key;
 mod layer;
 pub mod metrics;
 mod reject;
+mod report;
+mod response;
 mod runtime;
 pub mod scheme;
 mod service;
@@ -167,9 +172,10 @@ pub use body::ResponseBody;
 pub use event::{Event, Unparsed};
 #[cfg(feature = "axum")]
 pub use event::{EventRejection, EventRejectionKind};
-pub use future::{Duplicate, ResponseFuture, DUPLICATE_HEADER};
+pub use future::ResponseFuture;
 pub use id::IdSource;
 pub use layer::VerifyWebhookLayer;
 pub use reject::{Rejection, RejectionKind};
+pub use response::{Duplicate, DUPLICATE_HEADER};
 pub use service::VerifyWebhook;
 pub use stats::{Stats, StatsSnapshot};

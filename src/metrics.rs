@@ -24,8 +24,6 @@
 //! # }
 //! ```
 
-use crate::config::Config;
-
 /// Every delivery, by layer, scheme and outcome.
 pub const DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
 /// Deliveries refused before the handler, by layer and reason.
@@ -103,11 +101,10 @@ use crate::stats::{Outcome, REASONS};
 #[cfg(feature = "metrics")]
 const CALLS: [&str; 4] = ["claim", "complete", "release", "enqueue"];
 
-/// One layer's metric keys, made on its first delivery (its name and scheme are settled by
-/// then) and kept.
+/// One layer's metric keys, made on its first delivery and kept.
 #[cfg(feature = "metrics")]
 #[derive(Debug, Clone)]
-pub(crate) struct Keys {
+struct Keys {
     deliveries: Vec<(&'static str, ::metrics::Key)>,
     rejections: Vec<(&'static str, ::metrics::Key)>,
     durations: Vec<(&'static str, ::metrics::Key)>,
@@ -115,53 +112,125 @@ pub(crate) struct Keys {
     handler: ::metrics::Key,
 }
 
-#[cfg(feature = "metrics")]
-impl Keys {
-    fn new(config: &Config) -> Self {
-        let each = |values: &[&'static str], make: &dyn Fn(&'static str) -> ::metrics::Key| {
-            values.iter().map(|value| (*value, make(value))).collect()
-        };
+/// One layer's metrics: its labels, and the keys made from them on first use. Without the
+/// feature it is empty, and every call is a no-op.
+#[derive(Debug, Clone)]
+pub(crate) struct Meter {
+    #[cfg(feature = "metrics")]
+    layer: std::sync::Arc<str>,
+    #[cfg(feature = "metrics")]
+    scheme: &'static str,
+    #[cfg(feature = "metrics")]
+    keys: std::sync::OnceLock<Keys>,
+}
+
+impl Meter {
+    /// The metrics of the layer named `layer` on the scheme named `scheme`.
+    pub(crate) fn new(layer: &std::sync::Arc<str>, scheme: &'static str) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = (layer, scheme);
         Self {
-            deliveries: each(&OUTCOMES, &|outcome| delivery_key(config, outcome)),
-            rejections: each(&REASONS, &|reason| rejection_key(config, reason)),
-            durations: each(&CALLS, &|call| {
-                call_key(config, STORE_CALL_DURATION_SECONDS, call)
-            }),
-            errors: each(&CALLS, &|call| call_key(config, STORE_ERRORS_TOTAL, call)),
-            handler: ::metrics::Key::from_parts(HANDLER_DURATION_SECONDS, vec![layer(config)]),
+            #[cfg(feature = "metrics")]
+            layer: std::sync::Arc::clone(layer),
+            #[cfg(feature = "metrics")]
+            scheme,
+            #[cfg(feature = "metrics")]
+            keys: std::sync::OnceLock::new(),
         }
     }
 
-    fn of(config: &Config) -> &Self {
-        config.metric_keys.get_or_init(|| Self::new(config))
+    /// A delivery ended with `outcome`.
+    pub(crate) fn delivery(&self, outcome: &'static str) {
+        #[cfg(feature = "metrics")]
+        increment(&find(&self.keys().deliveries, outcome, |outcome| {
+            self.delivery_key(outcome)
+        }));
+        #[cfg(not(feature = "metrics"))]
+        let _ = outcome;
+    }
+
+    /// A delivery was refused for `reason`.
+    pub(crate) fn rejection(&self, reason: &'static str) {
+        #[cfg(feature = "metrics")]
+        increment(&find(&self.keys().rejections, reason, |reason| {
+            self.rejection_key(reason)
+        }));
+        #[cfg(not(feature = "metrics"))]
+        let _ = reason;
+    }
+
+    /// A store call (`claim`, `complete`, `release`, `enqueue`) begun at `timer` answered,
+    /// or `failed` (an error, or no answer in time).
+    pub(crate) fn store_call(&self, call: &'static str, timer: Timer, failed: bool) {
+        #[cfg(feature = "metrics")]
+        {
+            let keys = self.keys();
+            record(
+                &find(&keys.durations, call, |call| {
+                    self.call_key(STORE_CALL_DURATION_SECONDS, call)
+                }),
+                timer,
+            );
+            if failed {
+                increment(&find(&keys.errors, call, |call| {
+                    self.call_key(STORE_ERRORS_TOTAL, call)
+                }));
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (call, timer, failed);
+    }
+
+    /// The inner service, called at `timer`, answered (or panicked).
+    pub(crate) fn handler(&self, timer: Timer) {
+        #[cfg(feature = "metrics")]
+        record(&self.keys().handler, timer);
+        #[cfg(not(feature = "metrics"))]
+        let _ = timer;
     }
 }
 
 #[cfg(feature = "metrics")]
-fn layer(config: &Config) -> ::metrics::Label {
-    ::metrics::Label::new("layer", std::sync::Arc::clone(&config.name))
-}
+impl Meter {
+    fn keys(&self) -> &Keys {
+        self.keys.get_or_init(|| {
+            let each = |values: &[&'static str], make: &dyn Fn(&'static str) -> ::metrics::Key| {
+                values.iter().map(|value| (*value, make(value))).collect()
+            };
+            Keys {
+                deliveries: each(&OUTCOMES, &|outcome| self.delivery_key(outcome)),
+                rejections: each(&REASONS, &|reason| self.rejection_key(reason)),
+                durations: each(&CALLS, &|call| {
+                    self.call_key(STORE_CALL_DURATION_SECONDS, call)
+                }),
+                errors: each(&CALLS, &|call| self.call_key(STORE_ERRORS_TOTAL, call)),
+                handler: ::metrics::Key::from_parts(HANDLER_DURATION_SECONDS, vec![self.layer()]),
+            }
+        })
+    }
 
-#[cfg(feature = "metrics")]
-fn delivery_key(config: &Config, outcome: &'static str) -> ::metrics::Key {
-    let labels = vec![
-        layer(config),
-        ::metrics::Label::new("scheme", config.scheme.name()),
-        ::metrics::Label::new("outcome", outcome),
-    ];
-    ::metrics::Key::from_parts(DELIVERIES_TOTAL, labels)
-}
+    fn layer(&self) -> ::metrics::Label {
+        ::metrics::Label::new("layer", std::sync::Arc::clone(&self.layer))
+    }
 
-#[cfg(feature = "metrics")]
-fn rejection_key(config: &Config, reason: &'static str) -> ::metrics::Key {
-    let labels = vec![layer(config), ::metrics::Label::new("reason", reason)];
-    ::metrics::Key::from_parts(REJECTIONS_TOTAL, labels)
-}
+    fn delivery_key(&self, outcome: &'static str) -> ::metrics::Key {
+        let labels = vec![
+            self.layer(),
+            ::metrics::Label::new("scheme", self.scheme),
+            ::metrics::Label::new("outcome", outcome),
+        ];
+        ::metrics::Key::from_parts(DELIVERIES_TOTAL, labels)
+    }
 
-#[cfg(feature = "metrics")]
-fn call_key(config: &Config, name: &'static str, call: &'static str) -> ::metrics::Key {
-    let labels = vec![layer(config), ::metrics::Label::new("call", call)];
-    ::metrics::Key::from_parts(name, labels)
+    fn rejection_key(&self, reason: &'static str) -> ::metrics::Key {
+        let labels = vec![self.layer(), ::metrics::Label::new("reason", reason)];
+        ::metrics::Key::from_parts(REJECTIONS_TOTAL, labels)
+    }
+
+    fn call_key(&self, name: &'static str, call: &'static str) -> ::metrics::Key {
+        let labels = vec![self.layer(), ::metrics::Label::new("call", call)];
+        ::metrics::Key::from_parts(name, labels)
+    }
 }
 
 #[cfg(feature = "metrics")]
@@ -190,53 +259,4 @@ fn increment(key: &::metrics::Key) {
 fn record(key: &::metrics::Key, timer: Timer) {
     ::metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
         .record(timer.started.elapsed().as_secs_f64());
-}
-
-/// A delivery ended with `outcome`.
-pub(crate) fn delivery(config: &Config, outcome: &'static str) {
-    #[cfg(feature = "metrics")]
-    increment(&find(&Keys::of(config).deliveries, outcome, |outcome| {
-        delivery_key(config, outcome)
-    }));
-    #[cfg(not(feature = "metrics"))]
-    let _ = (config, outcome);
-}
-
-/// A delivery was refused for `reason`.
-pub(crate) fn rejection(config: &Config, reason: &'static str) {
-    #[cfg(feature = "metrics")]
-    increment(&find(&Keys::of(config).rejections, reason, |reason| {
-        rejection_key(config, reason)
-    }));
-    #[cfg(not(feature = "metrics"))]
-    let _ = (config, reason);
-}
-
-/// A store call (`claim`, `complete`, `release`, `enqueue`) begun at `timer` answered, or `failed`.
-pub(crate) fn store_call(config: &Config, call: &'static str, timer: Timer, failed: bool) {
-    #[cfg(feature = "metrics")]
-    {
-        let keys = Keys::of(config);
-        record(
-            &find(&keys.durations, call, |call| {
-                call_key(config, STORE_CALL_DURATION_SECONDS, call)
-            }),
-            timer,
-        );
-        if failed {
-            increment(&find(&keys.errors, call, |call| {
-                call_key(config, STORE_ERRORS_TOTAL, call)
-            }));
-        }
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (config, call, timer, failed);
-}
-
-/// The inner service, called at `timer`, answered (or panicked).
-pub(crate) fn handler(config: &Config, timer: Timer) {
-    #[cfg(feature = "metrics")]
-    record(&Keys::of(config).handler, timer);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (config, timer);
 }

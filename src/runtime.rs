@@ -6,12 +6,15 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
 use tokio::time::Sleep;
+
+use crate::metrics::{Meter, Timer};
+use crate::store::{BoxFuture, StoreError};
 
 /// A Tokio sleep of `duration`, where the current runtime has a timer.
 fn sleep(duration: Duration) -> Option<Sleep> {
@@ -75,6 +78,59 @@ impl Deadline {
             Some(sleep) => sleep.poll(cx).is_ready(),
             None => false,
         }
+    }
+}
+
+pin_project! {
+    /// A store call (a claim, a completion or release, a write to the inbox) under the store
+    /// timeout, counted in the layer's metrics as `name` when it answers or times out.
+    pub(crate) struct Timed<T> {
+        call: Option<BoxFuture<Result<T, StoreError>>>,
+        name: &'static str,
+        timer: Timer,
+        #[pin]
+        deadline: Deadline,
+    }
+}
+
+impl<T> Timed<T> {
+    /// `call`, made at `timer`, counted as `name`.
+    pub(crate) fn new(
+        name: &'static str,
+        call: BoxFuture<Result<T, StoreError>>,
+        timer: Timer,
+    ) -> Self {
+        Self {
+            call: Some(call),
+            name,
+            timer,
+            deadline: Deadline::new(),
+        }
+    }
+
+    /// The call's answer, or `None` once `after` has passed since the first poll without
+    /// one: the call is then kept, for [`take`](Self::take). Either is counted in `meter`.
+    pub(crate) fn poll(
+        self: Pin<&mut Self>,
+        meter: &Meter,
+        after: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<T, StoreError>>> {
+        let this = self.project();
+        let Some(call) = this.call.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let answer = ready!(this.deadline.poll_call(call, after, cx));
+        meter.store_call(this.name, *this.timer, !matches!(answer, Some(Ok(_))));
+        if answer.is_some() {
+            *this.call = None;
+        }
+        Poll::Ready(answer)
+    }
+
+    /// The call, unanswered: to finish in the background once nobody waits for it.
+    pub(crate) fn take(self: Pin<&mut Self>) -> Option<BoxFuture<Result<T, StoreError>>> {
+        self.project().call.take()
     }
 }
 

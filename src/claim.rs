@@ -1,0 +1,164 @@
+//! Claim and settle: the delivery's key claimed in the store before the inner service runs,
+//! completed or released after it; and the store calls nobody waits for any more, finished
+//! in the background so that no claim is left to hold a retry for a whole lease.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use tracing::{Instrument as _, Span};
+
+use crate::config::Config;
+use crate::identify::Key;
+use crate::reject::{Rejection, RejectionKind};
+use crate::report;
+use crate::response;
+use crate::runtime::{self, Timed};
+use crate::scheme::DeliveryId;
+use crate::stats::Outcome;
+use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreCall, StoreError};
+
+/// A claim the future holds while the inner service runs.
+pub(crate) struct Held {
+    store: Arc<dyn DynStore>,
+    key: Key,
+    token: ClaimToken,
+}
+
+/// What the store's answer to a claim leads to.
+pub(crate) enum Claimed {
+    /// The key is held: the inner service runs.
+    Held(Held),
+    /// The layer answers without the inner service.
+    Answer(Response<Bytes>),
+}
+
+/// What follows the store's answer to the claim of `key` in `store`. `id` names the
+/// delivery if it is a duplicate.
+pub(crate) fn claimed(
+    config: &Config,
+    span: &Span,
+    store: Arc<dyn DynStore>,
+    answer: Result<Claim, StoreError>,
+    key: Key,
+    id: impl FnOnce() -> DeliveryId,
+) -> Claimed {
+    let refuse = |kind| Claimed::Answer(response::rejection(config, span, Rejection::new(kind)));
+    match answer {
+        Ok(Claim::Acquired(token)) => Claimed::Held(Held { store, key, token }),
+        Ok(Claim::Completed) => Claimed::Answer(response::duplicate(config, span, id())),
+        Ok(Claim::InFlight) => refuse(RejectionKind::InFlight),
+        Err(err) => {
+            tracing::error!(error = %err, "idempotency store failed to claim the delivery");
+            refuse(RejectionKind::StoreUnavailable)
+        }
+    }
+}
+
+/// The store did not answer the claim of `key` within the store timeout: the call is
+/// finished in the background (and released if it took the key), and the delivery answers
+/// 503.
+pub(crate) fn unanswered(
+    config: &Config,
+    span: &Span,
+    store: Arc<dyn DynStore>,
+    claim: Option<BoxFuture<Result<Claim, StoreError>>>,
+    key: Key,
+) -> Response<Bytes> {
+    tracing::error!(
+        timeout_ms = report::millis(config.store_timeout),
+        "idempotency store did not answer the claim in time"
+    );
+    if let Some(claim) = claim {
+        abandon_claim(config, span, store, claim, key);
+    }
+    response::rejection(
+        config,
+        span,
+        Rejection::new(RejectionKind::StoreUnavailable),
+    )
+}
+
+impl Held {
+    /// Completes the claim (the inner service succeeded: the key is kept for `keep_for`) or
+    /// releases it (the next copy runs the inner service again).
+    pub(crate) fn settle(
+        self,
+        complete: bool,
+        keep_for: std::time::Duration,
+    ) -> StoreCall<Result<bool, StoreError>> {
+        if complete {
+            self.store.complete(self.key, self.token, keep_for)
+        } else {
+            self.store.release(self.key, self.token)
+        }
+    }
+}
+
+/// Records how settling went: the store's answer, or (`None`) none within the store
+/// timeout, in which case the call is finished in the background and the answer goes out
+/// anyway.
+pub(crate) fn settled(
+    config: &Arc<Config>,
+    span: &Span,
+    settle: Pin<&mut Timed<bool>>,
+    completing: bool,
+    answer: Option<Result<bool, StoreError>>,
+) {
+    if let Some(result) = answer {
+        report::settled(config, &result, completing);
+        return;
+    }
+    tracing::warn!(
+        timeout_ms = report::millis(config.store_timeout),
+        "idempotency store did not settle the claim in time; finishing in the background"
+    );
+    if let Some(settle) = settle.take() {
+        finish_settle(config, span, settle, completing);
+    }
+}
+
+/// Finishes a claim nobody waits for any more, and releases it if it was taken, so that it
+/// does not hold the delivery for a whole lease.
+pub(crate) fn abandon_claim(
+    config: &Config,
+    span: &Span,
+    store: Arc<dyn DynStore>,
+    claim: BoxFuture<Result<Claim, StoreError>>,
+    key: Key,
+) {
+    let release = async move {
+        if let Ok(Claim::Acquired(token)) = claim.await {
+            match store.release(key, token).answer().await {
+                Ok(_) => tracing::debug!("a claim taken after it was abandoned was released"),
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "failed to release a claim taken after it was abandoned; it ends with its lease"
+                ),
+            }
+        }
+    };
+    if !runtime::finish_in_background(release.instrument(span.clone()), config.lease) {
+        tracing::debug!("no Tokio runtime to finish an abandoned claim on; it ends with its lease");
+    }
+}
+
+/// Finishes a completion or release nobody waits for any more, and records how it went.
+pub(crate) fn finish_settle(
+    config: &Arc<Config>,
+    span: &Span,
+    settle: BoxFuture<Result<bool, StoreError>>,
+    completing: bool,
+) {
+    let background = {
+        let config = Arc::clone(config);
+        async move { report::settled(&config, &settle.await, completing) }
+    };
+    if !runtime::finish_in_background(background.instrument(span.clone()), config.lease) {
+        if completing {
+            config.stats.count(Outcome::CompletionFailed);
+        }
+        tracing::warn!("no Tokio runtime to finish settling the claim on; it ends with its lease");
+    }
+}

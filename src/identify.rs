@@ -1,0 +1,92 @@
+//! Verify and identify: the collected delivery checked by its scheme, its id found, and the
+//! [`Event`] the inner service receives.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::Request;
+use http_body_util::Full;
+use tracing::Span;
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::id::{IdSource, NoId};
+use crate::reject::{Rejection, RejectionKind};
+
+/// The key a delivery is claimed under.
+pub(crate) type Key = Arc<str>;
+
+/// Verifies the collected delivery and finds its id: the request for the inner service, with
+/// the [`Event`] in its extensions, and the key to claim.
+pub(crate) fn identify(
+    config: &Config,
+    span: &Span,
+    mut parts: Parts,
+    body: Bytes,
+) -> Result<(Request<Full<Bytes>>, Option<Key>), Rejection> {
+    let verified = config
+        .scheme
+        .verify(&parts.headers, &body, config.clock.now())
+        .map_err(|err| {
+            record_claimed_id(span, &parts.headers);
+            Rejection::new(RejectionKind::Verification(err))
+        })?;
+    let identified = config
+        .id_source
+        .resolve(&*config.scheme, &parts, &body, &verified)
+        .map_err(|no_id| {
+            Rejection::new(match no_id {
+                NoId::Missing => RejectionKind::MissingId,
+                NoId::NotJson => RejectionKind::BodyNotJson,
+            })
+        })?;
+    // Made only where there is a store or an inbox to mark it in.
+    let key = config
+        .behind
+        .dedups()
+        .then(|| IdSource::dedup_key(&config.namespace(), &identified, &body));
+    let id = identified.id;
+    span.record("id", id.as_str());
+    parts.extensions.insert(Event::new(
+        id,
+        verified.timestamp,
+        verified.event_type,
+        body.clone(),
+        config.scheme.name(),
+    ));
+    Ok((Request::from_parts(parts, Full::new(body)), key))
+}
+
+/// The headers senders put their delivery's id in, tried in this order.
+const ID_HEADERS: [&str; 6] = [
+    "webhook-id",
+    "svix-id",
+    "x-github-delivery",
+    "x-shopify-webhook-id",
+    "x-request-id",
+    "idempotency-key",
+];
+
+/// Records in the span the id a refused delivery claims to have, unverified, so that its log
+/// line can be matched with the sender's dashboard: visible ASCII only, at most 64 bytes.
+fn record_claimed_id(span: &Span, headers: &http::HeaderMap) {
+    let claimed = ID_HEADERS
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .map(http::HeaderValue::as_bytes);
+    if let Some(claimed) = claimed {
+        let shown: String = claimed
+            .iter()
+            .take(64)
+            .map(|&byte| {
+                if byte.is_ascii_graphic() {
+                    char::from(byte)
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        span.record("claimed_id", shown.as_str());
+    }
+}
