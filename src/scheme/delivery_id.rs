@@ -11,7 +11,9 @@ use http::HeaderValue;
 /// The id of one delivery: text, cheap to clone.
 ///
 /// An id of up to 46 bytes (every sender's here) is kept in place: cloning it copies 48
-/// bytes, which costs less than counting shares, and making one allocates nothing. A longer
+/// bytes, which costs less than counting shares, and making one allocates nothing
+/// (`tests/allocations.rs` holds the layer to 3 allocations a delivery; an `Arc<str>` id
+/// would make it 4). A longer
 /// id read from a header shares that header's bytes; any other is shared text. It reads
 /// as a `&str` ([`Deref`]), and compares, hashes and prints as one.
 ///

@@ -5,6 +5,10 @@
 //! fixed cost of a verification after the clock. Walking the request's few headers once and
 //! comparing names costs less: a standard name (`host`, `content-type`) differs from a custom
 //! one in its representation alone, and a custom one of another length at its length.
+//!
+//! Measured with the perf bar (`../shared/perfbar/run svix`, one sitting): with a lookup per
+//! name, a 1 KiB Standard Webhooks verification costs 1.32x raw HMAC, over the crate's bar of
+//! 1.30x; with the walk, 1.26x. So the walk stays, and it is the only hand-made part left.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -85,12 +89,8 @@ impl<'h> Wanted<'h> {
     /// malformed for every scheme here. A blank value counts as missing. A header sent twice
     /// is refused: which of the two was signed cannot be told.
     pub(crate) fn get(&self, name: &HeaderName) -> Result<Option<&'h HeaderValue>, VerifyError> {
-        // The names asked for are the ones given: found by address, not compared again.
         let walked = self.slots.as_ref().and_then(|slots| {
-            let at = self
-                .names
-                .iter()
-                .position(|wanted| wanted.is_some_and(|wanted| std::ptr::eq(wanted, name)))?;
+            let at = self.names.iter().position(|wanted| *wanted == Some(name))?;
             Some(slots[at])
         });
         let value = match walked.unwrap_or_else(|| Slot::lookup(self.headers, name)) {

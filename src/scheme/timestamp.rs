@@ -8,35 +8,12 @@ use super::{VerifyError, VerifyErrorKind};
 use crate::clock::unix_seconds;
 
 /// An optional `-` and ASCII digits as an `i64`; `None` for anything else, or a number out
-/// of range (what `str::parse` accepts of that form, and no more).
+/// of range. `str::parse` alone would also take a leading `+`.
 fn parse_seconds(text: &[u8]) -> Option<i64> {
-    /// The most digits that cannot overflow an `i64` (it holds 10^18, and not 10^19).
-    const SAFE_DIGITS: usize = 18;
-    let (negative, digits) = match text {
-        [b'-', digits @ ..] => (true, digits),
-        digits => (false, digits),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if text.first() == Some(&b'+') {
         return None;
     }
-    if digits.len() <= SAFE_DIGITS {
-        // A timestamp's ten digits summed without overflow checks: two `lea`s a digit, where
-        // a checked multiplication waits on `imul` and a branch.
-        let value = digits
-            .iter()
-            .fold(0i64, |value, &digit| value * 10 + i64::from(digit - b'0'));
-        return Some(if negative { -value } else { value });
-    }
-    digits.iter().try_fold(0i64, |value, &digit| {
-        let digit = i64::from(digit - b'0');
-        // Counted towards the sign, so that i64::MIN parses as it does with `str::parse`.
-        let value = value.checked_mul(10)?;
-        if negative {
-            value.checked_sub(digit)
-        } else {
-            value.checked_add(digit)
-        }
-    })
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// Parses a Unix timestamp in seconds and checks it lies within `tolerance` of `now`.
