@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::engine::{self, Encoding, Engine, Format, Header, IdFrom, Key, TimestampFrom};
+use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::signature::{self, Key};
 use super::{HmacScheme, InvalidScheme, InvalidSchemeKind};
 
 /// Builds an [`HmacScheme`] for a sender this crate has no preset for.
@@ -278,18 +279,18 @@ impl HmacSchemeBuilder {
                 .as_deref()
                 .ok_or(InvalidScheme::new(InvalidSchemeKind::NoSignatureHeader))?,
         )?;
-        let template = engine::template(&self.template).map_err(InvalidScheme::template)?;
+        let template = signature::template(&self.template).map_err(InvalidScheme::template)?;
         let timestamp = self.timestamp_header.as_deref().map(header).transpose()?;
         let id = self.id_header.as_deref().map(header).transpose()?;
-        if template.contains(&engine::Part::Timestamp) && timestamp.is_none() {
+        if template.contains(&signature::Part::Timestamp) && timestamp.is_none() {
             return Err(InvalidScheme::template(
                 "{timestamp} needs a timestamp header",
             ));
         }
-        if template.contains(&engine::Part::Id) && id.is_none() {
+        if template.contains(&signature::Part::Id) && id.is_none() {
             return Err(InvalidScheme::template("{id} needs an id header"));
         }
-        if timestamp.is_some() && !template.contains(&engine::Part::Timestamp) {
+        if timestamp.is_some() && !template.contains(&signature::Part::Timestamp) {
             return Err(InvalidScheme::new(InvalidSchemeKind::UnsignedTimestamp));
         }
         if self.keys.is_empty() {

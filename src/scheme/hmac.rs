@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName};
 
 pub use super::engine::Encoding;
-use super::engine::{self, Alg, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::engine::{Engine, Format, Header, IdFrom, TimestampFrom};
+use super::signature::{self, Alg};
 use super::{
     DeliveryId, HmacSchemeBuilder, InvalidSecret, Scheme, SignError, Verified, VerifyError,
 };
@@ -71,7 +72,7 @@ impl HmacScheme {
                     timestamp: Some("t"),
                 },
                 encoding: Encoding::Hex,
-                template: engine::builtin_template("{timestamp}.{body}"),
+                template: signature::builtin_template("{timestamp}.{body}"),
                 timestamp: Some(TimestampFrom::SignatureHeader),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::JsonField("id")),
@@ -112,7 +113,7 @@ impl HmacScheme {
                     prefix: "sha256=".to_owned(),
                 },
                 encoding: Encoding::Hex,
-                template: engine::builtin_template("{body}"),
+                template: signature::builtin_template("{body}"),
                 timestamp: None,
                 tolerance: Duration::ZERO,
                 id: Some(IdFrom::Header(Header::new(HeaderName::from_static(
@@ -149,7 +150,7 @@ impl HmacScheme {
                     prefix: String::new(),
                 },
                 encoding: Encoding::Base64,
-                template: engine::builtin_template("{body}"),
+                template: signature::builtin_template("{body}"),
                 timestamp: None,
                 tolerance: Duration::ZERO,
                 id: Some(IdFrom::Header(Header::new(HeaderName::from_static(
@@ -185,7 +186,7 @@ impl HmacScheme {
                     prefix: "v0=".to_owned(),
                 },
                 encoding: Encoding::Hex,
-                template: engine::builtin_template("v0:{timestamp}:{body}"),
+                template: signature::builtin_template("v0:{timestamp}:{body}"),
                 timestamp: Some(TimestampFrom::Header(Header::new(HeaderName::from_static(
                     "x-slack-request-timestamp",
                 )))),
@@ -221,7 +222,7 @@ impl HmacScheme {
                     timestamp: Some("ts"),
                 },
                 encoding: Encoding::Hex,
-                template: engine::builtin_template("{timestamp}:{body}"),
+                template: signature::builtin_template("{timestamp}:{body}"),
                 timestamp: Some(TimestampFrom::SignatureHeader),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::JsonField("event_id")),

@@ -23,6 +23,7 @@ pub(crate) mod engine;
 mod error;
 mod headers;
 mod hmac;
+mod signature;
 mod standard;
 mod timestamp;
 mod verify;

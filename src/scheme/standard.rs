@@ -8,9 +8,10 @@ use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine as _};
 use http::{HeaderMap, HeaderName};
 
-use super::engine::{self, Alg, Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::signature::{self, Alg};
 #[cfg(feature = "ed25519")]
-use super::engine::{Ed25519Key, Key};
+use super::signature::{Ed25519Key, Key};
 use super::{InvalidSecret, InvalidSecretKind, Scheme, SignError, Verified, VerifyError};
 
 const SECRET_PREFIX: &str = "whsec_";
@@ -75,7 +76,7 @@ impl StandardWebhooks {
                     timestamp: None,
                 },
                 encoding: Encoding::Base64,
-                template: engine::builtin_template("{id}.{timestamp}.{body}"),
+                template: signature::builtin_template("{id}.{timestamp}.{body}"),
                 timestamp: Some(TimestampFrom::Header(header(
                     "webhook-timestamp",
                     "svix-timestamp",
