@@ -198,21 +198,20 @@ async fn with_inbox(
         tower_webhook::inbox::DEFAULT_HEARTBEAT,
         std::time::Duration::from_secs,
     );
+    let settings = Settings {
+        retry,
+        heartbeat,
+        queue: std::env::var("WEBHOOK_INBOX_QUEUE").ok(),
+        concurrency,
+    };
     if let Some(path) = spec.strip_prefix("sqlite:") {
         #[cfg(feature = "inbox-sqlite")]
         {
-            let mut inbox = tower_webhook::inbox::SqliteInbox::open(path)
+            let inbox = tower_webhook::inbox::SqliteInbox::open(path)
                 .await
-                .map_err(|err| format!("WEBHOOK_INBOX {spec}: {err}"))?
-                .with_retry(retry)
-                .with_heartbeat(heartbeat);
-            if let Ok(queue) = std::env::var("WEBHOOK_INBOX_QUEUE") {
-                inbox = inbox.with_queue(&queue);
-            }
+                .map_err(|err| format!("WEBHOOK_INBOX {spec}: {err}"))?;
             println!("inbox: SQLite file {path}, {concurrency} workers");
-            let worker = inbox.worker(handler).concurrency(concurrency);
-            tokio::spawn(worker.run_until(stop));
-            return Ok(layer.with_inbox(inbox));
+            return Ok(serve_inbox(layer, inbox, &settings, handler, stop));
         }
         #[cfg(not(feature = "inbox-sqlite"))]
         return Err(format!("WEBHOOK_INBOX {spec}: build with --features inbox-sqlite").into());
@@ -222,23 +221,51 @@ async fn with_inbox(
         {
             let url = std::env::var("DATABASE_URL")
                 .map_err(|_| "WEBHOOK_INBOX=postgres needs DATABASE_URL")?;
-            let mut inbox = tower_webhook::inbox::PostgresInbox::connect(&url)
+            let inbox = tower_webhook::inbox::PostgresInbox::connect(&url)
                 .await
-                .map_err(|err| format!("DATABASE_URL: {err}"))?
-                .with_retry(retry)
-                .with_heartbeat(heartbeat);
-            if let Ok(queue) = std::env::var("WEBHOOK_INBOX_QUEUE") {
-                inbox = inbox.with_queue(&queue);
-            }
+                .map_err(|err| format!("DATABASE_URL: {err}"))?;
             println!("inbox: PostgreSQL, {concurrency} workers");
-            let worker = inbox.worker(handler).concurrency(concurrency);
-            tokio::spawn(worker.run_until(stop));
-            return Ok(layer.with_inbox(inbox));
+            return Ok(serve_inbox(layer, inbox, &settings, handler, stop));
         }
         #[cfg(not(feature = "inbox-postgres"))]
         return Err("WEBHOOK_INBOX=postgres: build with --features inbox-postgres".into());
     }
     Err(format!("WEBHOOK_INBOX {spec:?}: use sqlite:<path> or postgres").into())
+}
+
+/// How the inbox and its workers are set up, from the environment.
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+struct Settings {
+    retry: tower_webhook::inbox::RetryPolicy,
+    heartbeat: std::time::Duration,
+    queue: Option<String>,
+    concurrency: usize,
+}
+
+/// The layer on `inbox` and its workers, written once for every database: whichever one
+/// the configuration picks, the app is the same.
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+fn serve_inbox<D, H, A>(
+    layer: VerifyWebhookLayer,
+    inbox: tower_webhook::inbox::Inbox<D>,
+    settings: &Settings,
+    handler: H,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> VerifyWebhookLayer
+where
+    D: tower_webhook::inbox::Dialect,
+    H: tower_webhook::inbox::Handler<A>,
+    A: 'static,
+{
+    let mut inbox = inbox
+        .with_retry(settings.retry)
+        .with_heartbeat(settings.heartbeat);
+    if let Some(queue) = &settings.queue {
+        inbox = inbox.with_queue(queue);
+    }
+    let worker = inbox.worker(handler).concurrency(settings.concurrency);
+    tokio::spawn(worker.run_until(stop));
+    layer.with_inbox(inbox)
 }
 
 #[cfg(not(any(feature = "inbox-sqlite", feature = "inbox-postgres")))]

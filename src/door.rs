@@ -8,7 +8,10 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use crate::event::Event;
-use crate::store::{BoxFuture, StoreError};
+use crate::store::BoxFuture;
+
+/// Why a write to the inbox failed: the inbox's own error, boxed, as the layer only logs it.
+pub(crate) type DoorError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What became of a write to the inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +31,8 @@ pub enum Enqueued {
     Full,
 }
 
-/// Where the layer hands verified deliveries. Public in a private module: the sealed
-/// `Inbox` trait names it, and no one outside the crate can.
+/// Where the layer hands verified deliveries: an [`Inbox`](crate::inbox::Inbox) on any
+/// database. Public in a private module: no one outside the crate can name it.
 #[allow(unreachable_pub)]
 pub trait Door: fmt::Debug + Send + Sync {
     /// Writes the delivery (`event` and its `headers`, received by the layer `layer`) with
@@ -42,5 +45,5 @@ pub trait Door: fmt::Debug + Send + Sync {
         layer: &str,
         headers: &HeaderMap,
         window: Duration,
-    ) -> BoxFuture<Result<Enqueued, StoreError>>;
+    ) -> BoxFuture<Result<Enqueued, DoorError>>;
 }

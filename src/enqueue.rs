@@ -10,6 +10,7 @@ use http_body_util::Full;
 use tracing::{Instrument as _, Span};
 
 use crate::config::Config;
+use crate::door::DoorError;
 use crate::door::{Door, Enqueued};
 use crate::event::Event;
 use crate::reject::{Rejection, RejectionKind};
@@ -17,7 +18,7 @@ use crate::report;
 use crate::response;
 use crate::runtime::{self, Timed};
 use crate::scheme::DeliveryId;
-use crate::store::{BoxFuture, StoreError};
+use crate::store::BoxFuture;
 
 /// Writes the verified `request` to `inbox` under `key`: the write, and the delivery's id.
 pub(crate) fn write(
@@ -25,7 +26,7 @@ pub(crate) fn write(
     inbox: &Arc<dyn Door>,
     request: &Request<Full<Bytes>>,
     key: &str,
-) -> (BoxFuture<Result<Enqueued, StoreError>>, DeliveryId) {
+) -> (BoxFuture<Result<Enqueued, DoorError>>, DeliveryId) {
     let event = request
         .extensions()
         .get::<Event>()
@@ -46,8 +47,8 @@ pub(crate) fn write(
 pub(crate) fn enqueued(
     config: &Config,
     span: &Span,
-    write: Pin<&mut Timed<Enqueued>>,
-    answer: Option<Result<Enqueued, StoreError>>,
+    write: Pin<&mut Timed<Enqueued, DoorError>>,
+    answer: Option<Result<Enqueued, DoorError>>,
     id: DeliveryId,
 ) -> Response<Bytes> {
     let refuse = |kind| response::rejection(config, span, Rejection::new(kind));
@@ -78,7 +79,7 @@ pub(crate) fn enqueued(
 pub(crate) fn finish_enqueue(
     config: &Config,
     span: &Span,
-    write: BoxFuture<Result<Enqueued, StoreError>>,
+    write: BoxFuture<Result<Enqueued, DoorError>>,
 ) {
     let background = async move {
         match write.await {

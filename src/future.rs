@@ -22,7 +22,7 @@ use tracing::Span;
 use crate::body::{Collector, ResponseBody};
 use crate::claim::{self, Claimed, Held};
 use crate::config::{Behind, Config};
-use crate::door::Enqueued;
+use crate::door::{DoorError, Enqueued};
 use crate::enqueue;
 use crate::event::Event;
 use crate::identify::{identify, Key};
@@ -118,7 +118,7 @@ pin_project! {
         // Written to the inbox: answered once the write is committed.
         Enqueueing {
             #[pin]
-            write: Timed<Enqueued>,
+            write: Timed<Enqueued, DoorError>,
             id: Option<DeliveryId>,
         },
         // The answer (or the inner service's panic) goes out.

@@ -128,9 +128,8 @@ impl VerifyWebhookLayer {
         docsrs,
         doc(cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres")))
     )]
-    #[allow(clippy::needless_pass_by_value)] // taken like `with_store`'s store; a clone is cheap
-    pub fn with_inbox(mut self, inbox: impl crate::inbox::Inbox) -> Self {
-        self.config_mut().behind = Behind::Inbox(crate::inbox::sealed::Sealed::door(&inbox));
+    pub fn with_inbox<D: crate::inbox::Dialect>(mut self, inbox: crate::inbox::Inbox<D>) -> Self {
+        self.config_mut().behind = Behind::Inbox(Arc::new(inbox));
         self
     }
 

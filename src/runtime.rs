@@ -84,8 +84,8 @@ impl Deadline {
 pin_project! {
     /// A store call (a claim, a completion or release, a write to the inbox) under the store
     /// timeout, counted in the layer's metrics as `name` when it answers or times out.
-    pub(crate) struct Timed<T> {
-        call: Option<BoxFuture<Result<T, StoreError>>>,
+    pub(crate) struct Timed<T, E = StoreError> {
+        call: Option<BoxFuture<Result<T, E>>>,
         name: &'static str,
         timer: Timer,
         #[pin]
@@ -93,13 +93,9 @@ pin_project! {
     }
 }
 
-impl<T> Timed<T> {
+impl<T, E> Timed<T, E> {
     /// `call`, made at `timer`, counted as `name`.
-    pub(crate) fn new(
-        name: &'static str,
-        call: BoxFuture<Result<T, StoreError>>,
-        timer: Timer,
-    ) -> Self {
+    pub(crate) fn new(name: &'static str, call: BoxFuture<Result<T, E>>, timer: Timer) -> Self {
         Self {
             call: Some(call),
             name,
@@ -115,7 +111,7 @@ impl<T> Timed<T> {
         meter: &Meter,
         after: Duration,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<T, StoreError>>> {
+    ) -> Poll<Option<Result<T, E>>> {
         let this = self.project();
         let Some(call) = this.call.as_mut() else {
             return Poll::Ready(None);
@@ -129,7 +125,7 @@ impl<T> Timed<T> {
     }
 
     /// The call, unanswered: to finish in the background once nobody waits for it.
-    pub(crate) fn take(self: Pin<&mut Self>) -> Option<BoxFuture<Result<T, StoreError>>> {
+    pub(crate) fn take(self: Pin<&mut Self>) -> Option<BoxFuture<Result<T, E>>> {
         self.project().call.take()
     }
 }

@@ -1,4 +1,4 @@
-//! What the layer hands verified deliveries to, and the route behind an inbox layer.
+//! The route behind an inbox layer.
 
 use http::StatusCode;
 
@@ -13,18 +13,4 @@ use http::StatusCode;
 #[allow(clippy::unused_async)] // an axum handler is an async fn
 pub async fn accepted() -> StatusCode {
     StatusCode::ACCEPTED
-}
-
-/// Where the layer hands verified deliveries: [`SqliteInbox`](super::SqliteInbox) or
-/// [`PostgresInbox`](super::PostgresInbox).
-///
-/// Sealed: the layer relies on the write being durable and atomic with its dedup mark.
-pub trait Inbox: sealed::Sealed + Clone + Send + Sync + 'static {}
-
-pub(crate) mod sealed {
-    use std::sync::Arc;
-
-    pub trait Sealed {
-        fn door(&self) -> Arc<dyn crate::door::Door>;
-    }
 }

@@ -65,10 +65,12 @@
 //! # }
 //! ```
 
+mod dialect;
+mod error;
 mod handoff;
 mod job;
+mod queue;
 mod settings;
-#[macro_use]
 mod shared;
 mod worker;
 
@@ -77,13 +79,17 @@ mod postgres;
 #[cfg(feature = "inbox-sqlite")]
 mod sqlite;
 
-#[cfg(feature = "inbox-postgres")]
-pub use self::postgres::PostgresInbox;
-#[cfg(feature = "inbox-sqlite")]
-pub use self::sqlite::SqliteInbox;
-pub(crate) use handoff::sealed;
-pub use handoff::{accepted, Inbox};
+pub use dialect::Dialect;
+pub use error::{InboxError, InboxErrorKind};
+pub use handoff::accepted;
 pub use job::{Counts, DeadLetter, Job, Payload};
+#[cfg(feature = "inbox-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inbox-postgres")))]
+pub use postgres::{Postgres, PostgresInbox};
+pub use queue::Inbox;
 pub(crate) use settings::Settings;
 pub use settings::{RetryPolicy, DEFAULT_HEARTBEAT, DEFAULT_MAX_QUEUED, DEFAULT_QUEUE};
-pub use worker::{BoxError, Handler, InboxError, Worker, DEFAULT_ATTEMPT_TIMEOUT};
+#[cfg(feature = "inbox-sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inbox-sqlite")))]
+pub use sqlite::{Sqlite, SqliteInbox};
+pub use worker::{BoxError, Handler, Worker, DEFAULT_ATTEMPT_TIMEOUT};

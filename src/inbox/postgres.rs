@@ -1,15 +1,25 @@
-//! [`PostgresInbox`]: the inbox on PostgreSQL, on apalis-postgres.
+//! The inbox on PostgreSQL, on apalis-postgres: the [`Postgres`] dialect.
 
 use std::time::Duration;
 
+use apalis_core::error::WorkerError;
+use apalis_core::task::Task;
+use apalis_core::worker::builder::WorkerBuilder;
 use apalis_postgres::PostgresStorage;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres as Db, Transaction};
 
-use super::job::Stored;
-use super::{shared, Settings};
-use crate::door::Enqueued;
-use crate::store::postgres::store_error;
-use crate::store::{Marked, PostgresStore, StoreError};
+use super::dialect::{Backend, Dialect};
+use super::error::InboxError;
+use super::shared::{self, DeadRow, Orphan, OrphanRow};
+use super::worker::{Adapter, Handler, Queue};
+use super::{Inbox, Settings};
+use crate::store::postgres::transient;
+use crate::store::{sqlx_error_kind, BoxFuture, Marked, PostgresStore, StoreErrorKind};
+
+/// PostgreSQL, for [`Inbox`]: any number of receivers and workers on any number of
+/// machines share one queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Postgres;
 
 /// The inbox on PostgreSQL: any number of receivers and workers, on any number of machines,
 /// share one queue. See [the module](super) for what the layer answers.
@@ -36,13 +46,7 @@ use crate::store::{Marked, PostgresStore, StoreError};
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct PostgresInbox {
-    pool: PgPool,
-    settings: Settings,
-    /// Where the dedup marks go: its table.
-    store: PostgresStore,
-}
+pub type PostgresInbox = Inbox<Postgres>;
 
 // Jobs waiting or running: what the bound counts.
 const DEPTH: &str = "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1
@@ -102,205 +106,245 @@ const UNMARK_ABANDONED: &str =
 const PURGE: &str = "DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'
     AND done_at < now() - make_interval(secs => $2)";
 
-impl PostgresInbox {
+impl Inbox<Postgres> {
     /// Connects to the database at `url` (a pool of its own, as
     /// [`PostgresStore::connect`] makes), migrates apalis's schema and creates the marks'
     /// table. Safe to run from every replica at once.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str) -> Result<Self, InboxError> {
         let store = PostgresStore::connect(url).await?;
         Self::new(store.pool().clone()).await
     }
 
     /// The inbox on a pool of your own: migrates apalis's schema and creates the marks'
     /// table.
-    pub async fn new(pool: PgPool) -> Result<Self, StoreError> {
+    pub async fn new(pool: PgPool) -> Result<Self, InboxError> {
         PostgresStorage::<()>::setup(&pool)
             .await
-            .map_err(|err| StoreError::new(crate::store::StoreErrorKind::Backend, err))?;
+            .map_err(|err| InboxError::database(err, false))?;
         sqlx::query(CREATE_DEPTH)
             .execute(&pool)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
         let store = PostgresStore::new(pool.clone());
         store.create_table().await?;
-        Ok(Self {
-            pool,
-            settings: Settings::default(),
-            store,
-        })
+        Ok(Self::from_parts(pool, store))
+    }
+}
+
+/// An inbox error from sqlx's: a lost connection or a server going down is unavailable.
+fn db_error(err: sqlx::Error) -> InboxError {
+    let unavailable = sqlx_error_kind(&err, transient) == StoreErrorKind::Unavailable;
+    InboxError::database(err, unavailable)
+}
+
+/// Runs `query` on `pool`: how many rows it changed.
+async fn execute(
+    pool: &PgPool,
+    query: sqlx::query::Query<'_, Db, sqlx::postgres::PgArguments>,
+) -> Result<u64, InboxError> {
+    Ok(query.execute(pool).await.map_err(db_error)?.rows_affected())
+}
+
+impl Dialect for Postgres {}
+
+impl Backend for Postgres {
+    type Pool = PgPool;
+    type Store = PostgresStore;
+    type Tx = Transaction<'static, Db>;
+
+    const NAME: &'static str = "PostgresInbox";
+    // Concurrent transactions wait for the bound's counter only to commit.
+    const ONE_WRITER: bool = false;
+
+    async fn begin(pool: &PgPool) -> Result<Self::Tx, InboxError> {
+        pool.begin().await.map_err(db_error)
     }
 
-    inbox_methods!(PgPool);
-
-    /// Writes the dedup marks through `store` (its table): the store an inline layer beside
-    /// the inbox uses, so that both see each other's marks. It must be on this inbox's
-    /// database, its table created ([`PostgresStore::create_table`]).
-    #[must_use]
-    pub fn with_store(mut self, store: PostgresStore) -> Self {
-        self.store = store;
-        self
+    async fn commit(tx: Self::Tx) -> Result<(), InboxError> {
+        tx.commit().await.map_err(db_error)
     }
 
-    /// The store the dedup marks go through, on the same database and table: for layers
-    /// that handle inline beside the inbox.
-    pub fn store(&self) -> PostgresStore {
-        self.store.clone()
+    async fn mark(
+        store: &PostgresStore,
+        tx: &mut Self::Tx,
+        key: &str,
+        window: Duration,
+    ) -> Result<Marked, InboxError> {
+        Ok(store.mark(tx, key, window).await?)
     }
 
-    /// Deletes finished jobs older than `age`, and expired dedup marks; how many jobs.
-    /// Run it now and then (hourly): finished jobs only take room.
-    pub async fn purge(&self, age: Duration) -> Result<u64, StoreError> {
-        let done = sqlx::query(PURGE)
-            .bind(&*self.settings.queue)
-            .bind(age.as_secs_f64())
-            .execute(&self.pool)
+    async fn push(tx: &mut Self::Tx, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
+        apalis_postgres::queries::push_tasks(&mut **tx, queue, vec![task])
             .await
-            .map_err(store_error)?;
-        self.store.cleanup().await?;
-        Ok(done.rows_affected())
+            .map(drop)
+            .map_err(|err| InboxError::database(err, false))
     }
 
-    async fn enqueue(&self, stored: Stored, window: Duration) -> Result<Enqueued, StoreError> {
-        let max = self.settings.max_queued;
-        if max == 0 {
-            return Ok(Enqueued::Full);
-        }
-        let task = shared::task(&stored, &self.settings)?;
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let marked = self.store.mark(&mut tx, &stored.key, window).await?;
-        if marked != Marked::Fresh {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(Enqueued::from(marked));
-        }
-        apalis_postgres::queries::push_tasks(&mut *tx, &self.settings.queue, vec![task])
-            .await
-            .map_err(|err| StoreError::new(crate::store::StoreErrorKind::Backend, err))?;
-        if !self.admit(&mut tx, max).await? {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(Enqueued::Full);
-        }
-        tx.commit().await.map_err(store_error)?;
-        Ok(Enqueued::Accepted)
-    }
-
-    /// Counts the job just written against the bound `max`: whether it fits. Last in the
-    /// transaction, so that the counter's row is locked for as short a time as can be.
-    async fn admit(&self, conn: &mut sqlx::PgConnection, max: u64) -> Result<bool, StoreError> {
-        let queue = &*self.settings.queue;
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
+    async fn admit(tx: &mut Self::Tx, queue: &str, max: i64) -> Result<bool, InboxError> {
         let counted: Option<i64> = sqlx::query_scalar(ADMIT)
             .bind(queue)
             .bind(max)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut **tx)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
         if counted.is_some() {
             return Ok(true);
         }
         // At the bound by the counter (or no counter yet). Lock the counter first, then
-        // count: a statement that starts after the lock sees every job committed by whoever
-        // held it before, and those who come after add to this count.
+        // count: a statement that starts after the lock sees every job committed by
+        // whoever held it before, and those who come after add to this count.
         for statement in [ENSURE_DEPTH, LOCK_DEPTH] {
             sqlx::query(statement)
                 .bind(queue)
-                .execute(&mut *conn)
+                .execute(&mut **tx)
                 .await
-                .map_err(store_error)?;
+                .map_err(db_error)?;
         }
         let jobs: i64 = sqlx::query_scalar(DEPTH)
             .bind(queue)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut **tx)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
         sqlx::query(SET_DEPTH)
             .bind(queue)
             .bind(jobs)
-            .execute(&mut *conn)
+            .execute(&mut **tx)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
         Ok(jobs <= max)
     }
 
-    /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
-    async fn sweep_jobs(&self, me: String, dead_after: Duration) -> Result<u64, StoreError> {
-        let queue = &*self.settings.queue;
-        let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(ORPHANS)
+    async fn counts(pool: &PgPool, queue: &str) -> Result<[i64; 5], InboxError> {
+        let (queued, running, failed, dead, done) = sqlx::query_as(COUNTS)
             .bind(queue)
-            .bind(&me)
-            .bind(dead_after.as_secs_f64())
-            .fetch_all(&self.pool)
+            .fetch_one(pool)
             .await
-            .map_err(store_error)?;
-        let mut taken = 0;
-        for (id, status, attempts, max, holder) in rows {
-            // Each statement checks that the dead worker still holds the job: of two
-            // workers sweeping at once, one takes it.
-            let done = match shared::Orphan::of(&status, attempts, max, self.settings.retry) {
-                shared::Orphan::Unfetch => sqlx::query(UNFETCH).bind(queue).bind(&holder).bind(&id),
-                shared::Orphan::Dead(reason) => sqlx::query(ORPHAN_DEAD)
-                    .bind(&id)
-                    .bind(&holder)
-                    .bind(reason),
-                shared::Orphan::Retry { reason, delay } => sqlx::query(ORPHAN_RETRY)
-                    .bind(&id)
-                    .bind(&holder)
-                    .bind(reason)
-                    .bind(delay.as_secs_f64()),
-            }
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-            taken += done.rows_affected();
-        }
-        self.restore_abandoned().await?;
-        Ok(taken)
+            .map_err(db_error)?;
+        Ok([queued, running, failed, dead, done])
     }
 
-    /// Puts the jobs `me` fetched but never started back, attempts unchanged.
-    async fn unfetch_jobs(&self, me: String) -> Result<u64, StoreError> {
-        let done = sqlx::query(UNFETCH)
-            .bind(&*self.settings.queue)
-            .bind(&me)
-            .bind(None::<String>)
-            .execute(&self.pool)
+    async fn dead(pool: &PgPool, queue: &str, limit: u32) -> Result<Vec<DeadRow>, InboxError> {
+        sqlx::query_as(DEAD)
+            .bind(queue)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
             .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() + self.restore_abandoned().await?)
+            .map_err(db_error)
     }
 
-    /// Takes back the attempt apalis adds to a job fetched but not started when its worker
-    /// stops: the job never ran.
-    async fn restore_abandoned(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(UNMARK_ABANDONED)
-            .bind(&*self.settings.queue)
-            .bind(shared::ABANDONED)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
+    async fn replay(pool: &PgPool, queue: &str, task_id: Option<&str>) -> Result<u64, InboxError> {
+        let done = execute(pool, sqlx::query(REPLAY).bind(queue).bind(task_id)).await?;
+        // The replayed jobs count against the bound as new ones do.
+        let added = i64::try_from(done).unwrap_or(i64::MAX);
+        execute(pool, sqlx::query(BUMP_DEPTH).bind(queue).bind(added)).await?;
+        Ok(done)
     }
 
-    /// Marks the job `task_id` as running if `me` still holds it.
-    async fn start_job(&self, task_id: String, me: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(START)
-            .bind(task_id)
-            .bind(me)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
+    async fn purge(
+        pool: &PgPool,
+        store: &PostgresStore,
+        queue: &str,
+        age: Duration,
+    ) -> Result<u64, InboxError> {
+        let done = execute(pool, sqlx::query(PURGE).bind(queue).bind(age.as_secs_f64())).await?;
+        store.cleanup().await?;
+        Ok(done)
     }
 
-    /// Puts the failed job `task_id` off by `delay`, before apalis records its failure.
-    async fn defer_job(&self, task_id: String, delay: Duration) -> Result<(), StoreError> {
-        sqlx::query(DEFER)
-            .bind(task_id)
-            .bind(delay.as_secs_f64())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
+    async fn defer(pool: &PgPool, task_id: &str, delay: Duration) -> Result<(), InboxError> {
+        execute(
+            pool,
+            sqlx::query(DEFER).bind(task_id).bind(delay.as_secs_f64()),
+        )
+        .await?;
         Ok(())
     }
-}
 
-inbox_impls!(PostgresInbox, PostgresStorage, apalis_postgres::Config);
+    async fn start(pool: &PgPool, task_id: &str, me: &str) -> Result<bool, InboxError> {
+        Ok(execute(pool, sqlx::query(START).bind(task_id).bind(me)).await? == 1)
+    }
+
+    async fn orphans(
+        pool: &PgPool,
+        queue: &str,
+        me: &str,
+        dead_after: Duration,
+    ) -> Result<Vec<OrphanRow>, InboxError> {
+        let silent = dead_after.as_secs_f64();
+        let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(ORPHANS)
+            .bind(queue)
+            .bind(me)
+            .bind(silent)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(OrphanRow::from).collect())
+    }
+
+    async fn take_back(
+        pool: &PgPool,
+        queue: &str,
+        row: &OrphanRow,
+        fate: Orphan,
+    ) -> Result<u64, InboxError> {
+        let (id, holder) = (&row.id, &row.holder);
+        let query = match fate {
+            Orphan::Unfetch => sqlx::query(UNFETCH).bind(queue).bind(holder).bind(id),
+            Orphan::Dead(reason) => sqlx::query(ORPHAN_DEAD).bind(id).bind(holder).bind(reason),
+            Orphan::Retry { reason, delay } => {
+                let query = sqlx::query(ORPHAN_RETRY).bind(id).bind(holder).bind(reason);
+                query.bind(delay.as_secs_f64())
+            }
+        };
+        execute(pool, query).await
+    }
+
+    async fn unfetch(pool: &PgPool, queue: &str, me: &str) -> Result<u64, InboxError> {
+        execute(
+            pool,
+            sqlx::query(UNFETCH)
+                .bind(queue)
+                .bind(me)
+                .bind(None::<String>),
+        )
+        .await
+    }
+
+    async fn restore_abandoned(pool: &PgPool, queue: &str) -> Result<u64, InboxError> {
+        execute(
+            pool,
+            sqlx::query(UNMARK_ABANDONED)
+                .bind(queue)
+                .bind(shared::ABANDONED),
+        )
+        .await
+    }
+
+    fn run<H, A, Q>(
+        pool: &Self::Pool,
+        settings: &Settings,
+        (name, batch): (String, usize),
+        service: Adapter<H, A, Q>,
+        signal: BoxFuture<()>,
+    ) -> BoxFuture<Result<(), InboxError>>
+    where
+        H: Handler<A>,
+        A: 'static,
+        Q: Queue,
+    {
+        let config = apalis_postgres::Config::default()
+            .queue(&*settings.queue)
+            .batch_size(batch)
+            .heartbeat_interval(settings.heartbeat)
+            .missed_heartbeats(shared::MISSED_HEARTBEATS);
+        let backend = PostgresStorage::<super::job::Stored>::new(pool).with_config(config);
+        let worker = WorkerBuilder::new(name).backend(backend).build(service);
+        Box::pin(async move {
+            let stop = async move {
+                signal.await;
+                Ok::<(), WorkerError>(())
+            };
+            worker.run_until(stop).await.map_err(shared::worker_error)
+        })
+    }
+}

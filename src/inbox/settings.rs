@@ -74,7 +74,8 @@ impl RetryPolicy {
 
 /// The settings every inbox shares: its queue, bound, retries and heartbeat.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+#[allow(unreachable_pub)] // named by the sealed dialect trait
+pub struct Settings {
     pub(crate) queue: Arc<str>,
     pub(crate) max_queued: u64,
     pub(crate) retry: RetryPolicy,

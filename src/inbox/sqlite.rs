@@ -1,17 +1,25 @@
-//! [`SqliteInbox`]: the inbox in one SQLite file, on apalis-sqlite.
+//! The inbox in one SQLite file, on apalis-sqlite: the [`Sqlite`] dialect.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use apalis_core::error::WorkerError;
+use apalis_core::task::Task;
+use apalis_core::worker::builder::WorkerBuilder;
 use apalis_sqlite::SqliteStorage;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Sqlite as Db, SqlitePool, Transaction};
 
-use super::job::Stored;
-use super::{shared, Settings};
-use crate::door::Enqueued;
-use crate::store::sqlite::{open_pool, store_error};
-use crate::store::{Marked, SqliteStore, StoreError};
+use super::dialect::{Backend, Dialect};
+use super::error::InboxError;
+use super::shared::{self, DeadRow, Orphan, OrphanRow};
+use super::worker::{Adapter, Handler, Queue};
+use super::{Inbox, Settings};
+use crate::store::sqlite::{open_pool, transient};
+use crate::store::{sqlx_error_kind, BoxFuture, Marked, SqliteStore, StoreErrorKind};
+
+/// SQLite, for [`Inbox`]: one process on one machine, no service to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sqlite;
 
 /// The inbox in an SQLite file: one process on one machine, no service to run, nothing
 /// lost when it restarts. See [the module](super) for what the layer answers.
@@ -36,16 +44,7 @@ use crate::store::{Marked, SqliteStore, StoreError};
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct SqliteInbox {
-    pool: SqlitePool,
-    settings: Settings,
-    /// Where the dedup marks go: its table, by its clock.
-    store: SqliteStore,
-    /// One enqueue at a time from this process: SQLite has one writer, and writers that
-    /// meet its lock sleep in its busy handler (up to 100 ms a turn), which made the tail.
-    writer: Arc<tokio::sync::Mutex<()>>,
-}
+pub type SqliteInbox = Inbox<Sqlite>;
 
 // Jobs waiting or running: what the bound counts.
 const DEPTH: &str = "SELECT COUNT(*) FROM Jobs WHERE job_type = ?1
@@ -102,204 +101,49 @@ const UNMARK_ABANDONED: &str = "UPDATE Jobs SET attempts = MAX(attempts - 1, 0),
 const PURGE: &str = "DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done'
     AND done_at < CAST(strftime('%s', 'now') AS INTEGER) - ?2";
 
-impl SqliteInbox {
+impl Inbox<Sqlite> {
     /// Opens (or creates) the inbox in the SQLite file at `path`: apalis's tables, migrated
     /// to the current schema, and the dedup marks.
-    pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+    pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, InboxError> {
         Self::open_with(SqliteConnectOptions::new().filename(path)).await
     }
 
     /// Opens the inbox at an sqlx URL (`sqlite://webhooks.db`).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = url.parse::<SqliteConnectOptions>().map_err(store_error)?;
+    pub async fn connect(url: &str) -> Result<Self, InboxError> {
+        let options = url.parse::<SqliteConnectOptions>().map_err(db_error)?;
         Self::open_with(options).await
     }
 
-    async fn open_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+    async fn open_with(options: SqliteConnectOptions) -> Result<Self, InboxError> {
         let pool = open_pool(options, SqliteSynchronous::Full).await?;
         // apalis's own `setup` would also turn `synchronous` off on one of the pool's
         // connections: the migrations alone keep every commit durable.
         SqliteStorage::<()>::migrations()
             .run(&pool)
             .await
-            .map_err(|err| store_error(err.into()))?;
+            .map_err(|err| db_error(err.into()))?;
         sqlx::query(CREATE_DEPTH)
             .execute(&pool)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
         let store = SqliteStore::new(pool.clone());
         store.create_table().await?;
-        Ok(Self {
-            pool,
-            settings: Settings::default(),
-            store,
-            writer: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        Ok(Self::from_parts(pool, store))
     }
+}
 
-    inbox_methods!(SqlitePool);
+/// An inbox error from sqlx's: a busy or unreachable file is unavailable.
+fn db_error(err: sqlx::Error) -> InboxError {
+    let unavailable = sqlx_error_kind(&err, transient) == StoreErrorKind::Unavailable;
+    InboxError::database(err, unavailable)
+}
 
-    /// Writes the dedup marks through `store` (its clock): the store an inline layer beside
-    /// the inbox uses, so that both see each other's marks. It must be on this inbox's file.
-    #[must_use]
-    pub fn with_store(mut self, store: SqliteStore) -> Self {
-        self.store = store;
-        self
-    }
-
-    /// The store the dedup marks go through, on the same file: for layers that handle
-    /// inline beside the inbox.
-    pub fn store(&self) -> SqliteStore {
-        self.store.clone()
-    }
-
-    /// Deletes finished jobs older than `age`, and expired dedup marks; how many jobs.
-    /// Run it now and then (hourly): finished jobs only take room.
-    pub async fn purge(&self, age: Duration) -> Result<u64, StoreError> {
-        let done = sqlx::query(PURGE)
-            .bind(&*self.settings.queue)
-            .bind(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        self.store.cleanup(10_000).await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn enqueue(&self, stored: Stored, window: Duration) -> Result<Enqueued, StoreError> {
-        let max = self.settings.max_queued;
-        if max == 0 {
-            return Ok(Enqueued::Full);
-        }
-        let task = shared::task(&stored, &self.settings)?;
-        let _writer = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let marked = self.store.mark(&mut tx, &stored.key, window).await?;
-        if marked != Marked::Fresh {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(Enqueued::from(marked));
-        }
-        apalis_sqlite::queries::push_tasks(&mut *tx, &self.settings.queue, &[task])
-            .await
-            .map_err(|err| StoreError::new(crate::store::StoreErrorKind::Backend, err))?;
-        // In the same transaction, under SQLite's one writer: the check and the write are one
-        // step, for every process on the file.
-        if !self.admit(&mut tx, max).await? {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(Enqueued::Full);
-        }
-        tx.commit().await.map_err(store_error)?;
-        Ok(Enqueued::Accepted)
-    }
-
-    /// Counts the job just written against the bound `max`: whether it fits.
-    async fn admit(&self, conn: &mut sqlx::SqliteConnection, max: u64) -> Result<bool, StoreError> {
-        let queue = &*self.settings.queue;
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
-        let counted: Option<i64> = sqlx::query_scalar(ADMIT)
-            .bind(queue)
-            .bind(max)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        if counted.is_some() {
-            return Ok(true);
-        }
-        // At the bound by the counter (or no counter yet): count the jobs, this one included.
-        let jobs: i64 = sqlx::query_scalar(DEPTH)
-            .bind(queue)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        sqlx::query(SET_DEPTH)
-            .bind(queue)
-            .bind(jobs)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        Ok(jobs <= max)
-    }
-
-    /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
-    async fn sweep_jobs(&self, me: String, dead_after: Duration) -> Result<u64, StoreError> {
-        let queue = &*self.settings.queue;
-        let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(ORPHANS)
-            .bind(queue)
-            .bind(&me)
-            .bind(i64::try_from(dead_after.as_secs().max(1)).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        let mut taken = 0;
-        for (id, status, attempts, max, holder) in rows {
-            // Each statement checks that the dead worker still holds the job: of two
-            // workers sweeping at once, one takes it.
-            let done = match shared::Orphan::of(&status, attempts, max, self.settings.retry) {
-                shared::Orphan::Unfetch => sqlx::query(UNFETCH).bind(queue).bind(&holder).bind(&id),
-                shared::Orphan::Dead(reason) => sqlx::query(ORPHAN_DEAD)
-                    .bind(&id)
-                    .bind(&holder)
-                    .bind(reason),
-                shared::Orphan::Retry { reason, delay } => sqlx::query(ORPHAN_RETRY)
-                    .bind(&id)
-                    .bind(&holder)
-                    .bind(reason)
-                    .bind(whole_secs(delay)),
-            }
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-            taken += done.rows_affected();
-        }
-        self.restore_abandoned().await?;
-        Ok(taken)
-    }
-
-    /// Puts the jobs `me` fetched but never started back, attempts unchanged.
-    async fn unfetch_jobs(&self, me: String) -> Result<u64, StoreError> {
-        let done = sqlx::query(UNFETCH)
-            .bind(&*self.settings.queue)
-            .bind(&me)
-            .bind(None::<String>)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() + self.restore_abandoned().await?)
-    }
-
-    /// Takes back the attempt apalis adds to a job fetched but not started when its worker
-    /// stops: the job never ran.
-    async fn restore_abandoned(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(UNMARK_ABANDONED)
-            .bind(&*self.settings.queue)
-            .bind(shared::ABANDONED)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
-    }
-
-    /// Marks the job `task_id` as running if `me` still holds it.
-    async fn start_job(&self, task_id: String, me: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(START)
-            .bind(task_id)
-            .bind(me)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Puts the failed job `task_id` off by `delay`, before apalis records its failure.
-    async fn defer_job(&self, task_id: String, delay: Duration) -> Result<(), StoreError> {
-        sqlx::query(DEFER)
-            .bind(task_id)
-            .bind(whole_secs(delay))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
+/// Runs `query` on `pool`: how many rows it changed.
+async fn execute(
+    pool: &SqlitePool,
+    query: sqlx::query::Query<'_, Db, sqlx::sqlite::SqliteArguments>,
+) -> Result<u64, InboxError> {
+    Ok(query.execute(pool).await.map_err(db_error)?.rows_affected())
 }
 
 /// `delay` in the queue's whole seconds, rounded up: a delay is never cut short.
@@ -308,4 +152,202 @@ fn whole_secs(delay: Duration) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
-inbox_impls!(SqliteInbox, SqliteStorage, apalis_sqlite::Config);
+impl Dialect for Sqlite {}
+
+impl Backend for Sqlite {
+    type Pool = SqlitePool;
+    type Store = SqliteStore;
+    type Tx = Transaction<'static, Db>;
+
+    const NAME: &'static str = "SqliteInbox";
+    const ONE_WRITER: bool = true;
+
+    async fn begin(pool: &SqlitePool) -> Result<Self::Tx, InboxError> {
+        pool.begin().await.map_err(db_error)
+    }
+
+    async fn commit(tx: Self::Tx) -> Result<(), InboxError> {
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn mark(
+        store: &SqliteStore,
+        tx: &mut Self::Tx,
+        key: &str,
+        window: Duration,
+    ) -> Result<Marked, InboxError> {
+        Ok(store.mark(tx, key, window).await?)
+    }
+
+    async fn push(tx: &mut Self::Tx, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
+        apalis_sqlite::queries::push_tasks(&mut **tx, queue, &[task])
+            .await
+            .map(drop)
+            .map_err(|err| InboxError::database(err, false))
+    }
+
+    async fn admit(tx: &mut Self::Tx, queue: &str, max: i64) -> Result<bool, InboxError> {
+        let counted: Option<i64> = sqlx::query_scalar(ADMIT)
+            .bind(queue)
+            .bind(max)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        if counted.is_some() {
+            return Ok(true);
+        }
+        // At the bound by the counter (or no counter yet): count the jobs, this one
+        // included. SQLite's one writer makes the count and the write one step.
+        let jobs: i64 = sqlx::query_scalar(DEPTH)
+            .bind(queue)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(SET_DEPTH)
+            .bind(queue)
+            .bind(jobs)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(jobs <= max)
+    }
+
+    async fn counts(pool: &SqlitePool, queue: &str) -> Result<[i64; 5], InboxError> {
+        let (queued, running, failed, dead, done) = sqlx::query_as(COUNTS)
+            .bind(queue)
+            .fetch_one(pool)
+            .await
+            .map_err(db_error)?;
+        Ok([queued, running, failed, dead, done])
+    }
+
+    async fn dead(pool: &SqlitePool, queue: &str, limit: u32) -> Result<Vec<DeadRow>, InboxError> {
+        sqlx::query_as(DEAD)
+            .bind(queue)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn replay(
+        pool: &SqlitePool,
+        queue: &str,
+        task_id: Option<&str>,
+    ) -> Result<u64, InboxError> {
+        let done = execute(pool, sqlx::query(REPLAY).bind(queue).bind(task_id)).await?;
+        // The replayed jobs count against the bound as new ones do.
+        let added = i64::try_from(done).unwrap_or(i64::MAX);
+        execute(pool, sqlx::query(BUMP_DEPTH).bind(queue).bind(added)).await?;
+        Ok(done)
+    }
+
+    async fn purge(
+        pool: &SqlitePool,
+        store: &SqliteStore,
+        queue: &str,
+        age: Duration,
+    ) -> Result<u64, InboxError> {
+        let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+        let done = execute(pool, sqlx::query(PURGE).bind(queue).bind(age)).await?;
+        store.cleanup(10_000).await?;
+        Ok(done)
+    }
+
+    async fn defer(pool: &SqlitePool, task_id: &str, delay: Duration) -> Result<(), InboxError> {
+        execute(
+            pool,
+            sqlx::query(DEFER).bind(task_id).bind(whole_secs(delay)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn start(pool: &SqlitePool, task_id: &str, me: &str) -> Result<bool, InboxError> {
+        Ok(execute(pool, sqlx::query(START).bind(task_id).bind(me)).await? == 1)
+    }
+
+    async fn orphans(
+        pool: &SqlitePool,
+        queue: &str,
+        me: &str,
+        dead_after: Duration,
+    ) -> Result<Vec<OrphanRow>, InboxError> {
+        let silent = i64::try_from(dead_after.as_secs().max(1)).unwrap_or(i64::MAX);
+        let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(ORPHANS)
+            .bind(queue)
+            .bind(me)
+            .bind(silent)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(OrphanRow::from).collect())
+    }
+
+    async fn take_back(
+        pool: &SqlitePool,
+        queue: &str,
+        row: &OrphanRow,
+        fate: Orphan,
+    ) -> Result<u64, InboxError> {
+        let (id, holder) = (&row.id, &row.holder);
+        let query = match fate {
+            Orphan::Unfetch => sqlx::query(UNFETCH).bind(queue).bind(holder).bind(id),
+            Orphan::Dead(reason) => sqlx::query(ORPHAN_DEAD).bind(id).bind(holder).bind(reason),
+            Orphan::Retry { reason, delay } => {
+                let query = sqlx::query(ORPHAN_RETRY).bind(id).bind(holder).bind(reason);
+                query.bind(whole_secs(delay))
+            }
+        };
+        execute(pool, query).await
+    }
+
+    async fn unfetch(pool: &SqlitePool, queue: &str, me: &str) -> Result<u64, InboxError> {
+        execute(
+            pool,
+            sqlx::query(UNFETCH)
+                .bind(queue)
+                .bind(me)
+                .bind(None::<String>),
+        )
+        .await
+    }
+
+    async fn restore_abandoned(pool: &SqlitePool, queue: &str) -> Result<u64, InboxError> {
+        execute(
+            pool,
+            sqlx::query(UNMARK_ABANDONED)
+                .bind(queue)
+                .bind(shared::ABANDONED),
+        )
+        .await
+    }
+
+    fn run<H, A, Q>(
+        pool: &Self::Pool,
+        settings: &Settings,
+        (name, batch): (String, usize),
+        service: Adapter<H, A, Q>,
+        signal: BoxFuture<()>,
+    ) -> BoxFuture<Result<(), InboxError>>
+    where
+        H: Handler<A>,
+        A: 'static,
+        Q: Queue,
+    {
+        let config = apalis_sqlite::Config::default()
+            .queue(&*settings.queue)
+            .batch_size(batch)
+            .heartbeat_interval(settings.heartbeat)
+            .missed_heartbeats(shared::MISSED_HEARTBEATS);
+        let backend = SqliteStorage::<super::job::Stored>::new(pool).with_config(config);
+        let worker = WorkerBuilder::new(name).backend(backend).build(service);
+        Box::pin(async move {
+            let stop = async move {
+                signal.await;
+                Ok::<(), WorkerError>(())
+            };
+            worker.run_until(stop).await.map_err(shared::worker_error)
+        })
+    }
+}

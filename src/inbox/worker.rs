@@ -19,10 +19,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 use tracing::Instrument as _;
 
+use super::error::InboxError;
 use super::job::{from_epoch_millis, Job, Payload, Stored};
 use super::RetryPolicy;
 use crate::event::Event;
-use crate::store::{BoxFuture, StoreError};
+use crate::store::BoxFuture;
 
 /// An error a handler returns, boxed.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -90,13 +91,13 @@ where
 #[allow(unreachable_pub)]
 pub trait Queue: Clone + Send + Sync + 'static {
     /// Sets when the job `task_id` may run again, before apalis records its failure.
-    fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), StoreError>>;
+    fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), InboxError>>;
 
     /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts:
     /// `false` when `me` no longer holds it. apalis writes that mark only after the handler
     /// has started, so a worker that dies in between would leave a job that ran looking
     /// as if it never had, and a poison job would never use its attempts up.
-    fn start(&self, task_id: String, me: Arc<str>) -> BoxFuture<Result<bool, StoreError>>;
+    fn start(&self, task_id: String, me: Arc<str>) -> BoxFuture<Result<bool, InboxError>>;
 
     /// The inbox's retry policy.
     fn retry(&self) -> RetryPolicy;
@@ -107,11 +108,11 @@ pub trait Queue: Clone + Send + Sync + 'static {
     /// Takes back the jobs of workers silent for `dead_after` (other than `me`): one that
     /// was running counts as a failed attempt (retried after its backoff, or dead-lettered
     /// when it was the last), one fetched but never started goes back as it was.
-    fn sweep(&self, me: String, dead_after: Duration) -> BoxFuture<Result<u64, StoreError>>;
+    fn sweep(&self, me: String, dead_after: Duration) -> BoxFuture<Result<u64, InboxError>>;
 
     /// Puts the jobs `me` fetched but never started back in the queue, attempts unchanged:
     /// after `me` stopped.
-    fn unfetch(&self, me: String) -> BoxFuture<Result<u64, StoreError>>;
+    fn unfetch(&self, me: String) -> BoxFuture<Result<u64, InboxError>>;
 
     /// Runs an apalis worker named `name` over the inbox's queue, fetching up to `batch`
     /// jobs at a time, with `service`, until `signal` resolves; then it stops taking jobs
@@ -128,8 +129,7 @@ pub trait Queue: Clone + Send + Sync + 'static {
         A: 'static;
 }
 
-/// Workers for an inbox's jobs: [`SqliteInbox::worker`](super::SqliteInbox::worker) or
-/// [`PostgresInbox::worker`](super::PostgresInbox::worker).
+/// Workers for an inbox's jobs: [`Inbox::worker`](super::Inbox::worker).
 ///
 /// Run as many as you like, in this process or others sharing the queue: each job runs on
 /// one worker at a time.
@@ -272,32 +272,6 @@ fn unique_name() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// A worker could not run: the queue failed to start it or to fetch jobs.
-#[derive(Debug)]
-pub struct InboxError {
-    source: BoxError,
-}
-
-impl InboxError {
-    pub(crate) fn new(source: impl Into<BoxError>) -> Self {
-        Self {
-            source: source.into(),
-        }
-    }
-}
-
-impl fmt::Display for InboxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "inbox worker failed: {}", self.source)
-    }
-}
-
-impl Error for InboxError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&*self.source)
-    }
 }
 
 /// The service apalis calls with each job: decodes it into an [`Event`], runs the handler

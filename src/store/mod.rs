@@ -33,7 +33,7 @@ pub use self::sqlite::SqliteStore;
 pub(crate) use call::{BoxFuture, DynStore, StoreCall};
 #[cfg(feature = "sqlite")]
 pub(crate) use error::sqlx_error;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg(any(feature = "postgres", feature = "inbox-sqlite"))]
 pub(crate) use error::sqlx_error_kind;
 pub use error::{StoreError, StoreErrorKind};
 pub use idempotency::{Claim, IdempotencyStore};

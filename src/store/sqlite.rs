@@ -229,11 +229,14 @@ pub(crate) async fn open_pool(
 /// A store error from sqlx's: a busy or unreachable file is unavailable (retry later),
 /// anything else a backend failure.
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
-    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-    super::sqlx_error(err, |code| {
-        code.parse::<i32>()
-            .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
-    })
+    super::sqlx_error(err, transient)
+}
+
+/// Whether an SQLite error code is worth a retry: `SQLITE_BUSY` (5) and `SQLITE_LOCKED`
+/// (6), with their extended codes.
+pub(crate) fn transient(code: &str) -> bool {
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 impl IdempotencyStore for SqliteStore {

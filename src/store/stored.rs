@@ -25,7 +25,8 @@ pub(crate) const MAX_STORED_KEY: usize = 512;
 /// delivery already done, or a claim an inline layer sharing the table holds in flight.
 #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Marked {
+#[allow(unreachable_pub)] // named by the inbox's sealed dialect trait
+pub enum Marked {
     Fresh,
     Duplicate,
     InFlight,

@@ -8,11 +8,14 @@ pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
 }
 
 pub(crate) fn error_kind(err: &sqlx::Error) -> StoreErrorKind {
-    // Class 08 is "connection exception"; 57P01 to 57P03 are shutdowns and start-ups; 57014
-    // is a statement cancelled by `statement_timeout`.
-    sqlx_error_kind(err, |code| {
-        code.starts_with("08") || code.starts_with("57P") || code == "57014"
-    })
+    sqlx_error_kind(err, transient)
+}
+
+/// Whether a PostgreSQL error code is worth a retry: class 08 is "connection exception";
+/// 57P01 to 57P03 are shutdowns and start-ups; 57014 is a statement cancelled by
+/// `statement_timeout`.
+pub(crate) fn transient(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || code == "57014"
 }
 
 /// A call whose statement task ended without answering it.

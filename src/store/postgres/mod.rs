@@ -9,6 +9,7 @@ mod statements;
 mod store;
 mod table;
 
-pub(crate) use error::store_error;
+#[cfg(feature = "inbox-postgres")]
+pub(crate) use error::transient;
 pub use store::PostgresStore;
 pub use table::InvalidTableName;

@@ -1,0 +1,277 @@
+//! [`Inbox`]: the inbox on any [`Dialect`], written once: its settings, its operations, the
+//! write the layer makes, and what its workers ask of the queue.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use super::dialect::Dialect;
+use super::error::InboxError;
+use super::job::{Counts, DeadLetter, Stored};
+use super::shared::{self, Orphan};
+use super::worker::{Adapter, Handler, Queue, Worker};
+use super::{RetryPolicy, Settings};
+use crate::door::{Door, DoorError, Enqueued};
+use crate::event::Event;
+use crate::store::{BoxFuture, Marked};
+
+/// An inbox: the layer writes each verified delivery to it and answers `202 Accepted` once
+/// the write is committed; [workers](Self::worker) run the handler later, with retries.
+///
+/// One type for every database: [`SqliteInbox`](super::SqliteInbox) is `Inbox<Sqlite>`,
+/// [`PostgresInbox`](super::PostgresInbox) is `Inbox<Postgres>`. Code generic over the
+/// [`Dialect`] is written once for both; see [the module](super) for what the layer answers.
+pub struct Inbox<D: Dialect> {
+    pub(crate) pool: D::Pool,
+    pub(crate) settings: Settings,
+    /// Where the dedup marks go.
+    pub(crate) store: D::Store,
+    /// One enqueue at a time from this process, where the database has one writer.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<D: Dialect> Clone for Inbox<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            writer: Arc::clone(&self.writer),
+        }
+    }
+}
+
+impl<D: Dialect> fmt::Debug for Inbox<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(D::NAME)
+            .field("queue", &self.settings.queue)
+            .field("max_queued", &self.settings.max_queued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Dialect> Inbox<D> {
+    /// The inbox on `pool`, its marks through `store`, with the default settings.
+    pub(crate) fn from_parts(pool: D::Pool, store: D::Store) -> Self {
+        Self {
+            pool,
+            settings: Settings::default(),
+            store,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Writes to and works on the queue `name` (default
+    /// [`DEFAULT_QUEUE`](super::DEFAULT_QUEUE)): one database can hold an inbox per sender,
+    /// each with its own workers.
+    #[must_use]
+    pub fn with_queue(mut self, name: &str) -> Self {
+        self.settings.queue = Arc::from(name);
+        self
+    }
+
+    /// Answers 429 with `Retry-After` while the queue holds `jobs` waiting or running
+    /// already (default [`DEFAULT_MAX_QUEUED`](super::DEFAULT_MAX_QUEUED)): it never holds
+    /// more, however many deliveries arrive at once, from this process or from others on
+    /// the same database (the check is part of each delivery's transaction).
+    #[must_use]
+    pub fn with_max_queued(mut self, jobs: u64) -> Self {
+        self.settings.max_queued = jobs;
+        self
+    }
+
+    /// How failed jobs are retried. The number of attempts is written with each job as it
+    /// is queued.
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.settings.retry = policy;
+        self
+    }
+
+    /// How often workers tell the queue they are alive (default
+    /// [`DEFAULT_HEARTBEAT`](super::DEFAULT_HEARTBEAT), at least a second). A worker silent
+    /// for twice that is taken for dead, and its jobs run again.
+    #[must_use]
+    pub fn with_heartbeat(mut self, every: Duration) -> Self {
+        self.settings.heartbeat = shared::heartbeat(every);
+        self
+    }
+
+    /// Writes the dedup marks through `store`: the store an inline layer beside the inbox
+    /// uses (its clock, its table), so that both see each other's marks. It must be on this
+    /// inbox's database, its table created.
+    #[must_use]
+    pub fn with_store(mut self, store: D::Store) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The store the dedup marks go through, on the same database: for layers that handle
+    /// inline beside the inbox.
+    pub fn store(&self) -> D::Store {
+        self.store.clone()
+    }
+
+    /// The pool the inbox runs on.
+    pub fn pool(&self) -> &D::Pool {
+        &self.pool
+    }
+
+    /// A worker that runs `handler` on this inbox's jobs. See [`Worker`].
+    pub fn worker<H, A>(&self, handler: H) -> Worker<Self, H, A>
+    where
+        H: Handler<A>,
+        A: 'static,
+    {
+        Worker::new(self.clone(), handler)
+    }
+
+    /// How many jobs the queue holds, by state.
+    pub async fn counts(&self) -> Result<Counts, InboxError> {
+        Ok(shared::counts(
+            D::counts(&self.pool, &self.settings.queue).await?,
+        ))
+    }
+
+    /// The dead-lettered jobs, the most recent first, at most `limit`.
+    pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, InboxError> {
+        let rows = D::dead(&self.pool, &self.settings.queue, limit).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, job, attempts, last)| DeadLetter::from_row(id, &job, attempts, last))
+            .collect())
+    }
+
+    /// Queues the dead-lettered job `task_id` again, with all its attempts; whether there
+    /// was such a job.
+    pub async fn replay(&self, task_id: &str) -> Result<bool, InboxError> {
+        Ok(D::replay(&self.pool, &self.settings.queue, Some(task_id)).await? == 1)
+    }
+
+    /// Queues every dead-lettered job again; how many.
+    pub async fn replay_all(&self) -> Result<u64, InboxError> {
+        D::replay(&self.pool, &self.settings.queue, None).await
+    }
+
+    /// Deletes finished jobs older than `age`, and expired dedup marks; how many jobs. Run
+    /// it now and then (hourly): finished jobs only take room.
+    pub async fn purge(&self, age: Duration) -> Result<u64, InboxError> {
+        D::purge(&self.pool, &self.store, &self.settings.queue, age).await
+    }
+
+    /// Writes `stored` with its dedup mark, kept for `window`, in one transaction, unless a
+    /// live mark is there already or the queue is at its bound.
+    async fn enqueue(&self, stored: Stored, window: Duration) -> Result<Enqueued, InboxError> {
+        let max = i64::try_from(self.settings.max_queued).unwrap_or(i64::MAX);
+        if max == 0 {
+            return Ok(Enqueued::Full);
+        }
+        let task = shared::task(&stored, &self.settings)?;
+        let _writer = if D::ONE_WRITER {
+            Some(self.writer.lock().await)
+        } else {
+            None
+        };
+        let queue = &*self.settings.queue;
+        // A transaction dropped without its commit is rolled back.
+        let mut tx = D::begin(&self.pool).await?;
+        let marked = D::mark(&self.store, &mut tx, &stored.key, window).await?;
+        if marked != Marked::Fresh {
+            return Ok(Enqueued::from(marked));
+        }
+        D::push(&mut tx, queue, task).await?;
+        // Last in the transaction, so that the bound's counter is held as briefly as can be.
+        if !D::admit(&mut tx, queue, max).await? {
+            return Ok(Enqueued::Full);
+        }
+        D::commit(tx).await?;
+        Ok(Enqueued::Accepted)
+    }
+
+    /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
+    async fn sweep_jobs(&self, me: &str, dead_after: Duration) -> Result<u64, InboxError> {
+        let queue = &*self.settings.queue;
+        let mut taken = 0;
+        for row in D::orphans(&self.pool, queue, me, dead_after).await? {
+            let fate = Orphan::of(
+                &row.status,
+                row.attempts,
+                row.max_attempts,
+                self.settings.retry,
+            );
+            // Each statement checks that the dead worker still holds the job: of two
+            // workers sweeping at once, one takes it.
+            taken += D::take_back(&self.pool, queue, &row, fate).await?;
+        }
+        D::restore_abandoned(&self.pool, queue).await?;
+        Ok(taken)
+    }
+
+    /// Puts the jobs `me` fetched but never started back, attempts unchanged.
+    async fn unfetch_jobs(&self, me: &str) -> Result<u64, InboxError> {
+        let queue = &*self.settings.queue;
+        let unfetched = D::unfetch(&self.pool, queue, me).await?;
+        Ok(unfetched + D::restore_abandoned(&self.pool, queue).await?)
+    }
+}
+
+impl<D: Dialect> Door for Inbox<D> {
+    fn enqueue(
+        &self,
+        event: &Event,
+        key: &str,
+        layer: &str,
+        headers: &HeaderMap,
+        window: Duration,
+    ) -> BoxFuture<Result<Enqueued, DoorError>> {
+        let stored = Stored::new(event, key, layer, headers);
+        let inbox = self.clone();
+        Box::pin(async move { Ok(inbox.enqueue(stored, window).await?) })
+    }
+}
+
+impl<D: Dialect> Queue for Inbox<D> {
+    fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), InboxError>> {
+        let pool = self.pool.clone();
+        Box::pin(async move { D::defer(&pool, &task_id, delay).await })
+    }
+
+    fn start(&self, task_id: String, me: Arc<str>) -> BoxFuture<Result<bool, InboxError>> {
+        let pool = self.pool.clone();
+        Box::pin(async move { D::start(&pool, &task_id, &me).await })
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.settings.retry
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.settings.heartbeat
+    }
+
+    fn sweep(&self, me: String, dead_after: Duration) -> BoxFuture<Result<u64, InboxError>> {
+        let inbox = self.clone();
+        Box::pin(async move { inbox.sweep_jobs(&me, dead_after).await })
+    }
+
+    fn unfetch(&self, me: String) -> BoxFuture<Result<u64, InboxError>> {
+        let inbox = self.clone();
+        Box::pin(async move { inbox.unfetch_jobs(&me).await })
+    }
+
+    fn run<H, A>(
+        &self,
+        name: String,
+        batch: usize,
+        service: Adapter<H, A, Self>,
+        signal: BoxFuture<()>,
+    ) -> BoxFuture<Result<(), InboxError>>
+    where
+        H: Handler<A>,
+        A: 'static,
+    {
+        D::run(&self.pool, &self.settings, (name, batch), service, signal)
+    }
+}
