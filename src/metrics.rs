@@ -124,6 +124,7 @@ pub(crate) struct Meter {
     keys: std::sync::OnceLock<Keys>,
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
 impl Meter {
     /// The metrics of the layer named `layer` on the scheme named `scheme`.
     pub(crate) fn new(layer: &std::sync::Arc<str>, scheme: &'static str) -> Self {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use apalis_core::task::Task;
 
 use super::error::InboxError;
-use super::shared::{DeadRow, Orphan, OrphanRow};
 use super::worker::{Adapter, Handler, Queue};
 use super::Settings;
 use crate::store::{BoxFuture, Marked};
@@ -74,70 +73,24 @@ pub trait Backend: Sized + Send + Sync + 'static {
         max: i64,
     ) -> impl Future<Output = Result<bool, InboxError>> + Send;
 
-    /// The five counts of `queue`: waiting, running, failed, dead, done.
-    fn counts(
-        pool: &Self::Pool,
-        queue: &str,
-    ) -> impl Future<Output = Result<[i64; 5], InboxError>> + Send;
-    /// The dead letters of `queue`, the most recent first: id, job, attempts, last result.
-    fn dead(
-        pool: &Self::Pool,
-        queue: &str,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<DeadRow>, InboxError>> + Send;
-    /// Queues the dead letter `task_id` (every one, with `None`) again, counted against the
-    /// bound: how many.
-    fn replay(
-        pool: &Self::Pool,
-        queue: &str,
-        task_id: Option<&str>,
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// Deletes the jobs done before `age` ago, and expired dedup marks: how many jobs.
-    fn purge(
-        pool: &Self::Pool,
-        store: &Self::Store,
-        queue: &str,
-        age: Duration,
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
+    /// The statements on the queue's jobs, each with its arguments in the order
+    /// [`Statements`] gives.
+    const SQL: Statements;
 
-    /// Puts the job `task_id` off by `delay`.
-    fn defer(
+    /// Runs `sql` with `args` on `pool`: how many rows it changed.
+    fn execute(
         pool: &Self::Pool,
-        task_id: &str,
-        delay: Duration,
-    ) -> impl Future<Output = Result<(), InboxError>> + Send;
-    /// Marks the job `task_id`, fetched by `me`, as running: whether `me` still holds it.
-    fn start(
-        pool: &Self::Pool,
-        task_id: &str,
-        me: &str,
-    ) -> impl Future<Output = Result<bool, InboxError>> + Send;
-    /// The jobs of `queue` held by workers other than `me` silent for `dead_after`.
-    fn orphans(
-        pool: &Self::Pool,
-        queue: &str,
-        me: &str,
-        dead_after: Duration,
-    ) -> impl Future<Output = Result<Vec<OrphanRow>, InboxError>> + Send;
-    /// Takes the orphan `row` back as `fate` says, if its dead worker still holds it.
-    fn take_back(
-        pool: &Self::Pool,
-        queue: &str,
-        row: &OrphanRow,
-        fate: Orphan,
+        sql: &'static str,
+        args: &[Arg<'_>],
     ) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// Puts the jobs `me` fetched but never started back in `queue`, as they were.
-    fn unfetch(
+    /// The rows `sql` reads with `args`.
+    fn fetch<T: Row>(
         pool: &Self::Pool,
-        queue: &str,
-        me: &str,
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// Takes back the attempt apalis adds to a job fetched but not started when its worker
-    /// stops: the job never ran.
-    fn restore_abandoned(
-        pool: &Self::Pool,
-        queue: &str,
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<T>, InboxError>> + Send;
+    /// Deletes the expired dedup marks of `store`.
+    fn cleanup(store: &Self::Store) -> impl Future<Output = Result<(), InboxError>> + Send;
 
     /// Runs an apalis worker (its name, and how many jobs it fetches at a time) on the queue
     /// of `settings` in `pool`, with `service`, until `signal` resolves.
@@ -153,3 +106,78 @@ pub trait Backend: Sized + Send + Sync + 'static {
         A: 'static,
         Q: Queue;
 }
+
+/// A value bound to a statement. Each dialect binds a number of seconds as its queue keeps
+/// them: whole seconds (rounded up) in SQLite, fractions in PostgreSQL.
+#[derive(Debug, Clone, Copy)]
+#[allow(unreachable_pub)]
+pub enum Arg<'a> {
+    Text(&'a str),
+    MaybeText(Option<&'a str>),
+    Int(i64),
+    Secs(Duration),
+}
+
+/// The statements a dialect runs on its queue, by what they do. The arguments of each, in
+/// order, are given beside it.
+#[derive(Debug)]
+#[allow(unreachable_pub)]
+pub struct Statements {
+    /// queue: waiting, running, failed, dead, done.
+    pub counts: &'static str,
+    /// queue, limit: id, job, attempts, last result, the most recent first.
+    pub dead: &'static str,
+    /// queue, task id or none for every one.
+    pub replay: &'static str,
+    /// queue, jobs: counts jobs added against the bound.
+    pub bump_depth: &'static str,
+    /// queue, age.
+    pub purge: &'static str,
+    /// task id, delay.
+    pub defer: &'static str,
+    /// task id, worker.
+    pub start: &'static str,
+    /// queue, worker, silence: id, status, attempts, max attempts, holder.
+    pub orphans: &'static str,
+    /// id, holder, reason.
+    pub orphan_dead: &'static str,
+    /// id, holder, reason, delay.
+    pub orphan_retry: &'static str,
+    /// queue, worker, task id or none for every one.
+    pub unfetch: &'static str,
+    /// queue, the marker apalis writes on an abandoned job.
+    pub unmark_abandoned: &'static str,
+}
+
+/// A row every dialect reads: a tuple of plain columns. Each dialect's reading is a
+/// supertrait, empty where its feature is off.
+#[allow(unreachable_pub)]
+pub trait Row: FromSqlite + FromPostgres + Send + Unpin {}
+
+impl<T: FromSqlite + FromPostgres + Send + Unpin> Row for T {}
+
+/// A row SQLite can read.
+#[cfg(feature = "inbox-sqlite")]
+#[allow(unreachable_pub)]
+pub trait FromSqlite: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> {}
+#[cfg(feature = "inbox-sqlite")]
+impl<T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>> FromSqlite for T {}
+/// Without SQLite, any row.
+#[cfg(not(feature = "inbox-sqlite"))]
+#[allow(unreachable_pub)]
+pub trait FromSqlite {}
+#[cfg(not(feature = "inbox-sqlite"))]
+impl<T> FromSqlite for T {}
+
+/// A row PostgreSQL can read.
+#[cfg(feature = "inbox-postgres")]
+#[allow(unreachable_pub)]
+pub trait FromPostgres: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> {}
+#[cfg(feature = "inbox-postgres")]
+impl<T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>> FromPostgres for T {}
+/// Without PostgreSQL, any row.
+#[cfg(not(feature = "inbox-postgres"))]
+#[allow(unreachable_pub)]
+pub trait FromPostgres {}
+#[cfg(not(feature = "inbox-postgres"))]
+impl<T> FromPostgres for T {}

@@ -6,11 +6,12 @@ use apalis_core::error::WorkerError;
 use apalis_core::task::Task;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_postgres::PostgresStorage;
-use sqlx::{PgPool, Postgres as Db, Transaction};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments as _, PgPool, Postgres as Db, Transaction};
 
-use super::dialect::{Backend, Dialect};
+use super::dialect::{Arg, Backend, Dialect, Row, Statements};
 use super::error::InboxError;
-use super::shared::{self, DeadRow, Orphan, OrphanRow};
+use super::shared;
 use super::worker::{Adapter, Handler, Queue};
 use super::{Inbox, Settings};
 use crate::store::postgres::transient;
@@ -48,28 +49,50 @@ pub struct Postgres;
 /// ```
 pub type PostgresInbox = Inbox<Postgres>;
 
+/// The statements on the queue's jobs.
+const STATEMENTS: Statements = Statements {
+    counts: "SELECT
+            COUNT(*) FILTER (WHERE status IN ('Pending', 'Queued') OR (status = 'Failed' AND attempts < max_attempts)),
+            COUNT(*) FILTER (WHERE status = 'Running'),
+            COUNT(*) FILTER (WHERE status = 'Failed' AND attempts < max_attempts),
+            COUNT(*) FILTER (WHERE status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)),
+            COUNT(*) FILTER (WHERE status = 'Done')
+        FROM apalis.jobs WHERE job_type = $1",
+    dead: "SELECT id, job, attempts::BIGINT, last_result::TEXT FROM apalis.jobs
+        WHERE job_type = $1 AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))
+        ORDER BY done_at DESC NULLS LAST LIMIT $2",
+    replay: "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, lock_by = NULL,
+            lock_at = NULL, done_at = NULL, last_result = NULL, run_at = now()
+        WHERE job_type = $1 AND ($2::TEXT IS NULL OR id = $2)
+        AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))",
+    bump_depth: "UPDATE webhook_inbox_depth SET jobs = jobs + $2 WHERE queue = $1",
+    purge: "DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'
+        AND done_at < now() - make_interval(secs => $2)",
+    defer: "UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1",
+    // A job `$2` fetched, marked as running before its handler starts.
+    start: "UPDATE apalis.jobs SET status = 'Running', lock_at = now()
+        WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')",
+    // Jobs taken by workers of this queue silent for $3 seconds, other than $2.
+    orphans: "SELECT jobs.id, jobs.status, jobs.attempts::BIGINT, jobs.max_attempts::BIGINT, jobs.lock_by
+        FROM apalis.jobs AS jobs JOIN apalis.workers AS workers ON jobs.lock_by = workers.id
+        WHERE jobs.job_type = $1 AND jobs.status IN ('Running', 'Queued') AND workers.id <> $2
+        AND now() - workers.last_seen >= make_interval(secs => $3)",
+    orphan_dead: "UPDATE apalis.jobs SET status = 'Killed', attempts = attempts + 1,
+            lock_by = NULL, lock_at = NULL, done_at = now(), last_result = $3::jsonb
+        WHERE id = $1 AND lock_by = $2 AND status = 'Running'",
+    orphan_retry: "UPDATE apalis.jobs SET status = 'Failed', attempts = attempts + 1,
+            lock_by = NULL, lock_at = NULL, done_at = now(), last_result = $3::jsonb,
+            run_at = now() + make_interval(secs => $4)
+        WHERE id = $1 AND lock_by = $2 AND status = 'Running'",
+    unfetch: "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
+        WHERE job_type = $1 AND lock_by = $2 AND status = 'Queued' AND ($3::TEXT IS NULL OR id = $3)",
+    unmark_abandoned: "UPDATE apalis.jobs SET attempts = GREATEST(attempts - 1, 0), last_result = NULL
+        WHERE job_type = $1 AND status = 'Pending' AND last_result = $2::jsonb",
+};
+
 // Jobs waiting or running: what the bound counts.
 const DEPTH: &str = "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1
     AND (status IN ('Pending', 'Queued', 'Running') OR (status = 'Failed' AND attempts < max_attempts))";
-const COUNTS: &str = "SELECT
-        COUNT(*) FILTER (WHERE status IN ('Pending', 'Queued') OR (status = 'Failed' AND attempts < max_attempts)),
-        COUNT(*) FILTER (WHERE status = 'Running'),
-        COUNT(*) FILTER (WHERE status = 'Failed' AND attempts < max_attempts),
-        COUNT(*) FILTER (WHERE status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)),
-        COUNT(*) FILTER (WHERE status = 'Done')
-    FROM apalis.jobs WHERE job_type = $1";
-const DEFER: &str =
-    "UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1";
-// A job `$2` fetched, marked as running before its handler starts.
-const START: &str = "UPDATE apalis.jobs SET status = 'Running', lock_at = now()
-    WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')";
-const DEAD: &str = "SELECT id, job, attempts::BIGINT, last_result::TEXT FROM apalis.jobs
-    WHERE job_type = $1 AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))
-    ORDER BY done_at DESC NULLS LAST LIMIT $2";
-const REPLAY: &str = "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, lock_by = NULL,
-        lock_at = NULL, done_at = NULL, last_result = NULL, run_at = now()
-    WHERE job_type = $1 AND ($2::TEXT IS NULL OR id = $2)
-    AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))";
 // The bound's counter: jobs this queue took in since its last count, plus that count. It is
 // counted again when it reaches the bound (workers finish jobs without telling it). Its row
 // is updated last in each enqueue's transaction and stays locked until the commit: the
@@ -84,27 +107,6 @@ const ENSURE_DEPTH: &str =
     "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES ($1, 0) ON CONFLICT (queue) DO NOTHING";
 const LOCK_DEPTH: &str = "SELECT jobs FROM webhook_inbox_depth WHERE queue = $1 FOR UPDATE";
 const SET_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = $2 WHERE queue = $1";
-const BUMP_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $2 WHERE queue = $1";
-// Jobs taken by workers of this queue silent for $3 seconds, other than $2.
-const ORPHANS: &str =
-    "SELECT jobs.id, jobs.status, jobs.attempts::BIGINT, jobs.max_attempts::BIGINT, jobs.lock_by
-    FROM apalis.jobs AS jobs JOIN apalis.workers AS workers ON jobs.lock_by = workers.id
-    WHERE jobs.job_type = $1 AND jobs.status IN ('Running', 'Queued') AND workers.id <> $2
-    AND now() - workers.last_seen >= make_interval(secs => $3)";
-const ORPHAN_DEAD: &str = "UPDATE apalis.jobs SET status = 'Killed', attempts = attempts + 1,
-        lock_by = NULL, lock_at = NULL, done_at = now(), last_result = $3::jsonb
-    WHERE id = $1 AND lock_by = $2 AND status = 'Running'";
-const ORPHAN_RETRY: &str = "UPDATE apalis.jobs SET status = 'Failed', attempts = attempts + 1,
-        lock_by = NULL, lock_at = NULL, done_at = now(), last_result = $3::jsonb,
-        run_at = now() + make_interval(secs => $4)
-    WHERE id = $1 AND lock_by = $2 AND status = 'Running'";
-const UNFETCH: &str = "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
-    WHERE job_type = $1 AND lock_by = $2 AND status = 'Queued' AND ($3::TEXT IS NULL OR id = $3)";
-const UNMARK_ABANDONED: &str =
-    "UPDATE apalis.jobs SET attempts = GREATEST(attempts - 1, 0), last_result = NULL
-    WHERE job_type = $1 AND status = 'Pending' AND last_result = $2::jsonb";
-const PURGE: &str = "DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'
-    AND done_at < now() - make_interval(secs => $2)";
 
 impl Inbox<Postgres> {
     /// Connects to the database at `url` (a pool of its own, as
@@ -137,12 +139,19 @@ fn db_error(err: sqlx::Error) -> InboxError {
     InboxError::database(err, unavailable)
 }
 
-/// Runs `query` on `pool`: how many rows it changed.
-async fn execute(
-    pool: &PgPool,
-    query: sqlx::query::Query<'_, Db, sqlx::postgres::PgArguments>,
-) -> Result<u64, InboxError> {
-    Ok(query.execute(pool).await.map_err(db_error)?.rows_affected())
+/// `args` as this database binds them.
+fn arguments(args: &[Arg<'_>]) -> Result<PgArguments, InboxError> {
+    let mut bound = PgArguments::default();
+    for arg in args {
+        match *arg {
+            Arg::Text(text) => bound.add(text),
+            Arg::MaybeText(text) => bound.add(text),
+            Arg::Int(number) => bound.add(number),
+            Arg::Secs(secs) => bound.add(secs.as_secs_f64()),
+        }
+        .map_err(|err| InboxError::database(err, false))?;
+    }
+    Ok(bound)
 }
 
 impl Dialect for Postgres {}
@@ -214,110 +223,29 @@ impl Backend for Postgres {
         Ok(jobs <= max)
     }
 
-    async fn counts(pool: &PgPool, queue: &str) -> Result<[i64; 5], InboxError> {
-        let (queued, running, failed, dead, done) = sqlx::query_as(COUNTS)
-            .bind(queue)
-            .fetch_one(pool)
-            .await
-            .map_err(db_error)?;
-        Ok([queued, running, failed, dead, done])
-    }
+    const SQL: Statements = STATEMENTS;
 
-    async fn dead(pool: &PgPool, queue: &str, limit: u32) -> Result<Vec<DeadRow>, InboxError> {
-        sqlx::query_as(DEAD)
-            .bind(queue)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)
-    }
-
-    async fn replay(pool: &PgPool, queue: &str, task_id: Option<&str>) -> Result<u64, InboxError> {
-        let done = execute(pool, sqlx::query(REPLAY).bind(queue).bind(task_id)).await?;
-        // The replayed jobs count against the bound as new ones do.
-        let added = i64::try_from(done).unwrap_or(i64::MAX);
-        execute(pool, sqlx::query(BUMP_DEPTH).bind(queue).bind(added)).await?;
-        Ok(done)
-    }
-
-    async fn purge(
+    async fn execute(
         pool: &PgPool,
-        store: &PostgresStore,
-        queue: &str,
-        age: Duration,
+        sql: &'static str,
+        args: &[Arg<'_>],
     ) -> Result<u64, InboxError> {
-        let done = execute(pool, sqlx::query(PURGE).bind(queue).bind(age.as_secs_f64())).await?;
+        let query = sqlx::query_with(sql, arguments(args)?);
+        Ok(query.execute(pool).await.map_err(db_error)?.rows_affected())
+    }
+
+    async fn fetch<T: Row>(
+        pool: &PgPool,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>, InboxError> {
+        let query = sqlx::query_as_with(sql, arguments(args)?);
+        query.fetch_all(pool).await.map_err(db_error)
+    }
+
+    async fn cleanup(store: &PostgresStore) -> Result<(), InboxError> {
         store.cleanup().await?;
-        Ok(done)
-    }
-
-    async fn defer(pool: &PgPool, task_id: &str, delay: Duration) -> Result<(), InboxError> {
-        execute(
-            pool,
-            sqlx::query(DEFER).bind(task_id).bind(delay.as_secs_f64()),
-        )
-        .await?;
         Ok(())
-    }
-
-    async fn start(pool: &PgPool, task_id: &str, me: &str) -> Result<bool, InboxError> {
-        Ok(execute(pool, sqlx::query(START).bind(task_id).bind(me)).await? == 1)
-    }
-
-    async fn orphans(
-        pool: &PgPool,
-        queue: &str,
-        me: &str,
-        dead_after: Duration,
-    ) -> Result<Vec<OrphanRow>, InboxError> {
-        let silent = dead_after.as_secs_f64();
-        let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(ORPHANS)
-            .bind(queue)
-            .bind(me)
-            .bind(silent)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?;
-        Ok(rows.into_iter().map(OrphanRow::from).collect())
-    }
-
-    async fn take_back(
-        pool: &PgPool,
-        queue: &str,
-        row: &OrphanRow,
-        fate: Orphan,
-    ) -> Result<u64, InboxError> {
-        let (id, holder) = (&row.id, &row.holder);
-        let query = match fate {
-            Orphan::Unfetch => sqlx::query(UNFETCH).bind(queue).bind(holder).bind(id),
-            Orphan::Dead(reason) => sqlx::query(ORPHAN_DEAD).bind(id).bind(holder).bind(reason),
-            Orphan::Retry { reason, delay } => {
-                let query = sqlx::query(ORPHAN_RETRY).bind(id).bind(holder).bind(reason);
-                query.bind(delay.as_secs_f64())
-            }
-        };
-        execute(pool, query).await
-    }
-
-    async fn unfetch(pool: &PgPool, queue: &str, me: &str) -> Result<u64, InboxError> {
-        execute(
-            pool,
-            sqlx::query(UNFETCH)
-                .bind(queue)
-                .bind(me)
-                .bind(None::<String>),
-        )
-        .await
-    }
-
-    async fn restore_abandoned(pool: &PgPool, queue: &str) -> Result<u64, InboxError> {
-        execute(
-            pool,
-            sqlx::query(UNMARK_ABANDONED)
-                .bind(queue)
-                .bind(shared::ABANDONED),
-        )
-        .await
     }
 
     fn run<H, A, Q>(

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use super::dialect::Arg::{Int, MaybeText, Secs, Text};
 use super::dialect::Dialect;
 use super::error::InboxError;
 use super::job::{Counts, DeadLetter, Stored};
-use super::shared::{self, Orphan};
+use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
 use super::worker::{Adapter, Handler, Queue, Worker};
 use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
@@ -130,14 +131,18 @@ impl<D: Dialect> Inbox<D> {
 
     /// How many jobs the queue holds, by state.
     pub async fn counts(&self) -> Result<Counts, InboxError> {
+        let args = [Text(&self.settings.queue)];
+        let counts: Vec<(i64, i64, i64, i64, i64)> =
+            D::fetch(&self.pool, D::SQL.counts, &args).await?;
         Ok(shared::counts(
-            D::counts(&self.pool, &self.settings.queue).await?,
+            counts.into_iter().next().unwrap_or_default(),
         ))
     }
 
     /// The dead-lettered jobs, the most recent first, at most `limit`.
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, InboxError> {
-        let rows = D::dead(&self.pool, &self.settings.queue, limit).await?;
+        let args = [Text(&self.settings.queue), Int(i64::from(limit))];
+        let rows: Vec<DeadRow> = D::fetch(&self.pool, D::SQL.dead, &args).await?;
         Ok(rows
             .into_iter()
             .map(|(id, job, attempts, last)| DeadLetter::from_row(id, &job, attempts, last))
@@ -147,18 +152,31 @@ impl<D: Dialect> Inbox<D> {
     /// Queues the dead-lettered job `task_id` again, with all its attempts; whether there
     /// was such a job.
     pub async fn replay(&self, task_id: &str) -> Result<bool, InboxError> {
-        Ok(D::replay(&self.pool, &self.settings.queue, Some(task_id)).await? == 1)
+        Ok(self.replay_where(Some(task_id)).await? == 1)
     }
 
     /// Queues every dead-lettered job again; how many.
     pub async fn replay_all(&self) -> Result<u64, InboxError> {
-        D::replay(&self.pool, &self.settings.queue, None).await
+        self.replay_where(None).await
+    }
+
+    async fn replay_where(&self, task_id: Option<&str>) -> Result<u64, InboxError> {
+        let queue = &*self.settings.queue;
+        let args = [Text(queue), MaybeText(task_id)];
+        let replayed = D::execute(&self.pool, D::SQL.replay, &args).await?;
+        // The replayed jobs count against the bound as new ones do.
+        let added = Int(i64::try_from(replayed).unwrap_or(i64::MAX));
+        D::execute(&self.pool, D::SQL.bump_depth, &[Text(queue), added]).await?;
+        Ok(replayed)
     }
 
     /// Deletes finished jobs older than `age`, and expired dedup marks; how many jobs. Run
     /// it now and then (hourly): finished jobs only take room.
     pub async fn purge(&self, age: Duration) -> Result<u64, InboxError> {
-        D::purge(&self.pool, &self.store, &self.settings.queue, age).await
+        let args = [Text(&self.settings.queue), Secs(age)];
+        let purged = D::execute(&self.pool, D::SQL.purge, &args).await?;
+        D::cleanup(&self.store).await?;
+        Ok(purged)
     }
 
     /// Writes `stored` with its dedup mark, kept for `window`, in one transaction, unless a
@@ -193,27 +211,44 @@ impl<D: Dialect> Inbox<D> {
     /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
     async fn sweep_jobs(&self, me: &str, dead_after: Duration) -> Result<u64, InboxError> {
         let queue = &*self.settings.queue;
+        let args = [Text(queue), Text(me), Secs(dead_after)];
         let mut taken = 0;
-        for row in D::orphans(&self.pool, queue, me, dead_after).await? {
-            let fate = Orphan::of(
-                &row.status,
-                row.attempts,
-                row.max_attempts,
-                self.settings.retry,
-            );
+        let rows: Vec<OrphanTuple> = D::fetch(&self.pool, D::SQL.orphans, &args).await?;
+        for row in rows.into_iter().map(OrphanRow::from) {
+            let retry = self.settings.retry;
+            let fate = Orphan::of(&row.status, row.attempts, row.max_attempts, retry);
+            let (id, holder) = (Text(&row.id), Text(&row.holder));
             // Each statement checks that the dead worker still holds the job: of two
             // workers sweeping at once, one takes it.
-            taken += D::take_back(&self.pool, queue, &row, fate).await?;
+            let (sql, args) = match &fate {
+                Orphan::Unfetch => (
+                    D::SQL.unfetch,
+                    vec![Text(queue), holder, MaybeText(Some(&row.id))],
+                ),
+                Orphan::Dead(reason) => (D::SQL.orphan_dead, vec![id, holder, Text(reason)]),
+                Orphan::Retry { reason, delay } => (
+                    D::SQL.orphan_retry,
+                    vec![id, holder, Text(reason), Secs(*delay)],
+                ),
+            };
+            taken += D::execute(&self.pool, sql, &args).await?;
         }
-        D::restore_abandoned(&self.pool, queue).await?;
+        self.restore_abandoned().await?;
         Ok(taken)
     }
 
     /// Puts the jobs `me` fetched but never started back, attempts unchanged.
     async fn unfetch_jobs(&self, me: &str) -> Result<u64, InboxError> {
-        let queue = &*self.settings.queue;
-        let unfetched = D::unfetch(&self.pool, queue, me).await?;
-        Ok(unfetched + D::restore_abandoned(&self.pool, queue).await?)
+        let args = [Text(&self.settings.queue), Text(me), MaybeText(None)];
+        let unfetched = D::execute(&self.pool, D::SQL.unfetch, &args).await?;
+        Ok(unfetched + self.restore_abandoned().await?)
+    }
+
+    /// Takes back the attempt apalis adds to a job fetched but not started when its worker
+    /// stops: the job never ran.
+    async fn restore_abandoned(&self) -> Result<u64, InboxError> {
+        let args = [Text(&self.settings.queue), Text(shared::ABANDONED)];
+        D::execute(&self.pool, D::SQL.unmark_abandoned, &args).await
     }
 }
 
@@ -235,12 +270,18 @@ impl<D: Dialect> Door for Inbox<D> {
 impl<D: Dialect> Queue for Inbox<D> {
     fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), InboxError>> {
         let pool = self.pool.clone();
-        Box::pin(async move { D::defer(&pool, &task_id, delay).await })
+        Box::pin(async move {
+            let args = [Text(&task_id), Secs(delay)];
+            D::execute(&pool, D::SQL.defer, &args).await.map(drop)
+        })
     }
 
     fn start(&self, task_id: String, me: Arc<str>) -> BoxFuture<Result<bool, InboxError>> {
         let pool = self.pool.clone();
-        Box::pin(async move { D::start(&pool, &task_id, &me).await })
+        Box::pin(async move {
+            let args = [Text(&task_id), Text(&me)];
+            Ok(D::execute(&pool, D::SQL.start, &args).await? == 1)
+        })
     }
 
     fn retry(&self) -> RetryPolicy {

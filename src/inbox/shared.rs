@@ -33,13 +33,11 @@ impl From<Marked> for Enqueued {
 }
 
 /// A dead letter's row: id, job, attempts, last result.
-#[allow(unreachable_pub)] // named by the sealed dialect trait
-pub type DeadRow = (String, Vec<u8>, i64, Option<String>);
+pub(crate) type DeadRow = (String, Vec<u8>, i64, Option<String>);
 
 /// A job held by a worker whose heartbeat lapsed.
 #[derive(Debug, Clone)]
-#[allow(unreachable_pub)] // named by the sealed dialect trait
-pub struct OrphanRow {
+pub(crate) struct OrphanRow {
     pub(crate) id: String,
     pub(crate) status: String,
     pub(crate) attempts: i64,
@@ -48,11 +46,11 @@ pub struct OrphanRow {
     pub(crate) holder: String,
 }
 
-impl From<(String, String, i64, i64, String)> for OrphanRow {
-    /// A row of the dialects' orphan query: id, status, attempts, max attempts, holder.
-    fn from(
-        (id, status, attempts, max_attempts, holder): (String, String, i64, i64, String),
-    ) -> Self {
+/// A row of the dialects' `orphans` statement: id, status, attempts, max attempts, holder.
+pub(crate) type OrphanTuple = (String, String, i64, i64, String);
+
+impl From<OrphanTuple> for OrphanRow {
+    fn from((id, status, attempts, max_attempts, holder): OrphanTuple) -> Self {
         Self {
             id,
             status,
@@ -75,8 +73,7 @@ pub(crate) fn worker_error(err: apalis_core::error::WorkerError) -> InboxError {
 
 /// What becomes of a job held by a worker whose heartbeat lapsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(unreachable_pub)] // named by the sealed dialect trait
-pub enum Orphan {
+pub(crate) enum Orphan {
     /// Fetched but never started: back to the queue as it was.
     Unfetch,
     /// Running on its last attempt: dead-lettered, with the reason.
@@ -111,8 +108,8 @@ fn result(text: &str) -> String {
 /// attempt added: the sweep takes the attempt back.
 pub(crate) const ABANDONED: &str = r#"{"Err": "Re-enqueued due to worker shutdown"}"#;
 
-/// `Counts` from the five counts of a dialect.
-pub(crate) fn counts([queued, running, failed, dead, done]: [i64; 5]) -> Counts {
+/// `Counts` from the five counts of a dialect's `counts` statement.
+pub(crate) fn counts((queued, running, failed, dead, done): (i64, i64, i64, i64, i64)) -> Counts {
     let n = |count: i64| u64::try_from(count).unwrap_or(0);
     Counts {
         queued: n(queued),

@@ -6,12 +6,13 @@ use apalis_core::error::WorkerError;
 use apalis_core::task::Task;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_sqlite::SqliteStorage;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteSynchronous};
+use sqlx::Arguments as _;
 use sqlx::{Sqlite as Db, SqlitePool, Transaction};
 
-use super::dialect::{Backend, Dialect};
+use super::dialect::{Arg, Backend, Dialect, Row, Statements};
 use super::error::InboxError;
-use super::shared::{self, DeadRow, Orphan, OrphanRow};
+use super::shared;
 use super::worker::{Adapter, Handler, Queue};
 use super::{Inbox, Settings};
 use crate::store::sqlite::{open_pool, transient};
@@ -46,30 +47,52 @@ pub struct Sqlite;
 /// ```
 pub type SqliteInbox = Inbox<Sqlite>;
 
+/// The statements on the queue's jobs.
+const STATEMENTS: Statements = Statements {
+    counts: "SELECT
+            COALESCE(SUM(status IN ('Pending', 'Queued') OR (status = 'Failed' AND attempts < max_attempts)), 0),
+            COALESCE(SUM(status = 'Running'), 0),
+            COALESCE(SUM(status = 'Failed' AND attempts < max_attempts), 0),
+            COALESCE(SUM(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)), 0),
+            COALESCE(SUM(status = 'Done'), 0)
+        FROM Jobs WHERE job_type = ?1",
+    dead: "SELECT id, job, attempts, last_result FROM Jobs
+        WHERE job_type = ?1 AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))
+        ORDER BY done_at DESC LIMIT ?2",
+    replay: "UPDATE Jobs SET status = 'Pending', attempts = 0, lock_by = NULL,
+            lock_at = NULL, done_at = NULL, last_result = NULL,
+            run_at = CAST(strftime('%s', 'now') AS INTEGER)
+        WHERE job_type = ?1 AND (?2 IS NULL OR id = ?2)
+        AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))",
+    bump_depth: "UPDATE webhook_inbox_depth SET jobs = jobs + ?2 WHERE queue = ?1",
+    purge: "DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done'
+        AND done_at < CAST(strftime('%s', 'now') AS INTEGER) - ?2",
+    defer: "UPDATE Jobs SET run_at = CAST(strftime('%s', 'now') AS INTEGER) + ?2 WHERE id = ?1",
+    // A job `?2` fetched, marked as running before its handler starts.
+    start: "UPDATE Jobs SET status = 'Running', lock_at = CAST(strftime('%s', 'now') AS INTEGER)
+        WHERE id = ?1 AND lock_by = ?2 AND status IN ('Queued', 'Running')",
+    // Jobs taken by workers of this queue silent for ?3 seconds, other than ?2.
+    orphans: "SELECT Jobs.id, Jobs.status, Jobs.attempts, Jobs.max_attempts, Jobs.lock_by
+        FROM Jobs JOIN Workers ON Jobs.lock_by = Workers.id
+        WHERE Jobs.job_type = ?1 AND Jobs.status IN ('Running', 'Queued') AND Workers.id <> ?2
+        AND CAST(strftime('%s', 'now') AS INTEGER) - Workers.last_seen >= ?3",
+    orphan_dead: "UPDATE Jobs SET status = 'Killed', attempts = attempts + 1,
+            lock_by = NULL, lock_at = NULL, done_at = CAST(strftime('%s', 'now') AS INTEGER),
+            last_result = ?3
+        WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'",
+    orphan_retry: "UPDATE Jobs SET status = 'Failed', attempts = attempts + 1,
+            lock_by = NULL, lock_at = NULL, done_at = CAST(strftime('%s', 'now') AS INTEGER),
+            last_result = ?3, run_at = CAST(strftime('%s', 'now') AS INTEGER) + ?4
+        WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'",
+    unfetch: "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
+        WHERE job_type = ?1 AND lock_by = ?2 AND status = 'Queued' AND (?3 IS NULL OR id = ?3)",
+    unmark_abandoned: "UPDATE Jobs SET attempts = MAX(attempts - 1, 0), last_result = NULL
+        WHERE job_type = ?1 AND status = 'Pending' AND last_result = ?2",
+};
+
 // Jobs waiting or running: what the bound counts.
 const DEPTH: &str = "SELECT COUNT(*) FROM Jobs WHERE job_type = ?1
     AND (status IN ('Pending', 'Queued', 'Running') OR (status = 'Failed' AND attempts < max_attempts))";
-const COUNTS: &str = "SELECT
-        COALESCE(SUM(status IN ('Pending', 'Queued') OR (status = 'Failed' AND attempts < max_attempts)), 0),
-        COALESCE(SUM(status = 'Running'), 0),
-        COALESCE(SUM(status = 'Failed' AND attempts < max_attempts), 0),
-        COALESCE(SUM(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)), 0),
-        COALESCE(SUM(status = 'Done'), 0)
-    FROM Jobs WHERE job_type = ?1";
-const DEFER: &str =
-    "UPDATE Jobs SET run_at = CAST(strftime('%s', 'now') AS INTEGER) + ?2 WHERE id = ?1";
-// A job `?2` fetched, marked as running before its handler starts.
-const START: &str =
-    "UPDATE Jobs SET status = 'Running', lock_at = CAST(strftime('%s', 'now') AS INTEGER)
-    WHERE id = ?1 AND lock_by = ?2 AND status IN ('Queued', 'Running')";
-const DEAD: &str = "SELECT id, job, attempts, last_result FROM Jobs
-    WHERE job_type = ?1 AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))
-    ORDER BY done_at DESC LIMIT ?2";
-const REPLAY: &str = "UPDATE Jobs SET status = 'Pending', attempts = 0, lock_by = NULL,
-        lock_at = NULL, done_at = NULL, last_result = NULL,
-        run_at = CAST(strftime('%s', 'now') AS INTEGER)
-    WHERE job_type = ?1 AND (?2 IS NULL OR id = ?2)
-    AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))";
 // The bound's counter: jobs this queue took in since its last count, plus that count. It is
 // counted again when it reaches the bound (workers finish jobs without telling it).
 const CREATE_DEPTH: &str = "CREATE TABLE IF NOT EXISTS webhook_inbox_depth (
@@ -80,26 +103,6 @@ const ADMIT: &str =
     "UPDATE webhook_inbox_depth SET jobs = jobs + 1 WHERE queue = ?1 AND jobs < ?2 RETURNING jobs";
 const SET_DEPTH: &str = "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES (?1, ?2)
     ON CONFLICT (queue) DO UPDATE SET jobs = excluded.jobs";
-const BUMP_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + ?2 WHERE queue = ?1";
-// Jobs taken by workers of this queue silent for ?3 seconds, other than ?2.
-const ORPHANS: &str = "SELECT Jobs.id, Jobs.status, Jobs.attempts, Jobs.max_attempts, Jobs.lock_by
-    FROM Jobs JOIN Workers ON Jobs.lock_by = Workers.id
-    WHERE Jobs.job_type = ?1 AND Jobs.status IN ('Running', 'Queued') AND Workers.id <> ?2
-    AND CAST(strftime('%s', 'now') AS INTEGER) - Workers.last_seen >= ?3";
-const ORPHAN_DEAD: &str = "UPDATE Jobs SET status = 'Killed', attempts = attempts + 1,
-        lock_by = NULL, lock_at = NULL, done_at = CAST(strftime('%s', 'now') AS INTEGER),
-        last_result = ?3
-    WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'";
-const ORPHAN_RETRY: &str = "UPDATE Jobs SET status = 'Failed', attempts = attempts + 1,
-        lock_by = NULL, lock_at = NULL, done_at = CAST(strftime('%s', 'now') AS INTEGER),
-        last_result = ?3, run_at = CAST(strftime('%s', 'now') AS INTEGER) + ?4
-    WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'";
-const UNFETCH: &str = "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
-    WHERE job_type = ?1 AND lock_by = ?2 AND status = 'Queued' AND (?3 IS NULL OR id = ?3)";
-const UNMARK_ABANDONED: &str = "UPDATE Jobs SET attempts = MAX(attempts - 1, 0), last_result = NULL
-    WHERE job_type = ?1 AND status = 'Pending' AND last_result = ?2";
-const PURGE: &str = "DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done'
-    AND done_at < CAST(strftime('%s', 'now') AS INTEGER) - ?2";
 
 impl Inbox<Sqlite> {
     /// Opens (or creates) the inbox in the SQLite file at `path`: apalis's tables, migrated
@@ -138,12 +141,19 @@ fn db_error(err: sqlx::Error) -> InboxError {
     InboxError::database(err, unavailable)
 }
 
-/// Runs `query` on `pool`: how many rows it changed.
-async fn execute(
-    pool: &SqlitePool,
-    query: sqlx::query::Query<'_, Db, sqlx::sqlite::SqliteArguments>,
-) -> Result<u64, InboxError> {
-    Ok(query.execute(pool).await.map_err(db_error)?.rows_affected())
+/// `args` as this database binds them.
+fn arguments(args: &[Arg<'_>]) -> Result<SqliteArguments, InboxError> {
+    let mut bound = SqliteArguments::default();
+    for arg in args {
+        match *arg {
+            Arg::Text(text) => bound.add(text),
+            Arg::MaybeText(text) => bound.add(text),
+            Arg::Int(number) => bound.add(number),
+            Arg::Secs(secs) => bound.add(whole_secs(secs)),
+        }
+        .map_err(|err| InboxError::database(err, false))?;
+    }
+    Ok(bound)
 }
 
 /// `delay` in the queue's whole seconds, rounded up: a delay is never cut short.
@@ -212,115 +222,29 @@ impl Backend for Sqlite {
         Ok(jobs <= max)
     }
 
-    async fn counts(pool: &SqlitePool, queue: &str) -> Result<[i64; 5], InboxError> {
-        let (queued, running, failed, dead, done) = sqlx::query_as(COUNTS)
-            .bind(queue)
-            .fetch_one(pool)
-            .await
-            .map_err(db_error)?;
-        Ok([queued, running, failed, dead, done])
-    }
+    const SQL: Statements = STATEMENTS;
 
-    async fn dead(pool: &SqlitePool, queue: &str, limit: u32) -> Result<Vec<DeadRow>, InboxError> {
-        sqlx::query_as(DEAD)
-            .bind(queue)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)
-    }
-
-    async fn replay(
+    async fn execute(
         pool: &SqlitePool,
-        queue: &str,
-        task_id: Option<&str>,
+        sql: &'static str,
+        args: &[Arg<'_>],
     ) -> Result<u64, InboxError> {
-        let done = execute(pool, sqlx::query(REPLAY).bind(queue).bind(task_id)).await?;
-        // The replayed jobs count against the bound as new ones do.
-        let added = i64::try_from(done).unwrap_or(i64::MAX);
-        execute(pool, sqlx::query(BUMP_DEPTH).bind(queue).bind(added)).await?;
-        Ok(done)
+        let query = sqlx::query_with(sql, arguments(args)?);
+        Ok(query.execute(pool).await.map_err(db_error)?.rows_affected())
     }
 
-    async fn purge(
+    async fn fetch<T: Row>(
         pool: &SqlitePool,
-        store: &SqliteStore,
-        queue: &str,
-        age: Duration,
-    ) -> Result<u64, InboxError> {
-        let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-        let done = execute(pool, sqlx::query(PURGE).bind(queue).bind(age)).await?;
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>, InboxError> {
+        let query = sqlx::query_as_with(sql, arguments(args)?);
+        query.fetch_all(pool).await.map_err(db_error)
+    }
+
+    async fn cleanup(store: &SqliteStore) -> Result<(), InboxError> {
         store.cleanup(10_000).await?;
-        Ok(done)
-    }
-
-    async fn defer(pool: &SqlitePool, task_id: &str, delay: Duration) -> Result<(), InboxError> {
-        execute(
-            pool,
-            sqlx::query(DEFER).bind(task_id).bind(whole_secs(delay)),
-        )
-        .await?;
         Ok(())
-    }
-
-    async fn start(pool: &SqlitePool, task_id: &str, me: &str) -> Result<bool, InboxError> {
-        Ok(execute(pool, sqlx::query(START).bind(task_id).bind(me)).await? == 1)
-    }
-
-    async fn orphans(
-        pool: &SqlitePool,
-        queue: &str,
-        me: &str,
-        dead_after: Duration,
-    ) -> Result<Vec<OrphanRow>, InboxError> {
-        let silent = i64::try_from(dead_after.as_secs().max(1)).unwrap_or(i64::MAX);
-        let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(ORPHANS)
-            .bind(queue)
-            .bind(me)
-            .bind(silent)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?;
-        Ok(rows.into_iter().map(OrphanRow::from).collect())
-    }
-
-    async fn take_back(
-        pool: &SqlitePool,
-        queue: &str,
-        row: &OrphanRow,
-        fate: Orphan,
-    ) -> Result<u64, InboxError> {
-        let (id, holder) = (&row.id, &row.holder);
-        let query = match fate {
-            Orphan::Unfetch => sqlx::query(UNFETCH).bind(queue).bind(holder).bind(id),
-            Orphan::Dead(reason) => sqlx::query(ORPHAN_DEAD).bind(id).bind(holder).bind(reason),
-            Orphan::Retry { reason, delay } => {
-                let query = sqlx::query(ORPHAN_RETRY).bind(id).bind(holder).bind(reason);
-                query.bind(whole_secs(delay))
-            }
-        };
-        execute(pool, query).await
-    }
-
-    async fn unfetch(pool: &SqlitePool, queue: &str, me: &str) -> Result<u64, InboxError> {
-        execute(
-            pool,
-            sqlx::query(UNFETCH)
-                .bind(queue)
-                .bind(me)
-                .bind(None::<String>),
-        )
-        .await
-    }
-
-    async fn restore_abandoned(pool: &SqlitePool, queue: &str) -> Result<u64, InboxError> {
-        execute(
-            pool,
-            sqlx::query(UNMARK_ABANDONED)
-                .bind(queue)
-                .bind(shared::ABANDONED),
-        )
-        .await
     }
 
     fn run<H, A, Q>(
