@@ -92,8 +92,8 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Deletes the expired dedup marks of `store`.
     fn cleanup(store: &Self::Store) -> impl Future<Output = Result<(), InboxError>> + Send;
 
-    /// Runs an apalis worker (its name, and how many jobs it fetches at a time) on the queue
-    /// of `settings` in `pool`, with `service`, until `signal` resolves.
+    /// Runs an apalis worker (its name, and how many jobs it runs at once and fetches at a
+    /// time) on the queue of `settings` in `pool`, with `service`, until `signal` resolves.
     fn run<H, A, Q>(
         pool: &Self::Pool,
         settings: &Settings,

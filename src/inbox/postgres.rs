@@ -8,6 +8,7 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_postgres::PostgresStorage;
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments as _, PgPool, Postgres as Db, Transaction};
+use tower::limit::ConcurrencyLimitLayer;
 
 use super::dialect::{Arg, Backend, Dialect, Row, Statements};
 use super::error::InboxError;
@@ -266,7 +267,10 @@ impl Backend for Postgres {
             .heartbeat_interval(settings.heartbeat)
             .missed_heartbeats(shared::MISSED_HEARTBEATS);
         let backend = PostgresStorage::<super::job::Stored>::new(pool).with_config(config);
-        let worker = WorkerBuilder::new(name).backend(backend).build(service);
+        let worker = WorkerBuilder::new(name)
+            .backend(backend)
+            .layer(ConcurrencyLimitLayer::new(batch))
+            .build(service);
         Box::pin(async move {
             let stop = async move {
                 signal.await;

@@ -9,6 +9,7 @@ use apalis_sqlite::SqliteStorage;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteSynchronous};
 use sqlx::Arguments as _;
 use sqlx::{Sqlite as Db, SqlitePool, Transaction};
+use tower::limit::ConcurrencyLimitLayer;
 
 use super::dialect::{Arg, Backend, Dialect, Row, Statements};
 use super::error::InboxError;
@@ -265,7 +266,10 @@ impl Backend for Sqlite {
             .heartbeat_interval(settings.heartbeat)
             .missed_heartbeats(shared::MISSED_HEARTBEATS);
         let backend = SqliteStorage::<super::job::Stored>::new(pool).with_config(config);
-        let worker = WorkerBuilder::new(name).backend(backend).build(service);
+        let worker = WorkerBuilder::new(name)
+            .backend(backend)
+            .layer(ConcurrencyLimitLayer::new(batch))
+            .build(service);
         Box::pin(async move {
             let stop = async move {
                 signal.await;

@@ -5,7 +5,6 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +14,6 @@ use apalis_core::error::AbortError;
 use apalis_core::task::Task;
 use futures_util::future::{select, Either};
 use futures_util::FutureExt as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 use tracing::Instrument as _;
 
@@ -207,10 +205,7 @@ where
             name: Arc::from(name.as_str()),
             handler: self.handler,
             queue: self.queue.clone(),
-            limit: Arc::new(Semaphore::new(self.concurrency)),
             timeout: self.timeout,
-            acquiring: None,
-            permit: None,
             _args: PhantomData,
         };
         let signal = signal.shared();
@@ -275,7 +270,7 @@ fn unique_name() -> String {
 }
 
 /// The service apalis calls with each job: decodes it into an [`Event`], runs the handler
-/// under a concurrency limit, and turns its outcome into apalis's (done, failed and put off
+/// (under the worker's concurrency limit, around it), and turns its outcome into apalis's (done, failed and put off
 /// by the backoff, or killed: dead-lettered at once).
 #[allow(unreachable_pub)]
 pub struct Adapter<H, A, Q> {
@@ -283,10 +278,7 @@ pub struct Adapter<H, A, Q> {
     name: Arc<str>,
     handler: Arc<H>,
     queue: Q,
-    limit: Arc<Semaphore>,
     timeout: Duration,
-    acquiring: Option<BoxFuture<OwnedSemaphorePermit>>,
-    permit: Option<OwnedSemaphorePermit>,
     _args: PhantomData<fn() -> A>,
 }
 
@@ -296,10 +288,7 @@ impl<H, A, Q: Clone> Clone for Adapter<H, A, Q> {
             name: Arc::clone(&self.name),
             handler: Arc::clone(&self.handler),
             queue: self.queue.clone(),
-            limit: Arc::clone(&self.limit),
             timeout: self.timeout,
-            acquiring: None,
-            permit: None,
             _args: PhantomData,
         }
     }
@@ -322,27 +311,13 @@ where
     type Error = BoxError;
     type Future = BoxFuture<Result<(), BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.permit.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        let limit = Arc::clone(&self.limit);
-        let acquiring = self.acquiring.get_or_insert_with(|| {
-            Box::pin(async move {
-                limit
-                    .acquire_owned()
-                    .await
-                    .expect("the worker's semaphore is never closed")
-            })
-        });
-        let permit = std::task::ready!(Pin::new(acquiring).poll(cx));
-        self.acquiring = None;
-        self.permit = Some(permit);
+    // Always ready: the worker's concurrency is tower's `ConcurrencyLimit` around this
+    // service, which apalis polls before it fetches a job.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, task: Task<Stored>) -> Self::Future {
-        let permit = self.permit.take();
         let handler = Arc::clone(&self.handler);
         let queue = self.queue.clone();
         let me = Arc::clone(&self.name);
@@ -350,7 +325,6 @@ where
         let stored = task.args;
         let timeout = self.timeout;
         Box::pin(async move {
-            let _permit = permit;
             // apalis counts the attempt as the job starts, after `call`.
             let attempt = u32::try_from(ctx.attempt()).unwrap_or(u32::MAX);
             let retry = queue.retry();
