@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::inbox::{delivery_id, eventually, no_wait, read_until, recording, send, unique, Seen};
+use common::inbox::{
+    counting, delivery_id, eventually, first_dead_letters, no_wait, read_until, recording, send,
+    unique, Seen,
+};
 use http::StatusCode;
 use tower_webhook::inbox::{Job, PostgresInbox, RetryPolicy, SqliteInbox};
 use tower_webhook::testkit::Delivery;
@@ -305,20 +308,8 @@ macro_rules! inbox_suite {
                         StatusCode::ACCEPTED
                     );
                     let runs = Arc::new(AtomicU32::new(0));
-                    let worker = {
-                        let runs = Arc::clone(&runs);
-                        inbox.worker(move |_: Event<Strict>| {
-                            runs.fetch_add(1, Ordering::Relaxed);
-                            async { Ok::<_, Infallible>(()) }
-                        })
-                    };
-                    let running = tokio::spawn(worker.run());
-                    let dead = read_until(
-                        10,
-                        || async { inbox.dead_letters(10).await.unwrap() },
-                        |dead| !dead.is_empty(),
-                    )
-                    .await;
+                    let running = tokio::spawn(inbox.worker(counting::<Strict>(&runs)).run());
+                    let dead = first_dead_letters(&inbox, 10).await;
                     running.abort();
                     assert_eq!(dead.len(), 1);
                     assert_eq!(dead[0].attempts, 1);

@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::inbox::{eventually, read_until, send, unique};
+use common::inbox::{counting, eventually, first_dead_letters, read_until, send, unique};
 use http::StatusCode;
 use tower_webhook::inbox::{PostgresInbox, RetryPolicy, SqliteInbox};
 use tower_webhook::store::postgres::sqlx as pg;
 use tower_webhook::store::sqlite::sqlx as lite;
 use tower_webhook::testkit::Delivery;
-use tower_webhook::{Event, VerifyWebhookLayer};
+use tower_webhook::{Event, Unparsed, VerifyWebhookLayer};
 
 fn run_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tower-webhook-hardening-{}", std::process::id()))
@@ -192,19 +192,23 @@ async fn sqlite_marks_follow_the_stores_clock() {
     // By the store's clock the window has passed: the mark is gone for the inline layer
     // (whose handler runs), and for the inbox, which queues the delivery again.
     clock.advance(window + Duration::from_secs(1));
+    assert_eq!(
+        handled_inline(&inline, &delivery).await,
+        1,
+        "the mark expired by the store's clock"
+    );
+}
+
+/// Sends `delivery` through `inline` (answered 200): how many times its handler ran.
+async fn handled_inline(inline: &VerifyWebhookLayer, delivery: &Delivery) -> usize {
     let runs = common::PerId::default();
-    let service = tower::Layer::layer(&inline, runs.service(Duration::ZERO));
-    let id = common::inbox::delivery_id(&delivery);
-    let response = tower::ServiceExt::oneshot(
-        service,
-        delivery
-            .request::<http_body_util::Full<bytes::Bytes>>(&common::scheme())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let service = tower::Layer::layer(inline, runs.service(Duration::ZERO));
+    let request = delivery
+        .request::<http_body_util::Full<bytes::Bytes>>(&common::scheme())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(service, request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(runs.runs(&id), 1, "the mark expired by the store's clock");
+    runs.runs(&common::inbox::delivery_id(delivery))
 }
 
 /// Item 7, PostgreSQL: the inbox writes its marks to the table of the store it was given, so
@@ -231,20 +235,12 @@ async fn postgres_marks_go_to_the_stores_table() {
     .await
     .unwrap();
     assert_eq!(in_table, 1, "the mark is in the store's table");
-    let runs = common::PerId::default();
     let inline = VerifyWebhookLayer::new(common::scheme()).with_store(store.clone());
-    let service = tower::Layer::layer(&inline, runs.service(Duration::ZERO));
-    let id = common::inbox::delivery_id(&delivery);
-    let response = tower::ServiceExt::oneshot(
-        service,
-        delivery
-            .request::<http_body_util::Full<bytes::Bytes>>(&common::scheme())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(runs.runs(&id), 0, "a duplicate of the queued delivery");
+    assert_eq!(
+        handled_inline(&inline, &delivery).await,
+        0,
+        "a duplicate of the queued delivery"
+    );
     pg::query(pg::AssertSqlSafe(format!("DROP TABLE \"{table}\"")))
         .execute(store.pool())
         .await
@@ -366,20 +362,8 @@ async fn a_job_whose_worker_dies_is_retried_then_dead_lettered(place: Place) {
     let handled = Arc::new(AtomicU32::new(0));
     on_inbox!(&place, retry, |inbox| {
         let inbox = inbox.with_heartbeat(Duration::from_secs(1));
-        let worker = {
-            let handled = Arc::clone(&handled);
-            inbox.worker(move |_: Event| {
-                handled.fetch_add(1, Ordering::SeqCst);
-                async { Ok::<_, Infallible>(()) }
-            })
-        };
-        let task = tokio::spawn(worker.run());
-        let dead = read_until(
-            20,
-            || async { inbox.dead_letters(10).await.unwrap() },
-            |dead| !dead.is_empty(),
-        )
-        .await;
+        let task = tokio::spawn(inbox.worker(counting::<Unparsed>(&handled)).run());
+        let dead = first_dead_letters(&inbox, 20).await;
         assert_eq!(dead.len(), 1, "dead-lettered");
         assert_eq!(
             dead[0].last_error.as_deref(),

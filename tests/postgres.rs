@@ -250,21 +250,7 @@ impl Locked {
 
     /// Waits until a statement waits for the lock.
     async fn wait_for_a_waiter(&self) {
-        for _ in 0..500 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND query LIKE $1",
-            )
-            .bind(format!("%{}%", self.table))
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no statement waited for the lock on {}", self.table);
+        wait_for_a_lock_waiter(&self.pool, &self.table).await;
     }
 
     async fn rows(&self) -> i64 {
@@ -509,21 +495,7 @@ impl RowLocks {
 
     /// Waits until a statement on the table waits for a row lock.
     async fn wait_for_a_waiter(&self) {
-        for _ in 0..500 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND query LIKE $1",
-            )
-            .bind(format!("%{}%", self.table))
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no statement waited for a lock on {}", self.table);
+        wait_for_a_lock_waiter(&self.pool, &self.table).await;
     }
 
     async fn has_row(&self, key: &str) -> bool {
@@ -699,4 +671,23 @@ fn main() -> std::process::ExitCode {
         a_runtime_gone_before_its_statement_ran_does_not_wedge_the_store,
     ]);
     common::run_needing("PostgreSQL", "DATABASE_URL", &url(), probe(), trials)
+}
+
+/// Waits until a statement on `table` waits for a lock.
+async fn wait_for_a_lock_waiter(pool: &sqlx::PgPool, table: &str) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE $1",
+        )
+        .bind(format!("%{table}%"))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no statement waited for a lock on {table}");
 }

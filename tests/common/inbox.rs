@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
-use tower_webhook::inbox::{Job, RetryPolicy};
+use tower_webhook::inbox::{DeadLetter, Dialect, Inbox, Job, Payload, RetryPolicy};
 use tower_webhook::testkit::Delivery;
 use tower_webhook::{Event, VerifyWebhookLayer, DUPLICATE_HEADER};
 
@@ -70,6 +70,28 @@ pub async fn read_until<T, F: Future<Output = T>>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     read().await
+}
+
+/// The dead letters of `inbox` once there are some, or none after `secs`: on either
+/// database, as the inbox is one type.
+pub async fn first_dead_letters<D: Dialect>(inbox: &Inbox<D>, secs: u64) -> Vec<DeadLetter> {
+    read_until(
+        secs,
+        || async { inbox.dead_letters(10).await.unwrap() },
+        |dead| !dead.is_empty(),
+    )
+    .await
+}
+
+/// A handler of `Event<T>` that counts its runs in `runs` and succeeds.
+pub fn counting<T: Payload>(
+    runs: &Arc<AtomicU32>,
+) -> impl Fn(Event<T>) -> std::future::Ready<Result<(), Infallible>> + Send + Sync + 'static {
+    let runs = Arc::clone(runs);
+    move |_: Event<T>| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(()))
+    }
 }
 
 /// What the handlers saw: (id, attempt).
