@@ -380,6 +380,56 @@ async fn a_job_whose_worker_dies_is_retried_then_dead_lettered(place: Place) {
     });
 }
 
+/// #18, item 5: a worker built with apalis's own `WorkerBuilder` and a tower layer, from
+/// the inbox's pieces (its storage, its job service, its watch), runs the queued jobs as
+/// `inbox.worker` does, and a job that fails is dead-lettered after its attempts.
+async fn an_apalis_worker_of_your_own_runs_the_jobs(place: Place) {
+    use apalis_core::worker::builder::WorkerBuilder;
+    on_inbox!(&place, quick(2, Duration::ZERO), |inbox| {
+        let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+        let fine = Delivery::new(r#"{"fail":false}"#).id(unique("own"));
+        let failing = Delivery::new(r#"{"fail":true}"#).id(unique("own"));
+        for delivery in [&fine, &failing] {
+            assert_eq!(send(&layer, delivery).await.0, StatusCode::ACCEPTED);
+        }
+        let handled = Arc::new(AtomicU32::new(0));
+        let name = unique("own-worker");
+        let service = inbox.service(&name, {
+            let handled = Arc::clone(&handled);
+            move |event: Event<serde_json::Value>| {
+                let failed = event.payload()["fail"] == true;
+                if !failed {
+                    handled.fetch_add(1, Ordering::SeqCst);
+                }
+                async move {
+                    if failed {
+                        Err("told to fail")
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        });
+        let worker = WorkerBuilder::new(name.as_str())
+            .backend(inbox.storage(2))
+            .layer(tower::limit::ConcurrencyLimitLayer::new(2))
+            .build(service);
+        let running = tokio::spawn(worker.run());
+        let watching = tokio::spawn({
+            let (inbox, name) = (inbox.clone(), name.clone());
+            async move { inbox.watch(&name).await }
+        });
+        let dead = first_dead_letters(&inbox, 20).await;
+        running.abort();
+        watching.abort();
+        inbox.release(&name).await;
+        assert!(eventually(5, || handled.load(Ordering::SeqCst) == 1).await);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].id, common::inbox::delivery_id(&failing));
+        assert_eq!(dead[0].attempts, 2);
+    });
+}
+
 /// Item 10: a worker stopped at many points of its work (before, during and after a fetch)
 /// leaves no job fetched and locked: every job is done, or back in the queue with no
 /// attempt counted.
@@ -459,6 +509,9 @@ fn main() -> std::process::ExitCode {
             "a_job_whose_worker_dies_is_retried_then_dead_lettered",
             |p| Box::pin(a_job_whose_worker_dies_is_retried_then_dead_lettered(p)),
         ),
+        both("an_apalis_worker_of_your_own_runs_the_jobs", |p| {
+            Box::pin(an_apalis_worker_of_your_own_runs_the_jobs(p))
+        }),
         both("a_stop_at_any_point_puts_fetched_jobs_back", |p| {
             Box::pin(a_stop_at_any_point_puts_fetched_jobs_back(p))
         }),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use apalis_core::task::Task;
 
 use super::error::InboxError;
-use super::worker::{Adapter, Handler, Queue};
+use super::worker::{Handler, JobService, Queue};
 use super::Settings;
 use crate::store::{BoxFuture, Marked};
 
@@ -40,6 +40,8 @@ pub trait Backend: Sized + Send + Sync + 'static {
     type Store: Clone + fmt::Debug + Send + Sync + 'static;
     /// An open transaction.
     type Tx: Send;
+    /// The apalis storage of the inbox's jobs.
+    type Storage: Send + 'static;
 
     /// The inbox's name in `Debug`.
     const NAME: &'static str;
@@ -92,13 +94,17 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Deletes the expired dedup marks of `store`.
     fn cleanup(store: &Self::Store) -> impl Future<Output = Result<(), InboxError>> + Send;
 
+    /// The apalis storage of the queue of `settings` in `pool`, fetching up to `batch` jobs
+    /// at a time.
+    fn storage(pool: &Self::Pool, settings: &Settings, batch: usize) -> Self::Storage;
+
     /// Runs an apalis worker (its name, and how many jobs it runs at once and fetches at a
     /// time) on the queue of `settings` in `pool`, with `service`, until `signal` resolves.
     fn run<H, A, Q>(
         pool: &Self::Pool,
         settings: &Settings,
         worker: (String, usize),
-        service: Adapter<H, A, Q>,
+        service: JobService<H, A, Q>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where

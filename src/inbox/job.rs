@@ -12,9 +12,11 @@ use crate::clock::unix_millis_i64;
 use crate::event::{Event, Unparsed};
 use crate::scheme::DeliveryId;
 
-/// A verified delivery as the inbox keeps it: the job's payload.
+/// A verified delivery as the inbox keeps it: the payload of its job. Opaque: a worker
+/// built with apalis's own `WorkerBuilder` (see [`Inbox::storage`](super::Inbox::storage))
+/// passes it through, and [`JobService`](super::JobService) turns it into an [`Event`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Stored {
+pub struct StoredDelivery {
     pub(crate) id: String,
     pub(crate) key: String,
     pub(crate) scheme: String,
@@ -39,7 +41,7 @@ const NOT_STORED: [HeaderName; 4] = [
     http::header::SET_COOKIE,
 ];
 
-impl Stored {
+impl StoredDelivery {
     pub(crate) fn new(event: &Event, key: &str, layer: &str, headers: &HeaderMap) -> Self {
         Self {
             id: event.id().to_owned(),
@@ -173,7 +175,7 @@ impl DeadLetter {
         attempts: i64,
         last_result: Option<String>,
     ) -> Self {
-        let stored = serde_json::from_slice::<Stored>(job).ok();
+        let stored = serde_json::from_slice::<StoredDelivery>(job).ok();
         Self {
             task_id,
             id: stored.as_ref().map(|s| s.id.clone()).unwrap_or_default(),

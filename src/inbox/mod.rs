@@ -82,7 +82,7 @@ mod sqlite;
 pub use dialect::Dialect;
 pub use error::{InboxError, InboxErrorKind};
 pub use handoff::accepted;
-pub use job::{Counts, DeadLetter, Job, Payload};
+pub use job::{Counts, DeadLetter, Job, Payload, StoredDelivery};
 #[cfg(feature = "inbox-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "inbox-postgres")))]
 pub use postgres::{Postgres, PostgresInbox};
@@ -92,4 +92,4 @@ pub use settings::{RetryPolicy, DEFAULT_HEARTBEAT, DEFAULT_MAX_QUEUED, DEFAULT_Q
 #[cfg(feature = "inbox-sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "inbox-sqlite")))]
 pub use sqlite::{Sqlite, SqliteInbox};
-pub use worker::{BoxError, Handler, Worker, DEFAULT_ATTEMPT_TIMEOUT};
+pub use worker::{BoxError, Handler, JobService, Worker, DEFAULT_ATTEMPT_TIMEOUT};

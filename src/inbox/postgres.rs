@@ -12,8 +12,9 @@ use tower::limit::ConcurrencyLimitLayer;
 
 use super::dialect::{Arg, Backend, Dialect, Row, Statements};
 use super::error::InboxError;
+use super::job::StoredDelivery;
 use super::shared;
-use super::worker::{Adapter, Handler, Queue};
+use super::worker::{Handler, JobService, Queue};
 use super::{Inbox, Settings};
 use crate::store::postgres::transient;
 use crate::store::{sqlx_error_kind, BoxFuture, Marked, PostgresStore, StoreErrorKind};
@@ -161,6 +162,7 @@ impl Backend for Postgres {
     type Pool = PgPool;
     type Store = PostgresStore;
     type Tx = Transaction<'static, Db>;
+    type Storage = PostgresStorage<StoredDelivery>;
 
     const NAME: &'static str = "PostgresInbox";
     // Concurrent transactions wait for the bound's counter only to commit.
@@ -249,11 +251,20 @@ impl Backend for Postgres {
         Ok(())
     }
 
+    fn storage(pool: &Self::Pool, settings: &Settings, batch: usize) -> Self::Storage {
+        let config = apalis_postgres::Config::default()
+            .queue(&*settings.queue)
+            .batch_size(batch)
+            .heartbeat_interval(settings.heartbeat)
+            .missed_heartbeats(shared::MISSED_HEARTBEATS);
+        PostgresStorage::new(pool).with_config(config)
+    }
+
     fn run<H, A, Q>(
         pool: &Self::Pool,
         settings: &Settings,
         (name, batch): (String, usize),
-        service: Adapter<H, A, Q>,
+        service: JobService<H, A, Q>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where
@@ -261,12 +272,7 @@ impl Backend for Postgres {
         A: 'static,
         Q: Queue,
     {
-        let config = apalis_postgres::Config::default()
-            .queue(&*settings.queue)
-            .batch_size(batch)
-            .heartbeat_interval(settings.heartbeat)
-            .missed_heartbeats(shared::MISSED_HEARTBEATS);
-        let backend = PostgresStorage::<super::job::Stored>::new(pool).with_config(config);
+        let backend = Self::storage(pool, settings, batch);
         let worker = WorkerBuilder::new(name)
             .backend(backend)
             .layer(ConcurrencyLimitLayer::new(batch))

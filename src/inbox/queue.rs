@@ -8,11 +8,12 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use super::dialect::Arg::{Int, MaybeText, Secs, Text};
+use super::dialect::Backend;
 use super::dialect::Dialect;
 use super::error::InboxError;
-use super::job::{Counts, DeadLetter, Stored};
+use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
-use super::worker::{Adapter, Handler, Queue, Worker};
+use super::worker::{self, Handler, JobService, Queue, Worker, DEFAULT_ATTEMPT_TIMEOUT};
 use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
@@ -129,6 +130,65 @@ impl<D: Dialect> Inbox<D> {
         Worker::new(self.clone(), handler)
     }
 
+    /// The apalis storage of this inbox's queue, fetching up to `batch` jobs at a time: with
+    /// [`service`](Self::service) and [`watch`](Self::watch), the pieces of a worker built
+    /// with apalis's own `WorkerBuilder` and layers. [`worker`](Self::worker) is made of them.
+    ///
+    /// ```no_run
+    /// # async fn run(inbox: tower_webhook::inbox::SqliteInbox) -> Result<(), Box<dyn std::error::Error>> {
+    /// use apalis_core::worker::builder::WorkerBuilder;
+    /// use tower::limit::ConcurrencyLimitLayer;
+    /// use tower_webhook::Event;
+    ///
+    /// let name = "billing-worker-1"; // unique among running workers
+    /// let worker = WorkerBuilder::new(name)
+    ///     .backend(inbox.storage(8))
+    ///     .layer(ConcurrencyLimitLayer::new(8))
+    ///     .build(inbox.service(name, |event: Event| async move {
+    ///         println!("handled {}", event.id());
+    ///         Ok::<_, std::io::Error>(())
+    ///     }));
+    /// // Takes back the jobs of workers that died, while this one runs.
+    /// tokio::spawn({
+    ///     let inbox = inbox.clone();
+    ///     async move { inbox.watch(name).await }
+    /// });
+    /// worker.run().await?;
+    /// inbox.release(name).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn storage(&self, batch: usize) -> <D as Backend>::Storage {
+        D::storage(&self.pool, &self.settings, batch.max(1))
+    }
+
+    /// The service that runs `handler` on this inbox's jobs, for the worker named `worker`
+    /// (the name given to apalis's `WorkerBuilder`): each attempt under
+    /// [`DEFAULT_ATTEMPT_TIMEOUT`] unless told otherwise. See [`storage`](Self::storage).
+    pub fn service<H, A>(&self, worker: &str, handler: H) -> JobService<H, A, Self>
+    where
+        H: Handler<A>,
+        A: 'static,
+    {
+        JobService::new(
+            worker,
+            Arc::new(handler),
+            self.clone(),
+            DEFAULT_ATTEMPT_TIMEOUT,
+        )
+    }
+
+    /// Every heartbeat, takes back the jobs of workers other than `worker` whose heartbeat
+    /// lapsed twice: run it beside a worker of your own making. Never returns.
+    pub async fn watch(&self, worker: &str) {
+        match worker::watch(self.clone(), worker.to_owned()).await {}
+    }
+
+    /// Puts back the jobs the stopped worker `worker` fetched but never started.
+    pub async fn release(&self, worker: &str) {
+        worker::release(self, worker.to_owned()).await;
+    }
+
     /// How many jobs the queue holds, by state.
     pub async fn counts(&self) -> Result<Counts, InboxError> {
         let args = [Text(&self.settings.queue)];
@@ -181,7 +241,11 @@ impl<D: Dialect> Inbox<D> {
 
     /// Writes `stored` with its dedup mark, kept for `window`, in one transaction, unless a
     /// live mark is there already or the queue is at its bound.
-    async fn enqueue(&self, stored: Stored, window: Duration) -> Result<Enqueued, InboxError> {
+    async fn enqueue(
+        &self,
+        stored: StoredDelivery,
+        window: Duration,
+    ) -> Result<Enqueued, InboxError> {
         let max = i64::try_from(self.settings.max_queued).unwrap_or(i64::MAX);
         if max == 0 {
             return Ok(Enqueued::Full);
@@ -261,7 +325,7 @@ impl<D: Dialect> Door for Inbox<D> {
         headers: &HeaderMap,
         window: Duration,
     ) -> BoxFuture<Result<Enqueued, DoorError>> {
-        let stored = Stored::new(event, key, layer, headers);
+        let stored = StoredDelivery::new(event, key, layer, headers);
         let inbox = self.clone();
         Box::pin(async move { Ok(inbox.enqueue(stored, window).await?) })
     }
@@ -306,7 +370,7 @@ impl<D: Dialect> Queue for Inbox<D> {
         &self,
         name: String,
         batch: usize,
-        service: Adapter<H, A, Self>,
+        service: JobService<H, A, Self>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where

@@ -7,13 +7,16 @@ use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::Task;
 
 use super::error::{InboxError, InboxErrorKind};
-use super::job::{Counts, Stored};
+use super::job::{Counts, StoredDelivery};
 use super::Settings;
 use crate::door::Enqueued;
 use crate::store::Marked;
 
 /// The job that carries `stored`, with the attempts of `settings`' retry policy.
-pub(crate) fn task(stored: &Stored, settings: &Settings) -> Result<Task<Vec<u8>>, InboxError> {
+pub(crate) fn task(
+    stored: &StoredDelivery,
+    settings: &Settings,
+) -> Result<Task<Vec<u8>>, InboxError> {
     let job =
         serde_json::to_vec(stored).map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
     let attempts = usize::try_from(settings.retry.attempts()).unwrap_or(usize::MAX);

@@ -13,8 +13,9 @@ use tower::limit::ConcurrencyLimitLayer;
 
 use super::dialect::{Arg, Backend, Dialect, Row, Statements};
 use super::error::InboxError;
+use super::job::StoredDelivery;
 use super::shared;
-use super::worker::{Adapter, Handler, Queue};
+use super::worker::{Handler, JobService, Queue};
 use super::{Inbox, Settings};
 use crate::store::sqlite::{open_pool, transient};
 use crate::store::{sqlx_error_kind, BoxFuture, Marked, SqliteStore, StoreErrorKind};
@@ -169,6 +170,7 @@ impl Backend for Sqlite {
     type Pool = SqlitePool;
     type Store = SqliteStore;
     type Tx = Transaction<'static, Db>;
+    type Storage = SqliteStorage<StoredDelivery>;
 
     const NAME: &'static str = "SqliteInbox";
     const ONE_WRITER: bool = true;
@@ -248,11 +250,20 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    fn storage(pool: &Self::Pool, settings: &Settings, batch: usize) -> Self::Storage {
+        let config = apalis_sqlite::Config::default()
+            .queue(&*settings.queue)
+            .batch_size(batch)
+            .heartbeat_interval(settings.heartbeat)
+            .missed_heartbeats(shared::MISSED_HEARTBEATS);
+        SqliteStorage::new(pool).with_config(config)
+    }
+
     fn run<H, A, Q>(
         pool: &Self::Pool,
         settings: &Settings,
         (name, batch): (String, usize),
-        service: Adapter<H, A, Q>,
+        service: JobService<H, A, Q>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where
@@ -260,12 +271,7 @@ impl Backend for Sqlite {
         A: 'static,
         Q: Queue,
     {
-        let config = apalis_sqlite::Config::default()
-            .queue(&*settings.queue)
-            .batch_size(batch)
-            .heartbeat_interval(settings.heartbeat)
-            .missed_heartbeats(shared::MISSED_HEARTBEATS);
-        let backend = SqliteStorage::<super::job::Stored>::new(pool).with_config(config);
+        let backend = Self::storage(pool, settings, batch);
         let worker = WorkerBuilder::new(name)
             .backend(backend)
             .layer(ConcurrencyLimitLayer::new(batch))

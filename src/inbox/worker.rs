@@ -18,7 +18,7 @@ use tower_service::Service;
 use tracing::Instrument as _;
 
 use super::error::InboxError;
-use super::job::{from_epoch_millis, Job, Payload, Stored};
+use super::job::{from_epoch_millis, Job, Payload, StoredDelivery};
 use super::RetryPolicy;
 use crate::event::Event;
 use crate::store::BoxFuture;
@@ -119,7 +119,7 @@ pub trait Queue: Clone + Send + Sync + 'static {
         &self,
         name: String,
         batch: usize,
-        service: Adapter<H, A, Self>,
+        service: JobService<H, A, Self>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where
@@ -201,15 +201,9 @@ where
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), InboxError> {
         let name = self.name.unwrap_or_else(unique_name);
-        let service = Adapter {
-            name: Arc::from(name.as_str()),
-            handler: self.handler,
-            queue: self.queue.clone(),
-            timeout: self.timeout,
-            _args: PhantomData,
-        };
+        let service = JobService::new(&name, self.handler, self.queue.clone(), self.timeout);
         let signal = signal.shared();
-        let mut sweeping = std::pin::pin!(sweep(self.queue.clone(), name.clone()));
+        let mut sweeping = std::pin::pin!(watch(self.queue.clone(), name.clone()));
         let ran = loop {
             let run = self.queue.run(
                 name.clone(),
@@ -218,7 +212,8 @@ where
                 Box::pin(signal.clone()),
             );
             let ran = match select(run, sweeping.as_mut()).await {
-                Either::Left((ran, _)) | Either::Right((ran, _)) => ran,
+                Either::Left((ran, _)) => ran,
+                Either::Right((never, _)) => match never {},
             };
             match ran {
                 // The queue failed under it (the database went away): start again, as a
@@ -230,21 +225,26 @@ where
                 ran => break ran,
             }
         };
-        // A stop while the worker was fetching can leave jobs fetched and never started.
-        match self.queue.unfetch(name).await {
-            Ok(0) => {}
-            Ok(jobs) => tracing::info!(jobs, "jobs fetched but not started went back to the queue"),
-            Err(err) => {
-                tracing::warn!(error = %err, "could not put back the jobs fetched but not started; they go back once this worker's heartbeat lapses");
-            }
-        }
+        release(&self.queue, name).await;
         ran
     }
 }
 
-/// Every heartbeat, takes back the jobs of workers whose heartbeat lapsed twice. Runs until
-/// the worker stops.
-async fn sweep<Q: Queue>(queue: Q, me: String) -> Result<(), InboxError> {
+/// Puts back the jobs the stopped worker `name` fetched but never started: a stop while it
+/// was fetching can leave some.
+pub(crate) async fn release<Q: Queue>(queue: &Q, name: String) {
+    match queue.unfetch(name).await {
+        Ok(0) => {}
+        Ok(jobs) => tracing::info!(jobs, "jobs fetched but not started went back to the queue"),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not put back the jobs fetched but not started; they go back once this worker's heartbeat lapses");
+        }
+    }
+}
+
+/// Every heartbeat, takes back the jobs of workers (other than `me`) whose heartbeat lapsed
+/// twice. Never ends: run it beside the worker `me`.
+pub(crate) async fn watch<Q: Queue>(queue: Q, me: String) -> std::convert::Infallible {
     let every = queue.heartbeat();
     loop {
         match queue.sweep(me.clone(), every * 2).await {
@@ -269,11 +269,15 @@ fn unique_name() -> String {
     )
 }
 
-/// The service apalis calls with each job: decodes it into an [`Event`], runs the handler
-/// (under the worker's concurrency limit, around it), and turns its outcome into apalis's (done, failed and put off
-/// by the backoff, or killed: dead-lettered at once).
+/// The service apalis calls with each job of an inbox: decodes it into an [`Event`], runs
+/// the handler under the attempt's deadline, and turns its outcome into apalis's (done,
+/// failed and put off by the backoff, or killed: dead-lettered at once).
+///
+/// [`Inbox::worker`](super::Inbox::worker) builds its workers from it; to compose your own
+/// with apalis's `WorkerBuilder` and its layers, take it from
+/// [`Inbox::service`](super::Inbox::service) (see [`Inbox::storage`](super::Inbox::storage)).
 #[allow(unreachable_pub)]
-pub struct Adapter<H, A, Q> {
+pub struct JobService<H, A, Q> {
     /// The worker's name, which holds the jobs it fetched.
     name: Arc<str>,
     handler: Arc<H>,
@@ -282,7 +286,29 @@ pub struct Adapter<H, A, Q> {
     _args: PhantomData<fn() -> A>,
 }
 
-impl<H, A, Q: Clone> Clone for Adapter<H, A, Q> {
+impl<H, A, Q> JobService<H, A, Q> {
+    /// The service of the worker named `name` (it guards the jobs that worker fetched),
+    /// running `handler` on the jobs of `queue`, each attempt cut at `timeout`.
+    pub(crate) fn new(name: &str, handler: Arc<H>, queue: Q, timeout: Duration) -> Self {
+        Self {
+            name: Arc::from(name),
+            handler,
+            queue,
+            timeout,
+            _args: PhantomData,
+        }
+    }
+
+    /// Gives each attempt at most `limit` (default [`DEFAULT_ATTEMPT_TIMEOUT`]), as
+    /// [`Worker::attempt_timeout`] does.
+    #[must_use]
+    pub fn attempt_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
+        self
+    }
+}
+
+impl<H, A, Q: Clone> Clone for JobService<H, A, Q> {
     fn clone(&self) -> Self {
         Self {
             name: Arc::clone(&self.name),
@@ -301,7 +327,7 @@ enum Ran {
     Dead(String),
 }
 
-impl<H, A, Q> Service<Task<Stored>> for Adapter<H, A, Q>
+impl<H, A, Q> Service<Task<StoredDelivery>> for JobService<H, A, Q>
 where
     H: Handler<A>,
     A: 'static,
@@ -317,7 +343,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, task: Task<Stored>) -> Self::Future {
+    fn call(&mut self, task: Task<StoredDelivery>) -> Self::Future {
         let handler = Arc::clone(&self.handler);
         let queue = self.queue.clone();
         let me = Arc::clone(&self.name);
@@ -404,7 +430,7 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 async fn run_once<H: Handler<A>, A>(
     handler: &H,
-    stored: &Stored,
+    stored: &StoredDelivery,
     task_id: &str,
     (attempt, max_attempts): (u32, u32),
     timeout: Duration,
