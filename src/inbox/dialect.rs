@@ -9,7 +9,7 @@ use std::time::Duration;
 use apalis_core::task::Task;
 
 use super::error::InboxError;
-use super::worker::{Handler, JobService, Queue};
+use super::worker::{Handler, JobService};
 use super::Settings;
 use crate::store::{BoxFuture, Marked};
 
@@ -100,17 +100,17 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// Runs an apalis worker (its name, and how many jobs it runs at once and fetches at a
     /// time) on the queue of `settings` in `pool`, with `service`, until `signal` resolves.
-    fn run<H, A, Q>(
+    fn run<H, A>(
         pool: &Self::Pool,
         settings: &Settings,
         worker: (String, usize),
-        service: JobService<H, A, Q>,
+        service: JobService<H, A, Self>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where
+        Self: Dialect,
         H: Handler<A>,
-        A: 'static,
-        Q: Queue;
+        A: 'static;
 }
 
 /// A value bound to a statement. Each dialect binds a number of seconds as its queue keeps

@@ -13,7 +13,7 @@ use super::dialect::Dialect;
 use super::error::InboxError;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
-use super::worker::{self, Handler, JobService, Queue, Worker, DEFAULT_ATTEMPT_TIMEOUT};
+use super::worker::{self, Handler, JobService, Worker, DEFAULT_ATTEMPT_TIMEOUT};
 use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
@@ -122,7 +122,7 @@ impl<D: Dialect> Inbox<D> {
     }
 
     /// A worker that runs `handler` on this inbox's jobs. See [`Worker`].
-    pub fn worker<H, A>(&self, handler: H) -> Worker<Self, H, A>
+    pub fn worker<H, A>(&self, handler: H) -> Worker<D, H, A>
     where
         H: Handler<A>,
         A: 'static,
@@ -165,7 +165,7 @@ impl<D: Dialect> Inbox<D> {
     /// The service that runs `handler` on this inbox's jobs, for the worker named `worker`
     /// (the name given to apalis's `WorkerBuilder`): each attempt under
     /// [`DEFAULT_ATTEMPT_TIMEOUT`] unless told otherwise. See [`storage`](Self::storage).
-    pub fn service<H, A>(&self, worker: &str, handler: H) -> JobService<H, A, Self>
+    pub fn service<H, A>(&self, worker: &str, handler: H) -> JobService<H, A, D>
     where
         H: Handler<A>,
         A: 'static,
@@ -272,8 +272,27 @@ impl<D: Dialect> Inbox<D> {
         Ok(Enqueued::Accepted)
     }
 
+    /// Puts the failed job `task_id` off by `delay`, before apalis records its failure.
+    pub(crate) async fn defer_job(&self, task_id: &str, delay: Duration) -> Result<(), InboxError> {
+        let args = [Text(task_id), Secs(delay)];
+        D::execute(&self.pool, D::SQL.defer, &args).await.map(drop)
+    }
+
+    /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts:
+    /// `false` when `me` no longer holds it. apalis writes that mark only after the handler
+    /// has started, so a worker that died in between would leave a job that ran looking as
+    /// if it never had, and a poison job would never use its attempts up.
+    pub(crate) async fn start_job(&self, task_id: &str, me: &str) -> Result<bool, InboxError> {
+        let args = [Text(task_id), Text(me)];
+        Ok(D::execute(&self.pool, D::SQL.start, &args).await? == 1)
+    }
+
     /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
-    async fn sweep_jobs(&self, me: &str, dead_after: Duration) -> Result<u64, InboxError> {
+    pub(crate) async fn sweep_jobs(
+        &self,
+        me: &str,
+        dead_after: Duration,
+    ) -> Result<u64, InboxError> {
         let queue = &*self.settings.queue;
         let args = [Text(queue), Text(me), Secs(dead_after)];
         let mut taken = 0;
@@ -302,7 +321,7 @@ impl<D: Dialect> Inbox<D> {
     }
 
     /// Puts the jobs `me` fetched but never started back, attempts unchanged.
-    async fn unfetch_jobs(&self, me: &str) -> Result<u64, InboxError> {
+    pub(crate) async fn unfetch_jobs(&self, me: &str) -> Result<u64, InboxError> {
         let args = [Text(&self.settings.queue), Text(me), MaybeText(None)];
         let unfetched = D::execute(&self.pool, D::SQL.unfetch, &args).await?;
         Ok(unfetched + self.restore_abandoned().await?)
@@ -328,55 +347,5 @@ impl<D: Dialect> Door for Inbox<D> {
         let stored = StoredDelivery::new(event, key, layer, headers);
         let inbox = self.clone();
         Box::pin(async move { Ok(inbox.enqueue(stored, window).await?) })
-    }
-}
-
-impl<D: Dialect> Queue for Inbox<D> {
-    fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), InboxError>> {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let args = [Text(&task_id), Secs(delay)];
-            D::execute(&pool, D::SQL.defer, &args).await.map(drop)
-        })
-    }
-
-    fn start(&self, task_id: String, me: Arc<str>) -> BoxFuture<Result<bool, InboxError>> {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let args = [Text(&task_id), Text(&me)];
-            Ok(D::execute(&pool, D::SQL.start, &args).await? == 1)
-        })
-    }
-
-    fn retry(&self) -> RetryPolicy {
-        self.settings.retry
-    }
-
-    fn heartbeat(&self) -> Duration {
-        self.settings.heartbeat
-    }
-
-    fn sweep(&self, me: String, dead_after: Duration) -> BoxFuture<Result<u64, InboxError>> {
-        let inbox = self.clone();
-        Box::pin(async move { inbox.sweep_jobs(&me, dead_after).await })
-    }
-
-    fn unfetch(&self, me: String) -> BoxFuture<Result<u64, InboxError>> {
-        let inbox = self.clone();
-        Box::pin(async move { inbox.unfetch_jobs(&me).await })
-    }
-
-    fn run<H, A>(
-        &self,
-        name: String,
-        batch: usize,
-        service: JobService<H, A, Self>,
-        signal: BoxFuture<()>,
-    ) -> BoxFuture<Result<(), InboxError>>
-    where
-        H: Handler<A>,
-        A: 'static,
-    {
-        D::run(&self.pool, &self.settings, (name, batch), service, signal)
     }
 }

@@ -15,7 +15,7 @@ use super::dialect::{Arg, Backend, Dialect, Row, Statements};
 use super::error::InboxError;
 use super::job::StoredDelivery;
 use super::shared;
-use super::worker::{Handler, JobService, Queue};
+use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::sqlite::{open_pool, transient};
 use crate::store::{sqlx_error_kind, BoxFuture, Marked, SqliteStore, StoreErrorKind};
@@ -259,17 +259,16 @@ impl Backend for Sqlite {
         SqliteStorage::new(pool).with_config(config)
     }
 
-    fn run<H, A, Q>(
+    fn run<H, A>(
         pool: &Self::Pool,
         settings: &Settings,
         (name, batch): (String, usize),
-        service: JobService<H, A, Q>,
+        service: JobService<H, A, Self>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where
         H: Handler<A>,
         A: 'static,
-        Q: Queue,
     {
         let backend = Self::storage(pool, settings, batch);
         let worker = WorkerBuilder::new(name)

@@ -17,9 +17,10 @@ use futures_util::FutureExt as _;
 use tower_service::Service;
 use tracing::Instrument as _;
 
+use super::dialect::Dialect;
 use super::error::InboxError;
 use super::job::{from_epoch_millis, Job, Payload, StoredDelivery};
-use super::RetryPolicy;
+use super::Inbox;
 use crate::event::Event;
 use crate::store::BoxFuture;
 
@@ -84,56 +85,13 @@ where
     }
 }
 
-/// What a backend does for the worker besides apalis's own work: put a failed job off until
-/// its backoff has passed, and run an apalis worker with the adapter as its service.
-#[allow(unreachable_pub)]
-pub trait Queue: Clone + Send + Sync + 'static {
-    /// Sets when the job `task_id` may run again, before apalis records its failure.
-    fn defer(&self, task_id: String, delay: Duration) -> BoxFuture<Result<(), InboxError>>;
-
-    /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts:
-    /// `false` when `me` no longer holds it. apalis writes that mark only after the handler
-    /// has started, so a worker that dies in between would leave a job that ran looking
-    /// as if it never had, and a poison job would never use its attempts up.
-    fn start(&self, task_id: String, me: Arc<str>) -> BoxFuture<Result<bool, InboxError>>;
-
-    /// The inbox's retry policy.
-    fn retry(&self) -> RetryPolicy;
-
-    /// How often workers tell the queue they are alive.
-    fn heartbeat(&self) -> Duration;
-
-    /// Takes back the jobs of workers silent for `dead_after` (other than `me`): one that
-    /// was running counts as a failed attempt (retried after its backoff, or dead-lettered
-    /// when it was the last), one fetched but never started goes back as it was.
-    fn sweep(&self, me: String, dead_after: Duration) -> BoxFuture<Result<u64, InboxError>>;
-
-    /// Puts the jobs `me` fetched but never started back in the queue, attempts unchanged:
-    /// after `me` stopped.
-    fn unfetch(&self, me: String) -> BoxFuture<Result<u64, InboxError>>;
-
-    /// Runs an apalis worker named `name` over the inbox's queue, fetching up to `batch`
-    /// jobs at a time, with `service`, until `signal` resolves; then it stops taking jobs
-    /// and waits for those running.
-    fn run<H, A>(
-        &self,
-        name: String,
-        batch: usize,
-        service: JobService<H, A, Self>,
-        signal: BoxFuture<()>,
-    ) -> BoxFuture<Result<(), InboxError>>
-    where
-        H: Handler<A>,
-        A: 'static;
-}
-
 /// Workers for an inbox's jobs: [`Inbox::worker`](super::Inbox::worker).
 ///
 /// Run as many as you like, in this process or others sharing the queue: each job runs on
 /// one worker at a time.
 #[must_use = "a worker does nothing until it is run"]
-pub struct Worker<Q, H, A> {
-    queue: Q,
+pub struct Worker<D: Dialect, H, A> {
+    inbox: Inbox<D>,
     handler: Arc<H>,
     concurrency: usize,
     timeout: Duration,
@@ -141,7 +99,7 @@ pub struct Worker<Q, H, A> {
     _args: PhantomData<fn() -> A>,
 }
 
-impl<Q, H, A> fmt::Debug for Worker<Q, H, A> {
+impl<D: Dialect, H, A> fmt::Debug for Worker<D, H, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
             .field("concurrency", &self.concurrency)
@@ -151,15 +109,15 @@ impl<Q, H, A> fmt::Debug for Worker<Q, H, A> {
     }
 }
 
-impl<Q, H, A> Worker<Q, H, A>
+impl<D, H, A> Worker<D, H, A>
 where
-    Q: Queue,
+    D: Dialect,
     H: Handler<A>,
     A: 'static,
 {
-    pub(crate) fn new(queue: Q, handler: H) -> Self {
+    pub(crate) fn new(inbox: Inbox<D>, handler: H) -> Self {
         Self {
-            queue,
+            inbox,
             handler: Arc::new(handler),
             concurrency: 4,
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
@@ -201,13 +159,14 @@ where
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), InboxError> {
         let name = self.name.unwrap_or_else(unique_name);
-        let service = JobService::new(&name, self.handler, self.queue.clone(), self.timeout);
+        let service = JobService::new(&name, self.handler, self.inbox.clone(), self.timeout);
         let signal = signal.shared();
-        let mut sweeping = std::pin::pin!(watch(self.queue.clone(), name.clone()));
+        let mut sweeping = std::pin::pin!(watch(self.inbox.clone(), name.clone()));
         let ran = loop {
-            let run = self.queue.run(
-                name.clone(),
-                self.concurrency,
+            let run = D::run(
+                &self.inbox.pool,
+                &self.inbox.settings,
+                (name.clone(), self.concurrency),
                 service.clone(),
                 Box::pin(signal.clone()),
             );
@@ -225,15 +184,15 @@ where
                 ran => break ran,
             }
         };
-        release(&self.queue, name).await;
+        release(&self.inbox, name).await;
         ran
     }
 }
 
 /// Puts back the jobs the stopped worker `name` fetched but never started: a stop while it
 /// was fetching can leave some.
-pub(crate) async fn release<Q: Queue>(queue: &Q, name: String) {
-    match queue.unfetch(name).await {
+pub(crate) async fn release<D: Dialect>(inbox: &Inbox<D>, name: String) {
+    match inbox.unfetch_jobs(&name).await {
         Ok(0) => {}
         Ok(jobs) => tracing::info!(jobs, "jobs fetched but not started went back to the queue"),
         Err(err) => {
@@ -244,10 +203,10 @@ pub(crate) async fn release<Q: Queue>(queue: &Q, name: String) {
 
 /// Every heartbeat, takes back the jobs of workers (other than `me`) whose heartbeat lapsed
 /// twice. Never ends: run it beside the worker `me`.
-pub(crate) async fn watch<Q: Queue>(queue: Q, me: String) -> std::convert::Infallible {
-    let every = queue.heartbeat();
+pub(crate) async fn watch<D: Dialect>(inbox: Inbox<D>, me: String) -> std::convert::Infallible {
+    let every = inbox.settings.heartbeat;
     loop {
-        match queue.sweep(me.clone(), every * 2).await {
+        match inbox.sweep_jobs(&me, every * 2).await {
             Ok(0) => {}
             Ok(jobs) => tracing::warn!(
                 jobs,
@@ -277,23 +236,23 @@ fn unique_name() -> String {
 /// with apalis's `WorkerBuilder` and its layers, take it from
 /// [`Inbox::service`](super::Inbox::service) (see [`Inbox::storage`](super::Inbox::storage)).
 #[allow(unreachable_pub)]
-pub struct JobService<H, A, Q> {
+pub struct JobService<H, A, D: Dialect> {
     /// The worker's name, which holds the jobs it fetched.
     name: Arc<str>,
     handler: Arc<H>,
-    queue: Q,
+    inbox: Inbox<D>,
     timeout: Duration,
     _args: PhantomData<fn() -> A>,
 }
 
-impl<H, A, Q> JobService<H, A, Q> {
+impl<H, A, D: Dialect> JobService<H, A, D> {
     /// The service of the worker named `name` (it guards the jobs that worker fetched),
-    /// running `handler` on the jobs of `queue`, each attempt cut at `timeout`.
-    pub(crate) fn new(name: &str, handler: Arc<H>, queue: Q, timeout: Duration) -> Self {
+    /// running `handler` on the jobs of `inbox`, each attempt cut at `timeout`.
+    pub(crate) fn new(name: &str, handler: Arc<H>, inbox: Inbox<D>, timeout: Duration) -> Self {
         Self {
             name: Arc::from(name),
             handler,
-            queue,
+            inbox,
             timeout,
             _args: PhantomData,
         }
@@ -308,12 +267,12 @@ impl<H, A, Q> JobService<H, A, Q> {
     }
 }
 
-impl<H, A, Q: Clone> Clone for JobService<H, A, Q> {
+impl<H, A, D: Dialect> Clone for JobService<H, A, D> {
     fn clone(&self) -> Self {
         Self {
             name: Arc::clone(&self.name),
             handler: Arc::clone(&self.handler),
-            queue: self.queue.clone(),
+            inbox: self.inbox.clone(),
             timeout: self.timeout,
             _args: PhantomData,
         }
@@ -327,11 +286,11 @@ enum Ran {
     Dead(String),
 }
 
-impl<H, A, Q> Service<Task<StoredDelivery>> for JobService<H, A, Q>
+impl<H, A, D> Service<Task<StoredDelivery>> for JobService<H, A, D>
 where
     H: Handler<A>,
     A: 'static,
-    Q: Queue,
+    D: Dialect,
 {
     type Response = ();
     type Error = BoxError;
@@ -345,7 +304,7 @@ where
 
     fn call(&mut self, task: Task<StoredDelivery>) -> Self::Future {
         let handler = Arc::clone(&self.handler);
-        let queue = self.queue.clone();
+        let inbox = self.inbox.clone();
         let me = Arc::clone(&self.name);
         let ctx = Arc::clone(task.ctx());
         let stored = task.args;
@@ -353,7 +312,7 @@ where
         Box::pin(async move {
             // apalis counts the attempt as the job starts, after `call`.
             let attempt = u32::try_from(ctx.attempt()).unwrap_or(u32::MAX);
-            let retry = queue.retry();
+            let retry = inbox.settings.retry;
             let max_attempts = ctx
                 .max_attempts()
                 .and_then(|max| u32::try_from(max).ok())
@@ -372,7 +331,7 @@ where
                 // down too, for ever.
                 Ran::Dead(WORKER_DIED.to_owned())
             } else {
-                match queue.start(task_id.clone(), me).await {
+                match inbox.start_job(&task_id, &me).await {
                     Ok(true) => {
                         run_once(
                             &*handler,
@@ -412,7 +371,7 @@ where
                 Ran::Failed(error) => {
                     let delay = retry.delay_after(attempt);
                     tracing::warn!(%error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "webhook job failed; it will run again");
-                    if let Err(err) = queue.defer(task_id, delay).await {
+                    if let Err(err) = inbox.defer_job(&task_id, delay).await {
                         tracing::warn!(error = %err, "could not put the failed job off; it runs again at once");
                     }
                     Err(error.into())
