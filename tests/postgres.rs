@@ -264,13 +264,7 @@ impl Locked {
     }
 
     async fn drop_table(self) {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE \"{}\"",
-            self.table
-        )))
-        .execute(&self.pool)
-        .await
-        .unwrap();
+        drop_table(&self.pool, &self.table).await;
     }
 }
 
@@ -513,13 +507,7 @@ impl RowLocks {
         for (_, tx) in self.held.drain(..) {
             tx.rollback().await.unwrap();
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE \"{}\"",
-            self.table
-        )))
-        .execute(&self.pool)
-        .await
-        .unwrap();
+        drop_table(&self.pool, &self.table).await;
     }
 }
 
@@ -690,4 +678,12 @@ async fn wait_for_a_lock_waiter(pool: &sqlx::PgPool, table: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("no statement waited for a lock on {table}");
+}
+
+/// Drops a test's own table.
+async fn drop_table(pool: &sqlx::PgPool, table: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{table}\"")))
+        .execute(pool)
+        .await
+        .unwrap();
 }
