@@ -282,7 +282,8 @@ impl<H, A, D: Dialect> Clone for JobService<H, A, D> {
 /// How a job's attempt ended.
 enum Ran {
     Done,
-    Failed(String),
+    /// The handler's error (kept as it is, with its source), or why the attempt failed.
+    Failed(BoxError),
     Dead(String),
 }
 
@@ -351,7 +352,7 @@ where
                         tracing::warn!("webhook job taken back from this worker before it started; not run here");
                         return Ok(());
                     }
-                    Err(err) => Ran::Failed(format!("could not mark the job as started: {err}")),
+                    Err(err) => Ran::Failed(Box::new(err)),
                 }
             };
             let _entered = span.enter();
@@ -366,7 +367,7 @@ where
                 }
                 Ran::Failed(error) if attempt >= max_attempts => {
                     tracing::error!(%error, "webhook job failed its last attempt; dead-lettered");
-                    Err(error.into())
+                    Err(error)
                 }
                 Ran::Failed(error) => {
                     let delay = retry.delay_after(attempt);
@@ -374,7 +375,7 @@ where
                     if let Err(err) = inbox.defer_job(&task_id, delay).await {
                         tracing::warn!(error = %err, "could not put the failed job off; it runs again at once");
                     }
-                    Err(error.into())
+                    Err(error)
                 }
             }
         })
@@ -417,10 +418,13 @@ async fn run_once<H: Handler<A>, A>(
                 Ok(ran) => ran,
                 // The handler's future is dropped here, and its slot freed.
                 Err(_) => {
-                    return Ran::Failed(format!(
-                        "the attempt ran past its deadline of {} ms",
-                        timeout.as_millis()
-                    ))
+                    return Ran::Failed(
+                        format!(
+                            "the attempt ran past its deadline of {} ms",
+                            timeout.as_millis()
+                        )
+                        .into(),
+                    )
                 }
             }
         }
@@ -428,8 +432,8 @@ async fn run_once<H: Handler<A>, A>(
     };
     match ran {
         Ok(Ok(())) => Ran::Done,
-        Ok(Err(err)) => Ran::Failed(err.to_string()),
-        Err(panic) => Ran::Failed(format!("handler panicked: {}", panic_message(&*panic))),
+        Ok(Err(err)) => Ran::Failed(err),
+        Err(panic) => Ran::Failed(format!("handler panicked: {}", panic_message(&*panic)).into()),
     }
 }
 
