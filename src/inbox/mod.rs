@@ -26,6 +26,13 @@
 //! is dead-lettered at once: no retry can fix it. The worker does not check the timestamp
 //! again: the delivery was verified at the door, and a retry may run hours later.
 //!
+//! One type serves both databases: [`SqliteInbox`] is [`Inbox`]`<`[`Sqlite`]`>` and
+//! [`PostgresInbox`] is `Inbox<`[`Postgres`]`>`, so an app generic over the [`Dialect`] is
+//! written once whichever database it runs on. Every operation reports an [`InboxError`].
+//! A worker of your own, built with apalis's `WorkerBuilder` and tower's layers, takes the
+//! same pieces [`Inbox::worker`] is built from: [`Inbox::storage`], [`Inbox::service`] and
+//! [`Inbox::watch`].
+//!
 //! A worker killed mid-job (SIGKILL, a lost machine) loses nothing: its jobs are taken again
 //! once its heartbeat lapses (twice the [heartbeat](SqliteInbox::with_heartbeat), 5 s by
 //! default), a running one as a failed attempt retried after its backoff, so a handler may
