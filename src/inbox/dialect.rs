@@ -54,6 +54,9 @@ pub trait Backend: Sized + Send + Sync + 'static {
     fn begin(pool: &Self::Pool) -> impl Future<Output = Result<Self::Tx, InboxError>> + Send;
     /// Commits it.
     fn commit(tx: Self::Tx) -> impl Future<Output = Result<(), InboxError>> + Send;
+    /// Rolls it back now, not when the connection is next used: SQLite's write lock is held
+    /// until then.
+    fn rollback(tx: Self::Tx) -> impl Future<Output = Result<(), InboxError>> + Send;
     /// Marks `key` for `window` in `tx`, unless a live mark is there.
     fn mark(
         store: &Self::Store,

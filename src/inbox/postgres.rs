@@ -176,6 +176,10 @@ impl Backend for Postgres {
         tx.commit().await.map_err(db_error)
     }
 
+    async fn rollback(tx: Self::Tx) -> Result<(), InboxError> {
+        tx.rollback().await.map_err(db_error)
+    }
+
     async fn mark(
         store: &PostgresStore,
         tx: &mut Self::Tx,

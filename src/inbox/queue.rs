@@ -257,15 +257,16 @@ impl<D: Dialect> Inbox<D> {
             None
         };
         let queue = &*self.settings.queue;
-        // A transaction dropped without its commit is rolled back.
         let mut tx = D::begin(&self.pool).await?;
         let marked = D::mark(&self.store, &mut tx, &stored.key, window).await?;
         if marked != Marked::Fresh {
+            D::rollback(tx).await?;
             return Ok(Enqueued::from(marked));
         }
         D::push(&mut tx, queue, task).await?;
         // Last in the transaction, so that the bound's counter is held as briefly as can be.
         if !D::admit(&mut tx, queue, max).await? {
+            D::rollback(tx).await?;
             return Ok(Enqueued::Full);
         }
         D::commit(tx).await?;

@@ -183,6 +183,10 @@ impl Backend for Sqlite {
         tx.commit().await.map_err(db_error)
     }
 
+    async fn rollback(tx: Self::Tx) -> Result<(), InboxError> {
+        tx.rollback().await.map_err(db_error)
+    }
+
     async fn mark(
         store: &SqliteStore,
         tx: &mut Self::Tx,
