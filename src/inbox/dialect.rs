@@ -13,6 +13,11 @@ use super::worker::{Handler, JobService};
 use super::Settings;
 use crate::store::{BoxFuture, Marked};
 
+/// The pool of a dialect's database.
+pub(crate) type Pool<D> = sqlx::Pool<<D as Backend>::Db>;
+/// An open transaction on a dialect's database.
+pub(crate) type Tx<D> = sqlx::Transaction<'static, <D as Backend>::Db>;
+
 /// A database an [`Inbox`](super::Inbox) runs on: [`Sqlite`](super::Sqlite) or
 /// [`Postgres`](super::Postgres). Sealed: name it in your own generic code, to write the app
 /// that serves and works on an inbox once, whichever database its configuration picks.
@@ -34,12 +39,10 @@ pub trait Dialect: Backend {}
 /// it, and no one outside the crate can implement it.
 #[allow(unreachable_pub)]
 pub trait Backend: Sized + Send + Sync + 'static {
-    /// The pool the inbox runs on.
-    type Pool: Clone + fmt::Debug + Send + Sync + 'static;
+    /// The database: the inbox's pool is a `sqlx::Pool` of it, its transactions sqlx's.
+    type Db: sqlx::Database;
     /// The store the dedup marks go through.
     type Store: Clone + fmt::Debug + Send + Sync + 'static;
-    /// An open transaction.
-    type Tx: Send;
     /// The apalis storage of the inbox's jobs.
     type Storage: Send + 'static;
 
@@ -50,30 +53,31 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// turn), which made the tail.
     const ONE_WRITER: bool;
 
-    /// Opens a transaction.
-    fn begin(pool: &Self::Pool) -> impl Future<Output = Result<Self::Tx, InboxError>> + Send;
-    /// Commits it.
-    fn commit(tx: Self::Tx) -> impl Future<Output = Result<(), InboxError>> + Send;
-    /// Rolls it back now, not when the connection is next used: SQLite's write lock is held
-    /// until then.
-    fn rollback(tx: Self::Tx) -> impl Future<Output = Result<(), InboxError>> + Send;
+    /// Whether a database error code is worth a retry (the inbox is unavailable, not broken).
+    fn transient(code: &str) -> bool;
+
+    /// An inbox error from sqlx's, unavailable where [`transient`](Self::transient) says so.
+    fn error(err: sqlx::Error) -> InboxError {
+        InboxError::sqlx(err, Self::transient)
+    }
+
     /// Marks `key` for `window` in `tx`, unless a live mark is there.
     fn mark(
         store: &Self::Store,
-        tx: &mut Self::Tx,
+        tx: &mut Tx<Self>,
         key: &str,
         window: Duration,
     ) -> impl Future<Output = Result<Marked, InboxError>> + Send;
     /// Writes `task` to `queue` in `tx`.
     fn push(
-        tx: &mut Self::Tx,
+        tx: &mut Tx<Self>,
         queue: &str,
         task: Task<Vec<u8>>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send;
     /// Counts the job just written in `tx` against the bound `max`: whether it fits. The
     /// check is part of the transaction, so it holds for every process on the database.
     fn admit(
-        tx: &mut Self::Tx,
+        tx: &mut Tx<Self>,
         queue: &str,
         max: i64,
     ) -> impl Future<Output = Result<bool, InboxError>> + Send;
@@ -84,13 +88,13 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// Runs `sql` with `args` on `pool`: how many rows it changed.
     fn execute(
-        pool: &Self::Pool,
+        pool: &Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<u64, InboxError>> + Send;
     /// The rows `sql` reads with `args`.
     fn fetch<T: Row>(
-        pool: &Self::Pool,
+        pool: &Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<T>, InboxError>> + Send;
@@ -99,12 +103,12 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// The apalis storage of the queue of `settings` in `pool`, fetching up to `batch` jobs
     /// at a time.
-    fn storage(pool: &Self::Pool, settings: &Settings, batch: usize) -> Self::Storage;
+    fn storage(pool: &Pool<Self>, settings: &Settings, batch: usize) -> Self::Storage;
 
     /// Runs an apalis worker (its name, and how many jobs it runs at once and fetches at a
     /// time) on the queue of `settings` in `pool`, with `service`, until `signal` resolves.
     fn run<H, A>(
-        pool: &Self::Pool,
+        pool: &Pool<Self>,
         settings: &Settings,
         worker: (String, usize),
         service: JobService<H, A, Self>,

@@ -3,7 +3,7 @@
 use std::error::Error;
 use std::fmt;
 
-use crate::store::{StoreError, StoreErrorKind};
+use crate::store::{sqlx_error_kind, StoreError, StoreErrorKind};
 
 /// An inbox operation failed: opening it, writing a delivery, counting, listing or
 /// replaying dead letters, purging, or running a worker. Its `Display` says which part
@@ -60,6 +60,15 @@ impl InboxError {
             InboxErrorKind::Database
         };
         Self::new(kind, err)
+    }
+}
+
+impl InboxError {
+    /// A database error from sqlx's: unavailable where it is a lost connection, a pool timed
+    /// out or closed, or a database error whose code `transient` accepts.
+    pub(crate) fn sqlx(err: sqlx::Error, transient: fn(&str) -> bool) -> Self {
+        let unavailable = sqlx_error_kind(&err, transient) == StoreErrorKind::Unavailable;
+        Self::database(err, unavailable)
     }
 }
 

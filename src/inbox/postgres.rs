@@ -7,17 +7,17 @@ use apalis_core::task::Task;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_postgres::PostgresStorage;
 use sqlx::postgres::PgArguments;
-use sqlx::{Arguments as _, PgPool, Postgres as Db, Transaction};
+use sqlx::{Arguments as _, PgPool, Postgres as Db};
 use tower::limit::ConcurrencyLimitLayer;
 
-use super::dialect::{Arg, Backend, Dialect, Row, Statements};
+use super::dialect::{Arg, Backend, Dialect, Pool, Row, Statements, Tx};
 use super::error::InboxError;
 use super::job::StoredDelivery;
 use super::shared;
 use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::postgres::transient;
-use crate::store::{sqlx_error_kind, BoxFuture, Marked, PostgresStore, StoreErrorKind};
+use crate::store::{BoxFuture, Marked, PostgresStore};
 
 /// PostgreSQL, for [`Inbox`]: any number of receivers and workers on any number of
 /// machines share one queue.
@@ -128,17 +128,11 @@ impl Inbox<Postgres> {
         sqlx::query(CREATE_DEPTH)
             .execute(&pool)
             .await
-            .map_err(db_error)?;
+            .map_err(Postgres::error)?;
         let store = PostgresStore::new(pool.clone());
         store.create_table().await?;
         Ok(Self::from_parts(pool, store))
     }
-}
-
-/// An inbox error from sqlx's: a lost connection or a server going down is unavailable.
-fn db_error(err: sqlx::Error) -> InboxError {
-    let unavailable = sqlx_error_kind(&err, transient) == StoreErrorKind::Unavailable;
-    InboxError::database(err, unavailable)
 }
 
 /// `args` as this database binds them.
@@ -159,50 +153,41 @@ fn arguments(args: &[Arg<'_>]) -> Result<PgArguments, InboxError> {
 impl Dialect for Postgres {}
 
 impl Backend for Postgres {
-    type Pool = PgPool;
+    type Db = Db;
     type Store = PostgresStore;
-    type Tx = Transaction<'static, Db>;
     type Storage = PostgresStorage<StoredDelivery>;
 
     const NAME: &'static str = "PostgresInbox";
     // Concurrent transactions wait for the bound's counter only to commit.
     const ONE_WRITER: bool = false;
 
-    async fn begin(pool: &PgPool) -> Result<Self::Tx, InboxError> {
-        pool.begin().await.map_err(db_error)
-    }
-
-    async fn commit(tx: Self::Tx) -> Result<(), InboxError> {
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn rollback(tx: Self::Tx) -> Result<(), InboxError> {
-        tx.rollback().await.map_err(db_error)
+    fn transient(code: &str) -> bool {
+        transient(code)
     }
 
     async fn mark(
         store: &PostgresStore,
-        tx: &mut Self::Tx,
+        tx: &mut Tx<Self>,
         key: &str,
         window: Duration,
     ) -> Result<Marked, InboxError> {
         Ok(store.mark(tx, key, window).await?)
     }
 
-    async fn push(tx: &mut Self::Tx, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
+    async fn push(tx: &mut Tx<Self>, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
         apalis_postgres::queries::push_tasks(&mut **tx, queue, vec![task])
             .await
             .map(drop)
             .map_err(|err| InboxError::database(err, false))
     }
 
-    async fn admit(tx: &mut Self::Tx, queue: &str, max: i64) -> Result<bool, InboxError> {
+    async fn admit(tx: &mut Tx<Self>, queue: &str, max: i64) -> Result<bool, InboxError> {
         let counted: Option<i64> = sqlx::query_scalar(ADMIT)
             .bind(queue)
             .bind(max)
             .fetch_optional(&mut **tx)
             .await
-            .map_err(db_error)?;
+            .map_err(Postgres::error)?;
         if counted.is_some() {
             return Ok(true);
         }
@@ -214,19 +199,19 @@ impl Backend for Postgres {
                 .bind(queue)
                 .execute(&mut **tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(Postgres::error)?;
         }
         let jobs: i64 = sqlx::query_scalar(DEPTH)
             .bind(queue)
             .fetch_one(&mut **tx)
             .await
-            .map_err(db_error)?;
+            .map_err(Postgres::error)?;
         sqlx::query(SET_DEPTH)
             .bind(queue)
             .bind(jobs)
             .execute(&mut **tx)
             .await
-            .map_err(db_error)?;
+            .map_err(Postgres::error)?;
         Ok(jobs <= max)
     }
 
@@ -238,7 +223,11 @@ impl Backend for Postgres {
         args: &[Arg<'_>],
     ) -> Result<u64, InboxError> {
         let query = sqlx::query_with(sql, arguments(args)?);
-        Ok(query.execute(pool).await.map_err(db_error)?.rows_affected())
+        Ok(query
+            .execute(pool)
+            .await
+            .map_err(Postgres::error)?
+            .rows_affected())
     }
 
     async fn fetch<T: Row>(
@@ -247,7 +236,7 @@ impl Backend for Postgres {
         args: &[Arg<'_>],
     ) -> Result<Vec<T>, InboxError> {
         let query = sqlx::query_as_with(sql, arguments(args)?);
-        query.fetch_all(pool).await.map_err(db_error)
+        query.fetch_all(pool).await.map_err(Postgres::error)
     }
 
     async fn cleanup(store: &PostgresStore) -> Result<(), InboxError> {
@@ -255,7 +244,7 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    fn storage(pool: &Self::Pool, settings: &Settings, batch: usize) -> Self::Storage {
+    fn storage(pool: &Pool<Self>, settings: &Settings, batch: usize) -> Self::Storage {
         let config = apalis_postgres::Config::default()
             .queue(&*settings.queue)
             .batch_size(batch)
@@ -265,7 +254,7 @@ impl Backend for Postgres {
     }
 
     fn run<H, A>(
-        pool: &Self::Pool,
+        pool: &Pool<Self>,
         settings: &Settings,
         (name, batch): (String, usize),
         service: JobService<H, A, Self>,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use super::dialect::Arg::{Int, MaybeText, Secs, Text};
-use super::dialect::Backend;
 use super::dialect::Dialect;
+use super::dialect::{Backend, Pool};
 use super::error::InboxError;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
@@ -26,7 +26,7 @@ use crate::store::{BoxFuture, Marked};
 /// [`PostgresInbox`](super::PostgresInbox) is `Inbox<Postgres>`. Code generic over the
 /// [`Dialect`] is written once for both; see [the module](super) for what the layer answers.
 pub struct Inbox<D: Dialect> {
-    pub(crate) pool: D::Pool,
+    pub(crate) pool: Pool<D>,
     pub(crate) settings: Settings,
     /// Where the dedup marks go.
     pub(crate) store: D::Store,
@@ -56,7 +56,7 @@ impl<D: Dialect> fmt::Debug for Inbox<D> {
 
 impl<D: Dialect> Inbox<D> {
     /// The inbox on `pool`, its marks through `store`, with the default settings.
-    pub(crate) fn from_parts(pool: D::Pool, store: D::Store) -> Self {
+    pub(crate) fn from_parts(pool: Pool<D>, store: D::Store) -> Self {
         Self {
             pool,
             settings: Settings::default(),
@@ -117,7 +117,7 @@ impl<D: Dialect> Inbox<D> {
     }
 
     /// The pool the inbox runs on.
-    pub fn pool(&self) -> &D::Pool {
+    pub fn pool(&self) -> &Pool<D> {
         &self.pool
     }
 
@@ -257,19 +257,19 @@ impl<D: Dialect> Inbox<D> {
             None
         };
         let queue = &*self.settings.queue;
-        let mut tx = D::begin(&self.pool).await?;
+        let mut tx = self.pool.begin().await.map_err(D::error)?;
         let marked = D::mark(&self.store, &mut tx, &stored.key, window).await?;
         if marked != Marked::Fresh {
-            D::rollback(tx).await?;
+            tx.rollback().await.map_err(D::error)?;
             return Ok(Enqueued::from(marked));
         }
         D::push(&mut tx, queue, task).await?;
         // Last in the transaction, so that the bound's counter is held as briefly as can be.
         if !D::admit(&mut tx, queue, max).await? {
-            D::rollback(tx).await?;
+            tx.rollback().await.map_err(D::error)?;
             return Ok(Enqueued::Full);
         }
-        D::commit(tx).await?;
+        tx.commit().await.map_err(D::error)?;
         Ok(Enqueued::Accepted)
     }
 

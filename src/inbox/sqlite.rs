@@ -8,17 +8,17 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_sqlite::SqliteStorage;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteSynchronous};
 use sqlx::Arguments as _;
-use sqlx::{Sqlite as Db, SqlitePool, Transaction};
+use sqlx::{Sqlite as Db, SqlitePool};
 use tower::limit::ConcurrencyLimitLayer;
 
-use super::dialect::{Arg, Backend, Dialect, Row, Statements};
+use super::dialect::{Arg, Backend, Dialect, Pool, Row, Statements, Tx};
 use super::error::InboxError;
 use super::job::StoredDelivery;
 use super::shared;
 use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::sqlite::{open_pool, transient};
-use crate::store::{sqlx_error_kind, BoxFuture, Marked, SqliteStore, StoreErrorKind};
+use crate::store::{BoxFuture, Marked, SqliteStore};
 
 /// SQLite, for [`Inbox`]: one process on one machine, no service to run.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +115,7 @@ impl Inbox<Sqlite> {
 
     /// Opens the inbox at an sqlx URL (`sqlite://webhooks.db`).
     pub async fn connect(url: &str) -> Result<Self, InboxError> {
-        let options = url.parse::<SqliteConnectOptions>().map_err(db_error)?;
+        let options = url.parse::<SqliteConnectOptions>().map_err(Sqlite::error)?;
         Self::open_with(options).await
     }
 
@@ -126,21 +126,15 @@ impl Inbox<Sqlite> {
         SqliteStorage::<()>::migrations()
             .run(&pool)
             .await
-            .map_err(|err| db_error(err.into()))?;
+            .map_err(|err| Sqlite::error(err.into()))?;
         sqlx::query(CREATE_DEPTH)
             .execute(&pool)
             .await
-            .map_err(db_error)?;
+            .map_err(Sqlite::error)?;
         let store = SqliteStore::new(pool.clone());
         store.create_table().await?;
         Ok(Self::from_parts(pool, store))
     }
-}
-
-/// An inbox error from sqlx's: a busy or unreachable file is unavailable.
-fn db_error(err: sqlx::Error) -> InboxError {
-    let unavailable = sqlx_error_kind(&err, transient) == StoreErrorKind::Unavailable;
-    InboxError::database(err, unavailable)
 }
 
 /// `args` as this database binds them.
@@ -167,49 +161,40 @@ fn whole_secs(delay: Duration) -> i64 {
 impl Dialect for Sqlite {}
 
 impl Backend for Sqlite {
-    type Pool = SqlitePool;
+    type Db = Db;
     type Store = SqliteStore;
-    type Tx = Transaction<'static, Db>;
     type Storage = SqliteStorage<StoredDelivery>;
 
     const NAME: &'static str = "SqliteInbox";
     const ONE_WRITER: bool = true;
 
-    async fn begin(pool: &SqlitePool) -> Result<Self::Tx, InboxError> {
-        pool.begin().await.map_err(db_error)
-    }
-
-    async fn commit(tx: Self::Tx) -> Result<(), InboxError> {
-        tx.commit().await.map_err(db_error)
-    }
-
-    async fn rollback(tx: Self::Tx) -> Result<(), InboxError> {
-        tx.rollback().await.map_err(db_error)
+    fn transient(code: &str) -> bool {
+        transient(code)
     }
 
     async fn mark(
         store: &SqliteStore,
-        tx: &mut Self::Tx,
+        tx: &mut Tx<Self>,
         key: &str,
         window: Duration,
     ) -> Result<Marked, InboxError> {
         Ok(store.mark(tx, key, window).await?)
     }
 
-    async fn push(tx: &mut Self::Tx, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
+    async fn push(tx: &mut Tx<Self>, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
         apalis_sqlite::queries::push_tasks(&mut **tx, queue, &[task])
             .await
             .map(drop)
             .map_err(|err| InboxError::database(err, false))
     }
 
-    async fn admit(tx: &mut Self::Tx, queue: &str, max: i64) -> Result<bool, InboxError> {
+    async fn admit(tx: &mut Tx<Self>, queue: &str, max: i64) -> Result<bool, InboxError> {
         let counted: Option<i64> = sqlx::query_scalar(ADMIT)
             .bind(queue)
             .bind(max)
             .fetch_optional(&mut **tx)
             .await
-            .map_err(db_error)?;
+            .map_err(Sqlite::error)?;
         if counted.is_some() {
             return Ok(true);
         }
@@ -219,13 +204,13 @@ impl Backend for Sqlite {
             .bind(queue)
             .fetch_one(&mut **tx)
             .await
-            .map_err(db_error)?;
+            .map_err(Sqlite::error)?;
         sqlx::query(SET_DEPTH)
             .bind(queue)
             .bind(jobs)
             .execute(&mut **tx)
             .await
-            .map_err(db_error)?;
+            .map_err(Sqlite::error)?;
         Ok(jobs <= max)
     }
 
@@ -237,7 +222,11 @@ impl Backend for Sqlite {
         args: &[Arg<'_>],
     ) -> Result<u64, InboxError> {
         let query = sqlx::query_with(sql, arguments(args)?);
-        Ok(query.execute(pool).await.map_err(db_error)?.rows_affected())
+        Ok(query
+            .execute(pool)
+            .await
+            .map_err(Sqlite::error)?
+            .rows_affected())
     }
 
     async fn fetch<T: Row>(
@@ -246,7 +235,7 @@ impl Backend for Sqlite {
         args: &[Arg<'_>],
     ) -> Result<Vec<T>, InboxError> {
         let query = sqlx::query_as_with(sql, arguments(args)?);
-        query.fetch_all(pool).await.map_err(db_error)
+        query.fetch_all(pool).await.map_err(Sqlite::error)
     }
 
     async fn cleanup(store: &SqliteStore) -> Result<(), InboxError> {
@@ -254,7 +243,7 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    fn storage(pool: &Self::Pool, settings: &Settings, batch: usize) -> Self::Storage {
+    fn storage(pool: &Pool<Self>, settings: &Settings, batch: usize) -> Self::Storage {
         let config = apalis_sqlite::Config::default()
             .queue(&*settings.queue)
             .batch_size(batch)
@@ -264,7 +253,7 @@ impl Backend for Sqlite {
     }
 
     fn run<H, A>(
-        pool: &Self::Pool,
+        pool: &Pool<Self>,
         settings: &Settings,
         (name, batch): (String, usize),
         service: JobService<H, A, Self>,
