@@ -371,7 +371,7 @@ where
                 }
                 Ran::Failed(error) => {
                     let delay = retry.delay_after(attempt);
-                    tracing::warn!(%error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "webhook job failed; it will run again");
+                    tracing::warn!(%error, retry_in_ms = crate::report::millis(delay), "webhook job failed; it will run again");
                     if let Err(err) = inbox.defer_job(&task_id, delay).await {
                         tracing::warn!(error = %err, "could not put the failed job off; it runs again at once");
                     }
