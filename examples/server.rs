@@ -9,9 +9,10 @@
 //! handler runs it prints `handled event <id>`; every rejection and duplicate prints a line
 //! too.
 //!
-//! The store comes from the environment: `REDIS_URL` set, Redis (build with
-//! `--features redis`); else `DATABASE_URL` set, PostgreSQL, its table created at start
-//! (`--features postgres`); neither, in memory.
+//! The store comes from the environment: `WEBHOOK_STORE=sqlite:<path>`, an SQLite file
+//! (`--features sqlite`); else `REDIS_URL` set, Redis (build with `--features redis`); else
+//! `DATABASE_URL` set, PostgreSQL, its table created at start (`--features postgres`);
+//! none, in memory.
 //!
 //! `WEBHOOK_INBOX` chooses how deliveries are handled. Unset, inline, as above: the handler
 //! runs before the answer. `sqlite:<path>` (`--features inbox-sqlite`) or `postgres` (the
@@ -28,6 +29,12 @@
 //! `HANDLER_ABORT_TYPE` makes the handler abort the whole process as it starts on events of
 //! that type, as a poison job does.
 //!
+//! `HANDLER_EFFECT=tx` gives the handler the delivery's transaction (`Tx`, on the SQLite or
+//! PostgreSQL store inline, or the inbox's database): it first inserts one row `(event_id)`
+//! into the table `demo_effects` (created at start, with no uniqueness constraint), then
+//! works as above; the row commits if and only if the delivery is recorded as done. Inline,
+//! it needs `WEBHOOK_STORE=sqlite:<path>` or `DATABASE_URL`.
+//!
 //! `GET /health` answers `ok`, outside the webhook layer. Built with `--features metrics`,
 //! `GET /metrics` serves the layer's metrics in the Prometheus text format.
 
@@ -37,7 +44,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_webhook::scheme::{HmacScheme, Scheme, StandardWebhooks};
 use tower_webhook::store::MemoryStore;
@@ -63,19 +70,37 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("scheme: {name}");
     let layer = VerifyWebhookLayer::new(scheme).with_id_source(id_source);
-    let layer = if let Ok(inbox) = std::env::var("WEBHOOK_INBOX") {
-        with_inbox(layer, &inbox).await?
+    let effect = std::env::var("HANDLER_EFFECT").ok();
+    let tx = match effect.as_deref() {
+        None | Some("") => false,
+        Some("tx") => true,
+        Some(other) => return Err(format!("HANDLER_EFFECT {other:?}: use tx").into()),
+    };
+    let no_tx = || -> Result<(), Box<dyn std::error::Error>> {
+        if tx {
+            return Err(
+                "HANDLER_EFFECT=tx inline needs WEBHOOK_STORE=sqlite:<path> or DATABASE_URL".into(),
+            );
+        }
+        Ok(())
+    };
+    let (layer, route) = if let Ok(inbox) = std::env::var("WEBHOOK_INBOX") {
+        (with_inbox(layer, &inbox, tx).await?, post(handle))
+    } else if let Ok(store) = std::env::var("WEBHOOK_STORE") {
+        with_sqlite(layer, &store, tx).await?
     } else if let Ok(url) = std::env::var("REDIS_URL") {
-        with_redis(layer, &url).await?
+        no_tx()?;
+        (with_redis(layer, &url).await?, post(handle))
     } else if let Ok(url) = std::env::var("DATABASE_URL") {
-        with_postgres(layer, &url).await?
+        with_postgres(layer, &url, tx).await?
     } else {
+        no_tx()?;
         println!("store: in memory");
-        layer.with_store(MemoryStore::new())
+        (layer.with_store(MemoryStore::new()), post(handle))
     };
     // route_layer: the routes added after it (health, metrics) are not webhook routes.
     let app = Router::new()
-        .route("/webhooks", post(handle))
+        .route("/webhooks", route)
         .route_layer(layer)
         .route("/health", get(|| async { "ok" }));
     let app = with_metrics(app)?.layer(middleware::from_fn(report));
@@ -169,15 +194,19 @@ async fn work(event: &Event, attempt: u32, knobs: &Knobs) -> Result<(), String> 
 async fn with_inbox(
     layer: VerifyWebhookLayer,
     spec: &str,
+    tx: bool,
 ) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
     let concurrency = std::env::var("WORKER_CONCURRENCY")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(16);
     let knobs = std::sync::Arc::new(Knobs::from_env());
-    let handler = move |event: Event, job: tower_webhook::inbox::Job| {
+    let handler = {
         let knobs = std::sync::Arc::clone(&knobs);
-        async move { work(&event, job.attempt(), &knobs).await }
+        move |event: Event, job: tower_webhook::inbox::Job| {
+            let knobs = std::sync::Arc::clone(&knobs);
+            async move { work(&event, job.attempt(), &knobs).await }
+        }
     };
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -211,6 +240,17 @@ async fn with_inbox(
                 .await
                 .map_err(|err| format!("WEBHOOK_INBOX {spec}: {err}"))?;
             println!("inbox: SQLite file {path}, {concurrency} workers");
+            if tx {
+                effects::create_sqlite(inbox.pool()).await?;
+                let handler = move |event: Event, job: tower_webhook::inbox::Job, mut tx| {
+                    let knobs = std::sync::Arc::clone(&knobs);
+                    async move {
+                        effects::record_sqlite(&event, &mut tx).await?;
+                        work(&event, job.attempt(), &knobs).await
+                    }
+                };
+                return Ok(serve_inbox(layer, inbox, &settings, handler, stop));
+            }
             return Ok(serve_inbox(layer, inbox, &settings, handler, stop));
         }
         #[cfg(not(feature = "inbox-sqlite"))]
@@ -225,6 +265,17 @@ async fn with_inbox(
                 .await
                 .map_err(|err| format!("DATABASE_URL: {err}"))?;
             println!("inbox: PostgreSQL, {concurrency} workers");
+            if tx {
+                effects::create_postgres(inbox.pool()).await?;
+                let handler = move |event: Event, job: tower_webhook::inbox::Job, mut tx| {
+                    let knobs = std::sync::Arc::clone(&knobs);
+                    async move {
+                        effects::record_postgres(&event, &mut tx).await?;
+                        work(&event, job.attempt(), &knobs).await
+                    }
+                };
+                return Ok(serve_inbox(layer, inbox, &settings, handler, stop));
+            }
             return Ok(serve_inbox(layer, inbox, &settings, handler, stop));
         }
         #[cfg(not(feature = "inbox-postgres"))]
@@ -254,7 +305,7 @@ fn serve_inbox<D, H, A>(
 ) -> VerifyWebhookLayer
 where
     D: tower_webhook::inbox::Dialect,
-    H: tower_webhook::inbox::Handler<A>,
+    H: tower_webhook::inbox::Handler<A, D::Db>,
     A: 'static,
 {
     let mut inbox = inbox
@@ -273,6 +324,7 @@ where
 async fn with_inbox(
     _: VerifyWebhookLayer,
     spec: &str,
+    _: bool,
 ) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
     Err(format!(
         "WEBHOOK_INBOX={spec}, but this build has no inbox: run with --features inbox-sqlite or inbox-postgres"
@@ -322,6 +374,42 @@ fn scheme(
     })
 }
 
+/// The SQLite store `spec` (`sqlite:<path>`) names, and the route's handler.
+#[cfg(feature = "sqlite")]
+async fn with_sqlite(
+    layer: VerifyWebhookLayer,
+    spec: &str,
+    tx: bool,
+) -> Result<(VerifyWebhookLayer, MethodRouter), Box<dyn std::error::Error>> {
+    let path = spec
+        .strip_prefix("sqlite:")
+        .ok_or_else(|| format!("WEBHOOK_STORE {spec:?}: use sqlite:<path>"))?;
+    let store = tower_webhook::store::SqliteStore::open(path)
+        .await
+        .map_err(|err| format!("WEBHOOK_STORE {spec}: {err}"))?;
+    println!("store: SQLite file {path}");
+    let route = if tx {
+        effects::create_sqlite(store.pool()).await?;
+        post(effects::handle_sqlite)
+    } else {
+        post(handle)
+    };
+    Ok((layer.with_store(store), route))
+}
+
+#[cfg(not(feature = "sqlite"))]
+#[allow(clippy::unused_async)] // the same signature as with the feature
+async fn with_sqlite(
+    _: VerifyWebhookLayer,
+    _: &str,
+    _: bool,
+) -> Result<(VerifyWebhookLayer, MethodRouter), Box<dyn std::error::Error>> {
+    Err(
+        "WEBHOOK_STORE is set, but this build has no SQLite store: run with --features sqlite"
+            .into(),
+    )
+}
+
 #[cfg(feature = "redis")]
 async fn with_redis(
     layer: VerifyWebhookLayer,
@@ -350,7 +438,8 @@ async fn with_redis(
 async fn with_postgres(
     layer: VerifyWebhookLayer,
     url: &str,
-) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+    tx: bool,
+) -> Result<(VerifyWebhookLayer, MethodRouter), Box<dyn std::error::Error>> {
     use tower_webhook::store::PostgresStore;
 
     // Its own pool, on which PostgreSQL cancels a statement stalled behind a lock.
@@ -360,7 +449,13 @@ async fn with_postgres(
     store.create_table().await?;
     store.spawn_cleanup(std::time::Duration::from_secs(3600));
     println!("store: PostgreSQL, table {}", PostgresStore::DEFAULT_TABLE);
-    Ok(layer.with_store(store))
+    let route = if tx {
+        effects::create_postgres(store.pool()).await?;
+        post(effects::handle_postgres)
+    } else {
+        post(handle)
+    };
+    Ok((layer.with_store(store), route))
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -368,7 +463,8 @@ async fn with_postgres(
 async fn with_postgres(
     _: VerifyWebhookLayer,
     _: &str,
-) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+    _: bool,
+) -> Result<(VerifyWebhookLayer, MethodRouter), Box<dyn std::error::Error>> {
     Err(
         "DATABASE_URL is set, but this build has no PostgreSQL store: run with --features postgres"
             .into(),
@@ -401,26 +497,107 @@ fn with_metrics(app: Router) -> Result<Router, Box<dyn std::error::Error>> {
 /// Inline: the handler runs before the answer, which is 500 when it fails (the sender
 /// retries).
 async fn handle(event: Event) -> StatusCode {
+    let (knobs, attempt) = inline_attempt(&event);
+    match work(&event, attempt, knobs).await {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The knobs, and which attempt this is inline: 1 for the first copy of a delivery this
+/// process sees, 2 after one failed.
+fn inline_attempt(event: &Event) -> (&'static Knobs, u32) {
     static KNOBS: std::sync::OnceLock<Knobs> = std::sync::OnceLock::new();
     static FAILED_ONCE: std::sync::Mutex<std::collections::BTreeSet<String>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     let knobs = KNOBS.get_or_init(Knobs::from_env);
-    let attempt = {
-        let mut failed = FAILED_ONCE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failed.contains(event.id()) {
-            2
-        } else {
-            if knobs.first_attempt_fails(event.id()) {
-                failed.insert(event.id().to_owned());
-            }
-            1
+    let mut failed = FAILED_ONCE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if failed.contains(event.id()) {
+        return (knobs, 2);
+    }
+    if knobs.first_attempt_fails(event.id()) {
+        failed.insert(event.id().to_owned());
+    }
+    (knobs, 1)
+}
+
+/// `HANDLER_EFFECT=tx`: one row per handled delivery in `demo_effects`, written in the
+/// delivery's transaction.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod effects {
+    use axum::http::StatusCode;
+    use tower_webhook::{Event, Tx};
+
+    #[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+    use tower_webhook::store::postgres::sqlx;
+    #[cfg(feature = "sqlite")]
+    use tower_webhook::store::sqlite::sqlx;
+
+    // No uniqueness constraint: a delivery done twice would show as two rows.
+    const CREATE: &str = "CREATE TABLE IF NOT EXISTS demo_effects (event_id TEXT NOT NULL)";
+    const INSERT: &str = "INSERT INTO demo_effects (event_id) VALUES ($1)";
+
+    #[cfg(feature = "sqlite")]
+    pub(crate) async fn create_sqlite(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+        sqlx::query(CREATE).execute(pool).await.map(drop)
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn create_postgres(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+        sqlx::query(CREATE).execute(pool).await.map(drop)
+    }
+
+    #[cfg(feature = "sqlite")]
+    pub(crate) async fn record_sqlite(
+        event: &Event,
+        tx: &mut Tx<sqlx::Sqlite>,
+    ) -> Result<(), String> {
+        let insert = sqlx::query(INSERT).bind(event.id()).execute(&mut **tx);
+        insert
+            .await
+            .map(drop)
+            .map_err(|err| format!("demo_effects: {err}"))
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn record_postgres(
+        event: &Event,
+        tx: &mut Tx<sqlx::Postgres>,
+    ) -> Result<(), String> {
+        let insert = sqlx::query(INSERT).bind(event.id()).execute(&mut **tx);
+        insert
+            .await
+            .map(drop)
+            .map_err(|err| format!("demo_effects: {err}"))
+    }
+
+    /// Inline on the SQLite store: the row, then the work, all in the delivery's
+    /// transaction, committed with its completion on a 2xx answer.
+    #[cfg(feature = "sqlite")]
+    pub(crate) async fn handle_sqlite(event: Event, mut tx: Tx<sqlx::Sqlite>) -> StatusCode {
+        let recorded = record_sqlite(&event, &mut tx).await;
+        answer(&event, recorded).await
+    }
+
+    /// Inline on the PostgreSQL store, as [`handle_sqlite`].
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn handle_postgres(event: Event, mut tx: Tx<sqlx::Postgres>) -> StatusCode {
+        let recorded = record_postgres(&event, &mut tx).await;
+        answer(&event, recorded).await
+    }
+
+    async fn answer(event: &Event, recorded: Result<(), String>) -> StatusCode {
+        if let Err(err) = recorded {
+            eprintln!("event {}: {err}", event.id());
+            return StatusCode::SERVICE_UNAVAILABLE;
         }
-    };
-    match work(&event, attempt, knobs).await {
-        Ok(()) => StatusCode::NO_CONTENT,
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        let (knobs, attempt) = super::inline_attempt(event);
+        match super::work(event, attempt, knobs).await {
+            Ok(()) => StatusCode::NO_CONTENT,
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -17,13 +18,23 @@ use crate::response;
 use crate::runtime::{self, Timed};
 use crate::scheme::DeliveryId;
 use crate::stats::Outcome;
-use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreCall, StoreError};
+use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreCall, StoreError, StoreErrorKind};
+use crate::tx::{Finish, Offered, Transactions};
 
-/// A claim the future holds while the inner service runs.
+/// A claim the future holds while the inner service runs, and the slot of the handler's
+/// transaction where the store offers one.
 pub(crate) struct Held {
     store: Arc<dyn DynStore>,
     key: Key,
     token: ClaimToken,
+    tx: Option<Arc<dyn Offered>>,
+}
+
+/// How a claim is settled: the store's call, and whether it commits the handler's
+/// transaction (then the answer waits for it, and is a 503 unless it committed).
+pub(crate) struct Settle {
+    pub(crate) call: StoreCall<Result<bool, StoreError>>,
+    pub(crate) commits: bool,
 }
 
 /// What the store's answer to a claim leads to.
@@ -46,7 +57,12 @@ pub(crate) fn claimed(
 ) -> Claimed {
     let refuse = |kind| Claimed::Answer(response::rejection(config, span, Rejection::new(kind)));
     match answer {
-        Ok(Claim::Acquired(token)) => Claimed::Held(Held { store, key, token }),
+        Ok(Claim::Acquired(token)) => Claimed::Held(Held {
+            store,
+            key,
+            token,
+            tx: None,
+        }),
         Ok(Claim::Completed) => Claimed::Answer(response::duplicate(config, span, id())),
         Ok(Claim::InFlight) => refuse(RejectionKind::InFlight),
         Err(err) => {
@@ -81,17 +97,95 @@ pub(crate) fn unanswered(
 }
 
 impl Held {
+    /// Offers the handler a transaction on the store's database, through `request`'s
+    /// extensions, where `transactions` has one.
+    pub(crate) fn offer<B>(
+        &mut self,
+        transactions: Option<&Arc<dyn Transactions>>,
+        request: &mut http::Request<B>,
+    ) {
+        self.tx = transactions.map(|tx| tx.offer(request.extensions_mut()));
+    }
+
     /// Completes the claim (the inner service succeeded: the key is kept for `keep_for`) or
-    /// releases it (the next copy runs the inner service again).
-    pub(crate) fn settle(
-        self,
-        complete: bool,
-        keep_for: std::time::Duration,
-    ) -> StoreCall<Result<bool, StoreError>> {
-        if complete {
-            self.store.complete(self.key, self.token, keep_for)
-        } else {
-            self.store.release(self.key, self.token)
+    /// releases it (the next copy runs the inner service again). Where the handler took the
+    /// transaction, the completion is written in it and committed, or it is rolled back and
+    /// the claim released.
+    pub(crate) fn settle(self, complete: bool, keep_for: Duration) -> Settle {
+        let Self {
+            store,
+            key,
+            token,
+            tx,
+        } = self;
+        let finish = tx.as_ref().map_or(Finish::NotBegun, |tx| {
+            tx.finish(complete, Arc::clone(&key), token.clone(), keep_for)
+        });
+        let commits = complete && !matches!(finish, Finish::NotBegun);
+        let call = match finish {
+            Finish::NotBegun if complete => store.complete(key, token, keep_for),
+            Finish::NotBegun => store.release(key, token),
+            Finish::Open(finish) => StoreCall::Pending(Box::pin(async move {
+                let finished = finish.await;
+                // Rolled back, or a commit that failed: the claim is still this copy's, and
+                // the retry should not wait for its lease. (Lost, it is another's.)
+                if !complete || finished.is_err() {
+                    let released = store.release(key, token).answer().await;
+                    if !complete {
+                        return released;
+                    }
+                }
+                finished
+            })),
+            Finish::Kept => {
+                // Released once the transaction is back and rolled back.
+                let release = Box::pin(async move {
+                    let _ = store.release(key, token).answer().await;
+                });
+                if let Some(tx) = tx {
+                    tx.abandon(release, keep_for);
+                }
+                StoreCall::Ready(Err(StoreError::new(
+                    StoreErrorKind::Backend,
+                    "the handler still held its Tx when it answered: nothing was committed",
+                )))
+            }
+        };
+        Settle { call, commits }
+    }
+}
+
+/// The answer to a delivery whose handler's transaction did not commit: `503`, so that the
+/// sender retries and the retry does the work. Counted as a completion that failed.
+pub(crate) fn not_committed(config: &Config, span: &Span) -> Response<Bytes> {
+    let _entered = span.enter();
+    tracing::warn!(
+        "the handler's transaction did not commit: answering 503 so that the sender retries"
+    );
+    Rejection::new(RejectionKind::NotCommitted).into_response(config.retry_after)
+}
+
+impl Held {
+    /// The future was dropped while the handler ran: the claim is released in the
+    /// background, once the handler's transaction, if it took one, is rolled back.
+    pub(crate) fn abandon(self, config: &Arc<Config>, span: &Span) {
+        if let Some(tx) = &self.tx {
+            let (store, key, token) = (
+                Arc::clone(&self.store),
+                Arc::clone(&self.key),
+                self.token.clone(),
+            );
+            let release = async move {
+                if let Err(err) = store.release(key, token).answer().await {
+                    tracing::warn!(error = %err, "failed to release an abandoned claim; it ends with its lease");
+                }
+            };
+            if tx.abandon(Box::pin(release.instrument(span.clone())), config.lease) {
+                return;
+            }
+        }
+        if let StoreCall::Pending(release) = self.settle(false, config.dedup_window).call {
+            finish_settle(config, span, release, false);
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::metrics::Meter;
 use crate::scheme::Scheme;
 use crate::stats::Stats;
 use crate::store::DynStore;
+use crate::tx::Transactions;
 
 /// What [`VerifyWebhookLayer`](crate::VerifyWebhookLayer) builds, shared by
 /// [`VerifyWebhook`](crate::VerifyWebhook) and its [`ResponseFuture`](crate::ResponseFuture).
@@ -44,8 +45,9 @@ pub(crate) struct Config {
 pub(crate) enum Behind {
     /// Calls the inner service for every verified copy.
     Nothing,
-    /// Claims the delivery's key in a store around the inner service.
-    Store(Arc<dyn DynStore>),
+    /// Claims the delivery's key in a store around the inner service; with the store's
+    /// transactions where it is on a SQL database, for the handlers that take a `Tx`.
+    Store(Arc<dyn DynStore>, Option<Arc<dyn Transactions>>),
     /// Writes the delivery to an inbox and answers 202; workers run the handler. Only the
     /// inbox features make one: without them the pipeline keeps its hand-off step unused.
     #[cfg_attr(

@@ -34,6 +34,7 @@ use crate::runtime::Timed;
 use crate::scheme::DeliveryId;
 use crate::stats::Outcome;
 use crate::store::{Claim, DynStore, StoreCall};
+use crate::tx::Transactions;
 
 const POLLED_AFTER_END: &str = "ResponseFuture polled after completion";
 
@@ -113,6 +114,8 @@ pin_project! {
             #[pin]
             settle: Timed<bool>,
             completing: bool,
+            // The handler's transaction commits with the completion: the answer waits.
+            commits: bool,
             then: Option<Then<S::Response, S::Error>>,
         },
         // Written to the inbox: answered once the write is committed.
@@ -127,12 +130,13 @@ pin_project! {
 }
 
 /// A verified delivery waiting for its claim: the request for the inner service, the
-/// service, the key and the store it is claimed in.
+/// service, the key and the store it is claimed in, with the store's transactions.
 struct Delivery<S> {
     request: Request<Full<Bytes>>,
     inner: S,
     key: Key,
     store: Arc<dyn DynStore>,
+    transactions: Option<Arc<dyn Transactions>>,
 }
 
 /// What the future keeps while the inner service runs: the delivery's id for the log, when
@@ -247,11 +251,14 @@ where
                 StateProj::Settling {
                     mut settle,
                     completing,
+                    commits,
                     then,
                 } => {
                     let answer = ready!(settle.as_mut().poll(&config.meter, timeout, cx));
+                    let committed = matches!(answer, Some(Ok(true)));
                     claim::settled(this.config, span, settle, *completing, answer);
-                    State::then(then.take().expect(POLLED_AFTER_END))
+                    let then = then.take().expect(POLLED_AFTER_END);
+                    State::then(committed_or_not(config, span, then, *commits && !committed))
                 }
                 StateProj::Enqueueing { mut write, id } => {
                     let answer = ready!(write.as_mut().poll(&config.meter, timeout, cx));
@@ -291,7 +298,7 @@ where
     S: Service<Request<Full<Bytes>>, Response = Response<R>>,
 {
     match (&config.behind, key) {
-        (Behind::Store(store), Some(key)) => {
+        (Behind::Store(store, transactions), Some(key)) => {
             let timer = Timer::start();
             let store = Arc::clone(store);
             let delivery = |store| Delivery {
@@ -299,6 +306,7 @@ where
                 inner,
                 key: Arc::clone(&key),
                 store,
+                transactions: transactions.clone(),
             };
             match Arc::clone(&store).claim(Arc::clone(&key), config.lease) {
                 StoreCall::Ready(answer) => {
@@ -334,10 +342,11 @@ where
     S: Service<Request<Full<Bytes>>, Response = Response<R>>,
 {
     let Delivery {
-        request,
+        mut request,
         inner,
         key,
         store,
+        transactions,
     } = delivery;
     let id = || {
         request
@@ -346,7 +355,10 @@ where
             .map_or_else(|| DeliveryId::from(Arc::clone(&key)), Event::shared_id)
     };
     match claim::claimed(config, span, store, answer, Arc::clone(&key), id) {
-        Claimed::Held(held) => call(config, span, inner, request, Some(held)),
+        Claimed::Held(mut held) => {
+            held.offer(transactions.as_ref(), &mut request);
+            call(config, span, inner, request, Some(held))
+        }
         Claimed::Answer(response) => State::answer(response),
     }
 }
@@ -404,17 +416,35 @@ where
     };
     let timer = Timer::start();
     let call = if completing { "complete" } else { "release" };
-    match held.settle(completing, config.dedup_window) {
+    let settle = held.settle(completing, config.dedup_window);
+    match settle.call {
         StoreCall::Ready(result) => {
             config.meter.store_call(call, timer, result.is_err());
             report::settled(config, &result, completing);
-            State::then(then)
+            let lost = settle.commits && !matches!(result, Ok(true));
+            State::then(committed_or_not(config, span, then, lost))
         }
-        StoreCall::Pending(settle) => State::Settling {
-            settle: Timed::new(call, settle, timer),
+        StoreCall::Pending(call_future) => State::Settling {
+            settle: Timed::new(call, call_future, timer),
             completing,
+            commits: settle.commits,
             then: Some(then),
         },
+    }
+}
+
+/// The answer, unless the handler's transaction was to commit with the completion and did
+/// not: then a 503, so that the sender retries.
+fn committed_or_not<R, E>(
+    config: &Config,
+    span: &Span,
+    then: Then<Response<R>, E>,
+    not_committed: bool,
+) -> Then<Response<R>, E> {
+    if not_committed {
+        Then::Own(claim::not_committed(config, span))
+    } else {
+        then
     }
 }
 
@@ -443,9 +473,7 @@ where
                 "the answer was abandoned before the handler finished (the sender hung up?)"
             );
             if let Some(held) = running.held {
-                if let StoreCall::Pending(release) = held.settle(false, config.dedup_window) {
-                    claim::finish_settle(config, span, release, false);
-                }
+                held.abandon(config, span);
             }
         }
         StateProj::Settling {

@@ -101,7 +101,8 @@ impl VerifyWebhookLayer {
     /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
     /// ```
     pub fn with_store(mut self, store: impl IdempotencyStore) -> Self {
-        self.config_mut().behind = Behind::Store(Arc::new(store));
+        let transactions = crate::tx::transactions(&store);
+        self.config_mut().behind = Behind::Store(Arc::new(store), transactions);
         self
     }
 

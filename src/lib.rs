@@ -167,6 +167,7 @@ pub mod store;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testkit;
+mod tx;
 
 pub use body::ResponseBody;
 pub use event::{Event, Unparsed};
@@ -179,3 +180,12 @@ pub use reject::{Rejection, RejectionKind};
 pub use response::{Duplicate, DUPLICATE_HEADER};
 pub use service::VerifyWebhook;
 pub use stats::{Stats, StatsSnapshot};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use tx::Tx;
+#[cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres")))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres"))))
+)]
+pub use tx::TxRejection;

@@ -70,6 +70,11 @@ pub enum RejectionKind {
     /// The [inbox](crate::inbox) holds more jobs than its bound: `429 Too Many Requests`
     /// with `Retry-After`, which tells the sender to slow down and retry.
     InboxFull,
+    /// The handler answered 2xx, but its [`Tx`](crate::Tx) did not commit with the
+    /// delivery's completion (the commit failed, or the claim's lease ran out and another
+    /// copy took it): `503 Service Unavailable` with `Retry-After`. Nothing was committed;
+    /// the sender's retry does the work.
+    NotCommitted,
 }
 
 impl Rejection {
@@ -91,12 +96,15 @@ impl Rejection {
             | RejectionKind::MissingId
             | RejectionKind::BodyNotJson => StatusCode::BAD_REQUEST,
             RejectionKind::InFlight | RejectionKind::InboxFull => StatusCode::TOO_MANY_REQUESTS,
-            RejectionKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::StoreUnavailable | RejectionKind::NotCommitted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     /// A short, stable name for why: `signature`, `timestamp`, `malformed`, `too_large`,
-    /// `unreadable`, `missing_id`, `not_json`, `in_flight`, `store_unavailable` or `inbox_full`. A bounded
+    /// `unreadable`, `missing_id`, `not_json`, `in_flight`, `store_unavailable`, `inbox_full` or
+    /// `not_committed`. A bounded
     /// set, fit for a metric label; [`Stats`](crate::Stats) counts by it.
     ///
     /// ```
@@ -125,6 +133,7 @@ impl Rejection {
             RejectionKind::InFlight => "in_flight",
             RejectionKind::StoreUnavailable => "store_unavailable",
             RejectionKind::InboxFull => "inbox_full",
+            RejectionKind::NotCommitted => "not_committed",
         }
     }
 
@@ -140,7 +149,10 @@ impl Rejection {
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,
-            RejectionKind::InFlight | RejectionKind::StoreUnavailable | RejectionKind::InboxFull
+            RejectionKind::InFlight
+                | RejectionKind::StoreUnavailable
+                | RejectionKind::InboxFull
+                | RejectionKind::NotCommitted
         )
     }
 
@@ -182,6 +194,9 @@ impl fmt::Display for Rejection {
             RejectionKind::InboxFull => f.write_str("the inbox is full, retry later"),
             RejectionKind::StoreUnavailable => {
                 f.write_str("idempotency store unavailable, retry later")
+            }
+            RejectionKind::NotCommitted => {
+                f.write_str("the handler's transaction did not commit, retry later")
             }
         }
     }

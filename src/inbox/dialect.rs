@@ -16,7 +16,7 @@ use crate::store::{BoxFuture, Marked};
 /// The pool of a dialect's database.
 pub(crate) type Pool<D> = sqlx::Pool<<D as Backend>::Db>;
 /// An open transaction on a dialect's database.
-pub(crate) type Tx<D> = sqlx::Transaction<'static, <D as Backend>::Db>;
+pub(crate) type DbTx<D> = sqlx::Transaction<'static, <D as Backend>::Db>;
 
 /// A database an [`Inbox`](super::Inbox) runs on: [`Sqlite`](super::Sqlite) or
 /// [`Postgres`](super::Postgres). Sealed: name it in your own generic code, to write the app
@@ -53,6 +53,9 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// turn), which made the tail.
     const ONE_WRITER: bool;
 
+    /// The statement that begins a handler's transaction, where not the database's default.
+    const BEGIN: Option<&'static str>;
+
     /// Whether a database error code is worth a retry (the inbox is unavailable, not broken).
     fn transient(code: &str) -> bool;
 
@@ -64,20 +67,20 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Marks `key` for `window` in `tx`, unless a live mark is there.
     fn mark(
         store: &Self::Store,
-        tx: &mut Tx<Self>,
+        tx: &mut DbTx<Self>,
         key: &str,
         window: Duration,
     ) -> impl Future<Output = Result<Marked, InboxError>> + Send;
     /// Writes `task` to `queue` in `tx`.
     fn push(
-        tx: &mut Tx<Self>,
+        tx: &mut DbTx<Self>,
         queue: &str,
         task: Task<Vec<u8>>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send;
     /// Counts the job just written in `tx` against the bound `max`: whether it fits. The
     /// check is part of the transaction, so it holds for every process on the database.
     fn admit(
-        tx: &mut Tx<Self>,
+        tx: &mut DbTx<Self>,
         queue: &str,
         max: i64,
     ) -> impl Future<Output = Result<bool, InboxError>> + Send;
@@ -89,6 +92,12 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Runs `sql` with `args` on `pool`: how many rows it changed.
     fn execute(
         pool: &Pool<Self>,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
+    /// Runs `sql` with `args` in `tx`: how many rows it changed.
+    fn execute_in(
+        tx: &mut DbTx<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<u64, InboxError>> + Send;
@@ -116,7 +125,7 @@ pub trait Backend: Sized + Send + Sync + 'static {
     ) -> BoxFuture<Result<(), InboxError>>
     where
         Self: Dialect,
-        H: Handler<A>,
+        H: Handler<A, Self::Db>,
         A: 'static;
 }
 
@@ -148,8 +157,13 @@ pub struct Statements {
     pub purge: &'static str,
     /// task id, delay.
     pub defer: &'static str,
-    /// task id, worker.
+    /// task id, worker: the job's attempts, the fence of its completion.
     pub start: &'static str,
+    /// task id, worker, attempts: the job done, in the handler's transaction, while this
+    /// worker holds this attempt.
+    pub complete: &'static str,
+    /// task id, worker: a row if the job is done, by this worker.
+    pub done: &'static str,
     /// queue, worker, silence: id, status, attempts, max attempts, holder.
     pub orphans: &'static str,
     /// id, holder, reason.

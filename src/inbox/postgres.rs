@@ -10,7 +10,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::{Arguments as _, PgPool, Postgres as Db};
 use tower::limit::ConcurrencyLimitLayer;
 
-use super::dialect::{Arg, Backend, Dialect, Pool, Row, Statements, Tx};
+use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
 use super::error::InboxError;
 use super::job::StoredDelivery;
 use super::shared;
@@ -73,7 +73,14 @@ const STATEMENTS: Statements = Statements {
     defer: "UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1",
     // A job `$2` fetched, marked as running before its handler starts.
     start: "UPDATE apalis.jobs SET status = 'Running', lock_at = now()
-        WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')",
+        WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')
+        RETURNING attempts::BIGINT",
+    // Every takeover of a job (the sweep, apalis's own) counts an attempt: the same count
+    // and holder mean the same attempt. The clock, not `now()`: the transaction began
+    // before the handler ran.
+    complete: "UPDATE apalis.jobs SET status = 'Done', done_at = clock_timestamp()
+        WHERE id = $1 AND lock_by = $2 AND status = 'Running' AND attempts::BIGINT = $3",
+    done: "SELECT 1::BIGINT FROM apalis.jobs WHERE id = $1 AND lock_by = $2 AND status = 'Done'",
     // Jobs taken by workers of this queue silent for $3 seconds, other than $2.
     orphans: "SELECT jobs.id, jobs.status, jobs.attempts::BIGINT, jobs.max_attempts::BIGINT, jobs.lock_by
         FROM apalis.jobs AS jobs JOIN apalis.workers AS workers ON jobs.lock_by = workers.id
@@ -158,6 +165,7 @@ impl Backend for Postgres {
     type Storage = PostgresStorage<StoredDelivery>;
 
     const NAME: &'static str = "PostgresInbox";
+    const BEGIN: Option<&'static str> = None;
     // Concurrent transactions wait for the bound's counter only to commit.
     const ONE_WRITER: bool = false;
 
@@ -167,21 +175,21 @@ impl Backend for Postgres {
 
     async fn mark(
         store: &PostgresStore,
-        tx: &mut Tx<Self>,
+        tx: &mut DbTx<Self>,
         key: &str,
         window: Duration,
     ) -> Result<Marked, InboxError> {
         Ok(store.mark(tx, key, window).await?)
     }
 
-    async fn push(tx: &mut Tx<Self>, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
+    async fn push(tx: &mut DbTx<Self>, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
         apalis_postgres::queries::push_tasks(&mut **tx, queue, vec![task])
             .await
             .map(drop)
             .map_err(|err| InboxError::database(err, false))
     }
 
-    async fn admit(tx: &mut Tx<Self>, queue: &str, max: i64) -> Result<bool, InboxError> {
+    async fn admit(tx: &mut DbTx<Self>, queue: &str, max: i64) -> Result<bool, InboxError> {
         let counted: Option<i64> = sqlx::query_scalar(ADMIT)
             .bind(queue)
             .bind(max)
@@ -230,6 +238,19 @@ impl Backend for Postgres {
             .rows_affected())
     }
 
+    async fn execute_in(
+        tx: &mut DbTx<Self>,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<u64, InboxError> {
+        let query = sqlx::query_with(sql, arguments(args)?);
+        Ok(query
+            .execute(&mut **tx)
+            .await
+            .map_err(Postgres::error)?
+            .rows_affected())
+    }
+
     async fn fetch<T: Row>(
         pool: &PgPool,
         sql: &'static str,
@@ -261,7 +282,7 @@ impl Backend for Postgres {
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where
-        H: Handler<A>,
+        H: Handler<A, Db>,
         A: 'static,
     {
         let backend = Self::storage(pool, settings, batch);

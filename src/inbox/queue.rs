@@ -9,7 +9,7 @@ use http::HeaderMap;
 
 use super::dialect::Arg::{Int, MaybeText, Secs, Text};
 use super::dialect::Dialect;
-use super::dialect::{Backend, Pool};
+use super::dialect::{Backend, DbTx, Pool};
 use super::error::InboxError;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
@@ -18,6 +18,7 @@ use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
 use crate::store::{BoxFuture, Marked};
+use crate::tx::roll_back;
 
 /// An inbox: the layer writes each verified delivery to it and answers `202 Accepted` once
 /// the write is committed; [workers](Self::worker) run the handler later, with retries.
@@ -124,7 +125,7 @@ impl<D: Dialect> Inbox<D> {
     /// A worker that runs `handler` on this inbox's jobs. See [`Worker`].
     pub fn worker<H, A>(&self, handler: H) -> Worker<D, H, A>
     where
-        H: Handler<A>,
+        H: Handler<A, D::Db>,
         A: 'static,
     {
         Worker::new(self.clone(), handler)
@@ -167,7 +168,7 @@ impl<D: Dialect> Inbox<D> {
     /// [`DEFAULT_ATTEMPT_TIMEOUT`] unless told otherwise. See [`storage`](Self::storage).
     pub fn service<H, A>(&self, worker: &str, handler: H) -> JobService<H, A, D>
     where
-        H: Handler<A>,
+        H: Handler<A, D::Db>,
         A: 'static,
     {
         JobService::new(
@@ -279,13 +280,47 @@ impl<D: Dialect> Inbox<D> {
         D::execute(&self.pool, D::SQL.defer, &args).await.map(drop)
     }
 
-    /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts:
-    /// `false` when `me` no longer holds it. apalis writes that mark only after the handler
-    /// has started, so a worker that died in between would leave a job that ran looking as
-    /// if it never had, and a poison job would never use its attempts up.
-    pub(crate) async fn start_job(&self, task_id: &str, me: &str) -> Result<bool, InboxError> {
+    /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts: its
+    /// count of attempts (with `me`, the fence of its completion), or `None` when `me` no
+    /// longer holds it. apalis writes that mark only after the handler has started, so a
+    /// worker that died in between would leave a job that ran looking as if it never had,
+    /// and a poison job would never use its attempts up.
+    pub(crate) async fn start_job(
+        &self,
+        task_id: &str,
+        me: &str,
+    ) -> Result<Option<i64>, InboxError> {
         let args = [Text(task_id), Text(me)];
-        Ok(D::execute(&self.pool, D::SQL.start, &args).await? == 1)
+        let rows: Vec<(i64,)> = D::fetch(&self.pool, D::SQL.start, &args).await?;
+        Ok(rows.first().map(|&(attempts,)| attempts))
+    }
+
+    /// Writes the job `task_id` done in `tx`, the handler's transaction, while `me` still
+    /// holds the attempt it started with `fence` attempts, and commits: `false` (rolled
+    /// back) where it does not.
+    pub(crate) async fn complete_in(
+        &self,
+        mut tx: DbTx<D>,
+        task_id: &str,
+        me: &str,
+        fence: i64,
+    ) -> Result<bool, InboxError> {
+        let args = [Text(task_id), Text(me), Int(fence)];
+        match D::execute_in(&mut tx, D::SQL.complete, &args).await {
+            Ok(1) => {}
+            held => {
+                roll_back(tx).await;
+                return held.map(|_| false);
+            }
+        }
+        let Err(err) = tx.commit().await else {
+            return Ok(true);
+        };
+        // The commit's answer was lost, not necessarily the commit: the job says which.
+        match D::fetch::<(i64,)>(&self.pool, D::SQL.done, &[Text(task_id), Text(me)]).await {
+            Ok(rows) if !rows.is_empty() => Ok(true),
+            _ => Err(D::error(err)),
+        }
     }
 
     /// Takes back the jobs of workers silent for `dead_after`, other than `me`.

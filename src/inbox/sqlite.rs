@@ -11,13 +11,13 @@ use sqlx::Arguments as _;
 use sqlx::{Sqlite as Db, SqlitePool};
 use tower::limit::ConcurrencyLimitLayer;
 
-use super::dialect::{Arg, Backend, Dialect, Pool, Row, Statements, Tx};
+use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
 use super::error::InboxError;
 use super::job::StoredDelivery;
 use super::shared;
 use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
-use crate::store::sqlite::{open_pool, transient};
+use crate::store::sqlite::{open_pool, transient, BEGIN_IMMEDIATE};
 use crate::store::{BoxFuture, Marked, SqliteStore};
 
 /// SQLite, for [`Inbox`]: one process on one machine, no service to run.
@@ -72,7 +72,13 @@ const STATEMENTS: Statements = Statements {
     defer: "UPDATE Jobs SET run_at = CAST(strftime('%s', 'now') AS INTEGER) + ?2 WHERE id = ?1",
     // A job `?2` fetched, marked as running before its handler starts.
     start: "UPDATE Jobs SET status = 'Running', lock_at = CAST(strftime('%s', 'now') AS INTEGER)
-        WHERE id = ?1 AND lock_by = ?2 AND status IN ('Queued', 'Running')",
+        WHERE id = ?1 AND lock_by = ?2 AND status IN ('Queued', 'Running')
+        RETURNING attempts",
+    // Every takeover of a job (the sweep, apalis's own) counts an attempt: the same count
+    // and holder mean the same attempt.
+    complete: "UPDATE Jobs SET status = 'Done', done_at = CAST(strftime('%s', 'now') AS INTEGER)
+        WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' AND attempts = ?3",
+    done: "SELECT 1 FROM Jobs WHERE id = ?1 AND lock_by = ?2 AND status = 'Done'",
     // Jobs taken by workers of this queue silent for ?3 seconds, other than ?2.
     orphans: "SELECT Jobs.id, Jobs.status, Jobs.attempts, Jobs.max_attempts, Jobs.lock_by
         FROM Jobs JOIN Workers ON Jobs.lock_by = Workers.id
@@ -166,6 +172,7 @@ impl Backend for Sqlite {
     type Storage = SqliteStorage<StoredDelivery>;
 
     const NAME: &'static str = "SqliteInbox";
+    const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
     const ONE_WRITER: bool = true;
 
     fn transient(code: &str) -> bool {
@@ -174,21 +181,21 @@ impl Backend for Sqlite {
 
     async fn mark(
         store: &SqliteStore,
-        tx: &mut Tx<Self>,
+        tx: &mut DbTx<Self>,
         key: &str,
         window: Duration,
     ) -> Result<Marked, InboxError> {
         Ok(store.mark(tx, key, window).await?)
     }
 
-    async fn push(tx: &mut Tx<Self>, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
+    async fn push(tx: &mut DbTx<Self>, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
         apalis_sqlite::queries::push_tasks(&mut **tx, queue, &[task])
             .await
             .map(drop)
             .map_err(|err| InboxError::database(err, false))
     }
 
-    async fn admit(tx: &mut Tx<Self>, queue: &str, max: i64) -> Result<bool, InboxError> {
+    async fn admit(tx: &mut DbTx<Self>, queue: &str, max: i64) -> Result<bool, InboxError> {
         let counted: Option<i64> = sqlx::query_scalar(ADMIT)
             .bind(queue)
             .bind(max)
@@ -229,6 +236,19 @@ impl Backend for Sqlite {
             .rows_affected())
     }
 
+    async fn execute_in(
+        tx: &mut DbTx<Self>,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<u64, InboxError> {
+        let query = sqlx::query_with(sql, arguments(args)?);
+        Ok(query
+            .execute(&mut **tx)
+            .await
+            .map_err(Sqlite::error)?
+            .rows_affected())
+    }
+
     async fn fetch<T: Row>(
         pool: &SqlitePool,
         sql: &'static str,
@@ -260,7 +280,7 @@ impl Backend for Sqlite {
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
     where
-        H: Handler<A>,
+        H: Handler<A, Db>,
         A: 'static,
     {
         let backend = Self::storage(pool, settings, batch);

@@ -23,19 +23,24 @@ use super::job::{from_epoch_millis, Job, Payload, StoredDelivery};
 use super::Inbox;
 use crate::event::Event;
 use crate::store::BoxFuture;
+use crate::tx::{roll_back, Slot, Taken, Tx};
 
 /// An error a handler returns, boxed.
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
-/// A job's handler: an async function of `Event<T>`, or of `Event<T>` and [`Job`], that
-/// returns `Result<(), E>` with any error `E` that converts into a boxed error (`String`,
-/// `std::io::Error`, your own).
+/// A job's handler: an async function of `Event<T>`, optionally followed by [`Job`] and then
+/// by [`Tx`], that returns `Result<(), E>` with any error `E` that converts into a boxed
+/// error (`String`, `std::io::Error`, your own).
 ///
 /// `T` is [`Unparsed`](crate::Unparsed) (plain `Event`) or a type that deserializes from
-/// JSON.
+/// JSON. `Db` is the inbox's database (`sqlx::Sqlite` or `sqlx::Postgres`).
+///
+/// A handler that takes a [`Tx`] gets a transaction on the inbox's pool for each attempt:
+/// its writes commit together with the job's completion when it returns `Ok`, and roll back
+/// otherwise (see [the work done once](crate#the-work-done-once)).
 ///
 /// ```
-/// use tower_webhook::{inbox::Job, Event};
+/// use tower_webhook::{inbox::Job, Event, Tx};
 ///
 /// async fn one(event: Event) -> Result<(), String> {
 ///     println!("{}", event.id());
@@ -46,43 +51,131 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 ///     println!("{} attempt {}", event.payload()["type"], job.attempt());
 ///     Ok(())
 /// }
+///
+/// async fn three(event: Event, mut tx: Tx<sqlx::Sqlite>) -> Result<(), sqlx::Error> {
+///     sqlx::query("INSERT INTO seen (event_id) VALUES (?1)")
+///         .bind(event.id())
+///         .execute(&mut *tx)
+///         .await?;
+///     Ok(()) // committed with the job's completion
+/// }
 /// ```
-pub trait Handler<Args>: Send + Sync + 'static {
+pub trait Handler<Args, Db: sqlx::Database>: Send + Sync + 'static {
     /// What the body deserializes into.
     type Payload: Payload;
 
-    /// Runs the handler on one job.
-    fn call(&self, event: Event<Self::Payload>, job: Job) -> BoxFuture<Result<(), BoxError>>;
+    /// Whether the handler takes a [`Tx`]: the worker opens one for each attempt, and
+    /// writes the job's completion in it.
+    const TRANSACTION: bool = false;
+
+    /// Runs the handler on one job, with its transaction if it takes one.
+    fn call(
+        &self,
+        event: Event<Self::Payload>,
+        job: Job,
+        tx: Option<Tx<Db>>,
+    ) -> BoxFuture<Result<(), BoxError>>;
 }
 
-impl<F, Fut, E, T> Handler<(Event<T>,)> for F
+impl<F, Fut, E, T, Db> Handler<(Event<T>,), Db> for F
 where
     F: Fn(Event<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Into<BoxError>,
     T: Payload,
+    Db: sqlx::Database,
 {
     type Payload = T;
 
-    fn call(&self, event: Event<T>, _job: Job) -> BoxFuture<Result<(), BoxError>> {
-        let future = self(event);
-        Box::pin(async move { future.await.map_err(Into::into) })
+    fn call(
+        &self,
+        event: Event<T>,
+        _job: Job,
+        _tx: Option<Tx<Db>>,
+    ) -> BoxFuture<Result<(), BoxError>> {
+        boxed(self(event))
     }
 }
 
-impl<F, Fut, E, T> Handler<(Event<T>, Job)> for F
+impl<F, Fut, E, T, Db> Handler<(Event<T>, Job), Db> for F
 where
     F: Fn(Event<T>, Job) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Into<BoxError>,
     T: Payload,
+    Db: sqlx::Database,
 {
     type Payload = T;
 
-    fn call(&self, event: Event<T>, job: Job) -> BoxFuture<Result<(), BoxError>> {
-        let future = self(event, job);
-        Box::pin(async move { future.await.map_err(Into::into) })
+    fn call(
+        &self,
+        event: Event<T>,
+        job: Job,
+        _tx: Option<Tx<Db>>,
+    ) -> BoxFuture<Result<(), BoxError>> {
+        boxed(self(event, job))
     }
+}
+
+impl<F, Fut, E, T, Db> Handler<(Event<T>, Tx<Db>), Db> for F
+where
+    F: Fn(Event<T>, Tx<Db>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError>,
+    T: Payload,
+    Db: sqlx::Database,
+{
+    type Payload = T;
+    const TRANSACTION: bool = true;
+
+    fn call(
+        &self,
+        event: Event<T>,
+        _job: Job,
+        tx: Option<Tx<Db>>,
+    ) -> BoxFuture<Result<(), BoxError>> {
+        match tx {
+            Some(tx) => boxed(self(event, tx)),
+            None => no_transaction(),
+        }
+    }
+}
+
+impl<F, Fut, E, T, Db> Handler<(Event<T>, Job, Tx<Db>), Db> for F
+where
+    F: Fn(Event<T>, Job, Tx<Db>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError>,
+    T: Payload,
+    Db: sqlx::Database,
+{
+    type Payload = T;
+    const TRANSACTION: bool = true;
+
+    fn call(
+        &self,
+        event: Event<T>,
+        job: Job,
+        tx: Option<Tx<Db>>,
+    ) -> BoxFuture<Result<(), BoxError>> {
+        match tx {
+            Some(tx) => boxed(self(event, job, tx)),
+            None => no_transaction(),
+        }
+    }
+}
+
+/// A handler's future, its error boxed.
+fn boxed<E: Into<BoxError>>(
+    future: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> BoxFuture<Result<(), BoxError>> {
+    Box::pin(async move { future.await.map_err(Into::into) })
+}
+
+/// The attempt of a handler that takes a transaction, called without one (by code of your
+/// own rather than the worker): it fails.
+fn no_transaction() -> BoxFuture<Result<(), BoxError>> {
+    Box::pin(async { Err("this handler takes a Tx, and was called without one".into()) })
 }
 
 /// Workers for an inbox's jobs: [`Inbox::worker`](super::Inbox::worker).
@@ -112,7 +205,7 @@ impl<D: Dialect, H, A> fmt::Debug for Worker<D, H, A> {
 impl<D, H, A> Worker<D, H, A>
 where
     D: Dialect,
-    H: Handler<A>,
+    H: Handler<A, D::Db>,
     A: 'static,
 {
     pub(crate) fn new(inbox: Inbox<D>, handler: H) -> Self {
@@ -282,6 +375,9 @@ impl<H, A, D: Dialect> Clone for JobService<H, A, D> {
 /// How a job's attempt ended.
 enum Ran {
     Done,
+    /// The handler succeeded, but the job was no longer this attempt's: its transaction
+    /// rolled back.
+    Lost,
     /// The handler's error (kept as it is, with its source), or why the attempt failed.
     Failed(BoxError),
     Dead(String),
@@ -289,7 +385,7 @@ enum Ran {
 
 impl<H, A, D> Service<Task<StoredDelivery>> for JobService<H, A, D>
 where
-    H: Handler<A>,
+    H: Handler<A, D::Db>,
     A: 'static,
     D: Dialect,
 {
@@ -333,18 +429,20 @@ where
                 Ran::Dead(WORKER_DIED.to_owned())
             } else {
                 match inbox.start_job(&task_id, &me).await {
-                    Ok(true) => {
-                        run_once(
-                            &*handler,
-                            &stored,
-                            &task_id,
-                            (attempt, max_attempts),
+                    Ok(Some(fence)) => {
+                        let attempt = Attempt {
+                            inbox: &inbox,
+                            me: &me,
+                            task_id: &task_id,
+                            fence,
+                            number: (attempt, max_attempts),
                             timeout,
-                        )
-                        .instrument(span.clone())
-                        .await
+                        };
+                        run_once(&*handler, &stored, attempt)
+                            .instrument(span.clone())
+                            .await
                     }
-                    Ok(false) => {
+                    Ok(None) => {
                         // Taken back while this worker seemed dead (its heartbeat lapsed):
                         // another worker has it now, and apalis's record of this attempt
                         // will not touch a job this worker no longer holds.
@@ -360,6 +458,14 @@ where
                 Ran::Done => {
                     tracing::info!("webhook job handled");
                     Ok(())
+                }
+                Ran::Lost => {
+                    // Its heartbeat lapsed and the job was taken back while the handler ran:
+                    // nothing of this run committed, and the run that holds the job now does
+                    // the work. apalis's record of this attempt does not touch a job another
+                    // worker holds.
+                    tracing::warn!("webhook job taken back from this worker while it ran; its transaction rolled back");
+                    Err("the job was taken back from this worker while it ran".into())
                 }
                 Ran::Dead(error) => {
                     tracing::error!(%error, "webhook job dead-lettered at once: no retry can help");
@@ -388,13 +494,25 @@ pub(crate) const WORKER_DIED: &str = "its worker died during the last attempt";
 /// How long an attempt may run unless the worker says otherwise: five minutes.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-async fn run_once<H: Handler<A>, A>(
-    handler: &H,
-    stored: &StoredDelivery,
-    task_id: &str,
-    (attempt, max_attempts): (u32, u32),
+/// One attempt of a job, as the worker runs it.
+struct Attempt<'a, D: Dialect> {
+    inbox: &'a Inbox<D>,
+    /// The worker, which holds the job.
+    me: &'a str,
+    task_id: &'a str,
+    /// The job's count of attempts when this attempt started: with `me`, what the handler's
+    /// transaction completes the job under.
+    fence: i64,
+    /// This attempt's number, and how many the job gets.
+    number: (u32, u32),
     timeout: Duration,
-) -> Ran {
+}
+
+async fn run_once<H, A, D>(handler: &H, stored: &StoredDelivery, attempt: Attempt<'_, D>) -> Ran
+where
+    H: Handler<A, D::Db>,
+    D: Dialect,
+{
     let Some(event) = stored.event() else {
         return Ran::Dead("the stored body is not base64".to_owned());
     };
@@ -403,16 +521,60 @@ async fn run_once<H: Handler<A>, A>(
         Err(err) => return Ran::Dead(format!("body does not deserialize: {err}")),
     };
     let job = Job {
-        task_id: task_id.to_owned(),
-        attempt,
-        max_attempts,
+        task_id: attempt.task_id.to_owned(),
+        attempt: attempt.number.0,
+        max_attempts: attempt.number.1,
         layer: stored.layer.clone(),
         received_at: from_epoch_millis(stored.received_at),
         headers: stored.headers(),
     };
+    let slot = H::TRANSACTION.then(|| Slot::new(attempt.inbox.pool.clone(), D::BEGIN));
+    let tx = match &slot {
+        Some(slot) => match slot.lend().await {
+            Ok(tx) => Some(tx),
+            Err(err) => return Ran::Failed(format!("the handler's transaction: {err}").into()),
+        },
+        None => None,
+    };
+    let ran = run_handler(handler, event, job, tx, attempt.timeout).await;
+    match slot.map(|slot| slot.take()) {
+        None | Some(Taken::NotBegun) => ran,
+        Some(Taken::Open(tx)) if matches!(ran, Ran::Done) => {
+            let inbox = attempt.inbox;
+            match inbox
+                .complete_in(tx, attempt.task_id, attempt.me, attempt.fence)
+                .await
+            {
+                Ok(true) => Ran::Done,
+                Ok(false) => Ran::Lost,
+                Err(err) => Ran::Failed(Box::new(err)),
+            }
+        }
+        Some(Taken::Open(tx)) => {
+            roll_back(tx).await;
+            ran
+        }
+        Some(Taken::StillLent) => Ran::Failed(
+            "the handler still held its Tx when it returned: nothing was committed".into(),
+        ),
+    }
+}
+
+/// Runs the handler under the attempt's deadline, catching its panics.
+async fn run_handler<H, A, Db>(
+    handler: &H,
+    event: Event<H::Payload>,
+    job: Job,
+    tx: Option<Tx<Db>>,
+    timeout: Duration,
+) -> Ran
+where
+    H: Handler<A, Db>,
+    Db: sqlx::Database,
+{
     // A handler that is not an `async fn` runs code of its own when called, before its
     // future: a panic there fails the attempt like one in the future.
-    let ran = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(event, job))) {
+    let ran = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(event, job, tx))) {
         Ok(future) => {
             match tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()).await {
                 Ok(ran) => ran,

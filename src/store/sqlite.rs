@@ -78,6 +78,8 @@ const CLAIM: &str = "INSERT INTO webhook_claims AS c (key, token, completed, exp
 const COMPLETE: &str = "UPDATE webhook_claims
     SET completed = 1, token = NULL, expires_at = ?3
     WHERE key = ?1 AND token = ?2 AND completed = 0 AND expires_at > ?4";
+/// How a handler's transaction on the file begins: with the write lock.
+pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 const RELEASE: &str = "DELETE FROM webhook_claims
     WHERE key = ?1 AND token = ?2 AND completed = 0 AND expires_at > ?3";
 #[cfg(feature = "inbox-sqlite")]
@@ -285,5 +287,38 @@ impl IdempotencyStore for SqliteStore {
             .await
             .map_err(store_error)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl crate::tx::TxStore for SqliteStore {
+    type Db = sqlx::Sqlite;
+    // The write lock from the start: a transaction that read first and wrote later could
+    // not take it while another writer held it, and would fail rather than wait.
+    const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
+
+    fn tx_pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn complete_in(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        key: &str,
+        token: &ClaimToken,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(COMPLETE)
+            .bind(&*stored_key(key))
+            .bind(token.as_str())
+            .bind(self.at(keep_for))
+            .bind(self.now())
+            .execute(conn)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    fn error(err: sqlx::Error) -> StoreError {
+        store_error(err)
     }
 }

@@ -548,3 +548,33 @@ impl IdempotencyStore for PostgresStore {
             .map_err(unanswered)?
     }
 }
+
+impl crate::tx::TxStore for PostgresStore {
+    type Db = sqlx::Postgres;
+    const BEGIN: Option<&'static str> = None;
+
+    fn tx_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn complete_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        key: &str,
+        token: &ClaimToken,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql.complete_in.clone())
+            .bind(&*stored_key(key))
+            .bind(token.as_str())
+            .bind(secs(keep_for))
+            .execute(conn)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    fn error(err: sqlx::Error) -> StoreError {
+        store_error(err)
+    }
+}

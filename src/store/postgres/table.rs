@@ -16,6 +16,9 @@ pub(crate) struct Sql {
     pub(crate) claim: SqlStr,
     pub(crate) complete: SqlStr,
     pub(crate) release: SqlStr,
+    /// One completion in a handler's transaction, by the clock (`now()` is the time the
+    /// transaction began, which may be before the lease ran out).
+    pub(crate) complete_in: SqlStr,
     pub(crate) cleanup: SqlStr,
     #[cfg(feature = "inbox-postgres")]
     pub(crate) mark: SqlStr,
@@ -113,6 +116,13 @@ impl Sql {
                 AND c.expires_at - now() > interval '0'
                 AND (SELECT set_config('synchronous_commit', $3, true)) IS NOT NULL
                 RETURNING r.n"
+            )),
+            complete_in: sql(format!(
+                "UPDATE {t}
+                SET completed = TRUE, token = NULL,
+                    expires_at = clock_timestamp() + make_interval(secs => $3)
+                WHERE key = $1 AND token = $2 AND NOT completed
+                AND expires_at - clock_timestamp() > interval '0'"
             )),
             // The outer condition is checked again on rows a concurrent claim just took, so
             // that cleanup never deletes a live claim.
