@@ -69,6 +69,37 @@
 //! durably, answers `202` once it is committed, and workers run the handler with retries,
 //! backoff and a dead-letter.
 //!
+//! # The work done once
+//!
+//! A dedup store makes the handler *run* once per recorded completion, but the record and
+//! the handler's effect are two commits: a crash between them repeats the effect. For
+//! effects in the database the store (inline) or the inbox (in a worker) lives in, a handler
+//! that takes a `Tx` (`sqlite` or `postgres` feature) writes them in a transaction that
+//! commits together with the delivery's completion, fenced so that a copy that lost its
+//! claim, or a worker whose job was taken back, commits nothing. The effect is committed if
+//! and only if the delivery is recorded as done: exactly once, wherever a crash lands.
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "axum", feature = "postgres"))]
+//! # mod inline {
+//! use axum::http::StatusCode;
+//! use sqlx::Postgres;
+//! use tower_webhook::{Event, Tx};
+//!
+//! async fn paid(event: Event, mut tx: Tx<Postgres>) -> StatusCode {
+//!     let done = sqlx::query("UPDATE invoices SET paid = true WHERE event_id = $1")
+//!         .bind(event.id())
+//!         .execute(&mut *tx)
+//!         .await;
+//!     // 2xx: committed with the mark before the answer goes out. Anything else: rolled back.
+//!     if done.is_ok() { StatusCode::NO_CONTENT } else { StatusCode::SERVICE_UNAVAILABLE }
+//! }
+//! # }
+//! ```
+//!
+//! Effects outside the database (an email, a call to another API) stay at least once: pass
+//! the delivery's id downstream as the idempotency key. See `docs/transactions.md`.
+//!
 //! # Example
 //!
 //! ```
@@ -127,8 +158,8 @@
 //! - `axum` (default): [`Event`] as an axum extractor, and the sender's address from axum's
 //!   `ConnectInfo` in each delivery's span.
 //! - `redis`: [`store::RedisStore`].
-//! - `postgres`: [`store::PostgresStore`].
-//! - `sqlite`: `store::SqliteStore`.
+//! - `postgres`: [`store::PostgresStore`], and `Tx<Postgres>` on it.
+//! - `sqlite`: `store::SqliteStore`, and `Tx<Sqlite>` on it.
 //! - `inbox-sqlite`, `inbox-postgres`: the `inbox` module, on apalis.
 //! - `ed25519`: Standard Webhooks `v1a` signatures
 //!   ([`StandardWebhooks::from_public_key`](scheme::StandardWebhooks::from_public_key)).

@@ -4,6 +4,10 @@
 //! mid-run and restarted. Every delivery answered 2xx must be handled (0 lost); the handler
 //! runs beyond one per delivery are counted and printed.
 //!
+//! With `HANDLER_EFFECT=tx` (SQLite and PostgreSQL, inline and inbox), the handler writes one
+//! row per delivery in `demo_effects`, in the delivery's transaction: every delivery answered
+//! 2xx must have exactly one row, however the kills fell.
+//!
 //! Runs the `server` example's binary, which `cargo test --all-features` builds beside this
 //! test. PostgreSQL at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! without one its trial is ignored, or fails when `CI` is set.
@@ -140,6 +144,8 @@ async fn post(addr: std::net::SocketAddr, request: Request<Full<Bytes>>) -> Opti
 struct Outcome {
     acknowledged: usize,
     lost: Vec<String>,
+    /// With `HANDLER_EFFECT=tx`: the rows of `demo_effects` per delivery id of the run.
+    effects: Option<HashMap<String, i64>>,
     /// Handler runs started beyond one per delivery: the first attempts that fail on
     /// purpose, and runs cut short by a SIGKILL.
     extra_runs: usize,
@@ -148,7 +154,62 @@ struct Outcome {
     attempts: usize,
 }
 
+/// Where a `HANDLER_EFFECT=tx` run's server writes `demo_effects`.
+enum Effects {
+    Sqlite(PathBuf),
+    Postgres,
+}
+
+impl Effects {
+    /// The rows of `demo_effects` per delivery id starting with `prefix`.
+    async fn rows(&self, prefix: &str) -> HashMap<String, i64> {
+        use tower_webhook::store::sqlite::sqlx;
+        const SQL: &str = "SELECT event_id, COUNT(*) FROM demo_effects
+            WHERE substr(event_id, 1, length($1)) = $1 GROUP BY event_id";
+        let rows: Result<Vec<(String, i64)>, sqlx::Error> = match self {
+            // Read only, and closed at once: the reader must not stand in the writers' way.
+            Effects::Sqlite(path) => match sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true),
+            )
+            .await
+            {
+                Ok(pool) => {
+                    let rows = sqlx::query_as(SQL).bind(prefix).fetch_all(&pool).await;
+                    pool.close().await;
+                    rows
+                }
+                Err(err) => Err(err),
+            },
+            Effects::Postgres => match sqlx::PgPool::connect(&common::database_url()).await {
+                Ok(pool) => {
+                    let rows = sqlx::query_as(SQL).bind(prefix).fetch_all(&pool).await;
+                    pool.close().await;
+                    rows
+                }
+                Err(err) => Err(err),
+            },
+        };
+        match rows {
+            Ok(rows) => rows.into_iter().collect(),
+            Err(err) => {
+                eprintln!("(demo_effects not read: {err})");
+                HashMap::new()
+            }
+        }
+    }
+}
+
 async fn run(backend: &str, env: Vec<(&'static str, String)>) -> Outcome {
+    run_with(backend, env, None).await
+}
+
+async fn run_with(
+    backend: &str,
+    env: Vec<(&'static str, String)>,
+    effects: Option<Effects>,
+) -> Outcome {
     let addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
@@ -219,24 +280,16 @@ async fn run(backend: &str, env: Vec<(&'static str, String)>) -> Outcome {
     // Every acknowledged delivery handled: wait for the workers (and the heartbeat that
     // returns a killed worker's jobs to the queue).
     let acknowledged: HashSet<String> = acknowledged.lock().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let lost = loop {
-        let lost: Vec<String> = {
-            let seen = runs.lock().unwrap();
-            acknowledged
-                .iter()
-                .filter(|id| !seen.handled.contains_key(*id))
-                .cloned()
-                .collect()
-        };
-        if lost.is_empty() || Instant::now() > deadline {
-            break lost;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let prefix = format!("crash-{run_id}-");
+    let lost = unhandled(&acknowledged, &runs, effects.as_ref(), &prefix).await;
     if let Some(receiver) = receiver.lock().unwrap().take() {
         receiver.kill();
     }
+    // A last look, once no receiver can commit any more.
+    let rows = match &effects {
+        Some(effects) => Some(effects.rows(&prefix).await),
+        None => None,
+    };
     let seen = runs.lock().unwrap();
     let beyond_one = |runs: &HashMap<String, usize>| -> usize {
         ids.iter()
@@ -247,9 +300,43 @@ async fn run(backend: &str, env: Vec<(&'static str, String)>) -> Outcome {
     Outcome {
         acknowledged: acknowledged.len(),
         lost,
+        effects: rows,
         extra_runs: beyond_one(&seen.started),
         extra_completions: beyond_one(&seen.handled),
         attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// The deliveries of `acknowledged` not handled within two minutes. With `HANDLER_EFFECT=tx`,
+/// handled means its row committed (ids starting with `prefix`): a run that printed its line
+/// but was killed before the commit left nothing, and its retry does the work.
+async fn unhandled(
+    acknowledged: &HashSet<String>,
+    runs: &Runs,
+    effects: Option<&Effects>,
+    prefix: &str,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = match effects {
+            Some(effects) => Some(effects.rows(prefix).await),
+            None => None,
+        };
+        let lost: Vec<String> = {
+            let seen = runs.lock().unwrap();
+            acknowledged
+                .iter()
+                .filter(|id| match &rows {
+                    Some(rows) => !rows.contains_key(*id),
+                    None => !seen.handled.contains_key(*id),
+                })
+                .cloned()
+                .collect()
+        };
+        if lost.is_empty() || Instant::now() > deadline {
+            return lost;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -272,7 +359,96 @@ fn report(backend: &str, outcome: &Outcome) {
         outcome.attempts,
     );
     assert_eq!(outcome.acknowledged, DELIVERIES);
-    assert!(outcome.lost.is_empty(), "lost: {:?}", outcome.lost);
+    assert!(
+        outcome.lost.is_empty(),
+        "{} lost, among them: {:?}",
+        outcome.lost.len(),
+        &outcome.lost[..outcome.lost.len().min(5)]
+    );
+    if let Some(rows) = &outcome.effects {
+        let twice: Vec<_> = rows.iter().filter(|(_, n)| **n >= 2).collect();
+        println!(
+            "crash test ({backend}, HANDLER_EFFECT=tx): {} deliveries answered 2xx, {} rows in \
+             demo_effects, {} ids with two or more rows",
+            outcome.acknowledged,
+            rows.values().sum::<i64>(),
+            twice.len()
+        );
+        assert!(twice.is_empty(), "done twice: {twice:?}");
+        assert_eq!(
+            rows.len(),
+            outcome.acknowledged,
+            "a row for every delivery answered 2xx"
+        );
+    }
+}
+
+/// `HANDLER_EFFECT=tx`: the handler's row commits with the delivery's completion, through
+/// three SIGKILLs: exactly one row per delivery answered 2xx, inline and in the inbox.
+async fn sqlite_tx_effects_exactly_once(inbox: bool) {
+    let (mode, var) = if inbox {
+        ("sqlite-inbox", "WEBHOOK_INBOX")
+    } else {
+        ("sqlite-inline", "WEBHOOK_STORE")
+    };
+    // Its own file: the two SQLite trials run at once.
+    let dir = std::env::temp_dir().join(format!(
+        "tower-webhook-crash-tx-{mode}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("webhooks.db");
+    let env = vec![
+        (var, format!("sqlite:{}", path.display())),
+        ("HANDLER_EFFECT", "tx".to_owned()),
+        // SQLite runs one `Tx` at a time (it holds the file's write lock): 500 handlers of
+        // 1.2 s would take ten minutes.
+        ("HANDLER_DELAY_MS", "10".to_owned()),
+    ];
+    let outcome = run_with(mode, env, Some(Effects::Sqlite(path))).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    report(mode, &outcome);
+}
+
+async fn postgres_tx_effects_exactly_once(inbox: bool) {
+    let queue = format!("crash-tx-{}-{}", std::process::id(), unique_suffix());
+    let mut env = vec![
+        ("DATABASE_URL", common::database_url()),
+        ("HANDLER_EFFECT", "tx".to_owned()),
+        // Inline, the answer waits for the handler (the sender gives up after 1 s); in the
+        // inbox, each `Tx` holds one of the pool's connections.
+        ("HANDLER_DELAY_MS", "100".to_owned()),
+    ];
+    let mode = if inbox {
+        env.push(("WEBHOOK_INBOX", "postgres".to_owned()));
+        env.push(("WEBHOOK_INBOX_QUEUE", queue.clone()));
+        "postgres-inbox"
+    } else {
+        "postgres-inline"
+    };
+    let outcome = run_with(mode, env, Some(Effects::Postgres)).await;
+    if let Ok(pool) =
+        tower_webhook::store::postgres::sqlx::PgPool::connect(&common::database_url()).await
+    {
+        use tower_webhook::store::postgres::sqlx;
+        // This trial's rows only: the other PostgreSQL trials of this process run at once.
+        let run = format!("crash-{mode}-{}-", std::process::id());
+        let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+            .bind(&queue)
+            .execute(&pool)
+            .await;
+        let _ = sqlx::query("DELETE FROM demo_effects WHERE position($1 in event_id) = 1")
+            .bind(&run)
+            .execute(&pool)
+            .await;
+        let _ = sqlx::query(
+            "DELETE FROM webhook_claims WHERE position(convert_to($1, 'UTF8') in key) > 0",
+        )
+        .bind(&run)
+        .execute(&pool)
+        .await;
+    }
+    report(mode, &outcome);
 }
 
 async fn sqlite_survives_sigkill() {
@@ -540,6 +716,12 @@ fn main() -> std::process::ExitCode {
             "sqlite_a_job_that_aborts_its_process_is_dead_lettered",
             || sqlite_poison_job_is_dead_lettered(Death::Aborts),
         ),
+        common::trial("sqlite_inline_tx_effects_exactly_once", || {
+            sqlite_tx_effects_exactly_once(false)
+        }),
+        common::trial("sqlite_inbox_tx_effects_exactly_once", || {
+            sqlite_tx_effects_exactly_once(true)
+        }),
     ];
     trials.extend(common::needing(
         "PostgreSQL",
@@ -559,6 +741,12 @@ fn main() -> std::process::ExitCode {
                 "postgres_dead_workers_jobs_come_back_within_three_heartbeats",
                 postgres_dead_workers_jobs_come_back_within_three_heartbeats,
             ),
+            common::trial("postgres_inline_tx_effects_exactly_once", || {
+                postgres_tx_effects_exactly_once(false)
+            }),
+            common::trial("postgres_inbox_tx_effects_exactly_once", || {
+                postgres_tx_effects_exactly_once(true)
+            }),
         ],
     ));
     common::run(trials)

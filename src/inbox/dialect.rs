@@ -56,6 +56,10 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// The statement that begins a handler's transaction, where not the database's default.
     const BEGIN: Option<&'static str>;
 
+    /// The turns of the database's writers among handlers' transactions, shared by the
+    /// clones of `store`.
+    fn writers(store: &Self::Store) -> std::sync::Arc<tokio::sync::Semaphore>;
+
     /// Whether a database error code is worth a retry (the inbox is unavailable, not broken).
     fn transient(code: &str) -> bool;
 

@@ -169,6 +169,10 @@ impl Backend for Postgres {
     // Concurrent transactions wait for the bound's counter only to commit.
     const ONE_WRITER: bool = false;
 
+    fn writers(store: &PostgresStore) -> std::sync::Arc<tokio::sync::Semaphore> {
+        std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
+    }
+
     fn transient(code: &str) -> bool {
         transient(code)
     }

@@ -9,7 +9,7 @@ use http::HeaderMap;
 
 use super::dialect::Arg::{Int, MaybeText, Secs, Text};
 use super::dialect::Dialect;
-use super::dialect::{Backend, DbTx, Pool};
+use super::dialect::{Backend, Pool};
 use super::error::InboxError;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
@@ -18,7 +18,7 @@ use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
 use crate::store::{BoxFuture, Marked};
-use crate::tx::roll_back;
+use crate::tx::{roll_back, Open};
 
 /// An inbox: the layer writes each verified delivery to it and answers `202 Accepted` once
 /// the write is committed; [workers](Self::worker) run the handler later, with retries.
@@ -300,7 +300,7 @@ impl<D: Dialect> Inbox<D> {
     /// back) where it does not.
     pub(crate) async fn complete_in(
         &self,
-        mut tx: DbTx<D>,
+        mut tx: Open<D::Db>,
         task_id: &str,
         me: &str,
         fence: i64,

@@ -175,6 +175,10 @@ impl Backend for Sqlite {
     const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
     const ONE_WRITER: bool = true;
 
+    fn writers(store: &SqliteStore) -> std::sync::Arc<tokio::sync::Semaphore> {
+        std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
+    }
+
     fn transient(code: &str) -> bool {
         transient(code)
     }

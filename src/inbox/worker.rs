@@ -528,7 +528,10 @@ where
         received_at: from_epoch_millis(stored.received_at),
         headers: stored.headers(),
     };
-    let slot = H::TRANSACTION.then(|| Slot::new(attempt.inbox.pool.clone(), D::BEGIN));
+    let slot = H::TRANSACTION.then(|| {
+        let writers = D::writers(&attempt.inbox.store);
+        Slot::new(attempt.inbox.pool.clone(), D::BEGIN, writers)
+    });
     let tx = match &slot {
         Some(slot) => match slot.lend().await {
             Ok(tx) => Some(tx),

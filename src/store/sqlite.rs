@@ -46,6 +46,9 @@ use crate::clock::{unix_millis_i64, Clock, SystemClock};
 pub struct SqliteStore {
     pool: SqlitePool,
     clock: Arc<dyn Clock>,
+    /// The file's one writer among handlers' transactions (`Tx`): they wait for it here,
+    /// without a connection, rather than in SQLite's busy handler holding one.
+    writers: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -121,8 +124,9 @@ impl SqliteStore {
     /// A store on a pool of your own. Call [`create_table`](Self::create_table) once.
     pub fn new(pool: SqlitePool) -> Self {
         Self {
-            pool,
             clock: Arc::new(SystemClock),
+            writers: crate::tx::writers(&pool, true),
+            pool,
         }
     }
 
@@ -298,6 +302,10 @@ impl crate::tx::TxStore for SqliteStore {
 
     fn tx_pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    fn tx_writers(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.writers
     }
 
     async fn complete_in(

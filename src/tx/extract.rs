@@ -53,6 +53,10 @@ impl From<LendError> for TxRejection {
                 message: "a delivery has one tower_webhook::Tx: this handler takes it twice"
                     .to_owned(),
             },
+            LendError::Closed => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "the database takes no more transactions, retry later".to_owned(),
+            },
             LendError::Begin(err) => {
                 tracing::error!(error = %err, "the database did not begin the handler's transaction");
                 Self {

@@ -20,6 +20,10 @@ pub(crate) trait TxStore: IdempotencyStore + Clone {
 
     fn tx_pool(&self) -> &Pool<Self::Db>;
 
+    /// The turns of the database's writers (see [`writers`](super::writers)), shared by the
+    /// store's clones.
+    fn tx_writers(&self) -> &Arc<tokio::sync::Semaphore>;
+
     /// Completes the claim of `key` held by `token` in `conn` (the handler's transaction),
     /// as [`IdempotencyStore::complete`] does: `false` where `token` no longer holds it.
     fn complete_in<'a>(
@@ -45,7 +49,8 @@ impl<S: TxStore> fmt::Debug for Of<S> {
 
 impl<S: TxStore> Transactions for Of<S> {
     fn offer(&self, extensions: &mut http::Extensions) -> Arc<dyn Offered> {
-        let slot = Slot::new(self.0.tx_pool().clone(), S::BEGIN);
+        let pool = self.0.tx_pool().clone();
+        let slot = Slot::new(pool, S::BEGIN, Arc::clone(self.0.tx_writers()));
         extensions.insert(Arc::clone(&slot));
         Arc::new(Offer {
             slot,

@@ -29,7 +29,9 @@ pub use extract::TxRejection;
 pub(crate) use inline::TxStore;
 #[cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres")))]
 pub(crate) use slot::LendError;
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+pub(crate) use slot::Open;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use slot::Tx;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use slot::{roll_back, Orphan, Slot, Taken};
+pub(crate) use slot::{roll_back, writers, Orphan, Slot, Taken};

@@ -5,6 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sqlx::{Database, Pool, Transaction};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A database transaction whose writes commit if and only if the delivery is recorded as
 /// done: the handler's side of [the work done once](crate#the-work-done-once).
@@ -55,7 +56,7 @@ use sqlx::{Database, Pool, Transaction};
 /// inside the handler waits for the lock the handler holds.
 pub struct Tx<DB: Database> {
     /// Always there until the `Tx` is dropped, when it goes back to its slot.
-    tx: Option<Transaction<'static, DB>>,
+    tx: Option<Open<DB>>,
     slot: Arc<Slot<DB>>,
 }
 
@@ -65,13 +66,13 @@ impl<DB: Database> Deref for Tx<DB> {
     type Target = DB::Connection;
 
     fn deref(&self) -> &DB::Connection {
-        self.tx.as_ref().expect(GIVEN_BACK)
+        &self.tx.as_ref().expect(GIVEN_BACK).tx
     }
 }
 
 impl<DB: Database> DerefMut for Tx<DB> {
     fn deref_mut(&mut self) -> &mut DB::Connection {
-        self.tx.as_mut().expect(GIVEN_BACK)
+        &mut self.tx.as_mut().expect(GIVEN_BACK).tx
     }
 }
 
@@ -89,18 +90,66 @@ impl<DB: Database> fmt::Debug for Tx<DB> {
     }
 }
 
+/// An open transaction, and its turn among the database's writers, given up when it ends.
+pub(crate) struct Open<DB: Database> {
+    tx: Transaction<'static, DB>,
+    _turn: OwnedSemaphorePermit,
+}
+
+impl<DB: Database> Open<DB> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl<DB: Database> Deref for Open<DB> {
+    type Target = Transaction<'static, DB>;
+
+    fn deref(&self) -> &Transaction<'static, DB> {
+        &self.tx
+    }
+}
+
+impl<DB: Database> DerefMut for Open<DB> {
+    fn deref_mut(&mut self) -> &mut Transaction<'static, DB> {
+        &mut self.tx
+    }
+}
+
+/// How many handlers' transactions may be open at once on one database: SQLite has one
+/// writer (the others would wait in its busy handler, each holding a connection the queue
+/// needs); a server, its pool less the connections the store's or the queue's own
+/// statements need.
+pub(crate) fn writers<DB: Database>(pool: &Pool<DB>, one_writer: bool) -> Arc<Semaphore> {
+    /// The connections left to the store's batched statements, or to the inbox's door,
+    /// fetches and acknowledgements.
+    const RESERVED: u32 = 3;
+    let turns = if one_writer {
+        1
+    } else {
+        pool.options()
+            .get_max_connections()
+            .saturating_sub(RESERVED)
+            .max(1)
+    };
+    Arc::new(Semaphore::new(usize::try_from(turns).unwrap_or(1)))
+}
+
 /// Where a delivery's transaction lives while the handler runs: lent to the handler as a
 /// [`Tx`], given back when the `Tx` is dropped, then taken to be committed or rolled back.
 pub(crate) struct Slot<DB: Database> {
     pool: Pool<DB>,
     /// The statement that begins it, where the database's default is not the right one.
     begin: Option<&'static str>,
+    /// The turns of the database's writers: a transaction waits for one before it takes a
+    /// connection.
+    writers: Arc<Semaphore>,
     state: Mutex<State<DB>>,
 }
 
 /// What becomes of a transaction that comes back when nobody waits for it any more: `None`
 /// where the handler was dropped before its transaction began.
-pub(crate) type Orphan<DB> = Box<dyn FnOnce(Option<Transaction<'static, DB>>) + Send>;
+pub(crate) type Orphan<DB> = Box<dyn FnOnce(Option<Open<DB>>) + Send>;
 
 enum State<DB: Database> {
     /// The handler has not asked for it.
@@ -108,7 +157,7 @@ enum State<DB: Database> {
     /// Beginning, or in the handler's hands.
     Lent,
     /// Back from the handler, open.
-    Returned(Transaction<'static, DB>),
+    Returned(Open<DB>),
     /// Nobody waits for it any more: handed to this when it comes back.
     Orphaned(Orphan<DB>),
     /// Taken to be settled: no other `Tx` is lent.
@@ -120,7 +169,7 @@ pub(crate) enum Taken<DB: Database> {
     /// It never took the transaction.
     NotBegun,
     /// The open transaction, back from the handler.
-    Open(Transaction<'static, DB>),
+    Open(Open<DB>),
     /// It still holds the `Tx` (kept past its answer, in a task of its own).
     StillLent,
 }
@@ -132,6 +181,9 @@ pub(crate) enum LendError {
     Taken,
     /// The database did not begin it.
     Begin(sqlx::Error),
+    /// The turns of the database's writers were closed (never: the crate does not close
+    /// them).
+    Closed,
 }
 
 impl fmt::Display for LendError {
@@ -139,15 +191,21 @@ impl fmt::Display for LendError {
         match self {
             Self::Taken => f.write_str("a delivery has one Tx, and it was taken already"),
             Self::Begin(err) => write!(f, "the database did not begin the transaction: {err}"),
+            Self::Closed => f.write_str("the database takes no more transactions"),
         }
     }
 }
 
 impl<DB: Database> Slot<DB> {
-    pub(crate) fn new(pool: Pool<DB>, begin: Option<&'static str>) -> Arc<Self> {
+    pub(crate) fn new(
+        pool: Pool<DB>,
+        begin: Option<&'static str>,
+        writers: Arc<Semaphore>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             pool,
             begin,
+            writers,
             state: Mutex::new(State::Unused),
         })
     }
@@ -169,6 +227,10 @@ impl<DB: Database> Slot<DB> {
         // Dropped before it began (the handler's future was), or failed: the slot is as if
         // the handler had never asked.
         let unbegun = Unbegun(self);
+        let turn = Arc::clone(&self.writers)
+            .acquire_owned()
+            .await
+            .map_err(|_| LendError::Closed)?;
         let began = match self.begin {
             Some(statement) => self.pool.begin_with(statement).await,
             None => self.pool.begin().await,
@@ -176,12 +238,12 @@ impl<DB: Database> Slot<DB> {
         let tx = began.map_err(LendError::Begin)?;
         std::mem::forget(unbegun);
         Ok(Tx {
-            tx: Some(tx),
+            tx: Some(Open { tx, _turn: turn }),
             slot: Arc::clone(self),
         })
     }
 
-    fn give_back(&self, tx: Transaction<'static, DB>) {
+    fn give_back(&self, tx: Open<DB>) {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Settled) {
             State::Lent => *state = State::Returned(tx),
@@ -249,8 +311,8 @@ impl<DB: Database> Drop for Unbegun<'_, DB> {
 
 /// Rolls `tx` back, logging a failure: the database ends it anyway when the connection
 /// closes.
-pub(crate) async fn roll_back<DB: Database>(tx: Transaction<'static, DB>) {
-    if let Err(err) = tx.rollback().await {
+pub(crate) async fn roll_back<DB: Database>(open: Open<DB>) {
+    if let Err(err) = open.tx.rollback().await {
         tracing::warn!(error = %err, "failed to roll back the handler's transaction; the database ends it with its connection");
     }
 }

@@ -86,6 +86,8 @@ pub struct PostgresStore {
     /// Made on the first call from the settings above, and shared by the clones made after
     /// the last setting; each setter starts anew.
     batchers: Arc<OnceLock<Batchers>>,
+    /// How many handlers' transactions (`Tx`) may be open at once on the pool.
+    writers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The queue of each kind of call, and its statements under way.
@@ -122,7 +124,6 @@ impl PostgresStore {
     /// ```
     pub fn new(pool: PgPool) -> Self {
         Self {
-            pool,
             table: Arc::from(Self::DEFAULT_TABLE),
             sql: Arc::new(Sql::new(None, Self::DEFAULT_TABLE)),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
@@ -130,6 +131,8 @@ impl PostgresStore {
             max_batch: Self::DEFAULT_MAX_BATCH,
             max_statements: Self::DEFAULT_MAX_STATEMENTS,
             batchers: Arc::default(),
+            writers: crate::tx::writers(&pool, false),
+            pool,
         }
     }
 
@@ -555,6 +558,10 @@ impl crate::tx::TxStore for PostgresStore {
 
     fn tx_pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn tx_writers(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.writers
     }
 
     async fn complete_in(
