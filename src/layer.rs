@@ -94,6 +94,10 @@ impl VerifyWebhookLayer {
     /// its own [name](Self::with_name). It replaces an [inbox](Self::with_inbox) set before:
     /// a layer either claims in a store or writes to an inbox.
     ///
+    /// With a `PostgresStore` or a `SqliteStore` (as they are, not wrapped in a store of your
+    /// own), a handler can take a `Tx` on the store's database: its writes commit with the
+    /// delivery's completion (see [the work done once](crate#the-work-done-once)).
+    ///
     /// ```
     /// use tower_webhook::{scheme::StandardWebhooks, store::MemoryStore, VerifyWebhookLayer};
     ///

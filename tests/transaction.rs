@@ -138,66 +138,87 @@ macro_rules! suite {
                 Router::new().route("/webhooks", post(handler)).layer(layer)
             }
 
+            /// One delivery, and an app whose handler inserts it in its `Tx` and then
+            /// does what `plan` says for the run it is.
+            struct Case {
+                app: Router,
+                pool: Pool,
+                name: String,
+                runs: Arc<AtomicU32>,
+                delivery: Delivery,
+                id: String,
+            }
+
+            impl Case {
+                async fn new(plan: fn(u32) -> Then, lease: Option<Duration>) -> Self {
+                    let (layer, pool) = store().await;
+                    let layer = match lease {
+                        Some(lease) => layer.with_lease(lease),
+                        None => layer,
+                    };
+                    let name = unique("fx").replace('-', "_");
+                    create(&pool, &name).await;
+                    let runs = Arc::new(AtomicU32::new(0));
+                    let app = app(layer, &name, plan, &runs);
+                    let delivery = Delivery::new("{}").id(unique("evt"));
+                    let id = common::inbox::delivery_id(&delivery);
+                    Self {
+                        app,
+                        pool,
+                        name,
+                        runs,
+                        delivery,
+                        id,
+                    }
+                }
+
+                async fn send(&self) -> StatusCode {
+                    deliver(&self.app, &self.delivery).await
+                }
+
+                async fn rows(&self) -> i64 {
+                    rows(&self.pool, &self.name, &self.id).await
+                }
+
+                /// The handler's runs, and the delivery's rows.
+                async fn runs_and_rows(&self) -> (u32, i64) {
+                    (self.runs.load(Ordering::SeqCst), self.rows().await)
+                }
+            }
+
             pub(super) async fn inline_commits_on_2xx_and_only_then() {
-                let (layer, pool) = store().await;
-                let name = unique("fx").replace('-', "_");
-                create(&pool, &name).await;
-                let runs = Arc::new(AtomicU32::new(0));
-                let app = app(layer, &name, |_| Then::Answer(204), &runs);
-                let delivery = Delivery::new("{}").id(unique("evt"));
-                assert_eq!(deliver(&app, &delivery).await, StatusCode::NO_CONTENT);
-                let id = common::inbox::delivery_id(&delivery);
-                assert_eq!(rows(&pool, &name, &id).await, 1);
+                let case = Case::new(|_| Then::Answer(204), None).await;
+                assert_eq!(case.send().await, StatusCode::NO_CONTENT);
+                assert_eq!(case.rows().await, 1);
                 // The completion committed with it: a copy is a duplicate, not run again.
-                assert_eq!(deliver(&app, &delivery).await, StatusCode::OK);
-                assert_eq!(
-                    (runs.load(Ordering::SeqCst), rows(&pool, &name, &id).await),
-                    (1, 1)
-                );
+                assert_eq!(case.send().await, StatusCode::OK);
+                assert_eq!(case.runs_and_rows().await, (1, 1));
             }
 
             pub(super) async fn inline_rolls_back_a_failure_an_error_status_and_a_panic() {
-                let (layer, pool) = store().await;
-                let name = unique("fx").replace('-', "_");
-                create(&pool, &name).await;
-                let runs = Arc::new(AtomicU32::new(0));
                 let plan = |run| match run {
                     1 => Then::Answer(500),
                     2 => Then::Answer(409),
                     3 => Then::Panic,
                     _ => Then::Answer(204),
                 };
-                let app = app(layer, &name, plan, &runs);
-                let delivery = Delivery::new("{}").id(unique("evt"));
-                let id = common::inbox::delivery_id(&delivery);
-                assert_eq!(
-                    deliver(&app, &delivery).await,
-                    StatusCode::INTERNAL_SERVER_ERROR
-                );
-                assert_eq!(rows(&pool, &name, &id).await, 0);
-                assert_eq!(deliver(&app, &delivery).await, StatusCode::CONFLICT);
-                assert_eq!(rows(&pool, &name, &id).await, 0);
-                let panicked = AssertUnwindSafe(deliver(&app, &delivery))
-                    .catch_unwind()
-                    .await;
+                let case = Case::new(plan, None).await;
+                assert_eq!(case.send().await, StatusCode::INTERNAL_SERVER_ERROR);
+                assert_eq!(case.rows().await, 0);
+                assert_eq!(case.send().await, StatusCode::CONFLICT);
+                assert_eq!(case.rows().await, 0);
+                let panicked = AssertUnwindSafe(case.send()).catch_unwind().await;
                 assert!(
                     panicked.is_err(),
                     "the panic goes on once the claim is settled"
                 );
-                assert_eq!(rows(&pool, &name, &id).await, 0);
+                assert_eq!(case.rows().await, 0);
                 // Each claim was released: the next copy runs at once, and commits.
-                assert_eq!(deliver(&app, &delivery).await, StatusCode::NO_CONTENT);
-                assert_eq!(
-                    (runs.load(Ordering::SeqCst), rows(&pool, &name, &id).await),
-                    (4, 1)
-                );
+                assert_eq!(case.send().await, StatusCode::NO_CONTENT);
+                assert_eq!(case.runs_and_rows().await, (4, 1));
             }
 
             pub(super) async fn inline_rolls_back_a_dropped_future() {
-                let (layer, pool) = store().await;
-                let name = unique("fx").replace('-', "_");
-                create(&pool, &name).await;
-                let runs = Arc::new(AtomicU32::new(0));
                 let plan = |run| {
                     if run == 1 {
                         Then::Hang
@@ -205,11 +226,8 @@ macro_rules! suite {
                         Then::Answer(204)
                     }
                 };
-                let app = app(layer, &name, plan, &runs);
-                let delivery = Delivery::new("{}").id(unique("evt"));
-                let id = common::inbox::delivery_id(&delivery);
-                let hung =
-                    tokio::time::timeout(Duration::from_millis(300), deliver(&app, &delivery));
+                let case = Case::new(plan, None).await;
+                let hung = tokio::time::timeout(Duration::from_millis(300), case.send());
                 assert!(
                     hung.await.is_err(),
                     "the first run hangs until it is dropped"
@@ -217,29 +235,20 @@ macro_rules! suite {
                 // Rolled back and released in the background: the retry runs and commits.
                 let mut last = StatusCode::TOO_MANY_REQUESTS;
                 for _ in 0..50 {
-                    last = deliver(&app, &delivery).await;
+                    last = case.send().await;
                     if last != StatusCode::TOO_MANY_REQUESTS {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 assert_eq!(last, StatusCode::NO_CONTENT);
-                assert_eq!(
-                    (runs.load(Ordering::SeqCst), rows(&pool, &name, &id).await),
-                    (2, 1)
-                );
+                assert_eq!(case.runs_and_rows().await, (2, 1));
             }
 
             pub(super) async fn inline_a_lost_lease_cannot_commit() {
-                let (layer, pool) = store().await;
-                // On SQLite the copy's claim waits for the first run's write lock (until
-                // 900 ms): its lease must outlast that wait.
-                let layer = layer.with_lease(Duration::from_millis(600));
-                let name = unique("fx").replace('-', "_");
-                create(&pool, &name).await;
-                let runs = Arc::new(AtomicU32::new(0));
                 // The first run outlives its lease; the second, a copy sent after the lease
-                // ran out, is quick.
+                // ran out, is quick. On SQLite the copy's claim waits for the first run's
+                // write lock (until 900 ms): the lease must outlast that wait.
                 let plan = |run| {
                     if run == 1 {
                         Then::Sleep(900)
@@ -247,15 +256,13 @@ macro_rules! suite {
                         Then::Answer(204)
                     }
                 };
-                let app = app(layer, &name, plan, &runs);
-                let delivery = Delivery::new("{}").id(unique("evt"));
-                let id = common::inbox::delivery_id(&delivery);
+                let case = Arc::new(Case::new(plan, Some(Duration::from_millis(600))).await);
                 let slow = tokio::spawn({
-                    let (app, delivery) = (app.clone(), delivery.clone());
-                    async move { deliver(&app, &delivery).await }
+                    let case = Arc::clone(&case);
+                    async move { case.send().await }
                 });
                 tokio::time::sleep(Duration::from_millis(650)).await;
-                let copy = deliver(&app, &delivery).await;
+                let copy = case.send().await;
                 let slow = slow.await.unwrap();
                 // The first run lost its lease: nothing of it committed. The copy, which took
                 // the claim after the lease ran out, did the work.
@@ -263,18 +270,29 @@ macro_rules! suite {
                     (slow, copy),
                     (StatusCode::SERVICE_UNAVAILABLE, StatusCode::NO_CONTENT)
                 );
-                assert_eq!(deliver(&app, &delivery).await, StatusCode::OK);
-                assert_eq!(
-                    (runs.load(Ordering::SeqCst), rows(&pool, &name, &id).await),
-                    (2, 1)
+                assert_eq!(case.send().await, StatusCode::OK);
+                assert_eq!(case.runs_and_rows().await, (2, 1));
+            }
+
+            pub(super) async fn inline_a_copy_in_flight_is_refused_at_once() {
+                // The first run holds its `Tx` (on SQLite, the file's write lock) for 1.5 s.
+                let case = Arc::new(Case::new(|_| Then::Sleep(1500), None).await);
+                let first = tokio::spawn({
+                    let case = Arc::clone(&case);
+                    async move { case.send().await }
+                });
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert_eq!(case.send().await, StatusCode::TOO_MANY_REQUESTS);
+                assert!(
+                    !first.is_finished(),
+                    "the copy did not wait for the first run"
                 );
+                assert_eq!(first.await.unwrap(), StatusCode::NO_CONTENT);
+                assert_eq!(case.send().await, StatusCode::OK);
+                assert_eq!(case.runs_and_rows().await, (1, 1));
             }
 
             pub(super) async fn inline_a_failed_commit_answers_503_and_the_retry_does_the_work() {
-                let (layer, pool) = store().await;
-                let name = unique("fx").replace('-', "_");
-                create(&pool, &name).await;
-                let runs = Arc::new(AtomicU32::new(0));
                 let plan = |run| {
                     if run == 1 {
                         Then::BreakCommit
@@ -282,20 +300,16 @@ macro_rules! suite {
                         Then::Answer(204)
                     }
                 };
-                let app = app(layer, &name, plan, &runs);
-                let delivery = Delivery::new("{}").id(unique("evt"));
-                let id = common::inbox::delivery_id(&delivery);
-                let request: http::Request<Body> = delivery.request(&common::scheme()).unwrap();
-                let response = app.clone().oneshot(request).await.unwrap();
+                let case = Case::new(plan, None).await;
+                let request: http::Request<Body> =
+                    case.delivery.request(&common::scheme()).unwrap();
+                let response = case.app.clone().oneshot(request).await.unwrap();
                 assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
                 assert!(response.headers().contains_key(http::header::RETRY_AFTER));
-                assert_eq!(rows(&pool, &name, &id).await, 0);
-                assert_eq!(deliver(&app, &delivery).await, StatusCode::NO_CONTENT);
-                assert_eq!(deliver(&app, &delivery).await, StatusCode::OK);
-                assert_eq!(
-                    (runs.load(Ordering::SeqCst), rows(&pool, &name, &id).await),
-                    (2, 1)
-                );
+                assert_eq!(case.rows().await, 0);
+                assert_eq!(case.send().await, StatusCode::NO_CONTENT);
+                assert_eq!(case.send().await, StatusCode::OK);
+                assert_eq!(case.runs_and_rows().await, (2, 1));
             }
 
             pub(super) async fn inline_concurrent_deliveries_behind_a_slow_handler() {
@@ -624,6 +638,7 @@ fn main() -> std::process::ExitCode {
         inline_rolls_back_a_failure_an_error_status_and_a_panic,
         inline_rolls_back_a_dropped_future,
         inline_a_lost_lease_cannot_commit,
+        inline_a_copy_in_flight_is_refused_at_once,
         inline_a_failed_commit_answers_503_and_the_retry_does_the_work,
         inline_concurrent_deliveries_behind_a_slow_handler,
         inbox_commits_with_the_job_and_rolls_back_failed_attempts,

@@ -93,18 +93,24 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// [`Statements`] gives.
     const SQL: Statements;
 
-    /// Runs `sql` with `args` on `pool`: how many rows it changed.
+    /// Runs `sql` with `args` on `conn` (one of the pool's, or a transaction's): how many
+    /// rows it changed.
+    fn execute_on(
+        conn: &mut <Self::Db as sqlx::Database>::Connection,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
+    /// Runs `sql` with `args` on a connection of `pool`: how many rows it changed.
     fn execute(
         pool: &Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// Runs `sql` with `args` in `tx`: how many rows it changed.
-    fn execute_in(
-        tx: &mut DbTx<Self>,
-        sql: &'static str,
-        args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        async move {
+            let mut conn = pool.acquire().await.map_err(Self::error)?;
+            Self::execute_on(&mut conn, sql, args).await
+        }
+    }
     /// The rows `sql` reads with `args`.
     fn fetch<T: Row>(
         pool: &Pool<Self>,

@@ -229,27 +229,14 @@ impl Backend for Postgres {
 
     const SQL: Statements = STATEMENTS;
 
-    async fn execute(
-        pool: &PgPool,
+    async fn execute_on(
+        conn: &mut sqlx::PgConnection,
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Result<u64, InboxError> {
         let query = sqlx::query_with(sql, arguments(args)?);
         Ok(query
-            .execute(pool)
-            .await
-            .map_err(Postgres::error)?
-            .rows_affected())
-    }
-
-    async fn execute_in(
-        tx: &mut DbTx<Self>,
-        sql: &'static str,
-        args: &[Arg<'_>],
-    ) -> Result<u64, InboxError> {
-        let query = sqlx::query_with(sql, arguments(args)?);
-        Ok(query
-            .execute(&mut **tx)
+            .execute(conn)
             .await
             .map_err(Postgres::error)?
             .rows_affected())

@@ -306,7 +306,7 @@ impl<D: Dialect> Inbox<D> {
         fence: i64,
     ) -> Result<bool, InboxError> {
         let args = [Text(task_id), Text(me), Int(fence)];
-        match D::execute_in(&mut tx, D::SQL.complete, &args).await {
+        match D::execute_on(&mut tx, D::SQL.complete, &args).await {
             Ok(1) => {}
             held => {
                 roll_back(tx).await;

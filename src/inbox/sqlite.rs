@@ -227,27 +227,14 @@ impl Backend for Sqlite {
 
     const SQL: Statements = STATEMENTS;
 
-    async fn execute(
-        pool: &SqlitePool,
+    async fn execute_on(
+        conn: &mut sqlx::SqliteConnection,
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Result<u64, InboxError> {
         let query = sqlx::query_with(sql, arguments(args)?);
         Ok(query
-            .execute(pool)
-            .await
-            .map_err(Sqlite::error)?
-            .rows_affected())
-    }
-
-    async fn execute_in(
-        tx: &mut DbTx<Self>,
-        sql: &'static str,
-        args: &[Arg<'_>],
-    ) -> Result<u64, InboxError> {
-        let query = sqlx::query_with(sql, arguments(args)?);
-        Ok(query
-            .execute(&mut **tx)
+            .execute(conn)
             .await
             .map_err(Sqlite::error)?
             .rows_affected())

@@ -78,6 +78,7 @@ const CLAIM: &str = "INSERT INTO webhook_claims AS c (key, token, completed, exp
         completed = CASE WHEN c.expires_at <= ?4 THEN 0 ELSE c.completed END,
         expires_at = CASE WHEN c.expires_at <= ?4 THEN excluded.expires_at ELSE c.expires_at END
     RETURNING token, completed";
+const LIVE: &str = "SELECT completed FROM webhook_claims WHERE key = ?1 AND expires_at > ?2";
 const COMPLETE: &str = "UPDATE webhook_claims
     SET completed = 1, token = NULL, expires_at = ?3
     WHERE key = ?1 AND token = ?2 AND completed = 0 AND expires_at > ?4";
@@ -208,6 +209,26 @@ impl SqliteStore {
         Ok(Marked::live(completed))
     }
 
+    /// Completes the claim of `key` held by `token` on `executor`: the pool, or a handler's
+    /// transaction.
+    async fn complete_on<'e>(
+        &self,
+        executor: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+        key: &str,
+        token: &ClaimToken,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(COMPLETE)
+            .bind(&*stored_key(key))
+            .bind(token.as_str())
+            .bind(self.at(keep_for))
+            .bind(self.now())
+            .execute(executor)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     fn at(&self, ttl: Duration) -> i64 {
         self.now()
             .saturating_add(i64::try_from(ttl_millis(ttl)).unwrap_or(i64::MAX))
@@ -247,9 +268,29 @@ pub(crate) fn transient(code: &str) -> bool {
 
 impl IdempotencyStore for SqliteStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+        let key = stored_key(key);
+        // While a handler's `Tx` of this store holds the file's one write lock, a live row
+        // answers without a write, so a copy of a delivery in flight or handled is told at
+        // once (readers never wait for the lock). Otherwise the claim's one statement does
+        // it all: a read first would cost every fresh claim more than it saves.
+        if self.writers.available_permits() == 0 {
+            let live: Option<bool> = sqlx::query_scalar(LIVE)
+                .bind(&*key)
+                .bind(self.now())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if let Some(completed) = live {
+                return Ok(if completed {
+                    Claim::Completed
+                } else {
+                    Claim::InFlight
+                });
+            }
+        }
         let token = ClaimToken::random();
         let (holder, completed): (Option<String>, bool) = sqlx::query_as(CLAIM)
-            .bind(&*stored_key(key))
+            .bind(&*key)
             .bind(token.as_str())
             .bind(self.at(lease))
             .bind(self.now())
@@ -271,15 +312,7 @@ impl IdempotencyStore for SqliteStore {
         token: &ClaimToken,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(COMPLETE)
-            .bind(&*stored_key(key))
-            .bind(token.as_str())
-            .bind(self.at(keep_for))
-            .bind(self.now())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
+        self.complete_on(&self.pool, key, token, keep_for).await
     }
 
     async fn release(&self, key: &str, token: &ClaimToken) -> Result<bool, StoreError> {
@@ -315,15 +348,7 @@ impl crate::tx::TxStore for SqliteStore {
         token: &ClaimToken,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(COMPLETE)
-            .bind(&*stored_key(key))
-            .bind(token.as_str())
-            .bind(self.at(keep_for))
-            .bind(self.now())
-            .execute(conn)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
+        self.complete_on(conn, key, token, keep_for).await
     }
 
     fn error(err: sqlx::Error) -> StoreError {
