@@ -153,19 +153,7 @@ impl Held {
         };
         Settle { call, commits }
     }
-}
 
-/// The answer to a delivery whose handler's transaction did not commit: `503`, so that the
-/// sender retries and the retry does the work. Counted as a completion that failed.
-pub(crate) fn not_committed(config: &Config, span: &Span) -> Response<Bytes> {
-    let _entered = span.enter();
-    tracing::warn!(
-        "the handler's transaction did not commit: answering 503 so that the sender retries"
-    );
-    Rejection::new(RejectionKind::NotCommitted).into_response(config.retry_after)
-}
-
-impl Held {
     /// The future was dropped while the handler ran: the claim is released in the
     /// background, once the handler's transaction, if it took one, is rolled back.
     pub(crate) fn abandon(self, config: &Arc<Config>, span: &Span) {
@@ -188,6 +176,16 @@ impl Held {
             finish_settle(config, span, release, false);
         }
     }
+}
+
+/// The answer to a delivery whose handler's transaction did not commit: `503`, so that the
+/// sender retries and the retry does the work. Counted as a completion that failed.
+pub(crate) fn not_committed(config: &Config, span: &Span) -> Response<Bytes> {
+    let _entered = span.enter();
+    tracing::warn!(
+        "the handler's transaction did not commit: answering 503 so that the sender retries"
+    );
+    Rejection::new(RejectionKind::NotCommitted).into_response(config.retry_after)
 }
 
 /// Records how settling went: the store's answer, or (`None`) none within the store

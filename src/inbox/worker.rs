@@ -532,10 +532,16 @@ where
         let writers = D::writers(&attempt.inbox.store);
         Slot::new(attempt.inbox.pool.clone(), D::BEGIN, writers)
     });
+    // The wait for a writer's turn counts against the attempt's deadline.
     let tx = match &slot {
-        Some(slot) => match slot.lend().await {
-            Ok(tx) => Some(tx),
-            Err(err) => return Ran::Failed(format!("the handler's transaction: {err}").into()),
+        Some(slot) => match tokio::time::timeout(attempt.timeout, slot.lend()).await {
+            Ok(Ok(tx)) => Some(tx),
+            Ok(Err(err)) => return Ran::Failed(format!("the handler's transaction: {err}").into()),
+            Err(_) => {
+                return Ran::Failed(
+                    "the attempt's deadline passed before its transaction began".into(),
+                )
+            }
         },
         None => None,
     };
