@@ -39,7 +39,7 @@ pub(crate) trait TxStore: IdempotencyStore + Clone {
 }
 
 /// The transactions of the store `S`.
-pub(super) struct Of<S>(pub(super) S);
+pub(super) struct Of<S>(pub(super) Arc<S>);
 
 impl<S: TxStore> fmt::Debug for Of<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -54,14 +54,14 @@ impl<S: TxStore> Transactions for Of<S> {
         extensions.insert(Arc::clone(&slot));
         Arc::new(Offer {
             slot,
-            store: self.0.clone(),
+            store: Arc::clone(&self.0),
         })
     }
 }
 
 struct Offer<S: TxStore> {
     slot: Arc<Slot<S::Db>>,
-    store: S,
+    store: Arc<S>,
 }
 
 impl<S: TxStore> Offered for Offer<S> {
@@ -83,7 +83,7 @@ impl<S: TxStore> Offered for Offer<S> {
                 Ok(true)
             }));
         }
-        let store = self.store.clone();
+        let store = Arc::clone(&self.store);
         Finish::Open(Box::pin(async move {
             match store.complete_in(&mut tx, &key, &token, keep_for).await {
                 Ok(true) => tx.commit().await.map(|()| true).map_err(S::error),

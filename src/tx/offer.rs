@@ -50,11 +50,11 @@ pub(crate) fn transactions<S: IdempotencyStore>(store: &S) -> Option<Arc<dyn Tra
     let any: &dyn Any = store;
     #[cfg(feature = "postgres")]
     if let Some(store) = any.downcast_ref::<crate::store::PostgresStore>() {
-        return Some(Arc::new(super::inline::Of(store.clone())));
+        return Some(Arc::new(super::inline::Of(Arc::new(store.clone()))));
     }
     #[cfg(feature = "sqlite")]
     if let Some(store) = any.downcast_ref::<crate::store::SqliteStore>() {
-        return Some(Arc::new(super::inline::Of(store.clone())));
+        return Some(Arc::new(super::inline::Of(Arc::new(store.clone()))));
     }
     let _ = any;
     None
