@@ -12,7 +12,7 @@
 //! The store comes from the environment: `WEBHOOK_STORE=sqlite:<path>`, an SQLite file
 //! (`--features sqlite`); else `REDIS_URL` set, Redis (build with `--features redis`); else
 //! `DATABASE_URL` set, PostgreSQL, its table created at start (`--features postgres`);
-//! none, in memory.
+//! none, in memory. With `HANDLER_EFFECT=tx` (below), `DATABASE_URL` wins over `REDIS_URL`.
 //!
 //! `WEBHOOK_INBOX` chooses how deliveries are handled. Unset, inline, as above: the handler
 //! runs before the answer. `sqlite:<path>` (`--features inbox-sqlite`) or `postgres` (the
@@ -88,7 +88,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         (with_inbox(layer, &inbox, tx).await?, post(handle))
     } else if let Ok(store) = std::env::var("WEBHOOK_STORE") {
         with_sqlite(layer, &store, tx).await?
-    } else if let Ok(url) = std::env::var("REDIS_URL") {
+    } else if let Some(url) = redis_url(tx) {
         no_tx()?;
         (with_redis(layer, &url).await?, post(handle))
     } else if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -372,6 +372,17 @@ fn scheme(
             .into())
         }
     })
+}
+
+/// `REDIS_URL`, unless the handler's `Tx` needs the SQL store that `DATABASE_URL` names:
+/// with `HANDLER_EFFECT=tx`, PostgreSQL wins over Redis.
+fn redis_url(tx: bool) -> Option<String> {
+    let url = std::env::var("REDIS_URL").ok()?;
+    if tx && std::env::var("DATABASE_URL").is_ok() {
+        println!("REDIS_URL ignored: HANDLER_EFFECT=tx needs the PostgreSQL store");
+        return None;
+    }
+    Some(url)
 }
 
 /// The SQLite store `spec` (`sqlite:<path>`) names, and the route's handler.
