@@ -169,10 +169,10 @@ pub struct Statements {
     pub defer: &'static str,
     /// task id, worker: the job's attempts, the fence of its completion.
     pub start: &'static str,
-    /// task id, worker, attempts: the job done, in the handler's transaction, while this
-    /// worker holds this attempt.
+    /// task id, worker, attempts at the start, this attempt's number: the job done, in the
+    /// handler's transaction, while this worker holds this attempt; its holder cleared.
     pub complete: &'static str,
-    /// task id, worker: a row if the job is done, by this worker.
+    /// task id, attempt number: a row if the job was done so by that attempt.
     pub done: &'static str,
     /// queue, worker, silence: id, status, attempts, max attempts, holder.
     pub orphans: &'static str,

@@ -76,11 +76,15 @@ const STATEMENTS: Statements = Statements {
         WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')
         RETURNING attempts::BIGINT",
     // Every takeover of a job (the sweep, apalis's own) counts an attempt: the same count
-    // and holder mean the same attempt. The clock, not `now()`: the transaction began
-    // before the handler ran.
-    complete: "UPDATE apalis.jobs SET status = 'Done', done_at = clock_timestamp()
+    // and holder mean the same attempt. The holder is cleared with it, so that no later
+    // acknowledgement by apalis (of this attempt, or a late one of an attempt taken over)
+    // can write over the job done. The clock, not `now()`: the transaction began before the
+    // handler ran.
+    complete: "UPDATE apalis.jobs SET status = 'Done', done_at = clock_timestamp(),
+            attempts = CAST($4 AS INTEGER), lock_by = NULL, lock_at = NULL
         WHERE id = $1 AND lock_by = $2 AND status = 'Running' AND attempts::BIGINT = $3",
-    done: "SELECT 1::BIGINT FROM apalis.jobs WHERE id = $1 AND lock_by = $2 AND status = 'Done'",
+    done: "SELECT 1::BIGINT FROM apalis.jobs
+        WHERE id = $1 AND status = 'Done' AND lock_by IS NULL AND attempts::BIGINT = $2",
     // Jobs taken by workers of this queue silent for $3 seconds, other than $2.
     orphans: "SELECT jobs.id, jobs.status, jobs.attempts::BIGINT, jobs.max_attempts::BIGINT, jobs.lock_by
         FROM apalis.jobs AS jobs JOIN apalis.workers AS workers ON jobs.lock_by = workers.id

@@ -295,17 +295,19 @@ impl<D: Dialect> Inbox<D> {
         Ok(rows.first().map(|&(attempts,)| attempts))
     }
 
-    /// Writes the job `task_id` done in `tx`, the handler's transaction, while `me` still
-    /// holds the attempt it started with `fence` attempts, and commits: `false` (rolled
-    /// back) where it does not.
+    /// Writes the job `task_id` done by attempt `attempt` in `tx`, the handler's
+    /// transaction, while `me` still holds the attempt it started with `fence` attempts, and
+    /// commits: `false` (rolled back) where it does not. The job's holder is cleared with it:
+    /// apalis's acknowledgements, guarded by the holder, then leave the job as it is.
     pub(crate) async fn complete_in(
         &self,
         mut tx: Open<D::Db>,
         task_id: &str,
-        me: &str,
-        fence: i64,
+        (me, fence): (&str, i64),
+        attempt: u32,
     ) -> Result<bool, InboxError> {
-        let args = [Text(task_id), Text(me), Int(fence)];
+        let attempt = i64::from(attempt);
+        let args = [Text(task_id), Text(me), Int(fence), Int(attempt)];
         match D::execute_on(&mut tx, D::SQL.complete, &args).await {
             Ok(1) => {}
             held => {
@@ -317,7 +319,8 @@ impl<D: Dialect> Inbox<D> {
             return Ok(true);
         };
         // The commit's answer was lost, not necessarily the commit: the job says which.
-        match D::fetch::<(i64,)>(&self.pool, D::SQL.done, &[Text(task_id), Text(me)]).await {
+        let args = [Text(task_id), Int(attempt)];
+        match D::fetch::<(i64,)>(&self.pool, D::SQL.done, &args).await {
             Ok(rows) if !rows.is_empty() => Ok(true),
             _ => Err(D::error(err)),
         }

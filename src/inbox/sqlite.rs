@@ -75,10 +75,13 @@ const STATEMENTS: Statements = Statements {
         WHERE id = ?1 AND lock_by = ?2 AND status IN ('Queued', 'Running')
         RETURNING attempts",
     // Every takeover of a job (the sweep, apalis's own) counts an attempt: the same count
-    // and holder mean the same attempt.
-    complete: "UPDATE Jobs SET status = 'Done', done_at = CAST(strftime('%s', 'now') AS INTEGER)
+    // and holder mean the same attempt. The holder is cleared with it, so that no later
+    // acknowledgement by apalis (of this attempt, or a late one of an attempt taken over)
+    // can write over the job done.
+    complete: "UPDATE Jobs SET status = 'Done', done_at = CAST(strftime('%s', 'now') AS INTEGER),
+            attempts = ?4, lock_by = NULL, lock_at = NULL
         WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' AND attempts = ?3",
-    done: "SELECT 1 FROM Jobs WHERE id = ?1 AND lock_by = ?2 AND status = 'Done'",
+    done: "SELECT 1 FROM Jobs WHERE id = ?1 AND status = 'Done' AND lock_by IS NULL AND attempts = ?2",
     // Jobs taken by workers of this queue silent for ?3 seconds, other than ?2.
     orphans: "SELECT Jobs.id, Jobs.status, Jobs.attempts, Jobs.max_attempts, Jobs.lock_by
         FROM Jobs JOIN Workers ON Jobs.lock_by = Workers.id

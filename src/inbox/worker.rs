@@ -550,8 +550,9 @@ where
         None | Some(Taken::NotBegun) => ran,
         Some(Taken::Open(tx)) if matches!(ran, Ran::Done) => {
             let inbox = attempt.inbox;
+            let holder = (attempt.me, attempt.fence);
             match inbox
-                .complete_in(tx, attempt.task_id, attempt.me, attempt.fence)
+                .complete_in(tx, attempt.task_id, holder, attempt.number.0)
                 .await
             {
                 Ok(true) => Ran::Done,
