@@ -535,20 +535,7 @@ async fn probe() -> Result<(), String> {
 
 fn main() -> std::process::ExitCode {
     // The trials' handlers panic on purpose; say so in one line rather than a backtrace.
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("");
-        if message.ends_with("panics") {
-            eprintln!("(a handler panicked on purpose: {message})");
-        } else {
-            report(info);
-        }
-    }));
+    common::quiet_planned_panics("panics");
     let sqlite_trials = inbox_suite!("sqlite", sqlite, lock_sqlite);
     let postgres_trials = inbox_suite!("postgres", postgres, lock_postgres);
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -628,20 +628,7 @@ async fn the_extractor_without_a_store_answers_500() {
 
 fn main() -> std::process::ExitCode {
     // The trials' handlers panic on purpose; say so in one line rather than a backtrace.
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("");
-        if message.ends_with("after its insert") {
-            eprintln!("(a handler panicked on purpose: {message})");
-        } else {
-            report(info);
-        }
-    }));
+    common::quiet_planned_panics("after its insert");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reachable = runtime.block_on(async {
         tower_webhook::store::PostgresStore::connect(&common::database_url())

@@ -302,6 +302,25 @@ macro_rules! trials {
     };
 }
 
+/// Says in one line, rather than with a backtrace, that a handler panicked on purpose: a
+/// panic whose message ends with `planned`. Every other panic is reported as usual.
+pub fn quiet_planned_panics(planned: &'static str) {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("");
+        if message.ends_with(planned) {
+            eprintln!("(a handler panicked on purpose: {message})");
+        } else {
+            report(info);
+        }
+    }));
+}
+
 /// An async test, run on a runtime of its own with four worker threads.
 pub fn trial<F, Fut>(name: &str, test: F) -> libtest_mimic::Trial
 where
