@@ -165,8 +165,11 @@ pub struct Statements {
     pub bump_depth: &'static str,
     /// queue, age.
     pub purge: &'static str,
-    /// task id, delay.
-    pub defer: &'static str,
+    /// task id, worker, attempts at the start, this attempt's number, status (`Failed` or
+    /// `Killed`), result, delay: the attempt's failure, while this worker holds this
+    /// attempt; its holder cleared, and the job run again after the delay if it has
+    /// attempts left.
+    pub finish: &'static str,
     /// task id, worker: the job's attempts, the fence of its completion.
     pub start: &'static str,
     /// task id, worker, attempts at the start, this attempt's number: the job done, in the

@@ -70,7 +70,10 @@ const STATEMENTS: Statements = Statements {
     bump_depth: "UPDATE webhook_inbox_depth SET jobs = jobs + $2 WHERE queue = $1",
     purge: "DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'
         AND done_at < now() - make_interval(secs => $2)",
-    defer: "UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1",
+    finish: "UPDATE apalis.jobs SET status = $5, attempts = CAST($4 AS INTEGER), lock_by = NULL,
+            lock_at = NULL, done_at = now(), last_result = $6::jsonb,
+            run_at = now() + make_interval(secs => $7)
+        WHERE id = $1 AND lock_by = $2 AND status = 'Running' AND attempts::BIGINT = $3",
     // A job `$2` fetched, marked as running before its handler starts.
     start: "UPDATE apalis.jobs SET status = 'Running', lock_at = now()
         WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')
@@ -265,7 +268,12 @@ impl Backend for Postgres {
             .queue(&*settings.queue)
             .batch_size(batch)
             .heartbeat_interval(settings.heartbeat)
-            .missed_heartbeats(shared::MISSED_HEARTBEATS);
+            .missed_heartbeats(shared::MISSED_HEARTBEATS)
+            // The worker's service writes each attempt's start and outcome itself, fenced
+            // by the attempt (see `queue.rs`): apalis's, guarded by the worker's name
+            // only, could land late on the next attempt of the same job by this worker.
+            .lock_tasks(false)
+            .persist_results(false);
         PostgresStorage::new(pool).with_config(config)
     }
 

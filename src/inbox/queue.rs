@@ -33,6 +33,8 @@ pub struct Inbox<D: Dialect> {
     pub(crate) store: D::Store,
     /// One enqueue at a time from this process, where the database has one writer.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// The ends of attempts being written by this process's workers.
+    pub(crate) ends: Arc<worker::Ends>,
 }
 
 impl<D: Dialect> Clone for Inbox<D> {
@@ -42,6 +44,7 @@ impl<D: Dialect> Clone for Inbox<D> {
             settings: self.settings.clone(),
             store: self.store.clone(),
             writer: Arc::clone(&self.writer),
+            ends: Arc::clone(&self.ends),
         }
     }
 }
@@ -63,6 +66,7 @@ impl<D: Dialect> Inbox<D> {
             settings: Settings::default(),
             store,
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            ends: Arc::default(),
         }
     }
 
@@ -185,8 +189,10 @@ impl<D: Dialect> Inbox<D> {
         match worker::watch(self.clone(), worker.to_owned()).await {}
     }
 
-    /// Puts back the jobs the stopped worker `worker` fetched but never started.
+    /// Waits for the ends of the attempts this process's workers ran, then puts back the
+    /// jobs the stopped worker `worker` fetched but never started.
     pub async fn release(&self, worker: &str) {
+        self.ends.wait().await;
         worker::release(self, worker.to_owned()).await;
     }
 
@@ -274,10 +280,49 @@ impl<D: Dialect> Inbox<D> {
         Ok(Enqueued::Accepted)
     }
 
-    /// Puts the failed job `task_id` off by `delay`, before apalis records its failure.
-    pub(crate) async fn defer_job(&self, task_id: &str, delay: Duration) -> Result<(), InboxError> {
-        let args = [Text(task_id), Secs(delay)];
-        D::execute(&self.pool, D::SQL.defer, &args).await.map(drop)
+    /// Writes the end of an attempt whose handler committed no transaction: the job
+    /// `task_id` done, or failed, while `me` still holds the attempt it started with `fence`
+    /// attempts. Whether it did: `false` where the job was taken back meanwhile (the run
+    /// that holds it now writes its own end). The holder is cleared with it.
+    ///
+    /// The worker writes every end itself, rather than apalis: apalis's are guarded by the
+    /// worker's name only, and one written late (they go out in batches) would land on the
+    /// next attempt of the same job, fetched again by the same worker.
+    pub(crate) async fn end_job(
+        &self,
+        task_id: &str,
+        (me, fence): (&str, i64),
+        attempt: u32,
+        end: &End,
+    ) -> Result<bool, InboxError> {
+        let attempt = Int(i64::from(attempt));
+        let head = [Text(task_id), Text(me), Int(fence), attempt];
+        let ended = match end {
+            End::Done => D::execute(&self.pool, D::SQL.complete, &head).await?,
+            End::Failed {
+                killed,
+                reason,
+                delay,
+            } => {
+                let status = if *killed { "Killed" } else { "Failed" };
+                let result = shared::result(reason);
+                let mut args = head.to_vec();
+                args.extend([Text(status), Text(&result), Secs(*delay)]);
+                D::execute(&self.pool, D::SQL.finish, &args).await?
+            }
+        };
+        Ok(ended == 1)
+    }
+
+    /// Puts the job `task_id`, fetched by `me` but not started, back in the queue as it
+    /// was; whether it was there.
+    pub(crate) async fn unfetch_job(&self, task_id: &str, me: &str) -> Result<bool, InboxError> {
+        let args = [
+            Text(&self.settings.queue),
+            Text(me),
+            MaybeText(Some(task_id)),
+        ];
+        Ok(D::execute(&self.pool, D::SQL.unfetch, &args).await? == 1)
     }
 
     /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts: its
@@ -372,6 +417,19 @@ impl<D: Dialect> Inbox<D> {
         let args = [Text(&self.settings.queue), Text(shared::ABANDONED)];
         D::execute(&self.pool, D::SQL.unmark_abandoned, &args).await
     }
+}
+
+/// How an attempt ended, as [`Inbox::end_job`] writes it.
+#[derive(Debug, Clone)]
+pub(crate) enum End {
+    Done,
+    /// Failed for `reason`: dead-lettered at once where `killed`, else run again after
+    /// `delay` while the job has attempts left, dead-lettered after its last.
+    Failed {
+        killed: bool,
+        reason: String,
+        delay: Duration,
+    },
 }
 
 impl<D: Dialect> Door for Inbox<D> {

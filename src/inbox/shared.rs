@@ -103,7 +103,7 @@ impl Orphan {
 }
 
 /// `text` as apalis stores a failed attempt's result.
-fn result(text: &str) -> String {
+pub(crate) fn result(text: &str) -> String {
     serde_json::json!({ "Err": text }).to_string()
 }
 

@@ -69,7 +69,10 @@ const STATEMENTS: Statements = Statements {
     bump_depth: "UPDATE webhook_inbox_depth SET jobs = jobs + ?2 WHERE queue = ?1",
     purge: "DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done'
         AND done_at < CAST(strftime('%s', 'now') AS INTEGER) - ?2",
-    defer: "UPDATE Jobs SET run_at = CAST(strftime('%s', 'now') AS INTEGER) + ?2 WHERE id = ?1",
+    finish: "UPDATE Jobs SET status = ?5, attempts = ?4, lock_by = NULL, lock_at = NULL,
+            done_at = CAST(strftime('%s', 'now') AS INTEGER), last_result = ?6,
+            run_at = CAST(strftime('%s', 'now') AS INTEGER) + ?7
+        WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' AND attempts = ?3",
     // A job `?2` fetched, marked as running before its handler starts.
     start: "UPDATE Jobs SET status = 'Running', lock_at = CAST(strftime('%s', 'now') AS INTEGER)
         WHERE id = ?1 AND lock_by = ?2 AND status IN ('Queued', 'Running')
@@ -262,7 +265,10 @@ impl Backend for Sqlite {
             .queue(&*settings.queue)
             .batch_size(batch)
             .heartbeat_interval(settings.heartbeat)
-            .missed_heartbeats(shared::MISSED_HEARTBEATS);
+            .missed_heartbeats(shared::MISSED_HEARTBEATS)
+            // The service writes each attempt's start and outcome itself (`queue.rs`).
+            .lock_tasks(false)
+            .persist_results(false);
         SqliteStorage::new(pool).with_config(config)
     }
 

@@ -18,8 +18,9 @@ use tower_service::Service;
 use tracing::Instrument as _;
 
 use super::dialect::Dialect;
-use super::error::InboxError;
+use super::error::{InboxError, InboxErrorKind};
 use super::job::{from_epoch_millis, Job, Payload, StoredDelivery};
+use super::queue::End;
 use super::Inbox;
 use crate::event::Event;
 use crate::store::BoxFuture;
@@ -277,6 +278,7 @@ where
                 ran => break ran,
             }
         };
+        self.inbox.ends.wait().await;
         release(&self.inbox, name).await;
         ran
     }
@@ -374,7 +376,10 @@ impl<H, A, D: Dialect> Clone for JobService<H, A, D> {
 
 /// How a job's attempt ended.
 enum Ran {
+    /// The handler succeeded; the job's end is to be written.
     Done,
+    /// The handler succeeded, and the job's end was committed in its transaction.
+    Committed,
     /// The handler succeeded, but the job was no longer this attempt's: its transaction
     /// rolled back.
     Lost,
@@ -407,65 +412,105 @@ where
         let stored = task.args;
         let timeout = self.timeout;
         Box::pin(async move {
-            // apalis counts the attempt as the job starts, after `call`.
-            let attempt = u32::try_from(ctx.attempt()).unwrap_or(u32::MAX);
             let retry = inbox.settings.retry;
-            let max_attempts = ctx
-                .max_attempts()
-                .and_then(|max| u32::try_from(max).ok())
-                .unwrap_or_else(|| retry.attempts());
             let task_id = ctx.task_id().map(ToString::to_string).unwrap_or_default();
             let span = tracing::info_span!(
                 "webhook_job",
                 id = %stored.id,
-                attempt,
+                attempt = tracing::field::Empty,
                 layer = %stored.layer,
                 task = %task_id,
             );
+            let fence = match inbox.start_job(&task_id, &me).await {
+                Ok(Some(fence)) => fence,
+                Ok(None) => {
+                    // Taken back while this worker seemed dead (its heartbeat lapsed):
+                    // another worker has it now.
+                    let _entered = span.enter();
+                    tracing::warn!(
+                        "webhook job taken back from this worker before it started; not run here"
+                    );
+                    return Ok(());
+                }
+                Err(err) => {
+                    // Not started: back to the queue as it was, for any worker.
+                    let put_back = settle(|| inbox.unfetch_job(&task_id, &me)).await;
+                    let _entered = span.enter();
+                    tracing::warn!(error = %err, put_back = put_back.is_ok(), "could not start the webhook job");
+                    return Err(Box::new(err) as BoxError);
+                }
+            };
+            // The attempts the job had when it started, and this one.
+            let attempt = u32::try_from(fence.saturating_add(1)).unwrap_or(u32::MAX);
+            span.record("attempt", attempt);
+            let max_attempts = ctx
+                .max_attempts()
+                .and_then(|max| u32::try_from(max).ok())
+                .unwrap_or_else(|| retry.attempts());
             let ran = if attempt > max_attempts {
                 // Its worker died during the last attempt (the queue took the job back
                 // without looking at its attempts): running it again could take this worker
                 // down too, for ever.
                 Ran::Dead(WORKER_DIED.to_owned())
             } else {
-                match inbox.start_job(&task_id, &me).await {
-                    Ok(Some(fence)) => {
-                        let attempt = Attempt {
-                            inbox: &inbox,
-                            me: &me,
-                            task_id: &task_id,
-                            fence,
-                            number: (attempt, max_attempts),
-                            timeout,
-                        };
-                        run_once(&*handler, &stored, attempt)
-                            .instrument(span.clone())
-                            .await
-                    }
-                    Ok(None) => {
-                        // Taken back while this worker seemed dead (its heartbeat lapsed):
-                        // another worker has it now, and apalis's record of this attempt
-                        // will not touch a job this worker no longer holds.
-                        let _entered = span.enter();
-                        tracing::warn!("webhook job taken back from this worker before it started; not run here");
-                        return Ok(());
-                    }
-                    Err(err) => Ran::Failed(Box::new(err)),
-                }
+                let attempt = Attempt {
+                    inbox: &inbox,
+                    me: &me,
+                    task_id: &task_id,
+                    fence,
+                    number: (attempt, max_attempts),
+                    timeout,
+                };
+                run_once(&*handler, &stored, attempt)
+                    .instrument(span.clone())
+                    .await
+            };
+            let delay = retry.delay_after(attempt);
+            let end = match &ran {
+                Ran::Done => Some(End::Done),
+                Ran::Committed | Ran::Lost => None,
+                Ran::Failed(error) => Some(End::Failed {
+                    killed: false,
+                    reason: error.to_string(),
+                    delay,
+                }),
+                Ran::Dead(reason) => Some(End::Failed {
+                    killed: true,
+                    reason: reason.clone(),
+                    delay: Duration::ZERO,
+                }),
             };
             let _entered = span.enter();
+            // The end is written beside the attempt rather than in it: a worker told to stop
+            // waits for its running attempts before it lets go of a fetch in flight, whose
+            // transaction may hold SQLite's write lock (see `Ends`).
+            if let Some(end) = end {
+                let inbox_ = inbox.clone();
+                let holder = (Arc::clone(&me), fence);
+                let write = async move {
+                    let holder = (&*holder.0, holder.1);
+                    let written = settle(|| inbox_.end_job(&task_id, holder, attempt, &end)).await;
+                    match written {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!("webhook job taken back from this worker while it ran; its end is written by the run that holds it"),
+                        // It stays with this worker: taken back, and run again, once the
+                        // worker stops or its heartbeat lapses.
+                        Err(err) => tracing::error!(error = %err, "could not write the end of the webhook job"),
+                    }
+                };
+                inbox.ends.spawn(write.instrument(span.clone()));
+            }
             match ran {
-                Ran::Done => {
-                    tracing::info!("webhook job handled");
-                    Ok(())
-                }
                 Ran::Lost => {
                     // Its heartbeat lapsed and the job was taken back while the handler ran:
                     // nothing of this run committed, and the run that holds the job now does
-                    // the work. apalis's record of this attempt does not touch a job another
-                    // worker holds.
+                    // the work.
                     tracing::warn!("webhook job taken back from this worker while it ran; its transaction rolled back");
                     Err("the job was taken back from this worker while it ran".into())
+                }
+                Ran::Done | Ran::Committed => {
+                    tracing::info!("webhook job handled");
+                    Ok(())
                 }
                 Ran::Dead(error) => {
                     tracing::error!(%error, "webhook job dead-lettered at once: no retry can help");
@@ -476,15 +521,73 @@ where
                     Err(error)
                 }
                 Ran::Failed(error) => {
-                    let delay = retry.delay_after(attempt);
                     tracing::warn!(%error, retry_in_ms = crate::report::millis(delay), "webhook job failed; it will run again");
-                    if let Err(err) = inbox.defer_job(&task_id, delay).await {
-                        tracing::warn!(error = %err, "could not put the failed job off; it runs again at once");
-                    }
                     Err(error)
                 }
             }
         })
+    }
+}
+
+/// The ends of attempts being written, shared by an inbox's clones: a worker that stops
+/// waits for them before it puts back what it fetched.
+///
+/// A worker told to stop waits for its running attempts before apalis lets go of the fetch
+/// it may have in flight. On SQLite that fetch's transaction can hold the file's write lock
+/// meanwhile: an end written inside the attempt would wait for it, and the worker for the
+/// attempt, for ever. Written beside the attempt, the end waits only until the worker has
+/// stopped fetching.
+#[derive(Debug, Default)]
+pub(crate) struct Ends {
+    pending: std::sync::atomic::AtomicUsize,
+    written: tokio::sync::Notify,
+}
+
+impl Ends {
+    /// Writes an end in the background.
+    fn spawn(self: &Arc<Self>, write: impl Future<Output = ()> + Send + 'static) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let ends = Arc::clone(self);
+        tokio::spawn(async move {
+            write.await;
+            if ends.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                ends.written.notify_waiters();
+            }
+        });
+    }
+
+    /// Waits until no end is being written.
+    pub(crate) async fn wait(&self) {
+        loop {
+            let written = self.written.notified();
+            let mut written = std::pin::pin!(written);
+            written.as_mut().enable();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            written.await;
+        }
+    }
+}
+
+/// Runs `write` until it is done or fails for good: the end of a job must reach the queue,
+/// or the job stays held by this worker until it stops. While the database is unavailable,
+/// a worker has nothing else to do.
+async fn settle<T, F, Fut>(mut write: F) -> Result<T, InboxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, InboxError>>,
+{
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match write().await {
+            Err(err) if err.kind() == InboxErrorKind::Unavailable => {
+                tracing::warn!(error = %err, retry_in_ms = crate::report::millis(pause), "could not write to the inbox's queue; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            written => return written,
+        }
     }
 }
 
@@ -555,7 +658,7 @@ where
                 .complete_in(tx, attempt.task_id, holder, attempt.number.0)
                 .await
             {
-                Ok(true) => Ran::Done,
+                Ok(true) => Ran::Committed,
                 Ok(false) => Ran::Lost,
                 Err(err) => Ran::Failed(Box::new(err)),
             }
