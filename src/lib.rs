@@ -167,6 +167,9 @@
 //! - `test-util`: `testkit`, signed deliveries for your tests.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Group commit: the PostgreSQL store's statements, and the inbox's door.
+#[cfg(any(feature = "postgres", feature = "inbox-sqlite"))]
+mod batch;
 mod body;
 mod claim;
 pub mod clock;

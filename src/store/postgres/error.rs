@@ -1,6 +1,6 @@
 //! sqlx's errors as store errors, by PostgreSQL's error codes.
 
-use super::batch::Unanswered;
+use crate::batch::Unanswered;
 use crate::store::{sqlx_error_kind, StoreError, StoreErrorKind};
 
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {

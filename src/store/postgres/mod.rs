@@ -3,7 +3,6 @@
 /// The `sqlx` this store is built on, so that your pool's version matches.
 pub use sqlx;
 
-mod batch;
 mod error;
 mod statements;
 mod store;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::batch::{Execute, Pending};
 use super::error::error_kind;
 use super::table::Sql;
+use crate::batch::{Execute, Pending};
 use crate::store::{Claim, ClaimToken, StoreError, StoreErrorKind};
 
 /// How often a statement that PostgreSQL chose as a deadlock's victim is sent again. The

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::batch::Batcher;
 use super::error::{store_error, unanswered};
 use super::statements::{ClaimCall, Claims, SettleCall, Settles, Statements};
 use super::table::{table_parts, InvalidTableName, Sql};
-use crate::store::{stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError};
+use crate::batch::Batcher;
+use crate::store::{
+    stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
+};
 
 /// Rows deleted per statement by [`PostgresStore::cleanup`], so that no statement holds
 /// many locks or runs for long.

@@ -1,4 +1,4 @@
-//! Group commit for a store whose backend pays per statement: calls that arrive while the
+//! Group commit for a backend that pays per statement or per commit: calls that arrive while the
 //! backend is busy wait together and go out as one statement.
 //!
 //! A call joins the queue of its kind. While fewer than `concurrency` statements of that kind
