@@ -5,8 +5,12 @@
 //!     cargo bench --bench inbox --all-features
 //!
 //! 32 connections with keep-alive send 1 KiB deliveries, each with a fresh id, for a fixed
-//! number of requests per row; the table gives requests per second and the latency of an
-//! answer at the 50th and 99th percentiles. Not criterion: one row is a whole server under
+//! number of requests per row; the table gives requests per second, the latency of an
+//! answer at the 50th and 99th percentiles, and the answers that were not 2xx. The burst
+//! rows send 2 000 at once over 256 connections under the default bound; the commit-to-start
+//! rows send one delivery at a time to an idle inbox and time its handler's start from the
+//! 202. The CPU columns are per answer, read from `/proc`: this process's (the server and
+//! the load's own client; the inline rows show the client's share) and PostgreSQL's. Not criterion: one row is a whole server under
 //! load, and what matters is its throughput and tail. Run it on a quiet machine; compare
 //! rows of one run, not runs.
 
@@ -19,7 +23,7 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::Full;
-use tower_webhook::inbox::{accepted, PostgresInbox, SqliteInbox};
+use tower_webhook::inbox::{accepted, Dialect, Inbox, PostgresInbox, SqliteInbox};
 use tower_webhook::scheme::StandardWebhooks;
 use tower_webhook::store::postgres::sqlx;
 use tower_webhook::store::{PostgresStore, SqliteStore};
@@ -27,8 +31,12 @@ use tower_webhook::testkit::Delivery;
 use tower_webhook::{Event, VerifyWebhookLayer};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const CONNECTIONS: usize = 32;
-const REQUESTS: usize = 8_000;
+/// The load of the main rows.
+const STEADY: (usize, usize) = (32, 8_000);
+/// A burst: 2 000 deliveries at once over 256 connections, under the default bound.
+const BURST: (usize, usize) = (256, 2_000);
+/// Deliveries sent one at a time to an idle inbox, for the delay from commit to start.
+const STARTS: usize = 40;
 
 fn layer() -> VerifyWebhookLayer {
     VerifyWebhookLayer::new(StandardWebhooks::new(SECRET).unwrap())
@@ -46,13 +54,19 @@ async fn serve(app: Router) -> std::net::SocketAddr {
     addr
 }
 
-/// Sends `REQUESTS` signed deliveries over `CONNECTIONS` connections: requests per second,
-/// and the sorted latencies.
-async fn load(addr: std::net::SocketAddr, label: &str) -> (f64, Vec<Duration>) {
+/// Sends `requests` signed deliveries over `connections` connections, opened before the
+/// clock starts: requests per second, the sorted latencies, and how many answers were not
+/// 202 or 204.
+async fn load(
+    addr: std::net::SocketAddr,
+    label: &str,
+    (connections, requests): (usize, usize),
+) -> Load {
     let scheme = StandardWebhooks::new(SECRET).unwrap();
     let pad = "x".repeat(1000);
     // Signed before the clock starts: the sender's cost is not the receiver's.
-    let requests: Vec<http::Request<Full<Bytes>>> = (0..REQUESTS)
+    let total = requests;
+    let requests: Vec<http::Request<Full<Bytes>>> = (0..total)
         .map(|n| {
             Delivery::new(format!(r#"{{"type":"bench","n":{n},"pad":"{pad}"}}"#))
                 .id(format!("bench-{label}-{}-{n}", std::process::id()))
@@ -63,18 +77,25 @@ async fn load(addr: std::net::SocketAddr, label: &str) -> (f64, Vec<Duration>) {
         .collect();
     let requests = Arc::new(std::sync::Mutex::new(requests));
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut connections = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let (requests, next) = (Arc::clone(&requests), Arc::clone(&next));
-        connections.push(tokio::spawn(async move {
+    let refused = Arc::new(AtomicUsize::new(0));
+    let go = Arc::new(tokio::sync::Barrier::new(connections + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (requests, next, refused) = (
+            Arc::clone(&requests),
+            Arc::clone(&next),
+            Arc::clone(&refused),
+        );
+        let go = Arc::clone(&go);
+        tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let io = hyper_util::rt::TokioIo::new(stream);
             let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
             tokio::spawn(connection);
             let mut latencies = Vec::new();
+            go.wait().await;
             loop {
-                if next.fetch_add(1, Ordering::Relaxed) >= REQUESTS {
+                if next.fetch_add(1, Ordering::Relaxed) >= total {
                     return latencies;
                 }
                 let Some(request) = requests.lock().unwrap().pop() else {
@@ -84,17 +105,123 @@ async fn load(addr: std::net::SocketAddr, label: &str) -> (f64, Vec<Duration>) {
                 let sent = Instant::now();
                 let response = sender.send_request(request).await.unwrap();
                 latencies.push(sent.elapsed());
-                assert!(response.status().is_success(), "{}", response.status());
+                if !matches!(
+                    response.status(),
+                    StatusCode::ACCEPTED | StatusCode::NO_CONTENT
+                ) {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
     }
+    go.wait().await;
+    let started = Instant::now();
+    let cpu = cpu_ticks();
     let mut latencies = Vec::new();
-    for connection in connections {
-        latencies.extend(connection.await.unwrap());
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
     }
-    let rate = f64::from(u32::try_from(latencies.len()).unwrap()) / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let (own, postgres) = cpu_ticks();
+    let rate = f64::from(u32::try_from(latencies.len()).unwrap()) / elapsed.as_secs_f64();
     latencies.sort();
-    (rate, latencies)
+    // Microseconds of CPU per answer, at 100 ticks a second.
+    let per_answer = |ticks: u64| ticks as f64 * 1e4 / total as f64;
+    Load {
+        rate,
+        latencies,
+        refused: refused.load(Ordering::Relaxed),
+        cpu_us: (per_answer(own - cpu.0), per_answer(postgres - cpu.1)),
+    }
+}
+
+/// What a row of load measured.
+struct Load {
+    rate: f64,
+    latencies: Vec<Duration>,
+    refused: usize,
+    /// CPU per answer, in microseconds: this process (the server and the load's client)
+    /// and PostgreSQL.
+    cpu_us: (f64, f64),
+}
+
+/// Sends one delivery at a time to an idle inbox whose worker runs `inbox`'s jobs, and
+/// measures from the 202 (the job committed) to the handler's start: the sorted delays.
+async fn commit_to_start<D: Dialect>(
+    door: Inbox<D>,
+    workers: Inbox<D>,
+    label: &str,
+) -> Vec<Duration> {
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let worker = tokio::spawn(
+        workers
+            .worker(move |_: Event| {
+                let _ = started.send(Instant::now());
+                async { Ok::<_, std::convert::Infallible>(()) }
+            })
+            .run(),
+    );
+    let app = Router::new()
+        .route("/webhooks", post(accepted))
+        .layer(layer().with_inbox(door));
+    let addr = serve(app).await;
+    let scheme = StandardWebhooks::new(SECRET).unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(connection);
+    // The worker starts, and its first fetch finds nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut delays = Vec::new();
+    for n in 0..STARTS {
+        let request: http::Request<Full<Bytes>> = Delivery::new("{}")
+            .id(format!("start-{label}-{}-{n}", std::process::id()))
+            .uri("/webhooks")
+            .request(&scheme)
+            .unwrap();
+        sender.ready().await.unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let committed = Instant::now();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let started = tokio::time::timeout(Duration::from_secs(30), starts.recv())
+            .await
+            .expect("the job started")
+            .unwrap();
+        delays.push(started.saturating_duration_since(committed));
+        // Idle again, at a moment out of step with any polling.
+        tokio::time::sleep(Duration::from_millis(150 + 37 * (n as u64 % 7))).await;
+    }
+    worker.abort();
+    delays.sort();
+    delays
+}
+
+/// CPU time used so far, in clock ticks: this process's, and all of PostgreSQL's processes'
+/// (its backends do the inbox's work on PostgreSQL), read from `/proc`.
+fn cpu_ticks() -> (u64, u64) {
+    fn ticks(stat: &str) -> Option<(String, u64)> {
+        // After the command's closing parenthesis, utime and stime are the 12th and 13th
+        // fields.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let used = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some((name, used))
+    }
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| ticks(&stat))
+        .map_or(0, |(_, used)| used);
+    let mut postgres = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if let Some((name, used)) = ticks(&stat) {
+            if name == "postgres" {
+                postgres += used;
+            }
+        }
+    }
+    (own, postgres)
 }
 
 /// The latency at `per_mille` thousandths of the sorted samples.
@@ -102,11 +229,27 @@ fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
     sorted[((sorted.len() - 1) * per_mille / 1000).min(sorted.len() - 1)]
 }
 
-fn row(label: &str, rate: f64, latencies: &[Duration]) {
+fn row(label: &str, load: Load) {
     println!(
-        "| {label:<34} | {rate:>9.0} | {:>8.2} | {:>8.2} |",
-        percentile(latencies, 500).as_secs_f64() * 1e3,
-        percentile(latencies, 990).as_secs_f64() * 1e3,
+        "| {label:<40} | {:>9.0} | {:>8.2} | {:>8.2} | {:>7} | {:>8.0} | {:>8.0} |",
+        load.rate,
+        percentile(&load.latencies, 500).as_secs_f64() * 1e3,
+        percentile(&load.latencies, 990).as_secs_f64() * 1e3,
+        load.refused,
+        load.cpu_us.0,
+        load.cpu_us.1,
+    );
+}
+
+fn start_row(label: &str, delays: &[Duration]) {
+    println!(
+        "| {label:<40} | {:>9} | {:>8.2} | {:>8.2} | {:>7} | {:>8} | {:>8} |",
+        "",
+        percentile(delays, 500).as_secs_f64() * 1e3,
+        percentile(delays, 990).as_secs_f64() * 1e3,
+        "",
+        "",
+        "",
     );
 }
 
@@ -122,16 +265,27 @@ async fn main() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
 
-    println!("{CONNECTIONS} connections, {REQUESTS} deliveries of 1 KiB per row\n");
-    println!("| mode                               |  answers/s | p50 (ms) | p99 (ms) |");
-    println!("| ---------------------------------- | ---------: | -------: | -------: |");
+    println!(
+        "{} connections, {} deliveries of 1 KiB per row; the burst: {} at once over {} \
+         connections, under the default bound; commit to start: {} deliveries one at a time to \
+         an idle inbox, from the 202 to the handler's start\n",
+        STEADY.0, STEADY.1, BURST.1, BURST.0, STARTS
+    );
+    println!(
+        "| mode                                     |  answers/s | p50 (ms) | p99 (ms) | not 2xx | CPU here (µs) | CPU PG (µs) |"
+    );
+    println!(
+        "| ---------------------------------------- | ---------: | -------: | -------: | ------: | -------: | -------: |"
+    );
 
     let store = SqliteStore::open(dir.join("inline.db")).await.unwrap();
     let app = Router::new()
         .route("/webhooks", post(handle))
         .layer(layer().with_store(store));
-    let (rate, lat) = load(serve(app).await, "inline-sqlite").await;
-    row("inline, SqliteStore", rate, &lat);
+    row(
+        "inline, SqliteStore",
+        load(serve(app).await, "inline-sqlite", STEADY).await,
+    );
 
     let inbox = SqliteInbox::open(dir.join("inbox.db"))
         .await
@@ -140,8 +294,23 @@ async fn main() {
     let app = Router::new()
         .route("/webhooks", post(accepted))
         .layer(layer().with_inbox(inbox));
-    let (rate, lat) = load(serve(app).await, "inbox-sqlite").await;
-    row("inbox, SqliteInbox (202)", rate, &lat);
+    row(
+        "inbox, SqliteInbox (202)",
+        load(serve(app).await, "inbox-sqlite", STEADY).await,
+    );
+
+    let inbox = SqliteInbox::open(dir.join("burst.db")).await.unwrap();
+    let app = Router::new()
+        .route("/webhooks", post(accepted))
+        .layer(layer().with_inbox(inbox));
+    row(
+        "inbox, SqliteInbox, burst",
+        load(serve(app).await, "burst-sqlite", BURST).await,
+    );
+
+    let inbox = SqliteInbox::open(dir.join("start.db")).await.unwrap();
+    let delays = commit_to_start(inbox.clone(), inbox, "sqlite").await;
+    start_row("commit to start, SqliteInbox", &delays);
 
     match PostgresStore::connect(&url).await {
         Ok(store) => {
@@ -149,8 +318,10 @@ async fn main() {
             let app = Router::new()
                 .route("/webhooks", post(handle))
                 .layer(layer().with_store(store));
-            let (rate, lat) = load(serve(app).await, "inline-pg").await;
-            row("inline, PostgresStore", rate, &lat);
+            row(
+                "inline, PostgresStore",
+                load(serve(app).await, "inline-pg", STEADY).await,
+            );
 
             let queue = format!("bench-{}", std::process::id());
             let inbox = PostgresInbox::connect(&url)
@@ -161,10 +332,39 @@ async fn main() {
             let app = Router::new()
                 .route("/webhooks", post(accepted))
                 .layer(layer().with_inbox(inbox.clone()));
-            let (rate, lat) = load(serve(app).await, "inbox-pg").await;
-            row("inbox, PostgresInbox (202)", rate, &lat);
-            // The bench's jobs are never worked, and its marks are of no use: remove them.
-            let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+            row(
+                "inbox, PostgresInbox (202)",
+                load(serve(app).await, "inbox-pg", STEADY).await,
+            );
+
+            let burst = PostgresInbox::connect(&url)
+                .await
+                .unwrap()
+                .with_queue(&format!("{queue}-burst"));
+            let app = Router::new()
+                .route("/webhooks", post(accepted))
+                .layer(layer().with_inbox(burst));
+            row(
+                "inbox, PostgresInbox, burst",
+                load(serve(app).await, "burst-pg", BURST).await,
+            );
+
+            let starts = PostgresInbox::connect(&url)
+                .await
+                .unwrap()
+                .with_queue(&format!("{queue}-start"));
+            let delays = commit_to_start(starts.clone(), starts.clone(), "pg").await;
+            start_row("commit to start, PostgresInbox", &delays);
+            // Workers on another pool, as on another machine: woken by NOTIFY.
+            let elsewhere = PostgresInbox::connect(&url)
+                .await
+                .unwrap()
+                .with_queue(&format!("{queue}-start"));
+            let delays = commit_to_start(starts, elsewhere, "pg-elsewhere").await;
+            start_row("commit to start, PostgresInbox elsewhere", &delays);
+
+            // The bench's jobs and marks are of no use: remove them.
+            let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type LIKE $1 || '%'")
                 .bind(&queue)
                 .execute(inbox.pool())
                 .await;

@@ -29,7 +29,7 @@ use tower_webhook::{Event, VerifyWebhookLayer};
 /// The suite, for one backend: `$inbox` is an async expression that makes a fresh inbox
 /// (its own queue) with the given retry policy, or `None` where its server is unreachable.
 macro_rules! inbox_suite {
-    ($backend:literal, $inbox:expr, $lock:expr) => {
+    ($backend:literal, $inbox:expr, $lock:expr, $poison:expr) => {
         vec![
             common::trial(
                 concat!(
@@ -435,8 +435,166 @@ macro_rules! inbox_suite {
                     assert_eq!(inbox.counts().await.unwrap().done, 1);
                 },
             ),
+            common::trial(
+                concat!($backend, "::a_burst_is_answered_as_if_written_alone"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap();
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    // 60 distinct deliveries, and one more sent 20 times, all at once: they
+                    // share transactions, and the copies meet in the same one.
+                    let mut deliveries: Vec<Delivery> = (0..60)
+                        .map(|n| Delivery::new("{}").id(unique(&format!("burst-{n}"))))
+                        .collect();
+                    let copied = Delivery::new("{}").id(unique("copied"));
+                    deliveries.extend(std::iter::repeat_n(copied, 20));
+                    let answers = burst(&layer, deliveries).await;
+                    let accepted = answers
+                        .iter()
+                        .filter(|answer| **answer == (StatusCode::ACCEPTED, false))
+                        .count();
+                    let duplicates = answers
+                        .iter()
+                        .filter(|answer| **answer == (StatusCode::OK, true))
+                        .count();
+                    assert_eq!((accepted, duplicates), (61, 19), "{answers:?}");
+                    assert_eq!(inbox.counts().await.unwrap().queued, 61);
+                },
+            ),
+            common::trial(
+                concat!($backend, "::the_bound_is_exact_under_a_burst"),
+                || async {
+                    let inbox = $inbox(no_wait()).await.unwrap().with_max_queued(10);
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    let deliveries = (0..40)
+                        .map(|n| Delivery::new("{}").id(unique(&format!("bound-{n}"))))
+                        .collect();
+                    let answers = burst(&layer, deliveries).await;
+                    let count = |status| answers.iter().filter(|answer| answer.0 == status).count();
+                    assert_eq!(
+                        (
+                            count(StatusCode::ACCEPTED),
+                            count(StatusCode::TOO_MANY_REQUESTS)
+                        ),
+                        (10, 30),
+                        "{answers:?}"
+                    );
+                    assert_eq!(inbox.counts().await.unwrap().queued, 10);
+                },
+            ),
+            common::trial(
+                concat!($backend, "::a_committed_job_wakes_an_idle_worker"),
+                || async {
+                    // Neither the poll nor the heartbeat comes round within the trial: only
+                    // the door's wake-up can start the job.
+                    let inbox = $inbox(no_wait())
+                        .await
+                        .unwrap()
+                        .with_poll_interval(Duration::from_secs(3600))
+                        .with_heartbeat(Duration::from_secs(3600));
+                    let seen = Seen::default();
+                    let worker = tokio::spawn(inbox.worker(recording(&seen, |_| Ok(()))).run());
+                    // The worker's first look finds nothing.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    for n in 0..3 {
+                        let delivery = Delivery::new("{}").id(unique(&format!("wake-{n}")));
+                        assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+                        assert!(
+                            eventually(20, || seen.lock().unwrap().len() == n + 1).await,
+                            "job {n} did not start"
+                        );
+                    }
+                    worker.abort();
+                },
+            ),
+            common::trial(
+                concat!($backend, "::a_delivery_whose_rows_fail_fails_alone"),
+                || async {
+                    let inbox = $poison($inbox(no_wait()).await.unwrap(), true).await;
+                    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                    let mut deliveries: Vec<Delivery> = (0..30)
+                        .map(|n| Delivery::new("{}").id(unique(&format!("healthy-{n}"))))
+                        .collect();
+                    deliveries.insert(15, Delivery::new("{}").id(unique("poison")));
+                    let answers = burst(&layer, deliveries).await;
+                    $poison(inbox.clone(), false).await;
+                    let count = |status| answers.iter().filter(|answer| answer.0 == status).count();
+                    assert_eq!(answers[15].0, StatusCode::SERVICE_UNAVAILABLE);
+                    assert_eq!(count(StatusCode::ACCEPTED), 30, "{answers:?}");
+                    assert_eq!(inbox.counts().await.unwrap().queued, 30);
+                },
+            ),
         ]
     };
+}
+
+/// Makes the job of any delivery whose id starts with `poison-` fail to be written (or,
+/// `on` false, no longer).
+async fn poison_sqlite(inbox: SqliteInbox, on: bool) -> SqliteInbox {
+    if on {
+        tower_webhook::store::sqlite::sqlx::query(
+            "CREATE TRIGGER poison BEFORE INSERT ON Jobs
+             WHEN CAST(NEW.job AS TEXT) LIKE '%\"id\":\"poison-%'
+             BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
+        )
+        .execute(inbox.pool())
+        .await
+        .unwrap();
+    }
+    inbox
+}
+
+/// As [`poison_sqlite`], on the shared table of jobs: only for this run's deliveries.
+async fn poison_postgres(inbox: PostgresInbox, on: bool) -> PostgresInbox {
+    use tower_webhook::store::postgres::sqlx;
+    let name = format!("tower_webhook_poison_{}", std::process::id());
+    let statements = if on {
+        vec![
+            format!(
+                "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF position('\"id\":\"poison-{pid}-' in convert_from(NEW.job, 'UTF8')) > 0 THEN
+                        RAISE EXCEPTION 'a poisoned row';
+                    END IF;
+                    RETURN NEW;
+                END $$",
+                pid = std::process::id()
+            ),
+            format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON apalis.jobs
+                FOR EACH ROW EXECUTE FUNCTION {name}()"
+            ),
+        ]
+    } else {
+        vec![
+            format!("DROP TRIGGER IF EXISTS {name} ON apalis.jobs"),
+            format!("DROP FUNCTION IF EXISTS {name}()"),
+        ]
+    };
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(inbox.pool())
+            .await
+            .unwrap();
+    }
+    inbox
+}
+
+/// Sends `deliveries` through `layer` all at once: each one's status and whether it is a
+/// duplicate, in order.
+async fn burst(layer: &VerifyWebhookLayer, deliveries: Vec<Delivery>) -> Vec<(StatusCode, bool)> {
+    let sends = deliveries.into_iter().map(|delivery| {
+        let layer = layer.clone();
+        tokio::spawn(async move {
+            let (status, duplicate, _) = send(&layer, &delivery).await;
+            (status, duplicate)
+        })
+    });
+    let mut answers = Vec::new();
+    for sent in sends.collect::<Vec<_>>() {
+        answers.push(sent.await.unwrap());
+    }
+    answers
 }
 
 fn run_dir() -> std::path::PathBuf {
@@ -536,8 +694,8 @@ async fn probe() -> Result<(), String> {
 fn main() -> std::process::ExitCode {
     // The trials' handlers panic on purpose; say so in one line rather than a backtrace.
     common::quiet_planned_panics("panics");
-    let sqlite_trials = inbox_suite!("sqlite", sqlite, lock_sqlite);
-    let postgres_trials = inbox_suite!("postgres", postgres, lock_postgres);
+    let sqlite_trials = inbox_suite!("sqlite", sqlite, lock_sqlite, poison_sqlite);
+    let postgres_trials = inbox_suite!("postgres", postgres, lock_postgres, poison_postgres);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reachable = runtime.block_on(probe());
     let clean = reachable.is_ok();

@@ -48,9 +48,9 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// The inbox's name in `Debug`.
     const NAME: &'static str;
-    /// Whether one enqueue at a time should write from this process: SQLite has one
-    /// writer, and writers that meet its lock sleep in its busy handler (up to 100 ms a
-    /// turn), which made the tail.
+    /// Whether the door should write one transaction at a time from this process: SQLite
+    /// has one writer, and writers that meet its lock sleep in its busy handler (up to
+    /// 100 ms a turn), which made the tail.
     const ONE_WRITER: bool;
 
     /// The statement that begins a handler's transaction, where not the database's default.
@@ -75,19 +75,31 @@ pub trait Backend: Sized + Send + Sync + 'static {
         key: &str,
         window: Duration,
     ) -> impl Future<Output = Result<Marked, InboxError>> + Send;
-    /// Writes `task` to `queue` in `tx`.
+    /// Marks each of `keys` (distinct) for its window in `tx`, unless a live mark is there:
+    /// each key's outcome, in the order given. Makes `tx`'s commit wait for the disk, as
+    /// [`durable`](Self::durable) does.
+    fn mark_many(
+        store: &Self::Store,
+        tx: &mut DbTx<Self>,
+        keys: &[(&str, Duration)],
+    ) -> impl Future<Output = Result<Vec<Marked>, InboxError>> + Send;
+    /// Writes `tasks` to `queue` in `tx`.
     fn push(
         tx: &mut DbTx<Self>,
         queue: &str,
-        task: Task<Vec<u8>>,
+        tasks: Vec<Task<Vec<u8>>>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send;
-    /// Counts the job just written in `tx` against the bound `max`: whether it fits. The
-    /// check is part of the transaction, so it holds for every process on the database.
+    /// Counts the `added` jobs just written in `tx` against the bound `max`: whether they
+    /// fit. The check is part of the transaction, so it holds for every process on the
+    /// database.
     fn admit(
         tx: &mut DbTx<Self>,
         queue: &str,
         max: i64,
+        added: i64,
     ) -> impl Future<Output = Result<bool, InboxError>> + Send;
+    /// Makes `tx`'s commit wait for the disk, whatever the database's default.
+    fn durable(tx: &mut DbTx<Self>) -> impl Future<Output = Result<(), InboxError>> + Send;
 
     /// The statements on the queue's jobs, each with its arguments in the order
     /// [`Statements`] gives.
@@ -121,8 +133,14 @@ pub trait Backend: Sized + Send + Sync + 'static {
     fn cleanup(store: &Self::Store) -> impl Future<Output = Result<(), InboxError>> + Send;
 
     /// The apalis storage of the queue of `settings` in `pool`, fetching up to `batch` jobs
-    /// at a time.
-    fn storage(pool: &Pool<Self>, settings: &Settings, batch: usize) -> Self::Storage;
+    /// at a time, as soon as `wakeups` changes or the queue's own wake-ups say, or every poll
+    /// interval.
+    fn storage(
+        pool: &Pool<Self>,
+        settings: &Settings,
+        batch: usize,
+        wakeups: tokio::sync::watch::Receiver<u64>,
+    ) -> Self::Storage;
 
     /// Runs an apalis worker (its name, and how many jobs it runs at once and fetches at a
     /// time) on the queue of `settings` in `pool`, with `service`, until `signal` resolves.
@@ -130,6 +148,7 @@ pub trait Backend: Sized + Send + Sync + 'static {
         pool: &Pool<Self>,
         settings: &Settings,
         worker: (String, usize),
+        wakeups: tokio::sync::watch::Receiver<u64>,
         service: JobService<H, A, Self>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>

@@ -73,6 +73,7 @@
 //! ```
 
 mod dialect;
+mod door;
 mod error;
 mod handoff;
 mod job;
@@ -95,7 +96,9 @@ pub use job::{Counts, DeadLetter, Job, Payload, StoredDelivery};
 pub use postgres::{Postgres, PostgresInbox};
 pub use queue::Inbox;
 pub(crate) use settings::Settings;
-pub use settings::{RetryPolicy, DEFAULT_HEARTBEAT, DEFAULT_MAX_QUEUED, DEFAULT_QUEUE};
+pub use settings::{
+    RetryPolicy, DEFAULT_HEARTBEAT, DEFAULT_MAX_QUEUED, DEFAULT_POLL_INTERVAL, DEFAULT_QUEUE,
+};
 #[cfg(feature = "inbox-sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "inbox-sqlite")))]
 pub use sqlite::{Sqlite, SqliteInbox};

@@ -18,6 +18,8 @@ use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::postgres::transient;
 use crate::store::{BoxFuture, Marked, PostgresStore};
+use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
+use apalis_core::backend::ext::BackendExt as _;
 
 /// PostgreSQL, for [`Inbox`]: any number of receivers and workers on any number of
 /// machines share one queue.
@@ -30,8 +32,8 @@ pub struct Postgres;
 /// The jobs live in apalis's schema (`apalis.jobs`, `apalis.workers`, migrated by
 /// [`connect`](Self::connect) and [`new`](Self::new)); the dedup marks in the table of
 /// [`PostgresStore`], `webhook_claims`, written in the same transaction as the job. Each
-/// enqueue waits for its commit (`synchronous_commit` as the server has it, on by default):
-/// a delivery answered 202 is on disk.
+/// enqueue waits for its commit, `synchronous_commit` on whatever the server's default: a
+/// delivery answered 202 is on disk.
 ///
 /// ```no_run
 /// use tower_webhook::inbox::PostgresInbox;
@@ -79,9 +81,8 @@ const STATEMENTS: Statements = Statements {
         WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')
         RETURNING attempts::BIGINT",
     // Every takeover of a job (the sweep, apalis's own) counts an attempt: the same count
-    // and holder mean the same attempt. The holder is cleared with it, so that no later
-    // acknowledgement by apalis (of this attempt, or a late one of an attempt taken over)
-    // can write over the job done. The clock, not `now()`: the transaction began before the
+    // and holder mean the same attempt. The holder is cleared with it, so that a late end
+    // of an attempt taken over cannot write over the job done. The clock, not `now()`: the transaction began before the
     // handler ran.
     complete: "UPDATE apalis.jobs SET status = 'Done', done_at = clock_timestamp(),
             attempts = CAST($4 AS INTEGER), lock_by = NULL, lock_at = NULL
@@ -117,8 +118,8 @@ const CREATE_DEPTH: &str = "CREATE TABLE IF NOT EXISTS webhook_inbox_depth (
     queue TEXT PRIMARY KEY,
     jobs BIGINT NOT NULL
 )";
-const ADMIT: &str =
-    "UPDATE webhook_inbox_depth SET jobs = jobs + 1 WHERE queue = $1 AND jobs < $2 RETURNING jobs";
+const ADMIT: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $3
+    WHERE queue = $1 AND jobs + $3 <= $2 RETURNING jobs";
 const ENSURE_DEPTH: &str =
     "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES ($1, 0) ON CONFLICT (queue) DO NOTHING";
 const LOCK_DEPTH: &str = "SELECT jobs FROM webhook_inbox_depth WHERE queue = $1 FOR UPDATE";
@@ -169,7 +170,7 @@ impl Dialect for Postgres {}
 impl Backend for Postgres {
     type Db = Db;
     type Store = PostgresStore;
-    type Storage = PostgresStorage<StoredDelivery>;
+    type Storage = PollWith<PostgresStorage<StoredDelivery>, Strategy>;
 
     const NAME: &'static str = "PostgresInbox";
     const BEGIN: Option<&'static str> = None;
@@ -184,6 +185,14 @@ impl Backend for Postgres {
         transient(code)
     }
 
+    async fn durable(tx: &mut DbTx<Self>) -> Result<(), InboxError> {
+        sqlx::query("SET LOCAL synchronous_commit = on")
+            .execute(&mut **tx)
+            .await
+            .map(drop)
+            .map_err(Postgres::error)
+    }
+
     async fn mark(
         store: &PostgresStore,
         tx: &mut DbTx<Self>,
@@ -193,17 +202,35 @@ impl Backend for Postgres {
         Ok(store.mark(tx, key, window).await?)
     }
 
-    async fn push(tx: &mut DbTx<Self>, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
-        apalis_postgres::queries::push_tasks(&mut **tx, queue, vec![task])
+    async fn mark_many(
+        store: &PostgresStore,
+        tx: &mut DbTx<Self>,
+        keys: &[(&str, Duration)],
+    ) -> Result<Vec<Marked>, InboxError> {
+        Ok(store.mark_many(tx, keys).await?)
+    }
+
+    async fn push(
+        tx: &mut DbTx<Self>,
+        queue: &str,
+        tasks: Vec<Task<Vec<u8>>>,
+    ) -> Result<(), InboxError> {
+        apalis_postgres::queries::push_tasks(&mut **tx, queue, tasks)
             .await
             .map(drop)
             .map_err(|err| InboxError::database(err, false))
     }
 
-    async fn admit(tx: &mut DbTx<Self>, queue: &str, max: i64) -> Result<bool, InboxError> {
+    async fn admit(
+        tx: &mut DbTx<Self>,
+        queue: &str,
+        max: i64,
+        added: i64,
+    ) -> Result<bool, InboxError> {
         let counted: Option<i64> = sqlx::query_scalar(ADMIT)
             .bind(queue)
             .bind(max)
+            .bind(added)
             .fetch_optional(&mut **tx)
             .await
             .map_err(Postgres::error)?;
@@ -263,7 +290,12 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    fn storage(pool: &Pool<Self>, settings: &Settings, batch: usize) -> Self::Storage {
+    fn storage(
+        pool: &Pool<Self>,
+        settings: &Settings,
+        batch: usize,
+        wakeups: tokio::sync::watch::Receiver<u64>,
+    ) -> Self::Storage {
         let config = apalis_postgres::Config::default()
             .queue(&*settings.queue)
             .batch_size(batch)
@@ -274,13 +306,19 @@ impl Backend for Postgres {
             // only, could land late on the next attempt of the same job by this worker.
             .lock_tasks(false)
             .persist_results(false);
-        PostgresStorage::new(pool).with_config(config)
+        // Jobs committed by any process wake the workers too: the queue's insert trigger
+        // notifies, and each worker listens on a connection of its own.
+        let notified = apalis_postgres::Pubsub::new(pool.clone(), settings.queue.to_string());
+        PostgresStorage::new(pool)
+            .with_config(config)
+            .poll_with_strategy(shared::strategy(settings, wakeups).stream(notified))
     }
 
     fn run<H, A>(
         pool: &Pool<Self>,
         settings: &Settings,
         (name, batch): (String, usize),
+        wakeups: tokio::sync::watch::Receiver<u64>,
         service: JobService<H, A, Self>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
@@ -288,7 +326,7 @@ impl Backend for Postgres {
         H: Handler<A, Db>,
         A: 'static,
     {
-        let backend = Self::storage(pool, settings, batch);
+        let backend = Self::storage(pool, settings, batch, wakeups);
         let worker = WorkerBuilder::new(name)
             .backend(backend)
             .layer(ConcurrencyLimitLayer::new(batch))

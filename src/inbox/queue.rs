@@ -10,6 +10,7 @@ use http::HeaderMap;
 use super::dialect::Arg::{Int, MaybeText, Secs, Text};
 use super::dialect::Dialect;
 use super::dialect::{Backend, Pool};
+use super::door;
 use super::error::InboxError;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
@@ -17,7 +18,7 @@ use super::worker::{self, Handler, JobService, Worker, DEFAULT_ATTEMPT_TIMEOUT};
 use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
-use crate::store::{BoxFuture, Marked};
+use crate::store::BoxFuture;
 use crate::tx::{roll_back, Open};
 
 /// An inbox: the layer writes each verified delivery to it and answers `202 Accepted` once
@@ -31,8 +32,10 @@ pub struct Inbox<D: Dialect> {
     pub(crate) settings: Settings,
     /// Where the dedup marks go.
     pub(crate) store: D::Store,
-    /// One enqueue at a time from this process, where the database has one writer.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The layer's writes, batched.
+    door: Arc<door::Door<D>>,
+    /// Tells this process's workers that the door committed jobs.
+    wake: Arc<tokio::sync::watch::Sender<u64>>,
     /// The ends of attempts being written by this process's workers.
     pub(crate) ends: Arc<worker::Ends>,
 }
@@ -43,7 +46,8 @@ impl<D: Dialect> Clone for Inbox<D> {
             pool: self.pool.clone(),
             settings: self.settings.clone(),
             store: self.store.clone(),
-            writer: Arc::clone(&self.writer),
+            door: Arc::clone(&self.door),
+            wake: Arc::clone(&self.wake),
             ends: Arc::clone(&self.ends),
         }
     }
@@ -61,13 +65,35 @@ impl<D: Dialect> fmt::Debug for Inbox<D> {
 impl<D: Dialect> Inbox<D> {
     /// The inbox on `pool`, its marks through `store`, with the default settings.
     pub(crate) fn from_parts(pool: Pool<D>, store: D::Store) -> Self {
+        let settings = Settings::default();
+        let wake = Arc::new(tokio::sync::watch::Sender::new(0));
         Self {
+            door: door::door(
+                pool.clone(),
+                store.clone(),
+                settings.clone(),
+                Arc::clone(&wake),
+            ),
             pool,
-            settings: Settings::default(),
+            settings,
             store,
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            wake,
             ends: Arc::default(),
         }
+    }
+
+    /// This inbox with a door of its settings: the door writes with the settings it was
+    /// made with.
+    fn with_door(mut self) -> Self {
+        let (pool, store) = (self.pool.clone(), self.store.clone());
+        let wake = Arc::clone(&self.wake);
+        self.door = door::door(pool, store, self.settings.clone(), wake);
+        self
+    }
+
+    /// Wakes when the door of this inbox, in this process, commits jobs.
+    pub(crate) fn wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wake.subscribe()
     }
 
     /// Writes to and works on the queue `name` (default
@@ -76,7 +102,7 @@ impl<D: Dialect> Inbox<D> {
     #[must_use]
     pub fn with_queue(mut self, name: &str) -> Self {
         self.settings.queue = Arc::from(name);
-        self
+        self.with_door()
     }
 
     /// Answers 429 with `Retry-After` while the queue holds `jobs` waiting or running
@@ -86,7 +112,7 @@ impl<D: Dialect> Inbox<D> {
     #[must_use]
     pub fn with_max_queued(mut self, jobs: u64) -> Self {
         self.settings.max_queued = jobs;
-        self
+        self.with_door()
     }
 
     /// How failed jobs are retried. The number of attempts is written with each job as it
@@ -94,7 +120,7 @@ impl<D: Dialect> Inbox<D> {
     #[must_use]
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.settings.retry = policy;
-        self
+        self.with_door()
     }
 
     /// How often workers tell the queue they are alive (default
@@ -106,13 +132,24 @@ impl<D: Dialect> Inbox<D> {
         self
     }
 
+    /// How often an idle worker looks for jobs when nothing wakes it (default
+    /// [`DEFAULT_POLL_INTERVAL`](super::DEFAULT_POLL_INTERVAL), at least 10 ms). Workers
+    /// are woken at once by jobs this process's door commits and, on PostgreSQL, by jobs
+    /// any process commits (`LISTEN`/`NOTIFY`); the look finds the rest, such as failed
+    /// jobs whose backoff has ended.
+    #[must_use]
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.settings.poll_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// Writes the dedup marks through `store`: the store an inline layer beside the inbox
     /// uses (its clock, its table), so that both see each other's marks. It must be on this
     /// inbox's database, its table created.
     #[must_use]
     pub fn with_store(mut self, store: D::Store) -> Self {
         self.store = store;
-        self
+        self.with_door()
     }
 
     /// The store the dedup marks go through, on the same database: for layers that handle
@@ -164,7 +201,7 @@ impl<D: Dialect> Inbox<D> {
     /// # }
     /// ```
     pub fn storage(&self, batch: usize) -> <D as Backend>::Storage {
-        D::storage(&self.pool, &self.settings, batch.max(1))
+        D::storage(&self.pool, &self.settings, batch.max(1), self.wakeups())
     }
 
     /// The service that runs `handler` on this inbox's jobs, for the worker named `worker`
@@ -246,40 +283,6 @@ impl<D: Dialect> Inbox<D> {
         Ok(purged)
     }
 
-    /// Writes `stored` with its dedup mark, kept for `window`, in one transaction, unless a
-    /// live mark is there already or the queue is at its bound.
-    async fn enqueue(
-        &self,
-        stored: StoredDelivery,
-        window: Duration,
-    ) -> Result<Enqueued, InboxError> {
-        let max = i64::try_from(self.settings.max_queued).unwrap_or(i64::MAX);
-        if max == 0 {
-            return Ok(Enqueued::Full);
-        }
-        let task = shared::task(&stored, &self.settings)?;
-        let _writer = if D::ONE_WRITER {
-            Some(self.writer.lock().await)
-        } else {
-            None
-        };
-        let queue = &*self.settings.queue;
-        let mut tx = self.pool.begin().await.map_err(D::error)?;
-        let marked = D::mark(&self.store, &mut tx, &stored.key, window).await?;
-        if marked != Marked::Fresh {
-            tx.rollback().await.map_err(D::error)?;
-            return Ok(Enqueued::from(marked));
-        }
-        D::push(&mut tx, queue, task).await?;
-        // Last in the transaction, so that the bound's counter is held as briefly as can be.
-        if !D::admit(&mut tx, queue, max).await? {
-            tx.rollback().await.map_err(D::error)?;
-            return Ok(Enqueued::Full);
-        }
-        tx.commit().await.map_err(D::error)?;
-        Ok(Enqueued::Accepted)
-    }
-
     /// Writes the end of an attempt whose handler committed no transaction: the job
     /// `task_id` done, or failed, while `me` still holds the attempt it started with `fence`
     /// attempts. Whether it did: `false` where the job was taken back meanwhile (the run
@@ -327,9 +330,9 @@ impl<D: Dialect> Inbox<D> {
 
     /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts: its
     /// count of attempts (with `me`, the fence of its completion), or `None` when `me` no
-    /// longer holds it. apalis writes that mark only after the handler has started, so a
-    /// worker that died in between would leave a job that ran looking as if it never had,
-    /// and a poison job would never use its attempts up.
+    /// longer holds it. Written before the handler starts (apalis's own mark, turned off,
+    /// came after), so that a handler that takes its process down still has its attempt
+    /// counted, and a poison job uses its attempts up.
     pub(crate) async fn start_job(
         &self,
         task_id: &str,
@@ -343,7 +346,7 @@ impl<D: Dialect> Inbox<D> {
     /// Writes the job `task_id` done by attempt `attempt` in `tx`, the handler's
     /// transaction, while `me` still holds the attempt it started with `fence` attempts, and
     /// commits: `false` (rolled back) where it does not. The job's holder is cleared with it:
-    /// apalis's acknowledgements, guarded by the holder, then leave the job as it is.
+    /// the end of an attempt taken over, guarded by the holder, then leaves the job as it is.
     pub(crate) async fn complete_in(
         &self,
         mut tx: Open<D::Db>,
@@ -441,8 +444,14 @@ impl<D: Dialect> Door for Inbox<D> {
         headers: &HeaderMap,
         window: Duration,
     ) -> BoxFuture<Result<Enqueued, DoorError>> {
+        if self.settings.max_queued == 0 {
+            return Box::pin(async { Ok(Enqueued::Full) });
+        }
         let stored = StoredDelivery::new(event, key, layer, headers);
-        let inbox = self.clone();
-        Box::pin(async move { Ok(inbox.enqueue(stored, window).await?) })
+        let door = Arc::clone(&self.door);
+        Box::pin(async move {
+            let answer = door.call(door::Entry { stored, window }).await;
+            Ok(answer.unwrap_or_else(|_| Err(door::unanswered()))?)
+        })
     }
 }

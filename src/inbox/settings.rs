@@ -72,7 +72,7 @@ impl RetryPolicy {
     }
 }
 
-/// The settings every inbox shares: its queue, bound, retries and heartbeat.
+/// The settings every inbox shares: its queue, bound, retries, heartbeat and polling.
 #[derive(Debug, Clone)]
 #[allow(unreachable_pub)] // named by the sealed dialect trait
 pub struct Settings {
@@ -80,6 +80,7 @@ pub struct Settings {
     pub(crate) max_queued: u64,
     pub(crate) retry: RetryPolicy,
     pub(crate) heartbeat: Duration,
+    pub(crate) poll_interval: Duration,
 }
 
 impl Default for Settings {
@@ -89,6 +90,7 @@ impl Default for Settings {
             max_queued: DEFAULT_MAX_QUEUED,
             retry: RetryPolicy::default(),
             heartbeat: DEFAULT_HEARTBEAT,
+            poll_interval: DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -100,3 +102,7 @@ pub const DEFAULT_MAX_QUEUED: u64 = 100_000;
 /// How often a worker tells the queue it is alive; one silent for twice that is taken for
 /// dead and its jobs run again.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often an idle worker looks for jobs when nothing wakes it: jobs written by the door
+/// of its own process, and on PostgreSQL by any process, wake it at once; jobs whose
+/// backoff ends are found by this look.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);

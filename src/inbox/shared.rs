@@ -127,3 +127,18 @@ pub(crate) fn counts((queued, running, failed, dead, done): (i64, i64, i64, i64,
 pub(crate) fn heartbeat(every: Duration) -> Duration {
     every.max(Duration::from_secs(1))
 }
+
+/// When a worker of `settings` fetches: as soon as `wakeups` changes (this process's door
+/// committed jobs), and every poll interval.
+pub(crate) fn strategy(
+    settings: &super::Settings,
+    wakeups: tokio::sync::watch::Receiver<u64>,
+) -> apalis_core::backend::ext::poll_strategy::Strategy {
+    let committed = futures_util::stream::unfold(wakeups, |mut wakeups| async move {
+        wakeups.changed().await.ok()?;
+        Some(((), wakeups))
+    });
+    apalis_core::backend::ext::poll_strategy::Strategy::new()
+        .stream(Box::pin(committed))
+        .interval(settings.poll_interval)
+}

@@ -19,6 +19,8 @@ use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::sqlite::{open_pool, transient, BEGIN_IMMEDIATE};
 use crate::store::{BoxFuture, Marked, SqliteStore};
+use apalis_core::backend::ext::poll_strategy::{PollWith, Strategy};
+use apalis_core::backend::ext::BackendExt as _;
 
 /// SQLite, for [`Inbox`]: one process on one machine, no service to run.
 #[derive(Debug, Clone, Copy)]
@@ -78,9 +80,8 @@ const STATEMENTS: Statements = Statements {
         WHERE id = ?1 AND lock_by = ?2 AND status IN ('Queued', 'Running')
         RETURNING attempts",
     // Every takeover of a job (the sweep, apalis's own) counts an attempt: the same count
-    // and holder mean the same attempt. The holder is cleared with it, so that no later
-    // acknowledgement by apalis (of this attempt, or a late one of an attempt taken over)
-    // can write over the job done.
+    // and holder mean the same attempt. The holder is cleared with it, so that a late end
+    // of an attempt taken over cannot write over the job done.
     complete: "UPDATE Jobs SET status = 'Done', done_at = CAST(strftime('%s', 'now') AS INTEGER),
             attempts = ?4, lock_by = NULL, lock_at = NULL
         WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' AND attempts = ?3",
@@ -113,8 +114,8 @@ const CREATE_DEPTH: &str = "CREATE TABLE IF NOT EXISTS webhook_inbox_depth (
     queue TEXT PRIMARY KEY,
     jobs INTEGER NOT NULL
 )";
-const ADMIT: &str =
-    "UPDATE webhook_inbox_depth SET jobs = jobs + 1 WHERE queue = ?1 AND jobs < ?2 RETURNING jobs";
+const ADMIT: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + ?3
+    WHERE queue = ?1 AND jobs + ?3 <= ?2 RETURNING jobs";
 const SET_DEPTH: &str = "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES (?1, ?2)
     ON CONFLICT (queue) DO UPDATE SET jobs = excluded.jobs";
 
@@ -175,7 +176,7 @@ impl Dialect for Sqlite {}
 impl Backend for Sqlite {
     type Db = Db;
     type Store = SqliteStore;
-    type Storage = SqliteStorage<StoredDelivery>;
+    type Storage = PollWith<SqliteStorage<StoredDelivery>, Strategy>;
 
     const NAME: &'static str = "SqliteInbox";
     const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
@@ -189,6 +190,11 @@ impl Backend for Sqlite {
         transient(code)
     }
 
+    // The inbox's file is opened with `synchronous = FULL`.
+    async fn durable(_: &mut DbTx<Self>) -> Result<(), InboxError> {
+        Ok(())
+    }
+
     async fn mark(
         store: &SqliteStore,
         tx: &mut DbTx<Self>,
@@ -198,24 +204,79 @@ impl Backend for Sqlite {
         Ok(store.mark(tx, key, window).await?)
     }
 
-    async fn push(tx: &mut DbTx<Self>, queue: &str, task: Task<Vec<u8>>) -> Result<(), InboxError> {
-        apalis_sqlite::queries::push_tasks(&mut **tx, queue, &[task])
-            .await
-            .map(drop)
-            .map_err(|err| InboxError::database(err, false))
+    async fn mark_many(
+        store: &SqliteStore,
+        tx: &mut DbTx<Self>,
+        keys: &[(&str, Duration)],
+    ) -> Result<Vec<Marked>, InboxError> {
+        Ok(store.mark_many(tx, keys).await?)
     }
 
-    async fn admit(tx: &mut DbTx<Self>, queue: &str, max: i64) -> Result<bool, InboxError> {
+    async fn push(
+        tx: &mut DbTx<Self>,
+        queue: &str,
+        tasks: Vec<Task<Vec<u8>>>,
+    ) -> Result<(), InboxError> {
+        if tasks.len() < 2 {
+            return apalis_sqlite::queries::push_tasks(&mut **tx, queue, &tasks)
+                .await
+                .map(drop)
+                .map_err(|err| InboxError::database(err, false));
+        }
+        // Many jobs in one statement, with the columns apalis's own insert writes (the rest
+        // take the table's defaults: pending, no attempt yet): one step of the writer for a
+        // batch at the door rather than one a job.
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; tasks.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO Jobs (job, id, job_type, max_attempts, run_at, priority, metadata)
+            VALUES {rows}"
+        );
+        let now = i64::try_from(crate::clock::unix_millis(std::time::SystemTime::now()) / 1000)
+            .unwrap_or(i64::MAX);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for task in &tasks {
+            let id = task.task_id().map(ToString::to_string);
+            let metadata = serde_json::to_string(task.metadata())
+                .map_err(|err| InboxError::database(err, false))?;
+            query = query
+                .bind(&task.args)
+                .bind(id.unwrap_or_else(|| ulid::Ulid::generate().to_string()))
+                .bind(queue)
+                .bind(
+                    task.max_attempts()
+                        .map_or(25, |max| i64::try_from(max).unwrap_or(i64::MAX)),
+                )
+                .bind(
+                    task.run_at()
+                        .map_or(now, |at| i64::try_from(at).unwrap_or(now)),
+                )
+                .bind(i64::try_from(task.priority().unwrap_or_default()).unwrap_or(i64::MAX))
+                .bind(metadata);
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map(drop)
+            .map_err(Sqlite::error)
+    }
+
+    async fn admit(
+        tx: &mut DbTx<Self>,
+        queue: &str,
+        max: i64,
+        added: i64,
+    ) -> Result<bool, InboxError> {
         let counted: Option<i64> = sqlx::query_scalar(ADMIT)
             .bind(queue)
             .bind(max)
+            .bind(added)
             .fetch_optional(&mut **tx)
             .await
             .map_err(Sqlite::error)?;
         if counted.is_some() {
             return Ok(true);
         }
-        // At the bound by the counter (or no counter yet): count the jobs, this one
+        // At the bound by the counter (or no counter yet): count the jobs, these
         // included. SQLite's one writer makes the count and the write one step.
         let jobs: i64 = sqlx::query_scalar(DEPTH)
             .bind(queue)
@@ -260,7 +321,12 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    fn storage(pool: &Pool<Self>, settings: &Settings, batch: usize) -> Self::Storage {
+    fn storage(
+        pool: &Pool<Self>,
+        settings: &Settings,
+        batch: usize,
+        wakeups: tokio::sync::watch::Receiver<u64>,
+    ) -> Self::Storage {
         let config = apalis_sqlite::Config::default()
             .queue(&*settings.queue)
             .batch_size(batch)
@@ -269,13 +335,16 @@ impl Backend for Sqlite {
             // The service writes each attempt's start and outcome itself (`queue.rs`).
             .lock_tasks(false)
             .persist_results(false);
-        SqliteStorage::new(pool).with_config(config)
+        SqliteStorage::new(pool)
+            .with_config(config)
+            .poll_with_strategy(shared::strategy(settings, wakeups))
     }
 
     fn run<H, A>(
         pool: &Pool<Self>,
         settings: &Settings,
         (name, batch): (String, usize),
+        wakeups: tokio::sync::watch::Receiver<u64>,
         service: JobService<H, A, Self>,
         signal: BoxFuture<()>,
     ) -> BoxFuture<Result<(), InboxError>>
@@ -283,7 +352,7 @@ impl Backend for Sqlite {
         H: Handler<A, Db>,
         A: 'static,
     {
-        let backend = Self::storage(pool, settings, batch);
+        let backend = Self::storage(pool, settings, batch, wakeups);
         let worker = WorkerBuilder::new(name)
             .backend(backend)
             .layer(ConcurrencyLimitLayer::new(batch))

@@ -261,6 +261,7 @@ where
                 &self.inbox.pool,
                 &self.inbox.settings,
                 (name.clone(), self.concurrency),
+                self.inbox.wakeups(),
                 service.clone(),
                 Box::pin(signal.clone()),
             );

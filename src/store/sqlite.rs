@@ -209,6 +209,50 @@ impl SqliteStore {
         Ok(Marked::live(completed))
     }
 
+    #[cfg(feature = "inbox-sqlite")]
+    /// Marks each of `keys` (distinct) completed for its window on `conn`, in one
+    /// statement, unless a live mark is there: each key's outcome, in the order given.
+    pub(crate) async fn mark_many(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        keys: &[(&str, Duration)],
+    ) -> Result<Vec<Marked>, StoreError> {
+        let stored: Vec<std::borrow::Cow<'_, [u8]>> =
+            keys.iter().map(|(key, _)| stored_key(key)).collect();
+        let rows = vec!["(?, NULL, 1, ?)"; keys.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO webhook_claims AS c (key, token, completed, expires_at) VALUES {rows}
+            ON CONFLICT (key) DO UPDATE SET token = NULL, completed = 1, expires_at = excluded.expires_at
+                WHERE c.expires_at <= ?
+            RETURNING key"
+        );
+        let mut query = sqlx::query_scalar::<_, Vec<u8>>(sqlx::AssertSqlSafe(sql));
+        for (key, &(_, window)) in stored.iter().zip(keys) {
+            query = query.bind(&**key).bind(self.at(window));
+        }
+        let taken: std::collections::HashSet<Vec<u8>> = query
+            .bind(self.now())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .collect();
+        let mut marked = Vec::with_capacity(keys.len());
+        for key in &stored {
+            marked.push(if taken.contains(&**key) {
+                Marked::Fresh
+            } else {
+                let completed: Option<bool> = sqlx::query_scalar(MARKED_COMPLETED)
+                    .bind(&**key)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(store_error)?;
+                Marked::live(completed)
+            });
+        }
+        Ok(marked)
+    }
+
     /// Completes the claim of `key` held by `token` on `executor`: the pool, or a handler's
     /// transaction.
     async fn complete_on<'e>(

@@ -1,0 +1,196 @@
+//! The inbox's door: the write the layer makes for each verified delivery, with group
+//! commit. Deliveries that arrive while a write is in flight go out together in the next
+//! transaction (one commit, one wait for the disk), each answered as if written alone; an
+//! idle inbox writes a lone delivery at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::dialect::{Dialect, Pool};
+use super::error::{InboxError, InboxErrorKind};
+use super::job::StoredDelivery;
+use super::{shared, Settings};
+use crate::batch::{Batcher, Execute, Pending};
+use crate::door::Enqueued;
+use crate::store::Marked;
+
+/// At most this many deliveries in one transaction.
+const MAX_BATCH: usize = 128;
+
+/// A delivery at the door: the job it becomes, and how long its mark is kept.
+pub(crate) struct Entry {
+    pub(crate) stored: StoredDelivery,
+    pub(crate) window: Duration,
+}
+
+/// The answer to a delivery at the door.
+pub(crate) type Answer = Result<Enqueued, InboxError>;
+
+/// The writes of one inbox's door, batched.
+pub(crate) type Door<D> = Batcher<Writes<D>>;
+
+/// The door of an inbox: on SQLite one transaction at a time (one writer); on PostgreSQL
+/// two, so that one is built while the other waits for its commit.
+pub(crate) fn door<D: Dialect>(
+    pool: Pool<D>,
+    store: D::Store,
+    settings: Settings,
+    wake: Arc<tokio::sync::watch::Sender<u64>>,
+) -> Arc<Door<D>> {
+    let writes = Writes {
+        pool,
+        store,
+        settings,
+        wake,
+    };
+    let concurrency = if D::ONE_WRITER { 1 } else { 2 };
+    Arc::new(Batcher::new(writes, MAX_BATCH, concurrency))
+}
+
+/// What writes deliveries to one inbox's queue.
+pub(crate) struct Writes<D: Dialect> {
+    pool: Pool<D>,
+    store: D::Store,
+    settings: Settings,
+    /// Tells this process's workers that jobs were committed.
+    wake: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl<D: Dialect> Execute for Writes<D> {
+    type Request = Entry;
+    type Answer = Answer;
+
+    async fn execute(&self, batch: Vec<Pending<Entry, Answer>>) {
+        if batch.len() > 1 {
+            let entries: Vec<&Entry> = batch.iter().map(|pending| &pending.request).collect();
+            match self.many(&entries).await {
+                Ok(Some(answers)) => {
+                    if answers.contains(&Enqueued::Accepted) {
+                        self.woken();
+                    }
+                    for (pending, answer) in batch.into_iter().zip(answers) {
+                        pending.answer(Ok(answer));
+                    }
+                    return;
+                }
+                // Over the bound: one at a time, so that as many fit as the bound lets in.
+                Ok(None) => {}
+                // One delivery's rows may have failed them all: one at a time, so that it
+                // fails alone.
+                Err(err) => {
+                    tracing::debug!(error = %err, deliveries = batch.len(), "a batch at the inbox's door failed; writing its deliveries one at a time");
+                }
+            }
+        }
+        for pending in batch {
+            let answer = self.one(&pending.request).await;
+            if matches!(answer, Ok(Enqueued::Accepted)) {
+                self.woken();
+            }
+            pending.answer(answer);
+        }
+    }
+}
+
+impl<D: Dialect> Writes<D> {
+    /// The bound on the queue's jobs.
+    fn max(&self) -> i64 {
+        i64::try_from(self.settings.max_queued).unwrap_or(i64::MAX)
+    }
+
+    /// Wakes this process's workers: jobs are waiting.
+    fn woken(&self) {
+        self.wake
+            .send_modify(|commits| *commits = commits.wrapping_add(1));
+    }
+
+    /// Writes one delivery with its dedup mark, in one transaction, unless a live mark is
+    /// there already or the queue is at its bound.
+    async fn one(&self, entry: &Entry) -> Answer {
+        let queue = &*self.settings.queue;
+        let task = shared::task(&entry.stored, &self.settings)?;
+        let mut tx = self.pool.begin().await.map_err(D::error)?;
+        D::durable(&mut tx).await?;
+        let marked = D::mark(&self.store, &mut tx, &entry.stored.key, entry.window).await?;
+        if marked != Marked::Fresh {
+            tx.rollback().await.map_err(D::error)?;
+            return Ok(Enqueued::from(marked));
+        }
+        D::push(&mut tx, queue, vec![task]).await?;
+        // Last in the transaction, so that the bound's counter is held as briefly as can be.
+        if !D::admit(&mut tx, queue, self.max(), 1).await? {
+            tx.rollback().await.map_err(D::error)?;
+            return Ok(Enqueued::Full);
+        }
+        tx.commit().await.map_err(D::error)?;
+        Ok(Enqueued::Accepted)
+    }
+
+    /// Writes `entries` in one transaction: each answer, or `None` (nothing written) if
+    /// they do not all fit under the bound.
+    ///
+    /// A delivery whose key comes twice is marked once: the later copies answer as the
+    /// first (a duplicate of it where it was taken). Keys are marked in order, so that two
+    /// batches in flight on PostgreSQL take their rows' locks in the same order.
+    async fn many(&self, entries: &[&Entry]) -> Result<Option<Vec<Enqueued>>, InboxError> {
+        let queue = &*self.settings.queue;
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|&a, &b| entries[a].stored.key.cmp(&entries[b].stored.key));
+        let mut answers = vec![Enqueued::Duplicate; entries.len()];
+        let mut fresh = Vec::with_capacity(entries.len());
+        // Made durable by the marks' statement.
+        let mut tx = self.pool.begin().await.map_err(D::error)?;
+        // The first of each key is marked; its copies answer as it does.
+        let mut firsts: Vec<usize> = Vec::with_capacity(entries.len());
+        let mut copies: Vec<(usize, usize)> = Vec::new();
+        for index in order {
+            match firsts.last() {
+                Some(&first) if entries[first].stored.key == entries[index].stored.key => {
+                    copies.push((index, first));
+                }
+                _ => firsts.push(index),
+            }
+        }
+        let keys: Vec<(&str, Duration)> = firsts
+            .iter()
+            .map(|&index| (&*entries[index].stored.key, entries[index].window))
+            .collect();
+        let marks = D::mark_many(&self.store, &mut tx, &keys).await?;
+        for (&index, marked) in firsts.iter().zip(marks) {
+            answers[index] = Enqueued::from(marked);
+            if marked == Marked::Fresh {
+                fresh.push(index);
+            }
+        }
+        for (index, first) in copies {
+            answers[index] = match answers[first] {
+                Enqueued::Accepted => Enqueued::Duplicate,
+                other => other,
+            };
+        }
+        if !fresh.is_empty() {
+            // In the order they arrived.
+            fresh.sort_unstable();
+            let tasks = fresh
+                .iter()
+                .map(|&index| shared::task(&entries[index].stored, &self.settings))
+                .collect::<Result<Vec<_>, _>>()?;
+            D::push(&mut tx, queue, tasks).await?;
+            let added = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
+            if !D::admit(&mut tx, queue, self.max(), added).await? {
+                tx.rollback().await.map_err(D::error)?;
+                return Ok(None);
+            }
+        }
+        tx.commit().await.map_err(D::error)?;
+        Ok(Some(answers))
+    }
+}
+
+/// The answer to a delivery whose write ended without one (its runtime shut down).
+pub(crate) fn unanswered() -> InboxError {
+    InboxError::new(
+        InboxErrorKind::Unavailable,
+        "the inbox's write ended without an answer (its runtime shut down?)",
+    )
+}
