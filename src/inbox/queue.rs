@@ -226,10 +226,11 @@ impl<D: Dialect> Inbox<D> {
         match worker::watch(self.clone(), worker.to_owned()).await {}
     }
 
-    /// Waits for the ends of the attempts this process's workers ran, then puts back the
-    /// jobs the stopped worker `worker` fetched but never started.
+    /// Waits (up to 30 s) for the ends of the attempts this process's workers ran to be
+    /// written, then puts back the jobs the stopped worker `worker` fetched but never
+    /// started.
     pub async fn release(&self, worker: &str) {
-        self.ends.wait().await;
+        self.ends.wait_a_while().await;
         worker::release(self, worker.to_owned()).await;
     }
 

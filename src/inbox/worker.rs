@@ -279,7 +279,7 @@ where
                 ran => break ran,
             }
         };
-        self.inbox.ends.wait().await;
+        self.inbox.ends.wait_a_while().await;
         release(&self.inbox, name).await;
         ran
     }
@@ -434,10 +434,19 @@ where
                     return Ok(());
                 }
                 Err(err) => {
-                    // Not started: back to the queue as it was, for any worker.
-                    let put_back = settle(|| inbox.unfetch_job(&task_id, &me)).await;
-                    let _entered = span.enter();
-                    tracing::warn!(error = %err, put_back = put_back.is_ok(), "could not start the webhook job");
+                    {
+                        let _entered = span.enter();
+                        tracing::warn!(error = %err, "could not start the webhook job; it goes back to the queue");
+                    }
+                    // Not started: back to the queue as it was, for any worker. Beside the
+                    // attempt, as an end is (see `Ends`).
+                    let (inbox_, me) = (inbox.clone(), Arc::clone(&me));
+                    let put_back = async move {
+                        if let Err(err) = settle(|| inbox_.unfetch_job(&task_id, &me)).await {
+                            tracing::error!(error = %err, "could not put the webhook job back; it goes back once this worker stops or its heartbeat lapses");
+                        }
+                    };
+                    inbox.ends.spawn(put_back.instrument(span));
                     return Err(Box::new(err) as BoxError);
                 }
             };
@@ -530,6 +539,9 @@ where
     }
 }
 
+/// How long a stopping worker waits for the ends of its attempts to be written.
+const ENDS_WAIT: Duration = Duration::from_secs(30);
+
 /// The ends of attempts being written, shared by an inbox's clones: a worker that stops
 /// waits for them before it puts back what it fetched.
 ///
@@ -557,8 +569,20 @@ impl Ends {
         });
     }
 
+    /// Waits until no end is being written, for at most [`ENDS_WAIT`]: the database may be
+    /// gone for good. What is not written by then stays with this worker, and goes back to
+    /// the queue once its heartbeat lapses.
+    pub(crate) async fn wait_a_while(&self) {
+        if tokio::time::timeout(ENDS_WAIT, self.wait()).await.is_err() {
+            tracing::warn!(
+                pending = self.pending.load(Ordering::Acquire),
+                "stopped before the ends of some webhook jobs were written; they run again once this worker's heartbeat lapses"
+            );
+        }
+    }
+
     /// Waits until no end is being written.
-    pub(crate) async fn wait(&self) {
+    async fn wait(&self) {
         loop {
             let written = self.written.notified();
             let mut written = std::pin::pin!(written);
