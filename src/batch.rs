@@ -31,6 +31,8 @@ pub(crate) trait Execute: Send + Sync + 'static {
 /// One call waiting in a batch: what it asks, when it was made, and where its answer goes.
 pub(crate) struct Pending<R, A> {
     pub(crate) request: R,
+    /// Read by the PostgreSQL store, whose statements give each call its own budget.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) queued_at: Instant,
     reply: oneshot::Sender<A>,
 }

@@ -10,9 +10,7 @@ use super::error::{store_error, unanswered};
 use super::statements::{ClaimCall, Claims, SettleCall, Settles, Statements};
 use super::table::{table_parts, InvalidTableName, Sql};
 use crate::batch::Batcher;
-use crate::store::{
-    stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
-};
+use crate::store::{stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError};
 
 /// Rows deleted per statement by [`PostgresStore::cleanup`], so that no statement holds
 /// many locks or runs for long.
@@ -514,7 +512,12 @@ impl PostgresStore {
         marked
             .into_iter()
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| StoreError::new(StoreErrorKind::Backend, "a mark's outcome is missing"))
+            .ok_or_else(|| {
+                StoreError::new(
+                    crate::store::StoreErrorKind::Backend,
+                    "a mark's outcome is missing",
+                )
+            })
     }
 
     /// The pool the store runs on.
