@@ -17,6 +17,12 @@
 //! | `503` + `Retry-After` | the write failed or took longer than the store timeout | retries |
 //! | `400`, `413` | as without an inbox: forged or malformed | drops it |
 //!
+//! Deliveries that arrive while a write is in flight share the next transaction (group
+//! commit: one commit, one wait for the disk), each answered as if written alone; an idle
+//! inbox writes a lone delivery at once. An idle worker is woken as soon as a job commits
+//! (in its process; on PostgreSQL, in any), and otherwise looks every
+//! [poll interval](Inbox::with_poll_interval).
+//!
 //! The inner service is not called: the layer answers every delivery itself. Workers
 //! ([`SqliteInbox::worker`], [`PostgresInbox::worker`]) take the jobs and run your handler
 //! with the same [`Event`](crate::Event) a handler sees inline, and a [`Job`] (the attempt number, the
