@@ -126,7 +126,9 @@ async fn load(
     let rate = f64::from(u32::try_from(latencies.len()).unwrap()) / elapsed.as_secs_f64();
     latencies.sort();
     // Microseconds of CPU per answer, at 100 ticks a second.
-    let per_answer = |ticks: u64| ticks as f64 * 1e4 / total as f64;
+    let answers = f64::from(u32::try_from(total).unwrap_or(u32::MAX));
+    let per_answer =
+        |ticks: u64| f64::from(u32::try_from(ticks).unwrap_or(u32::MAX)) * 1e4 / answers;
     Load {
         rate,
         latencies,
@@ -229,7 +231,7 @@ fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
     sorted[((sorted.len() - 1) * per_mille / 1000).min(sorted.len() - 1)]
 }
 
-fn row(label: &str, load: Load) {
+fn row(label: &str, load: &Load) {
     println!(
         "| {label:<40} | {:>9.0} | {:>8.2} | {:>8.2} | {:>7} | {:>8.0} | {:>8.0} |",
         load.rate,
@@ -278,13 +280,20 @@ async fn main() {
         "| ---------------------------------------- | ---------: | -------: | -------: | ------: | -------: | -------: |"
     );
 
+    sqlite_rows(&dir).await;
+    postgres_rows(&url).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The SQLite rows: inline, the inbox, its burst, and commit to start.
+async fn sqlite_rows(dir: &std::path::Path) {
     let store = SqliteStore::open(dir.join("inline.db")).await.unwrap();
     let app = Router::new()
         .route("/webhooks", post(handle))
         .layer(layer().with_store(store));
     row(
         "inline, SqliteStore",
-        load(serve(app).await, "inline-sqlite", STEADY).await,
+        &load(serve(app).await, "inline-sqlite", STEADY).await,
     );
 
     let inbox = SqliteInbox::open(dir.join("inbox.db"))
@@ -296,7 +305,7 @@ async fn main() {
         .layer(layer().with_inbox(inbox));
     row(
         "inbox, SqliteInbox (202)",
-        load(serve(app).await, "inbox-sqlite", STEADY).await,
+        &load(serve(app).await, "inbox-sqlite", STEADY).await,
     );
 
     let inbox = SqliteInbox::open(dir.join("burst.db")).await.unwrap();
@@ -305,14 +314,17 @@ async fn main() {
         .layer(layer().with_inbox(inbox));
     row(
         "inbox, SqliteInbox, burst",
-        load(serve(app).await, "burst-sqlite", BURST).await,
+        &load(serve(app).await, "burst-sqlite", BURST).await,
     );
 
     let inbox = SqliteInbox::open(dir.join("start.db")).await.unwrap();
     let delays = commit_to_start(inbox.clone(), inbox, "sqlite").await;
     start_row("commit to start, SqliteInbox", &delays);
+}
 
-    match PostgresStore::connect(&url).await {
+/// The PostgreSQL rows, where it is reachable.
+async fn postgres_rows(url: &str) {
+    match PostgresStore::connect(url).await {
         Ok(store) => {
             store.create_table().await.unwrap();
             let app = Router::new()
@@ -320,11 +332,11 @@ async fn main() {
                 .layer(layer().with_store(store));
             row(
                 "inline, PostgresStore",
-                load(serve(app).await, "inline-pg", STEADY).await,
+                &load(serve(app).await, "inline-pg", STEADY).await,
             );
 
             let queue = format!("bench-{}", std::process::id());
-            let inbox = PostgresInbox::connect(&url)
+            let inbox = PostgresInbox::connect(url)
                 .await
                 .unwrap()
                 .with_queue(&queue)
@@ -334,10 +346,10 @@ async fn main() {
                 .layer(layer().with_inbox(inbox.clone()));
             row(
                 "inbox, PostgresInbox (202)",
-                load(serve(app).await, "inbox-pg", STEADY).await,
+                &load(serve(app).await, "inbox-pg", STEADY).await,
             );
 
-            let burst = PostgresInbox::connect(&url)
+            let burst = PostgresInbox::connect(url)
                 .await
                 .unwrap()
                 .with_queue(&format!("{queue}-burst"));
@@ -346,17 +358,17 @@ async fn main() {
                 .layer(layer().with_inbox(burst));
             row(
                 "inbox, PostgresInbox, burst",
-                load(serve(app).await, "burst-pg", BURST).await,
+                &load(serve(app).await, "burst-pg", BURST).await,
             );
 
-            let starts = PostgresInbox::connect(&url)
+            let starts = PostgresInbox::connect(url)
                 .await
                 .unwrap()
                 .with_queue(&format!("{queue}-start"));
             let delays = commit_to_start(starts.clone(), starts.clone(), "pg").await;
             start_row("commit to start, PostgresInbox", &delays);
             // Workers on another pool, as on another machine: woken by NOTIFY.
-            let elsewhere = PostgresInbox::connect(&url)
+            let elsewhere = PostgresInbox::connect(url)
                 .await
                 .unwrap()
                 .with_queue(&format!("{queue}-start"));
@@ -378,5 +390,4 @@ async fn main() {
         }
         Err(err) => println!("| PostgreSQL rows skipped: {err} |"),
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

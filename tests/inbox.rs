@@ -446,7 +446,7 @@ macro_rules! inbox_suite {
                         .map(|n| Delivery::new("{}").id(unique(&format!("burst-{n}"))))
                         .collect();
                     let copied = Delivery::new("{}").id(unique("copied"));
-                    deliveries.extend(std::iter::repeat_n(copied, 20));
+                    deliveries.extend(std::iter::repeat(copied).take(20));
                     let answers = burst(&layer, deliveries).await;
                     let accepted = answers
                         .iter()

@@ -438,15 +438,7 @@ where
                         let _entered = span.enter();
                         tracing::warn!(error = %err, "could not start the webhook job; it goes back to the queue");
                     }
-                    // Not started: back to the queue as it was, for any worker. Beside the
-                    // attempt, as an end is (see `Ends`).
-                    let (inbox_, me) = (inbox.clone(), Arc::clone(&me));
-                    let put_back = async move {
-                        if let Err(err) = settle(|| inbox_.unfetch_job(&task_id, &me)).await {
-                            tracing::error!(error = %err, "could not put the webhook job back; it goes back once this worker stops or its heartbeat lapses");
-                        }
-                    };
-                    inbox.ends.spawn(put_back.instrument(span));
+                    put_back(&inbox, task_id, me, span);
                     return Err(Box::new(err) as BoxError);
                 }
             };
@@ -476,67 +468,109 @@ where
                     .await
             };
             let delay = retry.delay_after(attempt);
-            let end = match &ran {
-                Ran::Done => Some(End::Done),
-                Ran::Committed | Ran::Lost => None,
-                Ran::Failed(error) => Some(End::Failed {
-                    killed: false,
-                    reason: error.to_string(),
-                    delay,
-                }),
-                Ran::Dead(reason) => Some(End::Failed {
-                    killed: true,
-                    reason: reason.clone(),
-                    delay: Duration::ZERO,
-                }),
-            };
             let _entered = span.enter();
-            // The end is written beside the attempt rather than in it: a worker told to stop
-            // waits for its running attempts before it lets go of a fetch in flight, whose
-            // transaction may hold SQLite's write lock (see `Ends`).
-            if let Some(end) = end {
-                let inbox_ = inbox.clone();
-                let holder = (Arc::clone(&me), fence);
-                let write = async move {
-                    let holder = (&*holder.0, holder.1);
-                    let written = settle(|| inbox_.end_job(&task_id, holder, attempt, &end)).await;
-                    match written {
-                        Ok(true) => {}
-                        Ok(false) => tracing::warn!("webhook job taken back from this worker while it ran; its end is written by the run that holds it"),
-                        // It stays with this worker: taken back, and run again, once the
-                        // worker stops or its heartbeat lapses.
-                        Err(err) => tracing::error!(error = %err, "could not write the end of the webhook job"),
-                    }
-                };
-                inbox.ends.spawn(write.instrument(span.clone()));
+            if let Some(end) = ran.end(delay) {
+                write_end(
+                    &inbox,
+                    task_id,
+                    (Arc::clone(&me), fence),
+                    attempt,
+                    end,
+                    &span,
+                );
             }
-            match ran {
-                Ran::Lost => {
-                    // Its heartbeat lapsed and the job was taken back while the handler ran:
-                    // nothing of this run committed, and the run that holds the job now does
-                    // the work.
-                    tracing::warn!("webhook job taken back from this worker while it ran; its transaction rolled back");
-                    Err("the job was taken back from this worker while it ran".into())
-                }
-                Ran::Done | Ran::Committed => {
-                    tracing::info!("webhook job handled");
-                    Ok(())
-                }
-                Ran::Dead(error) => {
-                    tracing::error!(%error, "webhook job dead-lettered at once: no retry can help");
-                    Err(Box::new(AbortError::new(error)) as BoxError)
-                }
-                Ran::Failed(error) if attempt >= max_attempts => {
-                    tracing::error!(%error, "webhook job failed its last attempt; dead-lettered");
-                    Err(error)
-                }
-                Ran::Failed(error) => {
-                    tracing::warn!(%error, retry_in_ms = crate::report::millis(delay), "webhook job failed; it will run again");
-                    Err(error)
-                }
-            }
+            ran.report((attempt, max_attempts), delay)
         })
     }
+}
+
+impl Ran {
+    /// The end the worker writes for this outcome (none where the handler's transaction
+    /// wrote it, or the job is no longer this attempt's), the job run again after `delay`
+    /// if it failed with attempts left.
+    fn end(&self, delay: Duration) -> Option<End> {
+        match self {
+            Self::Done => Some(End::Done),
+            Self::Committed | Self::Lost => None,
+            Self::Failed(error) => Some(End::Failed {
+                killed: false,
+                reason: error.to_string(),
+                delay,
+            }),
+            Self::Dead(reason) => Some(End::Failed {
+                killed: true,
+                reason: reason.clone(),
+                delay: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// Logs the outcome of attempt `attempt` of `max_attempts`, and answers apalis with it.
+    fn report(self, (attempt, max_attempts): (u32, u32), delay: Duration) -> Result<(), BoxError> {
+        match self {
+            Ran::Lost => {
+                // Its heartbeat lapsed and the job was taken back while the handler ran:
+                // nothing of this run committed, and the run that holds the job now does
+                // the work.
+                tracing::warn!("webhook job taken back from this worker while it ran; its transaction rolled back");
+                Err("the job was taken back from this worker while it ran".into())
+            }
+            Ran::Done | Ran::Committed => {
+                tracing::info!("webhook job handled");
+                Ok(())
+            }
+            Ran::Dead(error) => {
+                tracing::error!(%error, "webhook job dead-lettered at once: no retry can help");
+                Err(Box::new(AbortError::new(error)) as BoxError)
+            }
+            Ran::Failed(error) if attempt >= max_attempts => {
+                tracing::error!(%error, "webhook job failed its last attempt; dead-lettered");
+                Err(error)
+            }
+            Ran::Failed(error) => {
+                tracing::warn!(%error, retry_in_ms = crate::report::millis(delay), "webhook job failed; it will run again");
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Writes the end of the attempt `attempt` of the job `task_id`, held by `holder`, beside
+/// the attempt rather than in it: a worker told to stop waits for its running attempts
+/// before it lets go of a fetch in flight, whose transaction may hold SQLite's write lock
+/// (see [`Ends`]).
+fn write_end<D: Dialect>(
+    inbox: &Inbox<D>,
+    task_id: String,
+    holder: (Arc<str>, i64),
+    attempt: u32,
+    end: End,
+    span: &tracing::Span,
+) {
+    let queue = inbox.clone();
+    let write = async move {
+        let holder = (&*holder.0, holder.1);
+        match settle(|| queue.end_job(&task_id, holder, attempt, &end)).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("webhook job taken back from this worker while it ran; its end is written by the run that holds it"),
+            // It stays with this worker: taken back, and run again, once the worker stops
+            // or its heartbeat lapses.
+            Err(err) => tracing::error!(error = %err, "could not write the end of the webhook job"),
+        }
+    };
+    inbox.ends.spawn(write.instrument(span.clone()));
+}
+
+/// Puts the job `task_id`, fetched by `me` but not started, back in the queue as it was, for
+/// any worker: beside the attempt, as an end is.
+fn put_back<D: Dialect>(inbox: &Inbox<D>, task_id: String, me: Arc<str>, span: tracing::Span) {
+    let queue = inbox.clone();
+    let put_back = async move {
+        if let Err(err) = settle(|| queue.unfetch_job(&task_id, &me)).await {
+            tracing::error!(error = %err, "could not put the webhook job back; it goes back once this worker stops or its heartbeat lapses");
+        }
+    };
+    inbox.ends.spawn(put_back.instrument(span));
 }
 
 /// How long a stopping worker waits for the ends of its attempts to be written.

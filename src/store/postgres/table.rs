@@ -148,30 +148,35 @@ impl Sql {
             )),
             #[cfg(feature = "inbox-postgres")]
             marked_completed: sql(format!("SELECT completed FROM {t} WHERE key = $1")),
-            // `mark` for many distinct keys, written in the order of the keys, the commit of
-            // its transaction made to wait for the disk (one round trip less). The rows a
-            // data-modifying CTE writes are not seen by the rest of the statement: the
-            // completed flag read for a key not taken is the live mark's, as it was.
             #[cfg(feature = "inbox-postgres")]
-            mark_many: sql(format!(
-                "WITH input AS (
-                    SELECT * FROM unnest($1::bytea[], $2::float8[]) WITH ORDINALITY AS r(key, keep, n)
-                ), taken AS (
-                    INSERT INTO {t} AS c (key, token, completed, expires_at)
-                    SELECT key, NULL, TRUE, now() + make_interval(secs => keep)
-                    FROM input ORDER BY key
-                    ON CONFLICT (key) DO UPDATE
-                        SET token = NULL, completed = TRUE, expires_at = excluded.expires_at
-                        WHERE c.expires_at <= now()
-                    RETURNING c.key
-                )
-                SELECT input.n, taken.key IS NOT NULL,
-                    (SELECT completed FROM {t} AS live WHERE live.key = input.key)
-                FROM input LEFT JOIN taken ON taken.key = input.key
-                CROSS JOIN (SELECT set_config('synchronous_commit', 'on', true)) AS commit_mode"
-            )),
+            mark_many: sql(mark_many(&t)),
         }
     }
+}
+
+/// `mark` for many distinct keys, written in the order of the keys, the commit of its
+/// transaction made to wait for the disk (one round trip less). The rows a data-modifying
+/// CTE writes are not seen by the rest of the statement: the completed flag read for a key
+/// not taken is the live mark's, as it was.
+#[cfg(feature = "inbox-postgres")]
+fn mark_many(t: &str) -> String {
+    format!(
+        "WITH input AS (
+            SELECT * FROM unnest($1::bytea[], $2::float8[]) WITH ORDINALITY AS r(key, keep, n)
+        ), taken AS (
+            INSERT INTO {t} AS c (key, token, completed, expires_at)
+            SELECT key, NULL, TRUE, now() + make_interval(secs => keep)
+            FROM input ORDER BY key
+            ON CONFLICT (key) DO UPDATE
+                SET token = NULL, completed = TRUE, expires_at = excluded.expires_at
+                WHERE c.expires_at <= now()
+            RETURNING c.key
+        )
+        SELECT input.n, taken.key IS NOT NULL,
+            (SELECT completed FROM {t} AS live WHERE live.key = input.key)
+        FROM input LEFT JOIN taken ON taken.key = input.key
+        CROSS JOIN (SELECT set_config('synchronous_commit', 'on', true)) AS commit_mode"
+    )
 }
 
 /// The optional schema and the table of `schema.table` or `table`, if each is a plain
