@@ -68,16 +68,9 @@ pub trait Backend: Sized + Send + Sync + 'static {
         InboxError::sqlx(err, Self::transient)
     }
 
-    /// Marks `key` for `window` in `tx`, unless a live mark is there.
-    fn mark(
-        store: &Self::Store,
-        tx: &mut DbTx<Self>,
-        key: &str,
-        window: Duration,
-    ) -> impl Future<Output = Result<Marked, InboxError>> + Send;
     /// Marks each of `keys` (distinct) for its window in `tx`, unless a live mark is there:
-    /// each key's outcome, in the order given. Makes `tx`'s commit wait for the disk, as
-    /// [`durable`](Self::durable) does.
+    /// each key's outcome, in the order given. Makes `tx`'s commit wait for the disk,
+    /// whatever the database's default.
     fn mark_many(
         store: &Self::Store,
         tx: &mut DbTx<Self>,
@@ -98,8 +91,6 @@ pub trait Backend: Sized + Send + Sync + 'static {
         max: i64,
         added: i64,
     ) -> impl Future<Output = Result<bool, InboxError>> + Send;
-    /// Makes `tx`'s commit wait for the disk, whatever the database's default.
-    fn durable(tx: &mut DbTx<Self>) -> impl Future<Output = Result<(), InboxError>> + Send;
 
     /// The statements on the queue's jobs, each with its arguments in the order
     /// [`Statements`] gives.

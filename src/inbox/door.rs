@@ -61,33 +61,24 @@ impl<D: Dialect> Execute for Writes<D> {
     type Answer = Answer;
 
     async fn execute(&self, batch: Vec<Pending<Entry, Answer>>) {
-        if batch.len() > 1 {
-            let entries: Vec<&Entry> = batch.iter().map(|pending| &pending.request).collect();
-            match self.many(&entries).await {
-                Ok(Some(answers)) => {
-                    if answers.contains(&Enqueued::Accepted) {
-                        self.woken();
-                    }
-                    for (pending, answer) in batch.into_iter().zip(answers) {
-                        pending.answer(Ok(answer));
-                    }
-                    return;
-                }
-                // Over the bound: one at a time, so that as many fit as the bound lets in.
-                Ok(None) => {}
-                // One delivery's rows may have failed them all: one at a time, so that it
-                // fails alone.
-                Err(err) => {
-                    tracing::debug!(error = %err, deliveries = batch.len(), "a batch at the inbox's door failed; writing its deliveries one at a time");
-                }
+        if let [pending] = &batch[..] {
+            let answer = self.alone(&pending.request).await;
+            return self.answer(batch, [answer]);
+        }
+        let entries: Vec<&Entry> = batch.iter().map(|pending| &pending.request).collect();
+        match self.many(&entries).await {
+            Ok(Some(answers)) => return self.answer(batch, answers.into_iter().map(Ok)),
+            // Over the bound: one at a time, so that as many fit as the bound lets in.
+            Ok(None) => {}
+            // One delivery's rows may have failed them all: one at a time, so that it fails
+            // alone.
+            Err(err) => {
+                tracing::debug!(error = %err, deliveries = batch.len(), "a batch at the inbox's door failed; writing its deliveries one at a time");
             }
         }
         for pending in batch {
-            let answer = self.one(&pending.request).await;
-            if matches!(answer, Ok(Enqueued::Accepted)) {
-                self.woken();
-            }
-            pending.answer(answer);
+            let answer = self.alone(&pending.request).await;
+            self.answer(vec![pending], [answer]);
         }
     }
 }
@@ -104,30 +95,35 @@ impl<D: Dialect> Writes<D> {
             .send_modify(|commits| *commits = commits.wrapping_add(1));
     }
 
-    /// Writes one delivery with its dedup mark, in one transaction, unless a live mark is
-    /// there already or the queue is at its bound.
-    async fn one(&self, entry: &Entry) -> Answer {
-        let queue = &*self.settings.queue;
-        let task = shared::task(&entry.stored, &self.settings)?;
-        let mut tx = self.pool.begin().await.map_err(D::error)?;
-        D::durable(&mut tx).await?;
-        let marked = D::mark(&self.store, &mut tx, &entry.stored.key, entry.window).await?;
-        if marked != Marked::Fresh {
-            tx.rollback().await.map_err(D::error)?;
-            return Ok(Enqueued::from(marked));
-        }
-        D::push(&mut tx, queue, vec![task]).await?;
-        // Last in the transaction, so that the bound's counter is held as briefly as can be.
-        if !D::admit(&mut tx, queue, self.max(), 1).await? {
-            tx.rollback().await.map_err(D::error)?;
-            return Ok(Enqueued::Full);
-        }
-        tx.commit().await.map_err(D::error)?;
-        Ok(Enqueued::Accepted)
+    /// Writes one delivery with its dedup mark, in a transaction of its own.
+    async fn alone(&self, entry: &Entry) -> Answer {
+        let written = self.many(&[entry]).await?;
+        Ok(written
+            .and_then(|answers| answers.first().copied())
+            .unwrap_or(Enqueued::Full))
     }
 
-    /// Writes `entries` in one transaction: each answer, or `None` (nothing written) if
-    /// they do not all fit under the bound.
+    /// Answers each delivery of `batch` in turn, having woken this process's workers if any
+    /// was queued.
+    fn answer(
+        &self,
+        batch: Vec<Pending<Entry, Answer>>,
+        answers: impl IntoIterator<Item = Answer>,
+    ) {
+        let answers: Vec<Answer> = answers.into_iter().collect();
+        if answers
+            .iter()
+            .any(|answer| matches!(answer, Ok(Enqueued::Accepted)))
+        {
+            self.woken();
+        }
+        for (pending, answer) in batch.into_iter().zip(answers) {
+            pending.answer(answer);
+        }
+    }
+
+    /// Writes `entries` (one or more) with their dedup marks in one transaction: each
+    /// answer, or `None` (nothing written) if they do not all fit under the bound.
     ///
     /// A delivery whose key comes twice is marked once: the later copies answer as the
     /// first (a duplicate of it where it was taken). Keys are marked in order, so that two

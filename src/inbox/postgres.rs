@@ -82,8 +82,8 @@ const STATEMENTS: Statements = Statements {
         RETURNING attempts::BIGINT",
     // Every takeover of a job (the sweep, apalis's own) counts an attempt: the same count
     // and holder mean the same attempt. The holder is cleared with it, so that a late end
-    // of an attempt taken over cannot write over the job done. The clock, not `now()`: the transaction began before the
-    // handler ran.
+    // of an attempt taken over cannot write over the job done. The clock, not `now()`: the
+    // transaction began before the handler ran.
     complete: "UPDATE apalis.jobs SET status = 'Done', done_at = clock_timestamp(),
             attempts = CAST($4 AS INTEGER), lock_by = NULL, lock_at = NULL
         WHERE id = $1 AND lock_by = $2 AND status = 'Running' AND attempts::BIGINT = $3",
@@ -183,23 +183,6 @@ impl Backend for Postgres {
 
     fn transient(code: &str) -> bool {
         transient(code)
-    }
-
-    async fn durable(tx: &mut DbTx<Self>) -> Result<(), InboxError> {
-        sqlx::query("SET LOCAL synchronous_commit = on")
-            .execute(&mut **tx)
-            .await
-            .map(drop)
-            .map_err(Postgres::error)
-    }
-
-    async fn mark(
-        store: &PostgresStore,
-        tx: &mut DbTx<Self>,
-        key: &str,
-        window: Duration,
-    ) -> Result<Marked, InboxError> {
-        Ok(store.mark(tx, key, window).await?)
     }
 
     async fn mark_many(

@@ -321,12 +321,14 @@ impl<D: Dialect> Inbox<D> {
     /// Puts the job `task_id`, fetched by `me` but not started, back in the queue as it
     /// was; whether it was there.
     pub(crate) async fn unfetch_job(&self, task_id: &str, me: &str) -> Result<bool, InboxError> {
-        let args = [
-            Text(&self.settings.queue),
-            Text(me),
-            MaybeText(Some(task_id)),
-        ];
-        Ok(D::execute(&self.pool, D::SQL.unfetch, &args).await? == 1)
+        Ok(self.unfetch(me, Some(task_id)).await? == 1)
+    }
+
+    /// Puts the jobs `me` fetched but never started (`task_id` alone, or every one) back,
+    /// attempts unchanged: how many.
+    async fn unfetch(&self, me: &str, task_id: Option<&str>) -> Result<u64, InboxError> {
+        let args = [Text(&self.settings.queue), Text(me), MaybeText(task_id)];
+        D::execute(&self.pool, D::SQL.unfetch, &args).await
     }
 
     /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts: its
@@ -410,8 +412,7 @@ impl<D: Dialect> Inbox<D> {
 
     /// Puts the jobs `me` fetched but never started back, attempts unchanged.
     pub(crate) async fn unfetch_jobs(&self, me: &str) -> Result<u64, InboxError> {
-        let args = [Text(&self.settings.queue), Text(me), MaybeText(None)];
-        let unfetched = D::execute(&self.pool, D::SQL.unfetch, &args).await?;
+        let unfetched = self.unfetch(me, None).await?;
         Ok(unfetched + self.restore_abandoned().await?)
     }
 

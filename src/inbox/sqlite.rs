@@ -190,20 +190,6 @@ impl Backend for Sqlite {
         transient(code)
     }
 
-    // The inbox's file is opened with `synchronous = FULL`.
-    async fn durable(_: &mut DbTx<Self>) -> Result<(), InboxError> {
-        Ok(())
-    }
-
-    async fn mark(
-        store: &SqliteStore,
-        tx: &mut DbTx<Self>,
-        key: &str,
-        window: Duration,
-    ) -> Result<Marked, InboxError> {
-        Ok(store.mark(tx, key, window).await?)
-    }
-
     async fn mark_many(
         store: &SqliteStore,
         tx: &mut DbTx<Self>,
@@ -217,15 +203,9 @@ impl Backend for Sqlite {
         queue: &str,
         tasks: Vec<Task<Vec<u8>>>,
     ) -> Result<(), InboxError> {
-        if tasks.len() < 2 {
-            return apalis_sqlite::queries::push_tasks(&mut **tx, queue, &tasks)
-                .await
-                .map(drop)
-                .map_err(|err| InboxError::database(err, false));
-        }
-        // Many jobs in one statement, with the columns apalis's own insert writes (the rest
-        // take the table's defaults: pending, no attempt yet): one step of the writer for a
-        // batch at the door rather than one a job.
+        // All the jobs in one statement, with the columns apalis's own insert writes (the
+        // rest take the table's defaults: pending, no attempt yet): one step of the writer
+        // for a batch at the door rather than one a job.
         let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; tasks.len()].join(", ");
         let sql = format!(
             "INSERT INTO Jobs (job, id, job_type, max_attempts, run_at, priority, metadata)

@@ -87,14 +87,6 @@ pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 const RELEASE: &str = "DELETE FROM webhook_claims
     WHERE key = ?1 AND token = ?2 AND completed = 0 AND expires_at > ?3";
 #[cfg(feature = "inbox-sqlite")]
-// The inbox's mark, written in its enqueue's transaction: a fresh or expired key is marked
-// completed for the dedup window; a live one is left as it is, and nothing is returned.
-const MARK: &str = "INSERT INTO webhook_claims AS c (key, token, completed, expires_at)
-    VALUES (?1, NULL, 1, ?2)
-    ON CONFLICT (key) DO UPDATE SET token = NULL, completed = 1, expires_at = excluded.expires_at
-        WHERE c.expires_at <= ?3
-    RETURNING 1";
-#[cfg(feature = "inbox-sqlite")]
 const MARKED_COMPLETED: &str = "SELECT completed FROM webhook_claims WHERE key = ?1";
 const CLEANUP: &str = "DELETE FROM webhook_claims WHERE rowid IN (
     SELECT rowid FROM webhook_claims WHERE expires_at <= ?1 LIMIT ?2)";
@@ -182,36 +174,9 @@ impl SqliteStore {
     }
 
     #[cfg(feature = "inbox-sqlite")]
-    /// Marks `key` completed for `window` on `conn` (the inbox's transaction), by this
-    /// store's clock, unless a live mark is there.
-    pub(crate) async fn mark(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        key: &str,
-        window: Duration,
-    ) -> Result<Marked, StoreError> {
-        let key = stored_key(key);
-        let marked: Option<i64> = sqlx::query_scalar(MARK)
-            .bind(&*key)
-            .bind(self.at(window))
-            .bind(self.now())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        if marked.is_some() {
-            return Ok(Marked::Fresh);
-        }
-        let completed: Option<bool> = sqlx::query_scalar(MARKED_COMPLETED)
-            .bind(&*key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        Ok(Marked::live(completed))
-    }
-
-    #[cfg(feature = "inbox-sqlite")]
-    /// Marks each of `keys` (distinct) completed for its window on `conn`, in one
-    /// statement, unless a live mark is there: each key's outcome, in the order given.
+    /// Marks each of `keys` (distinct) completed for its window on `conn` (the inbox's
+    /// transaction), by this store's clock, in one statement, unless a live mark is there:
+    /// each key's outcome, in the order given.
     pub(crate) async fn mark_many(
         &self,
         conn: &mut sqlx::SqliteConnection,

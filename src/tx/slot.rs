@@ -122,7 +122,7 @@ impl<DB: Database> DerefMut for Open<DB> {
 /// statements need.
 pub(crate) fn writers<DB: Database>(pool: &Pool<DB>, one_writer: bool) -> Arc<Semaphore> {
     /// The connections left to the store's batched statements, or to the inbox's door,
-    /// fetches and acknowledgements.
+    /// fetches and the ends of attempts.
     const RESERVED: u32 = 3;
     let turns = if one_writer {
         1

@@ -447,33 +447,6 @@ impl PostgresStore {
         })
     }
 
-    /// Marks `key` completed for `window` on `conn` (the inbox's transaction), in this
-    /// store's table, unless a live mark is there.
-    #[cfg(feature = "inbox-postgres")]
-    pub(crate) async fn mark(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        key: &str,
-        window: Duration,
-    ) -> Result<crate::store::Marked, StoreError> {
-        let key = stored_key(key);
-        let marked: Option<i64> = sqlx::query_scalar(self.sql.mark.clone())
-            .bind(&*key)
-            .bind(secs(window))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        if marked.is_some() {
-            return Ok(crate::store::Marked::Fresh);
-        }
-        let completed: Option<bool> = sqlx::query_scalar(self.sql.marked_completed.clone())
-            .bind(&*key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        Ok(crate::store::Marked::live(completed))
-    }
-
     /// Marks each of `keys` (distinct) completed for its window on `conn`, in one
     /// statement, unless a live mark is there: each key's outcome, in the order given.
     #[cfg(feature = "inbox-postgres")]

@@ -21,10 +21,6 @@ pub(crate) struct Sql {
     pub(crate) complete_in: SqlStr,
     pub(crate) cleanup: SqlStr,
     #[cfg(feature = "inbox-postgres")]
-    pub(crate) mark: SqlStr,
-    #[cfg(feature = "inbox-postgres")]
-    pub(crate) marked_completed: SqlStr,
-    #[cfg(feature = "inbox-postgres")]
     pub(crate) mark_many: SqlStr,
 }
 
@@ -133,29 +129,16 @@ impl Sql {
                 WHERE key IN (SELECT key FROM {t} WHERE expires_at <= now() LIMIT $1)
                 AND expires_at <= now()"
             )),
-            // The inbox's mark, written in its enqueue's transaction: a fresh or expired key
-            // is marked completed for the dedup window; a live one is left as it is, and
-            // nothing is returned. A concurrent enqueue of the same key waits for this
-            // transaction, then finds the mark.
-            #[cfg(feature = "inbox-postgres")]
-            mark: sql(format!(
-                "INSERT INTO {t} AS c (key, token, completed, expires_at)
-                VALUES ($1, NULL, TRUE, now() + make_interval(secs => $2))
-                ON CONFLICT (key) DO UPDATE
-                    SET token = NULL, completed = TRUE, expires_at = excluded.expires_at
-                    WHERE c.expires_at <= now()
-                RETURNING 1::BIGINT"
-            )),
-            #[cfg(feature = "inbox-postgres")]
-            marked_completed: sql(format!("SELECT completed FROM {t} WHERE key = $1")),
             #[cfg(feature = "inbox-postgres")]
             mark_many: sql(mark_many(&t)),
         }
     }
 }
 
-/// `mark` for many distinct keys, written in the order of the keys, the commit of its
-/// transaction made to wait for the disk (one round trip less). The rows a data-modifying
+/// The inbox's marks, written in its door's transaction: each of many distinct keys, fresh
+/// or expired, is marked completed for its dedup window, in the order of the keys; a live
+/// one is left as it is (a concurrent batch with the same key waits for this transaction,
+/// then finds the mark). The commit of the transaction is made to wait for the disk. The rows a data-modifying
 /// CTE writes are not seen by the rest of the statement: the completed flag read for a key
 /// not taken is the live mark's, as it was.
 #[cfg(feature = "inbox-postgres")]
