@@ -335,6 +335,18 @@ async fn postgres_rows(url: &str) {
                 &load(serve(app).await, "inline-pg", STEADY).await,
             );
 
+            let store = PostgresStore::connect(url)
+                .await
+                .unwrap()
+                .with_synchronous_commit(true);
+            let app = Router::new()
+                .route("/webhooks", post(handle))
+                .layer(layer().with_store(store));
+            row(
+                "inline, PostgresStore, synchronous commit",
+                &load(serve(app).await, "inline-pg-sync", STEADY).await,
+            );
+
             let queue = format!("bench-{}", std::process::id());
             let inbox = PostgresInbox::connect(url)
                 .await

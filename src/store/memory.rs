@@ -84,6 +84,19 @@ struct Entries {
     bytes: usize,
 }
 
+/// The keys of entries dropped under a shard's lock, to be freed after it: a few in place
+/// (a claim usually makes room by dropping one), any more freed at once.
+#[derive(Default)]
+struct Dropped([Option<Arc<[u8]>>; 4]);
+
+impl Dropped {
+    fn push(&mut self, key: Arc<[u8]>) {
+        if let Some(free) = self.0.iter_mut().find(|slot| slot.is_none()) {
+            *free = Some(key);
+        }
+    }
+}
+
 /// What an expiry index holds of an entry: enough to find it.
 #[derive(Debug)]
 struct Indexed {
@@ -281,11 +294,20 @@ impl MemoryStore {
     ) -> Result<Claim, StoreError> {
         let key = stored_key(key);
         let now = self.now();
-        // Made before the lock: nothing of them needs the lock.
+        // Made before the lock, as the entry's key is: nothing of them needs the lock. A key
+        // kept as it came is the caller's, where it is shared; a hashed one is new.
         let token = ClaimToken::random();
         let hash = self.hasher.hash_one(&*key);
+        let key: Arc<[u8]> = match (&key, shared) {
+            (Cow::Borrowed(_), Some(shared)) => Arc::from(Arc::clone(shared)),
+            _ => Arc::from(key.as_ref()),
+        };
+        // The keys of the entries dropped to make room, freed once the lock is let go (it is
+        // declared before the guard, so dropped after it on every path): the allocator's work
+        // is kept out of the time the shard is held, as the new key's allocation is.
+        let mut dropped = Dropped::default();
         let (mut entries, max_entries, max_bytes) = self.shard(hash);
-        entries.drop_expired(now);
+        entries.drop_expired(now, &mut dropped);
         if let Some(entry) = entries.find(hash, &key) {
             return Ok(match entry.state {
                 State::InFlight(_) => Claim::InFlight,
@@ -295,15 +317,10 @@ impl MemoryStore {
         let size = entry_bytes(&key);
         while entries.by_key.len() >= max_entries || entries.bytes.saturating_add(size) > max_bytes
         {
-            if !entries.forget_one_completed() {
+            if !entries.forget_one_completed(&mut dropped) {
                 return Err(StoreError::from_kind(StoreErrorKind::Full));
             }
         }
-        // A key kept as it came is the caller's, where it is shared; a hashed one is new.
-        let key: Arc<[u8]> = match (&key, shared) {
-            (Cow::Borrowed(_), Some(shared)) => Arc::from(Arc::clone(shared)),
-            _ => Arc::from(key.as_ref()),
-        };
         entries.insert(
             hash,
             key,
@@ -390,7 +407,7 @@ impl Entries {
         self.by_key.insert_unique(hash, entry, |entry| entry.hash);
     }
 
-    fn drop_expired(&mut self, now: u64) {
+    fn drop_expired(&mut self, now: u64, dropped: &mut Dropped) {
         for completed in [false, true] {
             loop {
                 let index = if completed {
@@ -405,7 +422,7 @@ impl Entries {
                     break;
                 }
                 let indexed = first.remove();
-                self.drop_unindexed(&indexed);
+                self.drop_unindexed(&indexed, dropped);
             }
         }
     }
@@ -413,23 +430,24 @@ impl Entries {
     /// Forgets the completed entry that would expire first: the first of its index. In-flight
     /// entries are kept: one forgotten would let a second copy of a delivery run while the
     /// first still runs.
-    fn forget_one_completed(&mut self) -> bool {
+    fn forget_one_completed(&mut self, dropped: &mut Dropped) -> bool {
         let Some((_, indexed)) = self.completed.pop_first() else {
             return false;
         };
-        self.drop_unindexed(&indexed);
+        self.drop_unindexed(&indexed, dropped);
         true
     }
 
     /// Drops the entry that `indexed` stood for, taken out of its index already. The index
     /// holds the entry's own key, so it is found by address, without reading the key.
-    fn drop_unindexed(&mut self, indexed: &Indexed) {
+    fn drop_unindexed(&mut self, indexed: &Indexed, dropped: &mut Dropped) {
         let found = self
             .by_key
             .find_entry(indexed.hash, |entry| Arc::ptr_eq(&entry.key, &indexed.key));
         if let Ok(slot) = found {
             let (entry, _) = slot.remove();
             self.bytes -= entry_bytes(&entry.key);
+            dropped.push(entry.key);
         }
     }
 }
