@@ -169,12 +169,20 @@ fn schemes(c: &mut Criterion) {
         let body = vec![b'x'; size];
         group.throughput(Throughput::Bytes(size as u64));
         let standard = StandardWebhooks::new(SECRET).unwrap();
-        let hmac: [(&str, HmacScheme); 5] = [
+        let hmac: [(&str, HmacScheme); 13] = [
             ("stripe", HmacScheme::stripe("whsec_bench").unwrap()),
             ("github", HmacScheme::github("bench").unwrap()),
             ("shopify", HmacScheme::shopify("bench").unwrap()),
             ("slack", HmacScheme::slack("bench").unwrap()),
             ("paddle", HmacScheme::paddle("bench").unwrap()),
+            ("zoom", HmacScheme::zoom("bench").unwrap()),
+            ("meta", HmacScheme::meta("bench").unwrap()),
+            ("lemon_squeezy", HmacScheme::lemon_squeezy("bench").unwrap()),
+            ("woocommerce", HmacScheme::woocommerce("bench").unwrap()),
+            ("typeform", HmacScheme::typeform("bench").unwrap()),
+            ("calendly", HmacScheme::calendly("bench").unwrap()),
+            ("pagerduty", HmacScheme::pagerduty("bench").unwrap()),
+            ("dropbox", HmacScheme::dropbox("bench").unwrap()),
         ];
         let headers = standard.sign("msg_bench", ts, &body).unwrap();
         group.bench_with_input(

@@ -3,7 +3,8 @@
 //!     WEBHOOK_SECRET=whsec_... cargo run --example server
 //!
 //! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
-//! default), `stripe`, `github`, `shopify`, `slack` or `paddle`. `WEBHOOK_SECRET` is that
+//! default), `stripe`, `github`, `shopify`, `slack`, `paddle`, `zoom`, `meta`, `lemon-squeezy`,
+//! `woocommerce`, `typeform`, `calendly`, `pagerduty` or `dropbox`. `WEBHOOK_SECRET` is that
 //! sender's signing secret, as its dashboard shows it. `BIND` is the address to listen on
 //! (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
 //! handler runs it prints `handled event <id>`; every rejection and duplicate prints a line
@@ -365,9 +366,43 @@ fn scheme(
             Box::new(HmacScheme::shopify(secret).map_err(invalid)?),
             IdSource::scheme(),
         ),
+        // The others: each its own constructor, keyed as the scheme says.
+        "zoom" => (
+            Box::new(HmacScheme::zoom(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "meta" => (
+            Box::new(HmacScheme::meta(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "lemon-squeezy" => (
+            Box::new(HmacScheme::lemon_squeezy(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "woocommerce" => (
+            Box::new(HmacScheme::woocommerce(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "typeform" => (
+            Box::new(HmacScheme::typeform(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "calendly" => (
+            Box::new(HmacScheme::calendly(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "pagerduty" => (
+            Box::new(HmacScheme::pagerduty(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "dropbox" => (
+            Box::new(HmacScheme::dropbox(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
         other => {
             return Err(format!(
-                "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack or paddle"
+                "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
+                 zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty or dropbox"
             )
             .into())
         }

@@ -32,6 +32,9 @@ fn vectors() -> Vec<Vector> {
     all.extend(
         serde_json::from_str::<Vec<Vector>>(include_str!("fixtures/senders_python.json")).unwrap(),
     );
+    all.extend(
+        serde_json::from_str::<Vec<Vector>>(include_str!("fixtures/senders_hmac.json")).unwrap(),
+    );
     all
 }
 
@@ -58,6 +61,14 @@ fn hmac_scheme(name: &str, secret: &str) -> HmacScheme {
         "shopify" => HmacScheme::shopify(secret),
         "slack" => HmacScheme::slack(secret),
         "paddle" => HmacScheme::paddle(secret),
+        "zoom" => HmacScheme::zoom(secret),
+        "meta" => HmacScheme::meta(secret),
+        "lemon-squeezy" => HmacScheme::lemon_squeezy(secret),
+        "woocommerce" => HmacScheme::woocommerce(secret),
+        "typeform" => HmacScheme::typeform(secret),
+        "calendly" => HmacScheme::calendly(secret),
+        "pagerduty" => HmacScheme::pagerduty(secret),
+        "dropbox" => HmacScheme::dropbox(secret),
         other => panic!("no scheme {other}"),
     }
     .unwrap()
@@ -118,7 +129,21 @@ fn hmac_vectors_from_the_senders_libraries() {
     }
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
-        ["github", "paddle", "shopify", "slack", "stripe"]
+        [
+            "calendly",
+            "dropbox",
+            "github",
+            "lemon-squeezy",
+            "meta",
+            "paddle",
+            "pagerduty",
+            "shopify",
+            "slack",
+            "stripe",
+            "typeform",
+            "woocommerce",
+            "zoom"
+        ]
     );
 }
 
@@ -241,7 +266,21 @@ impl Signed {
     }
 }
 
-const SCHEMES: [&str; 5] = ["stripe", "github", "shopify", "slack", "paddle"];
+const SCHEMES: [&str; 13] = [
+    "stripe",
+    "github",
+    "shopify",
+    "slack",
+    "paddle",
+    "zoom",
+    "meta",
+    "lemon-squeezy",
+    "woocommerce",
+    "typeform",
+    "calendly",
+    "pagerduty",
+    "dropbox",
+];
 
 #[test]
 fn every_scheme_signs_and_verifies() {
@@ -388,14 +427,13 @@ fn malformed_signatures() {
         let value = s.signature_value();
         let header = s.signature.as_str();
         // The signature itself, broken: cut short, not the encoding, doubled.
-        let (head, tag) = value
-            .rsplit_once(['=', ',', ';'])
-            .map_or(("", value.as_str()), |(h, t)| (&value[..=h.len()], t));
-        let head = if name == "shopify" { "" } else { head };
-        let tag = if name == "shopify" {
-            value.as_str()
-        } else {
-            tag
+        // Base64 ends in `=` padding: its schemes' prefixes are cut by length.
+        let (head, tag) = match name {
+            "shopify" | "woocommerce" => ("", value.as_str()),
+            "typeform" => value.split_at("sha256=".len()),
+            _ => value
+                .rsplit_once(['=', ',', ';'])
+                .map_or(("", value.as_str()), |(h, t)| (&value[..=h.len()], t)),
         };
         for broken in [
             format!("{head}{}", &tag[..tag.len() - 2]),
@@ -475,8 +513,22 @@ fn over_long_signature_headers_are_refused() {
 }
 
 #[test]
+fn calendly_allows_three_minutes() {
+    let calendly = signed("calendly");
+    calendly.expect(
+        &calendly.headers,
+        BODY,
+        NOW + 181,
+        VerifyErrorKind::TimestampTooOld,
+        "timestamp too old",
+    );
+    assert_eq!(calendly.verify(&calendly.headers, BODY, NOW + 180), Ok(()));
+    assert_eq!(calendly.verify(&calendly.headers, BODY, NOW - 180), Ok(()));
+}
+
+#[test]
 fn stale_future_and_malformed_timestamps() {
-    for name in ["stripe", "slack", "paddle"] {
+    for name in ["stripe", "slack", "paddle", "zoom"] {
         let s = signed(name);
         s.expect(
             &s.headers,
@@ -1030,6 +1082,64 @@ mod through_the_layer {
             response.status(),
             response.headers().contains_key(DUPLICATE_HEADER),
         )
+    }
+
+    /// Each newer sender through the layer: its delivery handled once, its copy a duplicate,
+    /// and a tampered body, another secret, a missing signature and (where it signs a time)
+    /// a stale one each refused with 400 before the handler.
+    #[tokio::test]
+    async fn each_newer_sender_over_the_layer() {
+        let body: &'static [u8] = br#"{"event_id":"evt_new_1","event":"x","id":1}"#;
+        let now = common::now_unix();
+        for name in [
+            "zoom",
+            "meta",
+            "lemon-squeezy",
+            "woocommerce",
+            "typeform",
+            "calendly",
+            "pagerduty",
+            "dropbox",
+        ] {
+            let scheme = hmac_scheme(name, "the right secret");
+            let layer = VerifyWebhookLayer::new(scheme.clone()).with_store(MemoryStore::new());
+            let calls = Calls::default();
+            let good = scheme.sign("delivery-1", now, body).unwrap();
+            assert_eq!(
+                send(&layer, &calls, good.clone(), body).await,
+                (StatusCode::OK, false),
+                "{name}"
+            );
+            assert_eq!(
+                send(&layer, &calls, good.clone(), body).await,
+                (StatusCode::OK, true),
+                "{name}"
+            );
+            let tampered: &'static [u8] = br#"{"event_id":"evt_new_1","event":"y","id":1}"#;
+            let other = hmac_scheme(name, "another secret")
+                .sign("delivery-2", now, body)
+                .unwrap();
+            let signature = good
+                .keys()
+                .find(|h| h.as_str().contains("sig"))
+                .unwrap()
+                .clone();
+            let mut unsigned = good.clone();
+            unsigned.remove(&signature);
+            let stale = scheme.sign("delivery-3", now - 3600, body).unwrap();
+            let mut refused = vec![(good, tampered), (other, body), (unsigned, body)];
+            if matches!(name, "zoom" | "calendly") {
+                refused.push((stale, body));
+            }
+            for (headers, body) in refused {
+                assert_eq!(
+                    send(&layer, &calls, headers, body).await,
+                    (StatusCode::BAD_REQUEST, false),
+                    "{name}"
+                );
+            }
+            assert_eq!(calls.get(), 1, "{name}");
+        }
     }
 
     #[tokio::test]

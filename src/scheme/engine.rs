@@ -132,6 +132,8 @@ pub(crate) enum IdFrom {
     /// `event_id` of an Events API body; a hash of any other body (a slash command), which
     /// the sender's retries repeat byte for byte.
     JsonFieldOrBodyHash(&'static str),
+    /// A hash of the body, for a sender that sends no id: its retries resend the same bytes.
+    BodyHash,
 }
 
 /// The most signature entries one header may carry: a rotation has two or three.
@@ -355,6 +357,7 @@ impl Engine {
             IdFrom::JsonFieldOrBodyHash(field) => Some(DeliveryId::from(
                 json_field(body, field).unwrap_or_else(|| body_hash(body)),
             )),
+            IdFrom::BodyHash => Some(DeliveryId::from(body_hash(body))),
         }
     }
 
@@ -362,7 +365,7 @@ impl Engine {
     pub(crate) fn signs_id(&self) -> bool {
         match &self.id {
             Some(IdFrom::Header(_)) => self.template.contains(&Part::Id),
-            Some(IdFrom::JsonField(_) | IdFrom::JsonFieldOrBodyHash(_)) => true,
+            Some(IdFrom::JsonField(_) | IdFrom::JsonFieldOrBodyHash(_) | IdFrom::BodyHash) => true,
             None => false,
         }
     }

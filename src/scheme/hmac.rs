@@ -265,7 +265,7 @@ impl HmacScheme {
         &self.engine
     }
 
-    fn preset(engine: Engine, secret: &str) -> Result<Self, InvalidSecret> {
+    pub(super) fn preset(engine: Engine, secret: &str) -> Result<Self, InvalidSecret> {
         Self { engine }.with_secret(secret)
     }
 

@@ -12,6 +12,14 @@
 //! | Shopify | [`HmacScheme::shopify`] |
 //! | Slack | [`HmacScheme::slack`] |
 //! | Paddle | [`HmacScheme::paddle`] |
+//! | Zoom | [`HmacScheme::zoom`] |
+//! | Meta (WhatsApp, Instagram, Messenger) | [`HmacScheme::meta`] |
+//! | Lemon Squeezy | [`HmacScheme::lemon_squeezy`] |
+//! | WooCommerce | [`HmacScheme::woocommerce`] |
+//! | Typeform | [`HmacScheme::typeform`] |
+//! | Calendly | [`HmacScheme::calendly`] |
+//! | PagerDuty (v3) | [`HmacScheme::pagerduty`] |
+//! | Dropbox | [`HmacScheme::dropbox`] |
 //! | anyone else who signs with HMAC-SHA256 | [`HmacScheme::builder`] |
 //!
 //! All of them run on one verification core: a signature header in one of two shapes, a
@@ -23,6 +31,7 @@ pub(crate) mod engine;
 mod error;
 mod headers;
 mod hmac;
+mod presets;
 mod signature;
 mod standard;
 mod timestamp;

@@ -1,0 +1,283 @@
+//! More HMAC-SHA256 senders, each a configuration of the engine: Zoom, Meta, Lemon Squeezy,
+//! WooCommerce, Typeform, Calendly, PagerDuty and Dropbox.
+
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::hmac::FIVE_MINUTES;
+use super::signature::{self, Alg};
+use super::{HmacScheme, InvalidSecret};
+
+/// A sender that signs the body alone, with no timestamp (so nothing to be stale), its
+/// signature `prefix` and then the MAC in `encoding` in the header `signature`.
+fn body_only(
+    name: &'static str,
+    signature: &'static str,
+    prefix: &str,
+    encoding: Encoding,
+    id: IdFrom,
+    event_type: Option<&'static str>,
+) -> Engine {
+    Engine {
+        name,
+        signature: Header::new(HeaderName::from_static(signature)),
+        format: Format::Single {
+            prefix: prefix.to_owned(),
+        },
+        encoding,
+        template: signature::builtin_template("{body}"),
+        timestamp: None,
+        tolerance: Duration::ZERO,
+        id: Some(id),
+        event_type: event_type.map(HeaderName::from_static),
+        keys: Vec::new(),
+    }
+}
+
+/// An id in a header the sender does not sign.
+fn id_header(name: &'static str) -> IdFrom {
+    IdFrom::Header(Header::new(HeaderName::from_static(name)))
+}
+
+impl HmacScheme {
+    /// Zoom: `x-zm-signature: v0=<hex>`, an HMAC-SHA256 of
+    /// `"v0:{x-zm-request-timestamp}:{body}"` keyed with the app's secret token; a 300 s
+    /// tolerance, as Zoom's own sample checks.
+    ///
+    /// Zoom sends no delivery id: the id is a hash of the body, which Zoom's retries resend
+    /// unchanged (with a new timestamp). Zoom names the event in the body's `event` field,
+    /// not in a header: [`Event::event_type`](crate::Event::event_type) is `None`.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let zoom = HmacScheme::zoom("zoom secret token")?;
+    /// let body = br#"{"event":"meeting.started","event_ts":1700000000000,"payload":{}}"#;
+    /// let headers = zoom.sign("", 1_700_000_000, body)?; // x-zm-signature, x-zm-request-timestamp
+    /// # let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    /// let verified = zoom.verify(&headers, body, now)?;
+    /// assert!(zoom.identify(&headers, body, &verified).unwrap().as_str().starts_with("sha256:"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn zoom(secret_token: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "zoom",
+                signature: Header::new(HeaderName::from_static("x-zm-signature")),
+                format: Format::Single {
+                    prefix: "v0=".to_owned(),
+                },
+                encoding: Encoding::Hex,
+                template: signature::builtin_template("v0:{timestamp}:{body}"),
+                timestamp: Some(TimestampFrom::Header(Header::new(HeaderName::from_static(
+                    "x-zm-request-timestamp",
+                )))),
+                tolerance: FIVE_MINUTES,
+                id: Some(IdFrom::BodyHash),
+                event_type: None,
+                keys: Vec::new(),
+            },
+            secret_token,
+        )
+    }
+
+    /// Meta (WhatsApp Business, Instagram, Messenger, and the other Graph API webhooks):
+    /// `X-Hub-Signature-256: sha256=<hex>`, an HMAC-SHA256 of the body keyed with the **app
+    /// secret**; no timestamp; the id is a hash of the body (Meta sends none; its retries
+    /// resend the same bytes).
+    ///
+    /// Meta signs the body as it sent it, with non-ASCII characters escaped (`\u00e9`): the
+    /// layer verifies the raw bytes, never a re-serialized body, so this holds by itself.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let meta = HmacScheme::meta("the app secret")?;
+    /// let headers = meta.sign("", 0, br#"{"object":"whatsapp_business_account","entry":[]}"#)?;
+    /// assert!(headers["x-hub-signature-256"].to_str()?.starts_with("sha256="));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn meta(app_secret: &str) -> Result<Self, InvalidSecret> {
+        let engine = body_only(
+            "meta",
+            "x-hub-signature-256",
+            "sha256=",
+            Encoding::Hex,
+            IdFrom::BodyHash,
+            None,
+        );
+        Self::preset(engine, app_secret)
+    }
+
+    /// Lemon Squeezy: `X-Signature: <hex>`, an HMAC-SHA256 of the body keyed with the
+    /// webhook's signing secret; no timestamp; the event type is `X-Event-Name`; the id is a
+    /// hash of the body (Lemon Squeezy sends none).
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let lemon = HmacScheme::lemon_squeezy("signing secret")?;
+    /// assert!(lemon.sign("", 0, br#"{"meta":{"event_name":"order_created"}}"#)?.contains_key("x-signature"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lemon_squeezy(signing_secret: &str) -> Result<Self, InvalidSecret> {
+        let engine = body_only(
+            "lemon-squeezy",
+            "x-signature",
+            "",
+            Encoding::Hex,
+            IdFrom::BodyHash,
+            Some("x-event-name"),
+        );
+        Self::preset(engine, signing_secret)
+    }
+
+    /// WooCommerce: `X-WC-Webhook-Signature: <base64>`, an HMAC-SHA256 of the body keyed with
+    /// the webhook's secret; no timestamp; the id is `X-WC-Webhook-Delivery-ID` and the event
+    /// type `X-WC-Webhook-Topic` (`order.created`).
+    ///
+    /// WooCommerce signs neither the id nor a timestamp: as for
+    /// [`github`](Self::github), the layer keys each delivery on the id and a hash of the body.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let woo = HmacScheme::woocommerce("woo secret")?;
+    /// let headers = woo.sign("4711", 0, br#"{"id":99}"#)?;
+    /// assert_eq!(headers["x-wc-webhook-delivery-id"], "4711");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn woocommerce(secret: &str) -> Result<Self, InvalidSecret> {
+        let engine = body_only(
+            "woocommerce",
+            "x-wc-webhook-signature",
+            "",
+            Encoding::Base64,
+            id_header("x-wc-webhook-delivery-id"),
+            Some("x-wc-webhook-topic"),
+        );
+        Self::preset(engine, secret)
+    }
+
+    /// Typeform: `Typeform-Signature: sha256=<base64>`, an HMAC-SHA256 of the body keyed with
+    /// the webhook's secret; no timestamp; the id is the `event_id` of the JSON body.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let typeform = HmacScheme::typeform("typeform secret")?;
+    /// let body = br#"{"event_id":"01HX3","event_type":"form_response"}"#;
+    /// let headers = typeform.sign("", 0, body)?;
+    /// let verified = typeform.verify(&headers, body, std::time::SystemTime::now())?;
+    /// assert_eq!(typeform.identify(&headers, body, &verified).as_deref(), Some("01HX3"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn typeform(secret: &str) -> Result<Self, InvalidSecret> {
+        let engine = body_only(
+            "typeform",
+            "typeform-signature",
+            "sha256=",
+            Encoding::Base64,
+            IdFrom::JsonField("event_id"),
+            None,
+        );
+        Self::preset(engine, secret)
+    }
+
+    /// Calendly: `Calendly-Webhook-Signature: t=<unix>,v1=<hex>`, an HMAC-SHA256 of
+    /// `"{t}.{body}"` keyed with the subscription's signing key; a 180 s tolerance, the three
+    /// minutes of Calendly's own example; the id is a hash of the body (Calendly sends none).
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let calendly = HmacScheme::calendly("signing key")?;
+    /// let body = br#"{"event":"invitee.created","payload":{}}"#;
+    /// let headers = calendly.sign("", 1_700_000_000, body)?; // t=1700000000,v1=...
+    /// # let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_100);
+    /// calendly.verify(&headers, body, now)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn calendly(signing_key: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "calendly",
+                signature: Header::new(HeaderName::from_static("calendly-webhook-signature")),
+                format: Format::List {
+                    entries: b',',
+                    pair: b'=',
+                    versions: &[("v1", Alg::HmacSha256)],
+                    timestamp: Some("t"),
+                },
+                encoding: Encoding::Hex,
+                template: signature::builtin_template("{timestamp}.{body}"),
+                timestamp: Some(TimestampFrom::SignatureHeader),
+                tolerance: Duration::from_secs(180),
+                id: Some(IdFrom::BodyHash),
+                event_type: None,
+                keys: Vec::new(),
+            },
+            signing_key,
+        )
+    }
+
+    /// PagerDuty (webhooks v3): `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`, each an
+    /// HMAC-SHA256 of the body keyed with the subscription's secret (several during a
+    /// rotation: every one is tried); no timestamp; the id is a hash of the body.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let pagerduty = HmacScheme::pagerduty("subscription secret")?;
+    /// let headers = pagerduty.sign("", 0, br#"{"event":{"id":"01DEN"}}"#)?;
+    /// assert!(headers["x-pagerduty-signature"].to_str()?.starts_with("v1="));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pagerduty(secret: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "pagerduty",
+                signature: Header::new(HeaderName::from_static("x-pagerduty-signature")),
+                format: Format::List {
+                    entries: b',',
+                    pair: b'=',
+                    versions: &[("v1", Alg::HmacSha256)],
+                    timestamp: None,
+                },
+                encoding: Encoding::Hex,
+                template: signature::builtin_template("{body}"),
+                timestamp: None,
+                tolerance: Duration::ZERO,
+                id: Some(IdFrom::BodyHash),
+                event_type: None,
+                keys: Vec::new(),
+            },
+            secret,
+        )
+    }
+
+    /// Dropbox: `X-Dropbox-Signature: <hex>`, an HMAC-SHA256 of the body keyed with the
+    /// **app secret**; no timestamp; the id is a hash of the body. A Dropbox notification
+    /// only says which accounts changed: the handler lists the changes itself.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let dropbox = HmacScheme::dropbox("app secret")?;
+    /// assert!(dropbox.sign("", 0, br#"{"list_folder":{"accounts":[]}}"#)?.contains_key("x-dropbox-signature"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dropbox(app_secret: &str) -> Result<Self, InvalidSecret> {
+        let engine = body_only(
+            "dropbox",
+            "x-dropbox-signature",
+            "",
+            Encoding::Hex,
+            IdFrom::BodyHash,
+            None,
+        );
+        Self::preset(engine, app_secret)
+    }
+}
