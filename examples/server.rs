@@ -4,7 +4,8 @@
 //!
 //! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
 //! default), `stripe`, `github`, `shopify`, `slack`, `paddle`, `zoom`, `meta`, `lemon-squeezy`,
-//! `woocommerce`, `typeform`, `calendly`, `pagerduty` or `dropbox`. `WEBHOOK_SECRET` is that
+//! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox` or `gitlab` (its secret
+//! token). `WEBHOOK_SECRET` is that
 //! sender's signing secret, as its dashboard shows it. `BIND` is the address to listen on
 //! (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
 //! handler runs it prints `handled event <id>`; every rejection and duplicate prints a line
@@ -47,7 +48,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use tower_webhook::scheme::{HmacScheme, Scheme, StandardWebhooks};
+use tower_webhook::scheme::{HmacScheme, Scheme, SharedToken, StandardWebhooks};
 use tower_webhook::store::MemoryStore;
 use tower_webhook::{Duplicate, Event, IdSource, Rejection, VerifyWebhookLayer};
 
@@ -399,10 +400,15 @@ fn scheme(
             Box::new(HmacScheme::dropbox(secret).map_err(invalid)?),
             IdSource::scheme(),
         ),
+        "gitlab" => (
+            Box::new(SharedToken::gitlab(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
         other => {
             return Err(format!(
                 "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
-                 zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty or dropbox"
+                 zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox \
+                 or gitlab"
             )
             .into())
         }

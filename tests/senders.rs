@@ -1299,3 +1299,139 @@ mod through_the_layer {
         assert_eq!(calls.get(), 0);
     }
 }
+
+mod gitlab {
+    use super::*;
+    use common::{counting, request, Calls};
+    use http::StatusCode;
+    use tower::{Layer, ServiceExt};
+    use tower_webhook::scheme::SharedToken;
+    use tower_webhook::store::MemoryStore;
+    use tower_webhook::{VerifyWebhookLayer, DUPLICATE_HEADER};
+
+    /// A delivery as GitLab sends it (its documented headers), with `token`.
+    fn delivery(token: &str, idempotency_key: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-gitlab-token", HeaderValue::from_str(token).unwrap());
+        headers.insert("x-gitlab-event", HeaderValue::from_static("Push Hook"));
+        headers.insert(
+            "x-gitlab-event-uuid",
+            HeaderValue::from_static("13792a34-cac6-4fda-95a8-c58e00a3954e"),
+        );
+        headers.insert(
+            "x-gitlab-webhook-uuid",
+            HeaderValue::from_static("9a6ae43d-8a5f-4a4e-8a0a-2f3e1e2c3b4d"),
+        );
+        headers.insert(
+            "x-gitlab-instance",
+            HeaderValue::from_static("https://gitlab.com"),
+        );
+        if let Some(key) = idempotency_key {
+            headers.insert("idempotency-key", HeaderValue::from_str(key).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_token_is_checked_and_the_ids_read() {
+        let gitlab = SharedToken::gitlab("glpat-like token 0123").unwrap();
+        let now = SystemTime::now();
+        let verified = gitlab
+            .verify(
+                &delivery("glpat-like token 0123", Some("key-1")),
+                b"{}",
+                now,
+            )
+            .unwrap();
+        assert_eq!(verified.id.as_deref(), Some("key-1"));
+        assert_eq!(verified.event_type.as_deref(), Some("Push Hook"));
+        // Before GitLab 17.4 there is no Idempotency-Key: the event's UUID.
+        let verified = gitlab
+            .verify(&delivery("glpat-like token 0123", None), b"{}", now)
+            .unwrap();
+        assert_eq!(
+            verified.id.as_deref(),
+            Some("13792a34-cac6-4fda-95a8-c58e00a3954e")
+        );
+        assert!(!gitlab.signs_id());
+
+        let kind = |headers: &HeaderMap| gitlab.verify(headers, b"{}", now).unwrap_err().kind();
+        for wrong in [
+            "glpat-like token 0124",
+            "glpat-like token 012",
+            "x",
+            "glpat-like token 01234",
+        ] {
+            assert_eq!(
+                kind(&delivery(wrong, None)),
+                VerifyErrorKind::NoMatchingSignature,
+                "{wrong}"
+            );
+        }
+        let mut missing = delivery("t", None);
+        missing.remove("x-gitlab-token");
+        assert_eq!(kind(&missing), VerifyErrorKind::MissingHeader);
+        assert_eq!(kind(&delivery(" ", None)), VerifyErrorKind::MissingHeader);
+        let mut twice = delivery("glpat-like token 0123", None);
+        twice.append(
+            "x-gitlab-token",
+            HeaderValue::from_static("glpat-like token 0123"),
+        );
+        assert_eq!(kind(&twice), VerifyErrorKind::InvalidHeader);
+        // The token is never in an error or in Debug.
+        assert!(!format!("{gitlab:?}").contains("0123"));
+    }
+
+    #[test]
+    fn rotation_and_blank_tokens() {
+        let gitlab = SharedToken::gitlab("new token")
+            .unwrap()
+            .with_token("old token\n")
+            .unwrap();
+        let now = SystemTime::now();
+        for token in ["new token", "old token"] {
+            assert!(
+                gitlab.verify(&delivery(token, None), b"", now).is_ok(),
+                "{token}"
+            );
+        }
+        assert_eq!(
+            SharedToken::gitlab("  \n").unwrap_err().kind(),
+            InvalidSecretKind::Empty
+        );
+    }
+
+    #[tokio::test]
+    async fn over_the_layer() {
+        let layer = VerifyWebhookLayer::new(SharedToken::gitlab("gl token").unwrap())
+            .with_store(MemoryStore::new());
+        let calls = Calls::default();
+        let send = |headers: HeaderMap, body: &'static [u8]| {
+            let service = layer.layer(counting(calls.clone(), StatusCode::OK));
+            async move {
+                let response = service.oneshot(request(headers, body)).await.unwrap();
+                (
+                    response.status(),
+                    response.headers().contains_key(DUPLICATE_HEADER),
+                )
+            }
+        };
+        let body: &'static [u8] = br#"{"object_kind":"push","ref":"refs/heads/main"}"#;
+        assert_eq!(
+            send(delivery("gl token", Some("k1")), body).await,
+            (StatusCode::OK, false)
+        );
+        assert_eq!(
+            send(delivery("gl token", Some("k1")), body).await,
+            (StatusCode::OK, true)
+        );
+        assert_eq!(
+            send(delivery("not the token", Some("k2")), body).await,
+            (StatusCode::BAD_REQUEST, false)
+        );
+        let mut no_token = delivery("gl token", Some("k3"));
+        no_token.remove("x-gitlab-token");
+        assert_eq!(send(no_token, body).await, (StatusCode::BAD_REQUEST, false));
+        assert_eq!(calls.get(), 1);
+    }
+}

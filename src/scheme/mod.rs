@@ -20,6 +20,7 @@
 //! | Calendly | [`HmacScheme::calendly`] |
 //! | PagerDuty (v3) | [`HmacScheme::pagerduty`] |
 //! | Dropbox | [`HmacScheme::dropbox`] |
+//! | GitLab (a shared token, no signature) | [`SharedToken::gitlab`] |
 //! | anyone else who signs with HMAC-SHA256 | [`HmacScheme::builder`] |
 //!
 //! All of them run on one verification core: a signature header in one of two shapes, a
@@ -35,6 +36,7 @@ mod presets;
 mod signature;
 mod standard;
 mod timestamp;
+mod token;
 mod verify;
 
 pub use self::hmac::{Encoding, HmacScheme};
@@ -46,4 +48,5 @@ pub use error::{
 };
 pub use standard::StandardWebhooks;
 pub(crate) use timestamp::check_timestamp;
+pub use token::SharedToken;
 pub use verify::{Scheme, Verified};
