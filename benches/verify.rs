@@ -169,7 +169,7 @@ fn schemes(c: &mut Criterion) {
         let body = vec![b'x'; size];
         group.throughput(Throughput::Bytes(size as u64));
         let standard = StandardWebhooks::new(SECRET).unwrap();
-        let hmac: [(&str, HmacScheme); 13] = [
+        let hmac: [(&str, HmacScheme); 15] = [
             ("stripe", HmacScheme::stripe("whsec_bench").unwrap()),
             ("github", HmacScheme::github("bench").unwrap()),
             ("shopify", HmacScheme::shopify("bench").unwrap()),
@@ -183,6 +183,8 @@ fn schemes(c: &mut Criterion) {
             ("calendly", HmacScheme::calendly("bench").unwrap()),
             ("pagerduty", HmacScheme::pagerduty("bench").unwrap()),
             ("dropbox", HmacScheme::dropbox("bench").unwrap()),
+            ("intercom", HmacScheme::intercom("bench").unwrap()),
+            ("vercel", HmacScheme::vercel("bench").unwrap()),
         ];
         let headers = standard.sign("msg_bench", ts, &body).unwrap();
         group.bench_with_input(

@@ -4,8 +4,8 @@
 //!
 //! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
 //! default), `stripe`, `github`, `shopify`, `slack`, `paddle`, `zoom`, `meta`, `lemon-squeezy`,
-//! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox` or `gitlab` (its secret
-//! token). `WEBHOOK_SECRET` is that
+//! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox`, `intercom`, `vercel` or
+//! `gitlab` (its secret token). `WEBHOOK_SECRET` is that
 //! sender's signing secret, as its dashboard shows it. `BIND` is the address to listen on
 //! (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
 //! handler runs it prints `handled event <id>`; every rejection and duplicate prints a line
@@ -400,6 +400,14 @@ fn scheme(
             Box::new(HmacScheme::dropbox(secret).map_err(invalid)?),
             IdSource::scheme(),
         ),
+        "intercom" => (
+            Box::new(HmacScheme::intercom(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "vercel" => (
+            Box::new(HmacScheme::vercel(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
         "gitlab" => (
             Box::new(SharedToken::gitlab(secret).map_err(invalid)?),
             IdSource::scheme(),
@@ -407,8 +415,8 @@ fn scheme(
         other => {
             return Err(format!(
                 "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
-                 zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox \
-                 or gitlab"
+                 zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox, \
+                 intercom, vercel or gitlab"
             )
             .into())
         }

@@ -69,6 +69,8 @@ fn hmac_scheme(name: &str, secret: &str) -> HmacScheme {
         "calendly" => HmacScheme::calendly(secret),
         "pagerduty" => HmacScheme::pagerduty(secret),
         "dropbox" => HmacScheme::dropbox(secret),
+        "intercom" => HmacScheme::intercom(secret),
+        "vercel" => HmacScheme::vercel(secret),
         other => panic!("no scheme {other}"),
     }
     .unwrap()
@@ -133,6 +135,7 @@ fn hmac_vectors_from_the_senders_libraries() {
             "calendly",
             "dropbox",
             "github",
+            "intercom",
             "lemon-squeezy",
             "meta",
             "paddle",
@@ -141,6 +144,7 @@ fn hmac_vectors_from_the_senders_libraries() {
             "slack",
             "stripe",
             "typeform",
+            "vercel",
             "woocommerce",
             "zoom"
         ]
@@ -266,7 +270,7 @@ impl Signed {
     }
 }
 
-const SCHEMES: [&str; 13] = [
+const SCHEMES: [&str; 15] = [
     "stripe",
     "github",
     "shopify",
@@ -280,6 +284,8 @@ const SCHEMES: [&str; 13] = [
     "calendly",
     "pagerduty",
     "dropbox",
+    "intercom",
+    "vercel",
 ];
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
-use super::signature::{self, Key};
+use super::signature::{self, Alg, Key};
 use super::{HmacScheme, InvalidScheme, InvalidSchemeKind};
 
 /// Builds an [`HmacScheme`] for a sender this crate has no preset for.
@@ -306,6 +306,7 @@ impl HmacSchemeBuilder {
             signature: Header::new(signature),
             format: Format::Single {
                 prefix: self.prefix,
+                alg: Alg::HmacSha256,
             },
             encoding: self.encoding,
             template,

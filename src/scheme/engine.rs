@@ -46,8 +46,8 @@ pub enum Encoding {
 /// The shape of the signature header.
 #[derive(Debug, Clone)]
 pub(crate) enum Format {
-    /// One signature after a fixed prefix: `sha256=<hex>`, `v0=<hex>`, `<base64>`.
-    Single { prefix: String },
+    /// One signature of `alg` after a fixed prefix: `sha256=<hex>`, `v0=<hex>`, `<base64>`.
+    Single { prefix: String, alg: Alg },
     /// `key<pair>value` entries separated by `entries` (whitespace when `b' '`): some keys
     /// name signature versions, one may carry the timestamp. `t=1,v1=ab,v1=cd`; `v1,AB= v1a,CD=`.
     /// The separators are ASCII, as the header is.
@@ -278,9 +278,9 @@ impl Engine {
         candidates: &mut Candidates,
     ) -> Result<Option<&'h [u8]>, VerifyError> {
         match &self.format {
-            Format::Single { prefix } => {
+            Format::Single { prefix, alg } => {
                 if let Some(encoded) = text.trim_ascii().strip_prefix(prefix.as_bytes()) {
-                    self.decode(encoded, Alg::HmacSha256, candidates);
+                    self.decode(encoded, *alg, candidates);
                 }
                 Ok(None)
             }
@@ -388,27 +388,29 @@ impl Engine {
             timestamp: timestamp_text.as_bytes(),
             body,
         };
-        let signature = self.encode(&signed.signature(key)?);
+        let (version, alg) = match &self.format {
+            Format::Single { alg, .. } => ("", *alg),
+            Format::List { versions, .. } => versions
+                .iter()
+                .find(|(_, alg)| key.can(*alg))
+                .copied()
+                .ok_or(SignError::new(SignErrorKind::NoSigningKey))?,
+        };
+        let signature = self.encode(&signed.signature(key, alg)?);
         let value = match &self.format {
-            Format::Single { prefix } => format!("{prefix}{signature}"),
+            Format::Single { prefix, .. } => format!("{prefix}{signature}"),
             Format::List {
                 entries,
                 pair,
-                versions,
                 timestamp: listed,
-            } => {
-                let version = versions
-                    .iter()
-                    .find(|(_, alg)| *alg == key.alg())
-                    .map_or("", |(version, _)| *version);
-                match (listed, &self.timestamp) {
-                    (Some(name), Some(TimestampFrom::SignatureHeader)) => {
-                        let (pair, entries) = (char::from(*pair), char::from(*entries));
-                        format!("{name}{pair}{timestamp_text}{entries}{version}{pair}{signature}")
-                    }
-                    _ => format!("{version}{}{signature}", char::from(*pair)),
+                ..
+            } => match (listed, &self.timestamp) {
+                (Some(name), Some(TimestampFrom::SignatureHeader)) => {
+                    let (pair, entries) = (char::from(*pair), char::from(*entries));
+                    format!("{name}{pair}{timestamp_text}{entries}{version}{pair}{signature}")
                 }
-            }
+                _ => format!("{version}{}{signature}", char::from(*pair)),
+            },
         };
         let mut headers = HeaderMap::new();
         headers.insert(self.signature.name.clone(), HeaderValue::from_str(&value)?);

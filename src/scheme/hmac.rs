@@ -111,6 +111,7 @@ impl HmacScheme {
                 signature: Header::new(HeaderName::from_static("x-hub-signature-256")),
                 format: Format::Single {
                     prefix: "sha256=".to_owned(),
+                    alg: Alg::HmacSha256,
                 },
                 encoding: Encoding::Hex,
                 template: signature::builtin_template("{body}"),
@@ -148,6 +149,7 @@ impl HmacScheme {
                 signature: Header::new(HeaderName::from_static("x-shopify-hmac-sha256")),
                 format: Format::Single {
                     prefix: String::new(),
+                    alg: Alg::HmacSha256,
                 },
                 encoding: Encoding::Base64,
                 template: signature::builtin_template("{body}"),
@@ -184,6 +186,7 @@ impl HmacScheme {
                 signature: Header::new(HeaderName::from_static("x-slack-signature")),
                 format: Format::Single {
                     prefix: "v0=".to_owned(),
+                    alg: Alg::HmacSha256,
                 },
                 encoding: Encoding::Hex,
                 template: signature::builtin_template("v0:{timestamp}:{body}"),

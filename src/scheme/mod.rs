@@ -20,6 +20,8 @@
 //! | Calendly | [`HmacScheme::calendly`] |
 //! | PagerDuty (v3) | [`HmacScheme::pagerduty`] |
 //! | Dropbox | [`HmacScheme::dropbox`] |
+//! | Intercom (HMAC-SHA1) | [`HmacScheme::intercom`] |
+//! | Vercel (HMAC-SHA1) | [`HmacScheme::vercel`] |
 //! | GitLab (a shared token, no signature) | [`SharedToken::gitlab`] |
 //! | anyone else who signs with HMAC-SHA256 | [`HmacScheme::builder`] |
 //!

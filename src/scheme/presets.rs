@@ -1,5 +1,5 @@
-//! More HMAC-SHA256 senders, each a configuration of the engine: Zoom, Meta, Lemon Squeezy,
-//! WooCommerce, Typeform, Calendly, PagerDuty and Dropbox.
+//! More HMAC senders, each a configuration of the engine: Zoom, Meta, Lemon Squeezy,
+//! WooCommerce, Typeform, Calendly, PagerDuty, Dropbox, and with SHA-1 Intercom and Vercel.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ fn body_only(
     name: &'static str,
     signature: &'static str,
     prefix: &str,
-    encoding: Encoding,
+    (alg, encoding): (Alg, Encoding),
     id: IdFrom,
     event_type: Option<&'static str>,
 ) -> Engine {
@@ -25,6 +25,7 @@ fn body_only(
         signature: Header::new(HeaderName::from_static(signature)),
         format: Format::Single {
             prefix: prefix.to_owned(),
+            alg,
         },
         encoding,
         template: signature::builtin_template("{body}"),
@@ -68,6 +69,7 @@ impl HmacScheme {
                 signature: Header::new(HeaderName::from_static("x-zm-signature")),
                 format: Format::Single {
                     prefix: "v0=".to_owned(),
+                    alg: Alg::HmacSha256,
                 },
                 encoding: Encoding::Hex,
                 template: signature::builtin_template("v0:{timestamp}:{body}"),
@@ -104,7 +106,7 @@ impl HmacScheme {
             "meta",
             "x-hub-signature-256",
             "sha256=",
-            Encoding::Hex,
+            (Alg::HmacSha256, Encoding::Hex),
             IdFrom::BodyHash,
             None,
         );
@@ -127,7 +129,7 @@ impl HmacScheme {
             "lemon-squeezy",
             "x-signature",
             "",
-            Encoding::Hex,
+            (Alg::HmacSha256, Encoding::Hex),
             IdFrom::BodyHash,
             Some("x-event-name"),
         );
@@ -154,7 +156,7 @@ impl HmacScheme {
             "woocommerce",
             "x-wc-webhook-signature",
             "",
-            Encoding::Base64,
+            (Alg::HmacSha256, Encoding::Base64),
             id_header("x-wc-webhook-delivery-id"),
             Some("x-wc-webhook-topic"),
         );
@@ -179,7 +181,7 @@ impl HmacScheme {
             "typeform",
             "typeform-signature",
             "sha256=",
-            Encoding::Base64,
+            (Alg::HmacSha256, Encoding::Base64),
             IdFrom::JsonField("event_id"),
             None,
         );
@@ -274,10 +276,63 @@ impl HmacScheme {
             "dropbox",
             "x-dropbox-signature",
             "",
-            Encoding::Hex,
+            (Alg::HmacSha256, Encoding::Hex),
             IdFrom::BodyHash,
             None,
         );
         Self::preset(engine, app_secret)
+    }
+
+    /// Intercom: `X-Hub-Signature: sha1=<hex>`, an HMAC-**SHA1** of the body keyed with the
+    /// app's client secret; no timestamp; the id is the notification's `id` (`notif_...`)
+    /// in the JSON body.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let intercom = HmacScheme::intercom("client secret")?;
+    /// let body = br#"{"type":"notification_event","id":"notif_1","topic":"conversation.user.created"}"#;
+    /// let headers = intercom.sign("", 0, body)?;
+    /// assert!(headers["x-hub-signature"].to_str()?.starts_with("sha1="));
+    /// let verified = intercom.verify(&headers, body, std::time::SystemTime::now())?;
+    /// assert_eq!(intercom.identify(&headers, body, &verified).as_deref(), Some("notif_1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn intercom(client_secret: &str) -> Result<Self, InvalidSecret> {
+        let engine = body_only(
+            "intercom",
+            "x-hub-signature",
+            "sha1=",
+            (Alg::HmacSha1, Encoding::Hex),
+            IdFrom::JsonField("id"),
+            None,
+        );
+        Self::preset(engine, client_secret)
+    }
+
+    /// Vercel: `x-vercel-signature: <hex>`, an HMAC-**SHA1** of the body keyed with the
+    /// webhook's secret (an integration's client secret for an integration's webhooks); no
+    /// timestamp; the id is the event's `id` in the JSON body.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let vercel = HmacScheme::vercel("webhook secret")?;
+    /// let body = br#"{"id":"evt_1","type":"deployment.created","payload":{}}"#;
+    /// let headers = vercel.sign("", 0, body)?;
+    /// let verified = vercel.verify(&headers, body, std::time::SystemTime::now())?;
+    /// assert_eq!(vercel.identify(&headers, body, &verified).as_deref(), Some("evt_1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn vercel(secret: &str) -> Result<Self, InvalidSecret> {
+        let engine = body_only(
+            "vercel",
+            "x-vercel-signature",
+            "",
+            (Alg::HmacSha1, Encoding::Hex),
+            IdFrom::JsonField("id"),
+            None,
+        );
+        Self::preset(engine, secret)
     }
 }

@@ -2,6 +2,7 @@
 //! content, its keys, the candidates a header holds, and the comparisons.
 
 use hmac::{Hmac, Mac};
+use sha1::Sha1;
 use sha2::Sha256;
 use smallvec::SmallVec;
 use subtle::ConstantTimeEq;
@@ -14,6 +15,8 @@ use super::SignErrorKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Alg {
     HmacSha256,
+    /// For the senders that still sign with SHA-1 (Intercom, Vercel, Twilio).
+    HmacSha1,
     #[cfg(feature = "ed25519")]
     Ed25519,
 }
@@ -22,6 +25,7 @@ impl Alg {
     pub(crate) fn len(self) -> usize {
         match self {
             Alg::HmacSha256 => 32,
+            Alg::HmacSha1 => 20,
             #[cfg(feature = "ed25519")]
             Alg::Ed25519 => 64,
         }
@@ -68,9 +72,15 @@ pub(crate) fn builtin_template(text: &str) -> Vec<Part> {
     template(text).unwrap_or_else(|reason| unreachable!("built-in template {text:?}: {reason}"))
 }
 
+/// A key: an HMAC secret, keyed for each hash the schemes use (the format of a scheme's
+/// header says which one its signatures are), or an Ed25519 key.
 #[derive(Clone)]
 pub(crate) enum Key {
-    Hmac(Hmac<Sha256>),
+    Hmac {
+        sha256: Hmac<Sha256>,
+        /// Boxed: few schemes use it, and the key stays small.
+        sha1: Box<Hmac<Sha1>>,
+    },
     #[cfg(feature = "ed25519")]
     Ed25519(Box<Ed25519Key>),
 }
@@ -88,14 +98,18 @@ impl Key {
         if key.is_empty() {
             return None;
         }
-        Hmac::new_from_slice(key).ok().map(Key::Hmac)
+        Some(Key::Hmac {
+            sha256: Hmac::new_from_slice(key).ok()?,
+            sha1: Box::new(Hmac::new_from_slice(key).ok()?),
+        })
     }
 
-    pub(crate) fn alg(&self) -> Alg {
+    /// Whether this key makes or checks signatures of `alg`.
+    pub(crate) fn can(&self, alg: Alg) -> bool {
         match self {
-            Key::Hmac(_) => Alg::HmacSha256,
+            Key::Hmac { .. } => matches!(alg, Alg::HmacSha256 | Alg::HmacSha1),
             #[cfg(feature = "ed25519")]
-            Key::Ed25519(_) => Alg::Ed25519,
+            Key::Ed25519(_) => alg == Alg::Ed25519,
         }
     }
 }
@@ -161,6 +175,12 @@ impl Signed<'_> {
         mac.finalize().into_bytes().into()
     }
 
+    fn mac_sha1(&self, key: &Hmac<Sha1>) -> [u8; 20] {
+        let mut mac = key.clone();
+        self.feed(|piece| mac.update(piece));
+        mac.finalize().into_bytes().into()
+    }
+
     /// Whether any candidate of `key`'s algorithm is its signature of this content. Each
     /// comparison is constant-time. Ed25519 checks draw on `ed25519_budget`, shared by every
     /// key of the delivery; none is made once it is spent.
@@ -171,15 +191,27 @@ impl Signed<'_> {
         candidates: &Candidates,
         ed25519_budget: &mut usize,
     ) -> bool {
-        let mut ours = candidates.iter().filter(|c| c.alg == key.alg()).peekable();
+        let mut ours = candidates.iter().filter(|c| key.can(c.alg)).peekable();
         if ours.peek().is_none() {
             return false;
         }
         match key {
-            Key::Hmac(hmac) => {
+            Key::Hmac { sha256, sha1 } => {
                 let _ = ed25519_budget;
-                let expected = self.mac(hmac);
-                ours.any(|candidate| same_mac(&candidate.bytes, &expected))
+                // Each MAC made once, when a candidate of its hash first needs it.
+                let (mut long, mut short) = (None, None);
+                ours.any(|candidate| match candidate.alg {
+                    Alg::HmacSha256 => same_mac(
+                        &candidate.bytes,
+                        long.get_or_insert_with(|| self.mac(sha256)),
+                    ),
+                    Alg::HmacSha1 => {
+                        let expected = short.get_or_insert_with(|| self.mac_sha1(sha1));
+                        bool::from(candidate.bytes[..20].ct_eq(&expected[..]))
+                    }
+                    #[cfg(feature = "ed25519")]
+                    Alg::Ed25519 => false,
+                })
             }
             #[cfg(feature = "ed25519")]
             Key::Ed25519(key) => ours.any(|candidate| {
@@ -199,9 +231,10 @@ impl Signed<'_> {
 
     // Only an Ed25519 public key cannot sign.
     #[cfg_attr(not(feature = "ed25519"), allow(clippy::unnecessary_wraps))]
-    pub(crate) fn signature(&self, key: &Key) -> Result<Vec<u8>, SignError> {
+    pub(crate) fn signature(&self, key: &Key, alg: Alg) -> Result<Vec<u8>, SignError> {
         match key {
-            Key::Hmac(hmac) => Ok(self.mac(hmac).to_vec()),
+            Key::Hmac { sha1, .. } if alg == Alg::HmacSha1 => Ok(self.mac_sha1(sha1).to_vec()),
+            Key::Hmac { sha256, .. } => Ok(self.mac(sha256).to_vec()),
             #[cfg(feature = "ed25519")]
             Key::Ed25519(key) => {
                 use ed25519_dalek::Signer as _;
