@@ -169,7 +169,7 @@ fn schemes(c: &mut Criterion) {
         let body = vec![b'x'; size];
         group.throughput(Throughput::Bytes(size as u64));
         let standard = StandardWebhooks::new(SECRET).unwrap();
-        let hmac: [(&str, HmacScheme); 15] = [
+        let hmac: [(&str, HmacScheme); 16] = [
             ("stripe", HmacScheme::stripe("whsec_bench").unwrap()),
             ("github", HmacScheme::github("bench").unwrap()),
             ("shopify", HmacScheme::shopify("bench").unwrap()),
@@ -185,6 +185,7 @@ fn schemes(c: &mut Criterion) {
             ("dropbox", HmacScheme::dropbox("bench").unwrap()),
             ("intercom", HmacScheme::intercom("bench").unwrap()),
             ("vercel", HmacScheme::vercel("bench").unwrap()),
+            ("twitch", HmacScheme::twitch("bench").unwrap()),
         ];
         let headers = standard.sign("msg_bench", ts, &body).unwrap();
         group.bench_with_input(

@@ -4,8 +4,8 @@
 //!
 //! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
 //! default), `stripe`, `github`, `shopify`, `slack`, `paddle`, `zoom`, `meta`, `lemon-squeezy`,
-//! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox`, `intercom`, `vercel` or
-//! `gitlab` (its secret token). `WEBHOOK_SECRET` is that
+//! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox`, `intercom`, `vercel`,
+//! `twitch`, `linear` or `gitlab` (its secret token). `WEBHOOK_SECRET` is that
 //! sender's signing secret, as its dashboard shows it. `BIND` is the address to listen on
 //! (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
 //! handler runs it prints `handled event <id>`; every rejection and duplicate prints a line
@@ -408,6 +408,14 @@ fn scheme(
             Box::new(HmacScheme::vercel(secret).map_err(invalid)?),
             IdSource::scheme(),
         ),
+        "twitch" => (
+            Box::new(HmacScheme::twitch(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
+        "linear" => (
+            Box::new(HmacScheme::linear(secret).map_err(invalid)?),
+            IdSource::scheme(),
+        ),
         "gitlab" => (
             Box::new(SharedToken::gitlab(secret).map_err(invalid)?),
             IdSource::scheme(),
@@ -416,7 +424,7 @@ fn scheme(
             return Err(format!(
                 "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
                  zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox, \
-                 intercom, vercel or gitlab"
+                 intercom, vercel, twitch, linear or gitlab"
             )
             .into())
         }

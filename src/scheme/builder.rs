@@ -310,7 +310,7 @@ impl HmacSchemeBuilder {
             },
             encoding: self.encoding,
             template,
-            timestamp: timestamp.map(|name| TimestampFrom::Header(Header::new(name))),
+            timestamp: timestamp.map(|name| TimestampFrom::seconds(Header::new(name))),
             tolerance: self.tolerance,
             id: id.map(|name| IdFrom::Header(Header::new(name))),
             event_type: self.event_type_header.as_deref().map(header).transpose()?,

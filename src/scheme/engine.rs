@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 
 use super::headers::{text, Wanted, MAX_NAMES};
 use super::signature::{add_candidate, Alg, Candidates, Key, Part, Signed};
+use super::timestamp::{check_age, check_time, TimeText};
 use super::{
-    check_timestamp, DeliveryId, InvalidSecret, InvalidSecretKind, SignError, SignErrorKind,
-    Verified, VerifyError, VerifyErrorKind,
+    DeliveryId, InvalidSecret, InvalidSecretKind, SignError, SignErrorKind, Verified, VerifyError,
+    VerifyErrorKind,
 };
 use crate::json;
 
@@ -120,9 +121,21 @@ impl<'h> Found<'h> {
 
 #[derive(Debug, Clone)]
 pub(crate) enum TimestampFrom {
-    Header(Header),
-    /// The entry of the signature list named by `Format::List::timestamp`.
+    /// A header of its own, written as the `TimeText` says.
+    Header(Header, TimeText),
+    /// The entry of the signature list named by `Format::List::timestamp`, in seconds.
     SignatureHeader,
+    /// A top-level field of the JSON body (Linear's `webhookTimestamp`, in milliseconds):
+    /// signed as part of the body, so checked once the signature is, and reported as the
+    /// signature header's when it is missing or malformed.
+    JsonField(&'static str, TimeText),
+}
+
+impl TimestampFrom {
+    /// A header of its own in Unix seconds, as most senders write it.
+    pub(crate) fn seconds(header: Header) -> Self {
+        TimestampFrom::Header(header, TimeText::Seconds)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -184,7 +197,7 @@ impl Engine {
             None
         };
         let timestamp_header = match &self.timestamp {
-            Some(TimestampFrom::Header(header)) => Some(header.read(&headers)?),
+            Some(TimestampFrom::Header(header, format)) => Some((header.read(&headers)?, *format)),
             _ => None,
         };
         let signature = self.signature.read(&headers)?;
@@ -194,18 +207,18 @@ impl Engine {
         }
         let mut candidates = Candidates::new();
         let listed_timestamp = self.parse(signature_text, signature_name, &mut candidates)?;
-        let (timestamp_text, timestamp_name) = match (&self.timestamp, timestamp_header) {
+        let (timestamp_text, timestamp_name, format) = match (&self.timestamp, timestamp_header) {
             (Some(TimestampFrom::SignatureHeader), _) => {
                 let text = listed_timestamp.ok_or_else(|| {
                     VerifyError::invalid_header(signature_name.clone()).with_detail("no timestamp")
                 })?;
-                (Some(text), signature_name)
+                (Some(text), signature_name, TimeText::Seconds)
             }
-            (_, Some(found)) => (Some(found.bytes()), found.name),
-            (_, None) => (None, signature_name),
+            (_, Some((found, format))) => (Some(found.bytes()), found.name, format),
+            (_, None) => (None, signature_name, TimeText::Seconds),
         };
-        let timestamp = timestamp_text
-            .map(|text| check_timestamp(text, timestamp_name, now, self.tolerance))
+        let mut timestamp = timestamp_text
+            .map(|text| check_time(text, format, timestamp_name, now, self.tolerance))
             .transpose()?;
         if candidates.is_empty() {
             return Err(VerifyError::new(VerifyErrorKind::NoSupportedSignature));
@@ -224,6 +237,9 @@ impl Engine {
             .any(|key| signed.matches(key, &candidates, &mut ed25519_budget))
         {
             return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));
+        }
+        if let Some(TimestampFrom::JsonField(field, format)) = &self.timestamp {
+            timestamp = Some(self.body_time(body, field, *format, signature_name, now)?);
         }
 
         let id = match (&self.id, signed_id) {
@@ -248,7 +264,7 @@ impl Engine {
     fn header_names(&self) -> [Option<&HeaderName>; MAX_NAMES] {
         let [signature, signature_fallback] = self.signature.names();
         let [timestamp, timestamp_fallback] = match &self.timestamp {
-            Some(TimestampFrom::Header(header)) => header.names(),
+            Some(TimestampFrom::Header(header, _)) => header.names(),
             _ => [None; 2],
         };
         let [id, id_fallback] = match &self.id {
@@ -342,6 +358,29 @@ impl Engine {
         }
     }
 
+    /// The time in the verified body's top-level `field`, within the tolerance.
+    fn body_time(
+        &self,
+        body: &[u8],
+        field: &str,
+        format: TimeText,
+        reported_as: &HeaderName,
+        now: SystemTime,
+    ) -> Result<i64, VerifyError> {
+        let malformed =
+            || VerifyError::invalid_header(reported_as.clone()).with_detail("no time in the body");
+        let value = json::top_level(body, &[field])
+            .and_then(|values| values.into_iter().next().flatten())
+            .ok_or_else(malformed)?;
+        let text = match &value {
+            serde_json::Value::Number(number) => number.to_string(),
+            serde_json::Value::String(text) => text.clone(),
+            _ => return Err(malformed()),
+        };
+        let seconds = format.parse(text.as_bytes()).ok_or_else(malformed)?;
+        check_age(seconds, now, self.tolerance)
+    }
+
     fn decode(&self, encoded: &[u8], alg: Alg, candidates: &mut Candidates) {
         add_candidate(candidates, alg, |out| match self.encoding {
             Encoding::Hex => hex::decode_to_slice(encoded, out).is_ok(),
@@ -381,7 +420,11 @@ impl Engine {
             .keys
             .first()
             .ok_or(SignError::new(SignErrorKind::NoSigningKey))?;
-        let timestamp_text = timestamp.to_string();
+        // Written as the sender writes it, as signed: the header carries the same text.
+        let timestamp_text = match &self.timestamp {
+            Some(TimestampFrom::Header(_, format)) => format.write(timestamp),
+            _ => timestamp.to_string(),
+        };
         let signed = Signed {
             parts: &self.template,
             id: id.as_bytes(),
@@ -414,8 +457,8 @@ impl Engine {
         };
         let mut headers = HeaderMap::new();
         headers.insert(self.signature.name.clone(), HeaderValue::from_str(&value)?);
-        if let Some(TimestampFrom::Header(header)) = &self.timestamp {
-            headers.insert(header.name.clone(), HeaderValue::from(timestamp));
+        if let Some(TimestampFrom::Header(header, _)) = &self.timestamp {
+            headers.insert(header.name.clone(), HeaderValue::from_str(&timestamp_text)?);
         }
         if let Some(IdFrom::Header(header)) = &self.id {
             headers.insert(header.name.clone(), HeaderValue::from_str(id)?);

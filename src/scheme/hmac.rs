@@ -190,9 +190,9 @@ impl HmacScheme {
                 },
                 encoding: Encoding::Hex,
                 template: signature::builtin_template("v0:{timestamp}:{body}"),
-                timestamp: Some(TimestampFrom::Header(Header::new(HeaderName::from_static(
-                    "x-slack-request-timestamp",
-                )))),
+                timestamp: Some(TimestampFrom::seconds(Header::new(
+                    HeaderName::from_static("x-slack-request-timestamp"),
+                ))),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::JsonFieldOrBodyHash("event_id")),
                 event_type: None,

@@ -20,6 +20,8 @@
 //! | Calendly | [`HmacScheme::calendly`] |
 //! | PagerDuty (v3) | [`HmacScheme::pagerduty`] |
 //! | Dropbox | [`HmacScheme::dropbox`] |
+//! | Twitch EventSub | [`HmacScheme::twitch`] |
+//! | Linear | [`HmacScheme::linear`] |
 //! | Intercom (HMAC-SHA1) | [`HmacScheme::intercom`] |
 //! | Vercel (HMAC-SHA1) | [`HmacScheme::vercel`] |
 //! | GitLab (a shared token, no signature) | [`SharedToken::gitlab`] |
@@ -49,6 +51,5 @@ pub use error::{
     VerifyError, VerifyErrorKind,
 };
 pub use standard::StandardWebhooks;
-pub(crate) use timestamp::check_timestamp;
 pub use token::SharedToken;
 pub use verify::{Scheme, Verified};

@@ -1,5 +1,6 @@
 //! More HMAC senders, each a configuration of the engine: Zoom, Meta, Lemon Squeezy,
-//! WooCommerce, Typeform, Calendly, PagerDuty, Dropbox, and with SHA-1 Intercom and Vercel.
+//! WooCommerce, Typeform, Calendly, PagerDuty, Dropbox, Twitch, Linear, and with SHA-1
+//! Intercom and Vercel.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use http::HeaderName;
 use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
 use super::hmac::FIVE_MINUTES;
 use super::signature::{self, Alg};
+use super::timestamp::TimeText;
 use super::{HmacScheme, InvalidSecret};
 
 /// A sender that signs the body alone, with no timestamp (so nothing to be stale), its
@@ -73,9 +75,9 @@ impl HmacScheme {
                 },
                 encoding: Encoding::Hex,
                 template: signature::builtin_template("v0:{timestamp}:{body}"),
-                timestamp: Some(TimestampFrom::Header(Header::new(HeaderName::from_static(
-                    "x-zm-request-timestamp",
-                )))),
+                timestamp: Some(TimestampFrom::seconds(Header::new(
+                    HeaderName::from_static("x-zm-request-timestamp"),
+                ))),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::BodyHash),
                 event_type: None,
@@ -334,5 +336,88 @@ impl HmacScheme {
             None,
         );
         Self::preset(engine, secret)
+    }
+
+    /// Twitch EventSub (webhook transport): `Twitch-Eventsub-Message-Signature: sha256=<hex>`,
+    /// an HMAC-SHA256 of `"{message id}{timestamp}{body}"` keyed with the subscription's
+    /// secret; the timestamp is `Twitch-Eventsub-Message-Timestamp` in RFC 3339 (with
+    /// nanoseconds), within 10 minutes as Twitch asks; the id is
+    /// `Twitch-Eventsub-Message-Id`, which is signed and which Twitch keeps when it resends;
+    /// the event type is `Twitch-Eventsub-Subscription-Type` (`channel.follow`).
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let twitch = HmacScheme::twitch("subscription secret")?;
+    /// let body = br#"{"subscription":{"type":"channel.follow"},"event":{}}"#;
+    /// let headers = twitch.sign("befa7b53-d79d-478f-86b9-120f112b044e", 1_700_000_000, body)?;
+    /// assert_eq!(headers["twitch-eventsub-message-timestamp"], "2023-11-14T22:13:20Z");
+    /// # let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    /// let verified = twitch.verify(&headers, body, now)?;
+    /// assert_eq!(verified.id.as_deref(), Some("befa7b53-d79d-478f-86b9-120f112b044e"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn twitch(secret: &str) -> Result<Self, InvalidSecret> {
+        Self::preset(
+            Engine {
+                name: "twitch",
+                signature: Header::new(HeaderName::from_static(
+                    "twitch-eventsub-message-signature",
+                )),
+                format: Format::Single {
+                    prefix: "sha256=".to_owned(),
+                    alg: Alg::HmacSha256,
+                },
+                encoding: Encoding::Hex,
+                template: signature::builtin_template("{id}{timestamp}{body}"),
+                timestamp: Some(TimestampFrom::Header(
+                    Header::new(HeaderName::from_static("twitch-eventsub-message-timestamp")),
+                    TimeText::Rfc3339,
+                )),
+                tolerance: Duration::from_secs(10 * 60),
+                id: Some(id_header("twitch-eventsub-message-id")),
+                event_type: Some(HeaderName::from_static("twitch-eventsub-subscription-type")),
+                keys: Vec::new(),
+            },
+            secret,
+        )
+    }
+
+    /// Linear: `Linear-Signature: <hex>`, an HMAC-SHA256 of the body keyed with the webhook's
+    /// signing secret; the time is the body's `webhookTimestamp` (milliseconds), checked
+    /// within 60 s as Linear asks, once the signature is; the id is `Linear-Delivery` and
+    /// the event type `Linear-Event` (`Issue`).
+    ///
+    /// `Linear-Delivery` is not signed, so the layer keys on it and a hash of the body. Where
+    /// Linear resends a delivery with a new `webhookTimestamp`, that key differs and the
+    /// handler runs again (never an event lost); `IdSource::scheme().without_body_hash()`
+    /// keys on the id alone, which the signed, 60-second time makes hard to abuse.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let linear = HmacScheme::linear("lin_wh_secret")?;
+    /// let body = br#"{"action":"create","type":"Issue","webhookTimestamp":1700000000000}"#;
+    /// let headers = linear.sign("6f1c4ad8-1c1a-4a58-9a39-2f3b8f3c1d20", 0, body)?;
+    /// # let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_030);
+    /// let verified = linear.verify(&headers, body, now)?;
+    /// assert_eq!(verified.timestamp, Some(1_700_000_000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn linear(signing_secret: &str) -> Result<Self, InvalidSecret> {
+        let mut engine = body_only(
+            "linear",
+            "linear-signature",
+            "",
+            (Alg::HmacSha256, Encoding::Hex),
+            id_header("linear-delivery"),
+            Some("linear-event"),
+        );
+        engine.timestamp = Some(TimestampFrom::JsonField(
+            "webhookTimestamp",
+            TimeText::Millis,
+        ));
+        engine.tolerance = Duration::from_secs(60);
+        Self::preset(engine, signing_secret)
     }
 }

@@ -77,7 +77,7 @@ impl StandardWebhooks {
                 },
                 encoding: Encoding::Base64,
                 template: signature::builtin_template("{id}.{timestamp}.{body}"),
-                timestamp: Some(TimestampFrom::Header(header(
+                timestamp: Some(TimestampFrom::seconds(header(
                     "webhook-timestamp",
                     "svix-timestamp",
                 ))),
