@@ -5,7 +5,9 @@
 //! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
 //! default), `stripe`, `github`, `shopify`, `slack`, `paddle`, `zoom`, `meta`, `lemon-squeezy`,
 //! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox`, `intercom`, `vercel`,
-//! `twitch`, `linear` or `gitlab` (its secret token). `WEBHOOK_SECRET` is that
+//! `twitch`, `linear`, `gitlab` (its secret token) or `discord` (its public key; built with
+//! `--features ed25519`). With `meta`, `META_VERIFY_TOKEN` answers Meta's `GET` subscription
+//! check. The layer answers every sender's handshake itself. `WEBHOOK_SECRET` is that
 //! sender's signing secret, as its dashboard shows it. `BIND` is the address to listen on
 //! (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
 //! handler runs it prints `handled event <id>`; every rejection and duplicate prints a line
@@ -372,8 +374,21 @@ fn scheme(
             Box::new(HmacScheme::zoom(secret).map_err(invalid)?),
             IdSource::scheme(),
         ),
-        "meta" => (
-            Box::new(HmacScheme::meta(secret).map_err(invalid)?),
+        // META_VERIFY_TOKEN, where set, answers Meta's GET subscription check.
+        "meta" => {
+            let meta = HmacScheme::meta(secret).map_err(invalid)?;
+            let meta = match std::env::var("META_VERIFY_TOKEN") {
+                Ok(token) => meta
+                    .with_verify_token(&token)
+                    .map_err(|err| format!("META_VERIFY_TOKEN: {err}"))?,
+                Err(_) => meta,
+            };
+            (Box::new(meta), IdSource::scheme())
+        }
+        // WEBHOOK_SECRET is the application's public key, in hex.
+        #[cfg(feature = "ed25519")]
+        "discord" => (
+            Box::new(tower_webhook::scheme::Discord::new(secret).map_err(invalid)?),
             IdSource::scheme(),
         ),
         "lemon-squeezy" => (
@@ -424,7 +439,7 @@ fn scheme(
             return Err(format!(
                 "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
                  zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox, \
-                 intercom, vercel, twitch, linear or gitlab"
+                 intercom, vercel, twitch, linear, gitlab or discord (with --features ed25519)"
             )
             .into())
         }

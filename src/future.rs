@@ -25,7 +25,7 @@ use crate::config::{Behind, Config};
 use crate::door::{DoorError, Enqueued};
 use crate::enqueue;
 use crate::event::Event;
-use crate::identify::{identify, Key};
+use crate::identify::{identify, Key, Next};
 use crate::metrics::Timer;
 use crate::reject::{Rejection, RejectionKind};
 use crate::report;
@@ -217,7 +217,8 @@ where
                         ready!(collector.poll_collect(body, cx)).map_err(Rejection::new);
                     let (parts, inner) = head.take().expect(POLLED_AFTER_END);
                     match collected.and_then(|body| identify(config, span, parts, body)) {
-                        Ok((request, key)) => start(config, span, request, inner, key),
+                        Ok(Next::Deliver(request, key)) => start(config, span, request, inner, key),
+                        Ok(Next::Answer(response)) => State::answer(response),
                         Err(rejection) => {
                             State::answer(response::rejection(config, span, rejection))
                         }

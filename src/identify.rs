@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::Request;
+use http::{Request, Response};
 use http_body_util::Full;
 use tracing::Span;
 
@@ -13,25 +13,41 @@ use crate::config::Config;
 use crate::event::Event;
 use crate::id::{IdSource, NoId};
 use crate::reject::{Rejection, RejectionKind};
+use crate::response;
 
 /// The key a delivery is claimed under.
 pub(crate) type Key = Arc<str>;
 
-/// Verifies the collected delivery and finds its id: the request for the inner service, with
-/// the [`Event`] in its extensions, and the key to claim.
+/// What comes of a collected request once it is verified.
+pub(crate) enum Next {
+    /// A delivery: the request for the inner service, with the [`Event`] in its extensions,
+    /// and the key to claim.
+    Deliver(Request<Full<Bytes>>, Option<Key>),
+    /// One of the sender's handshakes, answered by the layer itself.
+    Answer(Response<Bytes>),
+}
+
+/// Verifies the collected delivery and finds its id, or answers the sender's handshake: an
+/// unsigned one (a `GET` with a challenge) before verifying, a signed one after.
 pub(crate) fn identify(
     config: &Config,
     span: &Span,
     mut parts: Parts,
     body: Bytes,
-) -> Result<(Request<Full<Bytes>>, Option<Key>), Rejection> {
-    let verified = config
-        .scheme
+) -> Result<Next, Rejection> {
+    let scheme = &*config.scheme;
+    if let Some(answer) = scheme.handshake(&parts, &body, None) {
+        return Ok(Next::Answer(response::handshake(config, span, answer)));
+    }
+    let verified = scheme
         .verify(&parts.headers, &body, config.clock.now())
         .map_err(|err| {
             record_claimed_id(span, &parts.headers);
             Rejection::new(RejectionKind::Verification(err))
         })?;
+    if let Some(answer) = scheme.handshake(&parts, &body, Some(&verified)) {
+        return Ok(Next::Answer(response::handshake(config, span, answer)));
+    }
     let identified = config
         .id_source
         .resolve(&*config.scheme, &parts, &body, &verified)
@@ -55,7 +71,10 @@ pub(crate) fn identify(
         body.clone(),
         config.scheme.name(),
     ));
-    Ok((Request::from_parts(parts, Full::new(body)), key))
+    Ok(Next::Deliver(
+        Request::from_parts(parts, Full::new(body)),
+        key,
+    ))
 }
 
 /// The headers senders put their delivery's id in, tried in this order.

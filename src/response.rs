@@ -15,7 +15,7 @@ use crate::body::ResponseBody;
 use crate::config::Config;
 use crate::reject::Rejection;
 use crate::report;
-use crate::scheme::DeliveryId;
+use crate::scheme::{DeliveryId, Handshake};
 
 /// The header that marks the answer to a copy of a delivery that was handled already.
 ///
@@ -94,6 +94,32 @@ pub(crate) fn duplicate(config: &Config, span: &Span, id: DeliveryId) -> Respons
         .headers_mut()
         .insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
     response.extensions_mut().insert(Duplicate { id });
+    response
+}
+
+/// The layer's answer to one of the sender's handshakes, logged; never counted as a
+/// delivery. Never sniffed or cached: the body echoes what the sender sent.
+pub(crate) fn handshake(config: &Config, span: &Span, answer: Handshake) -> Response<Bytes> {
+    span.record("outcome", "handshake");
+    tracing::info!(
+        layer = &*config.name,
+        scheme = config.scheme.name(),
+        outcome = "handshake",
+        "sender's handshake answered"
+    );
+    let (status, content_type, body) = answer.into_parts();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     response
 }
 

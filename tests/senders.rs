@@ -1553,3 +1553,59 @@ mod gitlab {
         assert_eq!(calls.get(), 1);
     }
 }
+
+/// Discord's vectors, checked with its own library (`tests/fixtures/gen_senders_discord.mjs`).
+#[cfg(feature = "ed25519")]
+#[test]
+fn discord_vectors_from_discord_interactions() {
+    use tower_webhook::scheme::Discord;
+    let all: Vec<Vector> =
+        serde_json::from_str(include_str!("fixtures/senders_discord.json")).unwrap();
+    assert_eq!(all.len(), 2);
+    for v in &all {
+        let scheme = Discord::new(v.public_key.as_deref().unwrap()).unwrap();
+        check(&scheme, v);
+        // Ed25519 is deterministic: the seed signs the very same signature.
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(&v.body_base64)
+            .unwrap();
+        let signed = Discord::from_signing_key(&v.secret)
+            .unwrap()
+            .sign(v.timestamp, &body)
+            .unwrap();
+        assert_eq!(
+            signed["x-signature-ed25519"],
+            v.headers["x-signature-ed25519"]
+        );
+        // Stale, and another application's key.
+        let err = scheme
+            .verify(&headers_of(v), &body, at(v.timestamp + 301))
+            .unwrap_err();
+        assert_eq!(err.kind(), VerifyErrorKind::TimestampTooOld);
+        let other = Discord::new(
+            all[1 - usize::from(v.id == all[1].id)]
+                .public_key
+                .as_deref()
+                .unwrap(),
+        )
+        .unwrap();
+        let err = other
+            .verify(&headers_of(v), &body, at(v.timestamp))
+            .unwrap_err();
+        assert_eq!(err.kind(), VerifyErrorKind::NoMatchingSignature);
+    }
+    // Keys that are not 32 bytes of hex, or weak, are refused when built.
+    for bad in ["", "00", &"zz".repeat(32), &"00".repeat(33)] {
+        assert_eq!(
+            Discord::new(bad).unwrap_err().kind(),
+            InvalidSecretKind::InvalidKey,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        Discord::new(&format!("01{}", "00".repeat(31)))
+            .unwrap_err()
+            .kind(),
+        InvalidSecretKind::WeakKey
+    );
+}

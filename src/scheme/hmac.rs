@@ -3,10 +3,12 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 
 pub use super::engine::Encoding;
 use super::engine::{Engine, Format, Header, IdFrom, TimestampFrom};
+use super::handshake::{Answers, Handshake};
 use super::signature::{self, Alg};
 use super::{
     DeliveryId, HmacSchemeBuilder, InvalidSecret, Scheme, SignError, Verified, VerifyError,
@@ -39,6 +41,7 @@ pub(crate) const FIVE_MINUTES: Duration = Duration::from_secs(5 * 60);
 #[derive(Clone)]
 pub struct HmacScheme {
     engine: Engine,
+    answers: Answers,
 }
 
 impl HmacScheme {
@@ -168,6 +171,9 @@ impl HmacScheme {
     /// Slack: `X-Slack-Signature: v0=<hex>`, an HMAC-SHA256 of
     /// `"v0:{X-Slack-Request-Timestamp}:{body}"`; a 300 s tolerance.
     ///
+    /// The layer answers Slack's signed `url_verification` itself, with the `challenge` as
+    /// text.
+    ///
     /// Bodies are JSON (Events API) or form-encoded (slash commands, interactivity). The id is
     /// the `event_id` of an Events API body. A body without one dedupes on a hash of the body,
     /// so that Slack's retries (`X-Slack-Retry-Num`), which resend the same bytes, are still
@@ -200,6 +206,7 @@ impl HmacScheme {
             },
             signing_secret,
         )
+        .map(|slack| slack.answering(Answers::Slack))
     }
 
     /// Paddle (Billing): `Paddle-Signature: ts=<unix>;h1=<hex>[;h1=<hex>...]`, each `h1` an
@@ -260,7 +267,10 @@ impl HmacScheme {
     }
 
     pub(crate) fn from_engine(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            answers: Answers::None,
+        }
     }
 
     #[cfg(feature = "test-util")]
@@ -269,7 +279,13 @@ impl HmacScheme {
     }
 
     pub(super) fn preset(engine: Engine, secret: &str) -> Result<Self, InvalidSecret> {
-        Self { engine }.with_secret(secret)
+        Self::from_engine(engine).with_secret(secret)
+    }
+
+    /// The same scheme, answering these handshakes.
+    pub(super) fn answering(mut self, answers: Answers) -> Self {
+        self.answers = answers;
+        self
     }
 
     /// Adds another secret, as the sender shows it: its UTF-8 bytes, without surrounding
@@ -362,6 +378,16 @@ impl Scheme for HmacScheme {
 
     fn signs_id(&self) -> bool {
         self.engine.signs_id()
+    }
+
+    fn handshake(
+        &self,
+        request: &Parts,
+        body: &[u8],
+        verified: Option<&Verified>,
+    ) -> Option<Handshake> {
+        self.answers
+            .answer(request, body, verified, self.engine.keys.first())
     }
 }
 

@@ -24,6 +24,7 @@
 //! | Linear | [`HmacScheme::linear`] |
 //! | Intercom (HMAC-SHA1) | [`HmacScheme::intercom`] |
 //! | Vercel (HMAC-SHA1) | [`HmacScheme::vercel`] |
+//! | Discord interactions (Ed25519, feature `ed25519`) | `Discord` |
 //! | GitLab (a shared token, no signature) | [`SharedToken::gitlab`] |
 //! | anyone else who signs with HMAC-SHA256 | [`HmacScheme::builder`] |
 //!
@@ -32,8 +33,11 @@
 
 mod builder;
 mod delivery_id;
+#[cfg(feature = "ed25519")]
+mod discord;
 pub(crate) mod engine;
 mod error;
+mod handshake;
 mod headers;
 mod hmac;
 mod presets;
@@ -46,10 +50,14 @@ mod verify;
 pub use self::hmac::{Encoding, HmacScheme};
 pub use builder::HmacSchemeBuilder;
 pub use delivery_id::DeliveryId;
+#[cfg(feature = "ed25519")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ed25519")))]
+pub use discord::Discord;
 pub use error::{
     InvalidScheme, InvalidSchemeKind, InvalidSecret, InvalidSecretKind, SignError, SignErrorKind,
     VerifyError, VerifyErrorKind,
 };
+pub use handshake::Handshake;
 pub use standard::StandardWebhooks;
 pub use token::SharedToken;
 pub use verify::{Scheme, Verified};

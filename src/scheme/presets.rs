@@ -5,12 +5,14 @@
 use std::time::Duration;
 
 use http::HeaderName;
+use sha2::{Digest, Sha256};
 
 use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::handshake::Answers;
 use super::hmac::FIVE_MINUTES;
 use super::signature::{self, Alg};
 use super::timestamp::TimeText;
-use super::{HmacScheme, InvalidSecret};
+use super::{HmacScheme, InvalidSecret, InvalidSecretKind};
 
 /// A sender that signs the body alone, with no timestamp (so nothing to be stale), its
 /// signature `prefix` and then the MAC in `encoding` in the header `signature`.
@@ -49,6 +51,9 @@ impl HmacScheme {
     /// `"v0:{x-zm-request-timestamp}:{body}"` keyed with the app's secret token; a 300 s
     /// tolerance, as Zoom's own sample checks.
     ///
+    /// The layer answers Zoom's `endpoint.url_validation` (signed like any delivery) itself,
+    /// with `plainToken` and its HMAC as `encryptedToken`, as Zoom requires.
+    ///
     /// Zoom sends no delivery id: the id is a hash of the body, which Zoom's retries resend
     /// unchanged (with a new timestamp). Zoom names the event in the body's `event` field,
     /// not in a header: [`Event::event_type`](crate::Event::event_type) is `None`.
@@ -85,6 +90,7 @@ impl HmacScheme {
             },
             secret_token,
         )
+        .map(|zoom| zoom.answering(Answers::Zoom))
     }
 
     /// Meta (WhatsApp Business, Instagram, Messenger, and the other Graph API webhooks):
@@ -94,6 +100,9 @@ impl HmacScheme {
     ///
     /// Meta signs the body as it sent it, with non-ASCII characters escaped (`\u00e9`): the
     /// layer verifies the raw bytes, never a re-serialized body, so this holds by itself.
+    ///
+    /// Meta checks the endpoint with a `GET` that carries a verify token the app chose: set
+    /// it with [`with_verify_token`](Self::with_verify_token) and the layer answers it.
     ///
     /// ```
     /// use tower_webhook::scheme::HmacScheme;
@@ -113,6 +122,25 @@ impl HmacScheme {
             None,
         );
         Self::preset(engine, app_secret)
+    }
+
+    /// Answers Meta's subscription check, `GET ?hub.mode=subscribe&hub.verify_token=<token>
+    /// &hub.challenge=<challenge>`, with the challenge as text, where the token is this one
+    /// (compared in constant time). Any other `GET` is verified as a delivery, and so
+    /// refused: the handler never sees a `GET`. A blank token is refused.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let meta = HmacScheme::meta("the app secret")?.with_verify_token("a token the app chose")?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    pub fn with_verify_token(self, token: &str) -> Result<Self, InvalidSecret> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(InvalidSecret::new(InvalidSecretKind::Empty));
+        }
+        Ok(self.answering(Answers::Meta(Sha256::digest(token.as_bytes()).into())))
     }
 
     /// Lemon Squeezy: `X-Signature: <hex>`, an HMAC-SHA256 of the body keyed with the
@@ -266,6 +294,9 @@ impl HmacScheme {
     /// **app secret**; no timestamp; the id is a hash of the body. A Dropbox notification
     /// only says which accounts changed: the handler lists the changes itself.
     ///
+    /// The layer answers Dropbox's endpoint check, `GET ?challenge=<challenge>` (unsigned),
+    /// with the challenge as text; any other `GET` is refused.
+    ///
     /// ```
     /// use tower_webhook::scheme::HmacScheme;
     ///
@@ -282,7 +313,7 @@ impl HmacScheme {
             IdFrom::BodyHash,
             None,
         );
-        Self::preset(engine, app_secret)
+        Self::preset(engine, app_secret).map(|dropbox| dropbox.answering(Answers::Dropbox))
     }
 
     /// Intercom: `X-Hub-Signature: sha1=<hex>`, an HMAC-**SHA1** of the body keyed with the
@@ -345,6 +376,9 @@ impl HmacScheme {
     /// `Twitch-Eventsub-Message-Id`, which is signed and which Twitch keeps when it resends;
     /// the event type is `Twitch-Eventsub-Subscription-Type` (`channel.follow`).
     ///
+    /// The layer answers the signed `webhook_callback_verification` itself, with the
+    /// `challenge` as text; `revocation` messages reach the handler as deliveries.
+    ///
     /// ```
     /// use tower_webhook::scheme::{HmacScheme, Scheme};
     ///
@@ -381,6 +415,7 @@ impl HmacScheme {
             },
             secret,
         )
+        .map(|twitch| twitch.answering(Answers::Twitch))
     }
 
     /// Linear: `Linear-Signature: <hex>`, an HMAC-SHA256 of the body keyed with the webhook's

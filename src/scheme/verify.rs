@@ -3,9 +3,10 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use http::request::Parts;
 use http::HeaderMap;
 
-use super::{DeliveryId, VerifyError};
+use super::{DeliveryId, Handshake, VerifyError};
 
 /// How one sender signs its webhooks.
 ///
@@ -82,6 +83,25 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
     fn signs_id(&self) -> bool {
         false
     }
+
+    /// The layer's own answer where `request` is one of the sender's handshakes (Slack's
+    /// `url_verification`, Zoom's `endpoint.url_validation`, Meta's `GET` subscription
+    /// check): answered before any store, inbox or handler, never deduplicated.
+    ///
+    /// The layer asks twice: before verifying, with `verified` `None`, for the handshakes
+    /// the sender does not sign (a `GET` with a challenge in its query); then after, with
+    /// the verified delivery, for the signed ones. A request answered by neither is a
+    /// delivery, verified as any other: a forged handshake is refused like a forged
+    /// delivery. The default answers none.
+    fn handshake(
+        &self,
+        request: &Parts,
+        body: &[u8],
+        verified: Option<&Verified>,
+    ) -> Option<Handshake> {
+        let _ = (request, body, verified);
+        None
+    }
 }
 
 /// A scheme chosen at run time, such as one picked from configuration.
@@ -110,6 +130,15 @@ impl<S: Scheme + ?Sized> Scheme for Box<S> {
 
     fn signs_id(&self) -> bool {
         (**self).signs_id()
+    }
+
+    fn handshake(
+        &self,
+        request: &Parts,
+        body: &[u8],
+        verified: Option<&Verified>,
+    ) -> Option<Handshake> {
+        (**self).handshake(request, body, verified)
     }
 }
 
