@@ -5,8 +5,9 @@
 //! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
 //! default), `stripe`, `github`, `shopify`, `slack`, `paddle`, `zoom`, `meta`, `lemon-squeezy`,
 //! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox`, `intercom`, `vercel`,
-//! `twitch`, `linear`, `gitlab` (its secret token) or `discord` (its public key; built with
-//! `--features ed25519`). With `meta`, `META_VERIFY_TOKEN` answers Meta's `GET` subscription
+//! `twitch`, `linear`, `gitlab` (its secret token), `twilio`, `square`, `hubspot` (these
+//! three with `WEBHOOK_PUBLIC_URL`, the endpoint's URL as entered at the sender) or
+//! `discord` (its public key; built with `--features ed25519`). With `meta`, `META_VERIFY_TOKEN` answers Meta's `GET` subscription
 //! check. The layer answers every sender's handshake itself. `WEBHOOK_SECRET` is that
 //! sender's signing secret, as its dashboard shows it. `BIND` is the address to listen on
 //! (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
@@ -50,7 +51,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use tower_webhook::scheme::{HmacScheme, Scheme, SharedToken, StandardWebhooks};
+use tower_webhook::scheme::{
+    HmacScheme, HubSpot, Scheme, SharedToken, Square, StandardWebhooks, Twilio,
+};
 use tower_webhook::store::MemoryStore;
 use tower_webhook::{Duplicate, Event, IdSource, Rejection, VerifyWebhookLayer};
 
@@ -66,14 +69,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let secret = std::env::var("WEBHOOK_SECRET")
         .map_err(|_| "set WEBHOOK_SECRET to the signing secret from your sender's dashboard")?;
     let name = std::env::var("WEBHOOK_SCHEME").unwrap_or_else(|_| "standard".to_owned());
-    let (scheme, id_source) = scheme(&name, &secret)?;
+    let scheme = scheme(&name, &secret)?;
     let bind: SocketAddr = std::env::var("BIND")
         .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
         .parse()
         .map_err(|err| format!("BIND: {err}"))?;
 
     println!("scheme: {name}");
-    let layer = VerifyWebhookLayer::new(scheme).with_id_source(id_source);
+    let layer = VerifyWebhookLayer::new(scheme).with_id_source(IdSource::scheme());
     let effect = std::env::var("HANDLER_EFFECT").ok();
     let tx = match effect.as_deref() {
         None | Some("") => false,
@@ -336,110 +339,66 @@ async fn with_inbox(
     .into())
 }
 
-/// The scheme `name`, and where its deliveries' ids come from.
-fn scheme(
-    name: &str,
-    secret: &str,
-) -> Result<(Box<dyn Scheme>, IdSource), Box<dyn std::error::Error>> {
+/// A built-in HMAC sender's constructor.
+type Preset = fn(&str) -> Result<HmacScheme, tower_webhook::scheme::InvalidSecret>;
+
+/// The scheme `name`. Every one keys its deliveries as it says (`IdSource::scheme`): GitHub,
+/// Shopify and the others whose id is not signed on the id and the body together.
+fn scheme(name: &str, secret: &str) -> Result<Box<dyn Scheme>, Box<dyn std::error::Error>> {
     let invalid = |err: tower_webhook::scheme::InvalidSecret| format!("WEBHOOK_SECRET: {err}");
+    let invalid_url = |err: tower_webhook::scheme::InvalidScheme| format!("WEBHOOK_SCHEME: {err}");
+    // WEBHOOK_PUBLIC_URL: the endpoint's URL as entered at the sender, which it signs.
+    let public_url = || {
+        std::env::var("WEBHOOK_PUBLIC_URL")
+            .map_err(|_| format!("WEBHOOK_SCHEME {name}: set WEBHOOK_PUBLIC_URL, the URL it calls"))
+    };
+    let preset: Option<Preset> = match name {
+        "stripe" => Some(HmacScheme::stripe),
+        "github" => Some(HmacScheme::github),
+        "shopify" => Some(HmacScheme::shopify),
+        "slack" => Some(HmacScheme::slack),
+        "paddle" => Some(HmacScheme::paddle),
+        "zoom" => Some(HmacScheme::zoom),
+        "lemon-squeezy" => Some(HmacScheme::lemon_squeezy),
+        "woocommerce" => Some(HmacScheme::woocommerce),
+        "typeform" => Some(HmacScheme::typeform),
+        "calendly" => Some(HmacScheme::calendly),
+        "pagerduty" => Some(HmacScheme::pagerduty),
+        "dropbox" => Some(HmacScheme::dropbox),
+        "intercom" => Some(HmacScheme::intercom),
+        "vercel" => Some(HmacScheme::vercel),
+        "twitch" => Some(HmacScheme::twitch),
+        "linear" => Some(HmacScheme::linear),
+        _ => None,
+    };
+    if let Some(preset) = preset {
+        return Ok(Box::new(preset(secret).map_err(invalid)?));
+    }
     Ok(match name {
-        "standard" => (
-            Box::new(StandardWebhooks::new(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "stripe" => (
-            Box::new(HmacScheme::stripe(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "slack" => (
-            Box::new(HmacScheme::slack(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "paddle" => (
-            Box::new(HmacScheme::paddle(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        // GitHub and Shopify do not sign their id header: the layer keys those deliveries on
-        // the id and the body together by default.
-        "github" => (
-            Box::new(HmacScheme::github(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "shopify" => (
-            Box::new(HmacScheme::shopify(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        // The others: each its own constructor, keyed as the scheme says.
-        "zoom" => (
-            Box::new(HmacScheme::zoom(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
+        "standard" => Box::new(StandardWebhooks::new(secret).map_err(invalid)?),
         // META_VERIFY_TOKEN, where set, answers Meta's GET subscription check.
         "meta" => {
             let meta = HmacScheme::meta(secret).map_err(invalid)?;
-            let meta = match std::env::var("META_VERIFY_TOKEN") {
+            Box::new(match std::env::var("META_VERIFY_TOKEN") {
                 Ok(token) => meta
                     .with_verify_token(&token)
                     .map_err(|err| format!("META_VERIFY_TOKEN: {err}"))?,
                 Err(_) => meta,
-            };
-            (Box::new(meta), IdSource::scheme())
+            })
         }
+        "gitlab" => Box::new(SharedToken::gitlab(secret).map_err(invalid)?),
+        "twilio" => Box::new(Twilio::new(secret, &public_url()?).map_err(invalid_url)?),
+        "square" => Box::new(Square::new(secret, &public_url()?).map_err(invalid_url)?),
+        "hubspot" => Box::new(HubSpot::new(secret, &public_url()?).map_err(invalid_url)?),
         // WEBHOOK_SECRET is the application's public key, in hex.
         #[cfg(feature = "ed25519")]
-        "discord" => (
-            Box::new(tower_webhook::scheme::Discord::new(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "lemon-squeezy" => (
-            Box::new(HmacScheme::lemon_squeezy(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "woocommerce" => (
-            Box::new(HmacScheme::woocommerce(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "typeform" => (
-            Box::new(HmacScheme::typeform(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "calendly" => (
-            Box::new(HmacScheme::calendly(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "pagerduty" => (
-            Box::new(HmacScheme::pagerduty(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "dropbox" => (
-            Box::new(HmacScheme::dropbox(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "intercom" => (
-            Box::new(HmacScheme::intercom(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "vercel" => (
-            Box::new(HmacScheme::vercel(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "twitch" => (
-            Box::new(HmacScheme::twitch(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "linear" => (
-            Box::new(HmacScheme::linear(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
-        "gitlab" => (
-            Box::new(SharedToken::gitlab(secret).map_err(invalid)?),
-            IdSource::scheme(),
-        ),
+        "discord" => Box::new(tower_webhook::scheme::Discord::new(secret).map_err(invalid)?),
         other => {
             return Err(format!(
                 "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
                  zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox, \
-                 intercom, vercel, twitch, linear, gitlab or discord (with --features ed25519)"
+                 intercom, vercel, twitch, linear, gitlab, twilio, square, hubspot or discord \
+                 (with --features ed25519)"
             )
             .into())
         }

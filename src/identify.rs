@@ -40,7 +40,7 @@ pub(crate) fn identify(
         return Ok(Next::Answer(response::handshake(config, span, answer)));
     }
     let verified = scheme
-        .verify(&parts.headers, &body, config.clock.now())
+        .verify_request(&parts, &body, config.clock.now())
         .map_err(|err| {
             record_claimed_id(span, &parts.headers);
             Rejection::new(RejectionKind::Verification(err))

@@ -272,6 +272,8 @@ pub enum InvalidSchemeKind {
     /// A timestamp header is set but the template does not sign `{timestamp}`: checking a
     /// timestamp anyone can set protects nothing.
     UnsignedTimestamp,
+    /// The endpoint's public URL is not an `http` or `https` URL with a host.
+    InvalidUrl,
 }
 
 impl InvalidScheme {
@@ -300,6 +302,7 @@ impl fmt::Display for InvalidScheme {
             InvalidSchemeKind::Template => "invalid template of the signed content",
             InvalidSchemeKind::NoSecret => "no secret was given",
             InvalidSchemeKind::EmptySecret => "a secret is empty or blank",
+            InvalidSchemeKind::InvalidUrl => "the endpoint's URL is not an http(s) URL with a host",
             InvalidSchemeKind::UnsignedTimestamp => {
                 "the timestamp header is not signed: add {timestamp} to the template"
             }

@@ -25,10 +25,13 @@
 //! | Intercom (HMAC-SHA1) | [`HmacScheme::intercom`] |
 //! | Vercel (HMAC-SHA1) | [`HmacScheme::vercel`] |
 //! | Discord interactions (Ed25519, feature `ed25519`) | `Discord` |
+//! | Twilio (the URL it called, HMAC-SHA1) | [`Twilio`] |
+//! | Square (its notification URL) | [`Square`] |
+//! | HubSpot (signature v3: method, URL, time) | [`HubSpot`] |
 //! | GitLab (a shared token, no signature) | [`SharedToken::gitlab`] |
 //! | anyone else who signs with HMAC-SHA256 | [`HmacScheme::builder`] |
 //!
-//! All of them run on one verification core: a signature header in one of two shapes, a
+//! Most of them run on one verification core: a signature header in one of two shapes, a
 //! template of what is signed, a timestamp rule and an id rule.
 
 mod builder;
@@ -45,6 +48,8 @@ mod signature;
 mod standard;
 mod timestamp;
 mod token;
+mod url;
+mod url_signed;
 mod verify;
 
 pub use self::hmac::{Encoding, HmacScheme};
@@ -60,4 +65,5 @@ pub use error::{
 pub use handshake::Handshake;
 pub use standard::StandardWebhooks;
 pub use token::SharedToken;
+pub use url_signed::{HubSpot, Square, Twilio};
 pub use verify::{Scheme, Verified};

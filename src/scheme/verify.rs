@@ -57,6 +57,18 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
         now: SystemTime,
     ) -> Result<Verified, VerifyError>;
 
+    /// Verifies one delivery, with its request line too: the layer calls this one. Schemes
+    /// that sign the URL or the method (Twilio, Square, HubSpot) read them here; the default
+    /// is [`verify`](Self::verify) on the request's headers.
+    fn verify_request(
+        &self,
+        request: &Parts,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        self.verify(&request.headers, body, now)
+    }
+
     /// The id of a verified delivery, where [`IdSource::scheme`](crate::IdSource::scheme)
     /// asks the scheme for it (the default).
     ///
@@ -117,6 +129,15 @@ impl<S: Scheme + ?Sized> Scheme for Box<S> {
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
         (**self).verify(headers, body, now)
+    }
+
+    fn verify_request(
+        &self,
+        request: &Parts,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        (**self).verify_request(request, body, now)
     }
 
     fn identify(
