@@ -169,7 +169,7 @@ fn schemes(c: &mut Criterion) {
         let body = vec![b'x'; size];
         group.throughput(Throughput::Bytes(size as u64));
         let standard = StandardWebhooks::new(SECRET).unwrap();
-        let hmac: [(&str, HmacScheme); 16] = [
+        let hmac: [(&str, HmacScheme); 17] = [
             ("stripe", HmacScheme::stripe("whsec_bench").unwrap()),
             ("github", HmacScheme::github("bench").unwrap()),
             ("shopify", HmacScheme::shopify("bench").unwrap()),
@@ -186,6 +186,10 @@ fn schemes(c: &mut Criterion) {
             ("intercom", HmacScheme::intercom("bench").unwrap()),
             ("vercel", HmacScheme::vercel("bench").unwrap()),
             ("twitch", HmacScheme::twitch("bench").unwrap()),
+            (
+                "coinbase_commerce",
+                HmacScheme::coinbase_commerce("bench").unwrap(),
+            ),
         ];
         let headers = standard.sign("msg_bench", ts, &body).unwrap();
         group.bench_with_input(

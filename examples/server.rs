@@ -5,7 +5,8 @@
 //! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
 //! default), `stripe`, `github`, `shopify`, `slack`, `paddle`, `zoom`, `meta`, `lemon-squeezy`,
 //! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox`, `intercom`, `vercel`,
-//! `twitch`, `linear`, `gitlab` (its secret token), `twilio`, `square`, `hubspot` (these
+//! `twitch`, `linear`, `coinbase-commerce`, `mailgun`, `gitlab` (its secret token),
+//! `twilio`, `square`, `hubspot` (these
 //! three with `WEBHOOK_PUBLIC_URL`, the endpoint's URL as entered at the sender) or
 //! `discord` (its public key; built with `--features ed25519`). With `meta`, `META_VERIFY_TOKEN` answers Meta's `GET` subscription
 //! check. The layer answers every sender's handshake itself. `WEBHOOK_SECRET` is that
@@ -52,7 +53,7 @@ use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_webhook::scheme::{
-    HmacScheme, HubSpot, Scheme, SharedToken, Square, StandardWebhooks, Twilio,
+    HmacScheme, HubSpot, Mailgun, Scheme, SharedToken, Square, StandardWebhooks, Twilio,
 };
 use tower_webhook::store::MemoryStore;
 use tower_webhook::{Duplicate, Event, IdSource, Rejection, VerifyWebhookLayer};
@@ -369,6 +370,7 @@ fn scheme(name: &str, secret: &str) -> Result<Box<dyn Scheme>, Box<dyn std::erro
         "vercel" => Some(HmacScheme::vercel),
         "twitch" => Some(HmacScheme::twitch),
         "linear" => Some(HmacScheme::linear),
+        "coinbase-commerce" => Some(HmacScheme::coinbase_commerce),
         _ => None,
     };
     if let Some(preset) = preset {
@@ -387,6 +389,7 @@ fn scheme(name: &str, secret: &str) -> Result<Box<dyn Scheme>, Box<dyn std::erro
             })
         }
         "gitlab" => Box::new(SharedToken::gitlab(secret).map_err(invalid)?),
+        "mailgun" => Box::new(Mailgun::new(secret).map_err(invalid)?),
         "twilio" => Box::new(Twilio::new(secret, &public_url()?).map_err(invalid_url)?),
         "square" => Box::new(Square::new(secret, &public_url()?).map_err(invalid_url)?),
         "hubspot" => Box::new(HubSpot::new(secret, &public_url()?).map_err(invalid_url)?),
@@ -397,7 +400,8 @@ fn scheme(name: &str, secret: &str) -> Result<Box<dyn Scheme>, Box<dyn std::erro
             return Err(format!(
                 "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
                  zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox, \
-                 intercom, vercel, twitch, linear, gitlab, twilio, square, hubspot or discord \
+                 intercom, vercel, twitch, linear, coinbase-commerce, gitlab, mailgun, twilio, \
+                 square, hubspot or discord \
                  (with --features ed25519)"
             )
             .into())

@@ -38,6 +38,10 @@ fn vectors() -> Vec<Vector> {
     all.extend(
         serde_json::from_str::<Vec<Vector>>(include_str!("fixtures/senders_linear.json")).unwrap(),
     );
+    all.extend(
+        serde_json::from_str::<Vec<Vector>>(include_str!("fixtures/senders_coinbase.json"))
+            .unwrap(),
+    );
     all
 }
 
@@ -76,6 +80,7 @@ fn hmac_scheme(name: &str, secret: &str) -> HmacScheme {
         "vercel" => HmacScheme::vercel(secret),
         "twitch" => HmacScheme::twitch(secret),
         "linear" => HmacScheme::linear(secret),
+        "coinbase-commerce" => HmacScheme::coinbase_commerce(secret),
         other => panic!("no scheme {other}"),
     }
     .unwrap()
@@ -144,6 +149,7 @@ fn hmac_vectors_from_the_senders_libraries() {
         seen.into_iter().collect::<Vec<_>>(),
         [
             "calendly",
+            "coinbase-commerce",
             "dropbox",
             "github",
             "intercom",
@@ -1260,6 +1266,27 @@ mod through_the_layer {
         }
     }
 
+    /// Coinbase Commerce's retry has another body (its own top-level id and attempt
+    /// number): keyed on the event's id, it is a duplicate.
+    #[tokio::test]
+    async fn a_coinbase_commerce_retry_is_a_duplicate() {
+        let retries: Vec<Vector> =
+            serde_json::from_str(include_str!("fixtures/senders_coinbase.json")).unwrap();
+        let scheme = HmacScheme::coinbase_commerce(&retries[0].secret).unwrap();
+        let layer = VerifyWebhookLayer::new(scheme).with_store(MemoryStore::new());
+        let calls = Calls::default();
+        let mut answers = Vec::new();
+        for v in &retries {
+            let body: &'static [u8] = base64::engine::general_purpose::STANDARD
+                .decode(&v.body_base64)
+                .unwrap()
+                .leak();
+            answers.push(send(&layer, &calls, headers_of(v), body).await);
+        }
+        assert_eq!(answers, [(StatusCode::OK, false), (StatusCode::OK, true)]);
+        assert_eq!(calls.get(), 1);
+    }
+
     #[tokio::test]
     async fn slack_retries_of_a_slash_command_are_duplicates() {
         let slack = HmacScheme::slack("slack secret").unwrap();
@@ -1607,5 +1634,76 @@ fn discord_vectors_from_discord_interactions() {
             .unwrap_err()
             .kind(),
         InvalidSecretKind::WeakKey
+    );
+}
+
+/// Mailgun: the signature object is in the body (`tests/fixtures/gen_senders_mailgun.py`).
+#[test]
+fn mailgun_signs_a_token_and_a_time_in_the_body() {
+    use tower_webhook::scheme::Mailgun;
+    let all: Vec<Vector> =
+        serde_json::from_str(include_str!("fixtures/senders_mailgun.json")).unwrap();
+    for v in &all {
+        let scheme = Mailgun::new(&v.secret).unwrap();
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(&v.body_base64)
+            .unwrap();
+        let verified = scheme
+            .verify(&HeaderMap::new(), &body, at(v.timestamp))
+            .unwrap();
+        assert_eq!(verified.id.as_deref(), Some(v.id.as_str()));
+        assert_eq!(verified.event_type, v.event_type);
+        assert!(scheme.signs_id());
+        let kind = |body: &[u8], now: i64| {
+            scheme
+                .verify(&HeaderMap::new(), body, at(now))
+                .unwrap_err()
+                .kind()
+        };
+        assert_eq!(
+            kind(&body, v.timestamp + 301),
+            VerifyErrorKind::TimestampTooOld
+        );
+        let other = Mailgun::new("another key").unwrap();
+        assert_eq!(
+            other
+                .verify(&HeaderMap::new(), &body, at(v.timestamp))
+                .unwrap_err()
+                .kind(),
+            VerifyErrorKind::NoMatchingSignature
+        );
+        // Another token under the same signature: refused.
+        let text = String::from_utf8(body.clone()).unwrap();
+        let swapped = text.replacen(&v.id, &format!("{}0", &v.id[1..]), 1);
+        assert_eq!(
+            kind(swapped.as_bytes(), v.timestamp),
+            VerifyErrorKind::NoMatchingSignature
+        );
+        // The signer makes the same object.
+        let made = scheme.signature(v.timestamp, &v.id);
+        let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(made, sent["signature"]);
+    }
+    let scheme = Mailgun::new("k").unwrap();
+    for body in [
+        &b"{}"[..],
+        b"not json",
+        br#"{"signature":{"timestamp":"1","token":"t"}}"#,
+        br#"{"signature":{"timestamp":"soon","token":"t","signature":"00"}}"#,
+        br#"{"signature":"x"}"#,
+    ] {
+        assert_eq!(
+            scheme
+                .verify(&HeaderMap::new(), body, at(1))
+                .unwrap_err()
+                .kind(),
+            VerifyErrorKind::NoSupportedSignature,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(
+        Mailgun::new(" ").unwrap_err().kind(),
+        InvalidSecretKind::Empty
     );
 }

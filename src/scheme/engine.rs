@@ -147,6 +147,8 @@ pub(crate) enum IdFrom {
     JsonFieldOrBodyHash(&'static str),
     /// A hash of the body, for a sender that sends no id: its retries resend the same bytes.
     BodyHash,
+    /// A field of a top-level object of the JSON body: Coinbase Commerce's `event.id`.
+    JsonNested(&'static str, &'static str),
 }
 
 /// The most signature entries one header may carry: a rotation has two or three.
@@ -397,6 +399,11 @@ impl Engine {
                 json_field(body, field).unwrap_or_else(|| body_hash(body)),
             )),
             IdFrom::BodyHash => Some(DeliveryId::from(body_hash(body))),
+            IdFrom::JsonNested(outer, inner) => {
+                let object = json::top_level(body, &[outer])?.into_iter().next()??;
+                let text = json::id_text(object.get(inner)?)?;
+                Some(text).filter(|id| !id.is_empty()).map(DeliveryId::from)
+            }
         }
     }
 
@@ -404,7 +411,12 @@ impl Engine {
     pub(crate) fn signs_id(&self) -> bool {
         match &self.id {
             Some(IdFrom::Header(_)) => self.template.contains(&Part::Id),
-            Some(IdFrom::JsonField(_) | IdFrom::JsonFieldOrBodyHash(_) | IdFrom::BodyHash) => true,
+            Some(
+                IdFrom::JsonField(_)
+                | IdFrom::JsonFieldOrBodyHash(_)
+                | IdFrom::BodyHash
+                | IdFrom::JsonNested(..),
+            ) => true,
             None => false,
         }
     }

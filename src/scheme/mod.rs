@@ -25,6 +25,8 @@
 //! | Intercom (HMAC-SHA1) | [`HmacScheme::intercom`] |
 //! | Vercel (HMAC-SHA1) | [`HmacScheme::vercel`] |
 //! | Discord interactions (Ed25519, feature `ed25519`) | `Discord` |
+//! | Coinbase Commerce | [`HmacScheme::coinbase_commerce`] |
+//! | Mailgun (the signature in the body) | [`Mailgun`] |
 //! | Twilio (the URL it called, HMAC-SHA1) | [`Twilio`] |
 //! | Square (its notification URL) | [`Square`] |
 //! | HubSpot (signature v3: method, URL, time) | [`HubSpot`] |
@@ -43,6 +45,7 @@ mod error;
 mod handshake;
 mod headers;
 mod hmac;
+mod mailgun;
 mod presets;
 mod signature;
 mod standard;
@@ -63,6 +66,7 @@ pub use error::{
     VerifyError, VerifyErrorKind,
 };
 pub use handshake::Handshake;
+pub use mailgun::Mailgun;
 pub use standard::StandardWebhooks;
 pub use token::SharedToken;
 pub use url_signed::{HubSpot, Square, Twilio};

@@ -455,4 +455,34 @@ impl HmacScheme {
         engine.tolerance = Duration::from_secs(60);
         Self::preset(engine, signing_secret)
     }
+
+    /// Coinbase Commerce: `X-CC-Webhook-Signature: <hex>`, an HMAC-SHA256 of the body keyed
+    /// with the endpoint's shared secret; no timestamp; the id is the event's, `event.id` in
+    /// the JSON body (the top-level `id` and `attempt_number` change with each retry, so a
+    /// hash of the body would not catch one).
+    ///
+    /// ```
+    /// use tower_webhook::scheme::{HmacScheme, Scheme};
+    ///
+    /// let coinbase = HmacScheme::coinbase_commerce("shared secret")?;
+    /// let body = br#"{"id":1,"attempt_number":2,"event":{"id":"24934862-d980-46cb-9402-43c81b0cdba6","type":"charge:confirmed"}}"#;
+    /// let headers = coinbase.sign("", 0, body)?;
+    /// let verified = coinbase.verify(&headers, body, std::time::SystemTime::now())?;
+    /// assert_eq!(
+    ///     coinbase.identify(&headers, body, &verified).as_deref(),
+    ///     Some("24934862-d980-46cb-9402-43c81b0cdba6")
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn coinbase_commerce(shared_secret: &str) -> Result<Self, InvalidSecret> {
+        let engine = body_only(
+            "coinbase-commerce",
+            "x-cc-webhook-signature",
+            "",
+            (Alg::HmacSha256, Encoding::Hex),
+            IdFrom::JsonNested("event", "id"),
+            None,
+        );
+        Self::preset(engine, shared_secret)
+    }
 }
