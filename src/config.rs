@@ -14,6 +14,7 @@ use crate::metrics::Meter;
 use crate::scheme::Scheme;
 use crate::stats::Stats;
 use crate::store::DynStore;
+use crate::tenant::Tenants;
 use crate::tx::Transactions;
 
 /// What [`VerifyWebhookLayer`](crate::VerifyWebhookLayer) builds, shared by
@@ -37,6 +38,9 @@ pub(crate) struct Config {
     pub(crate) peer: Peer,
     pub(crate) stats: Stats,
     pub(crate) meter: Meter,
+    /// Where each delivery's scheme is looked up, for a layer made with
+    /// [`per_tenant`](crate::VerifyWebhookLayer::per_tenant); `scheme` is then never asked.
+    pub(crate) tenants: Option<Tenants>,
 }
 
 /// What the layer does with a verified delivery: one choice, so no precedence between a

@@ -31,9 +31,10 @@ use crate::reject::{Rejection, RejectionKind};
 use crate::report;
 use crate::response::{self, Then};
 use crate::runtime::Timed;
-use crate::scheme::DeliveryId;
+use crate::scheme::{DeliveryId, VerifyError, VerifyErrorKind};
 use crate::stats::Outcome;
 use crate::store::{Claim, DynStore, StoreCall};
+use crate::tenant::{Found, Resolving, TenantError, Tenants};
 use crate::tx::Transactions;
 
 const POLLED_AFTER_END: &str = "ResponseFuture polled after completion";
@@ -97,6 +98,11 @@ pin_project! {
             body: B,
             head: Option<(Parts, S)>,
             collector: Collector,
+        },
+        // The tenant's scheme, looked up: then the delivery is verified with it.
+        Resolving {
+            lookup: Resolving,
+            head: Option<(Parts, Bytes, S, String)>,
         },
         // The key's claim in the store, then the inner service.
         Claiming {
@@ -216,13 +222,23 @@ where
                     let collected =
                         ready!(collector.poll_collect(body, cx)).map_err(Rejection::new);
                     let (parts, inner) = head.take().expect(POLLED_AFTER_END);
-                    match collected.and_then(|body| identify(config, span, parts, body)) {
-                        Ok(Next::Deliver(request, key)) => start(config, span, request, inner, key),
-                        Ok(Next::Answer(response)) => State::answer(response),
-                        Err(rejection) => {
+                    match (collected, &config.tenants) {
+                        (Err(rejection), _) => {
                             State::answer(response::rejection(config, span, rejection))
                         }
+                        (Ok(body), None) => {
+                            let next = identify(config, span, (parts, body), &*config.scheme, None);
+                            go_on(config, span, next, inner)
+                        }
+                        (Ok(body), Some(tenants)) => {
+                            resolve(config, span, tenants, parts, body, inner)
+                        }
                     }
+                }
+                StateProj::Resolving { lookup, head } => {
+                    let found = ready!(lookup.as_mut().poll(cx));
+                    let (parts, body, inner, tenant) = head.take().expect(POLLED_AFTER_END);
+                    with_tenant(config, span, found, (parts, body), inner, &tenant)
                 }
                 StateProj::Claiming {
                     mut claim,
@@ -452,6 +468,87 @@ fn committed_or_not<R, E>(
 /// What a future dropped before its end leaves is finished on the runtime: a claim under way
 /// is finished and released, a held claim is released, a completion, release or write to the
 /// inbox under way is finished.
+/// What comes of a verified request: its claim and call, or the layer's own answer.
+fn go_on<S, B, R>(
+    config: &Config,
+    span: &Span,
+    next: Result<Next, Rejection>,
+    inner: S,
+) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+{
+    match next {
+        Ok(Next::Deliver(request, key)) => start(config, span, request, inner, key),
+        Ok(Next::Answer(response)) => State::answer(response),
+        Err(rejection) => State::answer(response::rejection(config, span, rejection)),
+    }
+}
+
+/// The tenant's scheme for a collected request: verified at once where it is cached, else
+/// after its lookup. A request with no readable tenant is refused as a forgery is.
+fn resolve<S, B, R>(
+    config: &Config,
+    span: &Span,
+    tenants: &Tenants,
+    parts: Parts,
+    body: Bytes,
+    inner: S,
+) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+{
+    let Some(tenant) = tenants.tenant(&parts) else {
+        tracing::debug!(parent: span, "no tenant in the request");
+        return State::answer(response::rejection(config, span, forged()));
+    };
+    match tenants.resolve(&tenant) {
+        Ok(found) => with_tenant(config, span, Ok(found), (parts, body), inner, &tenant),
+        Err(lookup) => State::Resolving {
+            lookup,
+            head: Some((parts, body, inner, tenant)),
+        },
+    }
+}
+
+/// Verifies the request with its tenant's scheme; an unknown tenant gets the answer a bad
+/// signature gets, a failed lookup a 503.
+fn with_tenant<S, B, R>(
+    config: &Config,
+    span: &Span,
+    found: Result<Found, TenantError>,
+    request: (Parts, Bytes),
+    inner: S,
+    tenant: &str,
+) -> State<S, B>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+{
+    match found {
+        Ok(Some(scheme)) => {
+            let next = identify(config, span, request, &*scheme, Some(tenant));
+            go_on(config, span, next, inner)
+        }
+        Ok(None) => {
+            tracing::debug!(parent: span, tenant, "unknown tenant");
+            State::answer(response::rejection(config, span, forged()))
+        }
+        Err(err) => {
+            tracing::warn!(parent: span, tenant, error = %err, "the tenant's secrets could not be looked up");
+            let rejection = Rejection::new(RejectionKind::StoreUnavailable);
+            State::answer(response::rejection(config, span, rejection))
+        }
+    }
+}
+
+/// The refusal of a delivery whose signature is not good: also an unknown tenant's, so that
+/// the two cannot be told apart.
+fn forged() -> Rejection {
+    Rejection::new(RejectionKind::Verification(VerifyError::new(
+        VerifyErrorKind::NoMatchingSignature,
+    )))
+}
+
 fn abandon<S, B>(config: &Arc<Config>, span: &Span, state: StateProj<'_, S, B>)
 where
     S: Service<Request<Full<Bytes>>>,
@@ -489,6 +586,6 @@ where
                 enqueue::finish_enqueue(config, span, write);
             }
         }
-        StateProj::Collecting { .. } | StateProj::Ready { .. } => {}
+        StateProj::Collecting { .. } | StateProj::Resolving { .. } | StateProj::Ready { .. } => {}
     }
 }

@@ -14,6 +14,8 @@ use crate::event::Event;
 use crate::id::{IdSource, NoId};
 use crate::reject::{Rejection, RejectionKind};
 use crate::response;
+use crate::scheme::Scheme;
+use crate::tenant::{self, Tenant};
 
 /// The key a delivery is claimed under.
 pub(crate) type Key = Arc<str>;
@@ -32,10 +34,10 @@ pub(crate) enum Next {
 pub(crate) fn identify(
     config: &Config,
     span: &Span,
-    mut parts: Parts,
-    body: Bytes,
+    (mut parts, body): (Parts, Bytes),
+    scheme: &dyn Scheme,
+    tenant: Option<&str>,
 ) -> Result<Next, Rejection> {
-    let scheme = &*config.scheme;
     if let Some(answer) = scheme.handshake(&parts, &body, None) {
         return Ok(Next::Answer(response::handshake(config, span, answer)));
     }
@@ -50,7 +52,7 @@ pub(crate) fn identify(
     }
     let identified = config
         .id_source
-        .resolve(&*config.scheme, &parts, &body, &verified)
+        .resolve(scheme, &parts, &body, &verified)
         .map_err(|no_id| {
             Rejection::new(match no_id {
                 NoId::Missing => RejectionKind::MissingId,
@@ -58,10 +60,16 @@ pub(crate) fn identify(
             })
         })?;
     // Made only where there is a store or an inbox to mark it in.
-    let key = config
-        .behind
-        .dedups()
-        .then(|| IdSource::dedup_key(&config.namespace(), &identified, &body));
+    let key = config.behind.dedups().then(|| match tenant {
+        Some(tenant) => {
+            let namespace = tenant::namespace(&config.namespace(), tenant);
+            IdSource::dedup_key(&namespace, &identified, &body)
+        }
+        None => IdSource::dedup_key(&config.namespace(), &identified, &body),
+    });
+    if let Some(tenant) = tenant {
+        parts.extensions.insert(Tenant(Arc::from(tenant)));
+    }
     let id = identified.id;
     span.record("id", id.as_str());
     parts.extensions.insert(Event::new(

@@ -9,10 +9,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Behind, Config, Peer};
 use crate::id::IdSource;
 use crate::metrics::Meter;
-use crate::scheme::Scheme;
+use crate::scheme::{Scheme, Verified, VerifyError, VerifyErrorKind};
 use crate::service::VerifyWebhook;
 use crate::stats::Stats;
 use crate::store::{clamp_ttl, IdempotencyStore, MIN_TTL};
+use crate::tenant::Tenants;
 
 /// A [`Layer`] that verifies webhook deliveries and deduplicates them before the inner service
 /// runs. See the [crate documentation](crate) for the whole pipeline.
@@ -82,8 +83,28 @@ impl VerifyWebhookLayer {
                 clock: Arc::new(SystemClock),
                 peer: Peer(None),
                 stats: Stats::default(),
+                tenants: None,
             }),
         }
+    }
+
+    /// A layer that verifies each delivery with the scheme of its own tenant: see
+    /// [`Tenants`]. Everything else is as for [`new`](Self::new); the layer's name is the
+    /// tenants' name, and each tenant's dedup keys are its own.
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, TenantFrom, Tenants, VerifyWebhookLayer};
+    ///
+    /// // https://example.com/webhooks/{tenant}: the second segment of the path.
+    /// let layer = VerifyWebhookLayer::per_tenant(Tenants::new("stripe", TenantFrom::path_segment(1), |tenant: String| async move {
+    ///     let secret = format!("whsec_{tenant}"); // from the application's database
+    ///     Ok::<_, tower_webhook::scheme::InvalidSecret>(Some(HmacScheme::stripe(&secret)?))
+    /// }));
+    /// ```
+    pub fn per_tenant(tenants: Tenants) -> Self {
+        let mut layer = Self::new(PerTenant(tenants.name()));
+        Arc::make_mut(&mut layer.config).tenants = Some(tenants);
+        layer
     }
 
     /// Deduplicates deliveries through `store`: a copy of a delivery that was handled answers
@@ -336,5 +357,25 @@ impl<S> Layer<S> for VerifyWebhookLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         VerifyWebhook::new(inner, Arc::clone(&self.config))
+    }
+}
+
+/// The scheme of a layer made with [`VerifyWebhookLayer::per_tenant`]: a name for its spans
+/// and metrics. Each delivery is verified with its tenant's scheme; this one refuses all.
+#[derive(Debug)]
+struct PerTenant(&'static str);
+
+impl Scheme for PerTenant {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn verify(
+        &self,
+        _headers: &http::HeaderMap,
+        _body: &[u8],
+        _now: std::time::SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature))
     }
 }

@@ -198,6 +198,7 @@ pub mod scheme;
 mod service;
 mod stats;
 pub mod store;
+mod tenant;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testkit;
@@ -214,6 +215,7 @@ pub use reject::{Rejection, RejectionKind};
 pub use response::{Duplicate, DUPLICATE_HEADER};
 pub use service::VerifyWebhook;
 pub use stats::{Stats, StatsSnapshot};
+pub use tenant::{Tenant, TenantError, TenantFrom, Tenants};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use tx::Tx;
