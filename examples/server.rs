@@ -8,7 +8,8 @@
 //! `twitch`, `linear`, `coinbase-commerce`, `mailgun`, `gitlab` (its secret token),
 //! `twilio`, `square`, `hubspot` (these
 //! three with `WEBHOOK_PUBLIC_URL`, the endpoint's URL as entered at the sender) or
-//! `discord` (its public key; built with `--features ed25519`). With `meta`, `META_VERIFY_TOKEN` answers Meta's `GET` subscription
+//! `discord` (its public key; built with `--features ed25519`) or `sendgrid` (its
+//! verification key; `--features sendgrid`). With `meta`, `META_VERIFY_TOKEN` answers Meta's `GET` subscription
 //! check. The layer answers every sender's handshake itself. `WEBHOOK_SECRET` is that
 //! sender's signing secret, as its dashboard shows it. `BIND` is the address to listen on
 //! (default `127.0.0.1:3000`). Deliveries go to `POST /webhooks`. Each time the
@@ -393,6 +394,9 @@ fn scheme(name: &str, secret: &str) -> Result<Box<dyn Scheme>, Box<dyn std::erro
         "twilio" => Box::new(Twilio::new(secret, &public_url()?).map_err(invalid_url)?),
         "square" => Box::new(Square::new(secret, &public_url()?).map_err(invalid_url)?),
         "hubspot" => Box::new(HubSpot::new(secret, &public_url()?).map_err(invalid_url)?),
+        // WEBHOOK_SECRET is SendGrid's verification key.
+        #[cfg(feature = "sendgrid")]
+        "sendgrid" => Box::new(tower_webhook::scheme::SendGrid::new(secret).map_err(invalid)?),
         // WEBHOOK_SECRET is the application's public key, in hex.
         #[cfg(feature = "ed25519")]
         "discord" => Box::new(tower_webhook::scheme::Discord::new(secret).map_err(invalid)?),
@@ -401,8 +405,8 @@ fn scheme(name: &str, secret: &str) -> Result<Box<dyn Scheme>, Box<dyn std::erro
                 "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
                  zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox, \
                  intercom, vercel, twitch, linear, coinbase-commerce, gitlab, mailgun, twilio, \
-                 square, hubspot or discord \
-                 (with --features ed25519)"
+                 square, hubspot, discord (with --features ed25519) or sendgrid (with \
+                 --features sendgrid)"
             )
             .into())
         }

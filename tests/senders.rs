@@ -1707,3 +1707,65 @@ fn mailgun_signs_a_token_and_a_time_in_the_body() {
         InvalidSecretKind::Empty
     );
 }
+
+/// SendGrid's vectors, checked with its own library (`tests/fixtures/gen_senders_sendgrid.mjs`).
+#[cfg(feature = "sendgrid")]
+#[test]
+fn sendgrid_vectors_from_its_library() {
+    use tower_webhook::scheme::SendGrid;
+    let all: Vec<Vector> =
+        serde_json::from_str(include_str!("fixtures/senders_sendgrid.json")).unwrap();
+    for v in &all {
+        let scheme = SendGrid::new(v.public_key.as_deref().unwrap()).unwrap();
+        check(&scheme, v);
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(&v.body_base64)
+            .unwrap();
+        let headers = headers_of(v);
+        // Another timestamp is other signed content.
+        let mut moved = headers.clone();
+        moved.insert(
+            "x-twilio-email-event-webhook-timestamp",
+            HeaderValue::from_str(&(v.timestamp + 1).to_string()).unwrap(),
+        );
+        let kind = |headers: &HeaderMap, scheme: &SendGrid, now: i64| {
+            scheme.verify(headers, &body, at(now)).unwrap_err().kind()
+        };
+        assert_eq!(
+            kind(&moved, &scheme, v.timestamp),
+            VerifyErrorKind::NoMatchingSignature
+        );
+        // No window by default; one when set.
+        assert!(scheme
+            .verify(&headers, &body, at(v.timestamp + 86_400))
+            .is_ok());
+        let strict = scheme.clone().with_tolerance(Duration::from_secs(300));
+        assert_eq!(
+            kind(&headers, &strict, v.timestamp + 301),
+            VerifyErrorKind::TimestampTooOld
+        );
+        for (name, value) in [
+            ("x-twilio-email-event-webhook-signature", "not base64!"),
+            ("x-twilio-email-event-webhook-signature", "AAAA"),
+        ] {
+            let mut bad = headers.clone();
+            bad.insert(name, HeaderValue::from_static(value));
+            assert_eq!(
+                kind(&bad, &scheme, v.timestamp),
+                VerifyErrorKind::NoSupportedSignature
+            );
+        }
+        let mut bad = headers.clone();
+        bad.remove("x-twilio-email-event-webhook-signature");
+        assert_eq!(
+            kind(&bad, &scheme, v.timestamp),
+            VerifyErrorKind::MissingHeader
+        );
+    }
+    for bad in ["", "AAAA", "not base64"] {
+        assert_eq!(
+            SendGrid::new(bad).unwrap_err().kind(),
+            InvalidSecretKind::InvalidKey
+        );
+    }
+}

@@ -30,6 +30,7 @@
 //! | Twilio (the URL it called, HMAC-SHA1) | [`Twilio`] |
 //! | Square (its notification URL) | [`Square`] |
 //! | HubSpot (signature v3: method, URL, time) | [`HubSpot`] |
+//! | SendGrid Event Webhook (ECDSA P-256, feature `sendgrid`) | `SendGrid` |
 //! | GitLab (a shared token, no signature) | [`SharedToken::gitlab`] |
 //! | anyone else who signs with HMAC-SHA256 | [`HmacScheme::builder`] |
 //!
@@ -47,6 +48,8 @@ mod headers;
 mod hmac;
 mod mailgun;
 mod presets;
+#[cfg(feature = "sendgrid")]
+mod sendgrid;
 mod signature;
 mod standard;
 mod timestamp;
@@ -67,6 +70,9 @@ pub use error::{
 };
 pub use handshake::Handshake;
 pub use mailgun::Mailgun;
+#[cfg(feature = "sendgrid")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sendgrid")))]
+pub use sendgrid::SendGrid;
 pub use standard::StandardWebhooks;
 pub use token::SharedToken;
 pub use url_signed::{HubSpot, Square, Twilio};
