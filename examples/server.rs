@@ -5,7 +5,8 @@
 //! `WEBHOOK_SCHEME` names the sender: `standard` (Svix and every Standard Webhooks sender, the
 //! default), `stripe`, `github`, `shopify`, `slack`, `paddle`, `zoom`, `meta`, `lemon-squeezy`,
 //! `woocommerce`, `typeform`, `calendly`, `pagerduty`, `dropbox`, `intercom`, `vercel`,
-//! `twitch`, `linear`, `coinbase-commerce`, `mailgun`, `gitlab` (its secret token),
+//! `twitch`, `linear`, `coinbase-commerce`, `mailgun`, `microsoft-graph` (its client state),
+//! `gitlab` (its secret token),
 //! `twilio`, `square`, `hubspot` (these
 //! three with `WEBHOOK_PUBLIC_URL`, the endpoint's URL as entered at the sender) or
 //! `discord` (its public key; built with `--features ed25519`) or `sendgrid` (its
@@ -54,7 +55,8 @@ use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_webhook::scheme::{
-    HmacScheme, HubSpot, Mailgun, Scheme, SharedToken, Square, StandardWebhooks, Twilio,
+    HmacScheme, HubSpot, Mailgun, MicrosoftGraph, Scheme, SharedToken, Square, StandardWebhooks,
+    Twilio,
 };
 use tower_webhook::store::MemoryStore;
 use tower_webhook::{Duplicate, Event, IdSource, Rejection, VerifyWebhookLayer};
@@ -391,6 +393,7 @@ fn scheme(name: &str, secret: &str) -> Result<Box<dyn Scheme>, Box<dyn std::erro
         }
         "gitlab" => Box::new(SharedToken::gitlab(secret).map_err(invalid)?),
         "mailgun" => Box::new(Mailgun::new(secret).map_err(invalid)?),
+        "microsoft-graph" => Box::new(MicrosoftGraph::new(secret).map_err(invalid)?),
         "twilio" => Box::new(Twilio::new(secret, &public_url()?).map_err(invalid_url)?),
         "square" => Box::new(Square::new(secret, &public_url()?).map_err(invalid_url)?),
         "hubspot" => Box::new(HubSpot::new(secret, &public_url()?).map_err(invalid_url)?),
@@ -404,7 +407,8 @@ fn scheme(name: &str, secret: &str) -> Result<Box<dyn Scheme>, Box<dyn std::erro
             return Err(format!(
                 "WEBHOOK_SCHEME {other:?}: use standard, stripe, github, shopify, slack, paddle, \
                  zoom, meta, lemon-squeezy, woocommerce, typeform, calendly, pagerduty, dropbox, \
-                 intercom, vercel, twitch, linear, coinbase-commerce, gitlab, mailgun, twilio, \
+                 intercom, vercel, twitch, linear, coinbase-commerce, gitlab, mailgun, \
+                 microsoft-graph, twilio, \
                  square, hubspot, discord (with --features ed25519) or sendgrid (with \
                  --features sendgrid)"
             )

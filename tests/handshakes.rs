@@ -346,3 +346,49 @@ async fn discord_ping() {
     );
     assert_eq!(calls.get(), 1);
 }
+
+#[tokio::test]
+async fn microsoft_graph_validation_token() {
+    use tower_webhook::scheme::MicrosoftGraph;
+    let (addr, calls) = serve(MicrosoftGraph::new("client state secret").unwrap()).await;
+    // Graph's token is text with spaces and colons, encoded in the query.
+    let path = "/webhooks?validationToken=Validation%3a+Testing+client+application+reachability+for+subscription+Request-Id%3a+b2a2d3a4-0000";
+    assert_eq!(
+        send(addr, Method::POST, path, HeaderMap::new(), "").await,
+        (
+            StatusCode::OK,
+            TEXT.to_owned(),
+            "Validation: Testing client application reachability for subscription Request-Id: b2a2d3a4-0000".to_owned()
+        )
+    );
+    // A notification: every one must carry the client state.
+    let good = r#"{"value":[{"subscriptionId":"s1","clientState":"client state secret","changeType":"created","resource":"Users/1/Messages/2"}]}"#;
+    assert_eq!(
+        send(addr, Method::POST, "/webhooks", HeaderMap::new(), good)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(calls.get(), 1);
+    let mixed = r#"{"value":[{"clientState":"client state secret"},{"clientState":"guess"}]}"#;
+    for body in [
+        mixed,
+        r#"{"value":[]}"#,
+        r#"{"value":[{"changeType":"created"}]}"#,
+        "{}",
+    ] {
+        let answer = send(addr, Method::POST, "/webhooks", HeaderMap::new(), body).await;
+        assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{body}");
+    }
+    // A GET with a token is no validation.
+    let answer = send(
+        addr,
+        Method::GET,
+        "/webhooks?validationToken=x",
+        HeaderMap::new(),
+        "",
+    )
+    .await;
+    assert_eq!(answer.0, StatusCode::BAD_REQUEST);
+    assert_eq!(calls.get(), 1);
+}

@@ -31,6 +31,7 @@
 //! | Square (its notification URL) | [`Square`] |
 //! | HubSpot (signature v3: method, URL, time) | [`HubSpot`] |
 //! | SendGrid Event Webhook (ECDSA P-256, feature `sendgrid`) | `SendGrid` |
+//! | Microsoft Graph change notifications (a shared `clientState`) | [`MicrosoftGraph`] |
 //! | GitLab (a shared token, no signature) | [`SharedToken::gitlab`] |
 //! | anyone else who signs with HMAC-SHA256 | [`HmacScheme::builder`] |
 //!
@@ -43,6 +44,7 @@ mod delivery_id;
 mod discord;
 pub(crate) mod engine;
 mod error;
+mod graph;
 mod handshake;
 mod headers;
 mod hmac;
@@ -68,6 +70,7 @@ pub use error::{
     InvalidScheme, InvalidSchemeKind, InvalidSecret, InvalidSecretKind, SignError, SignErrorKind,
     VerifyError, VerifyErrorKind,
 };
+pub use graph::MicrosoftGraph;
 pub use handshake::Handshake;
 pub use mailgun::Mailgun;
 #[cfg(feature = "sendgrid")]
