@@ -124,3 +124,28 @@ impl<'h> Wanted<'h> {
 pub(crate) fn text(value: &HeaderValue) -> &str {
     std::str::from_utf8(value.as_bytes()).unwrap_or_default()
 }
+
+/// The one value of `name` in `headers`, if sent: sent twice is refused, as no one can tell
+/// which copy the sender signed. For the schemes outside the engine, which read a header or
+/// two by name.
+pub(crate) fn single<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h HeaderValue>, VerifyError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(VerifyError::invalid_header(name.clone()).with_detail("sent more than once"));
+    }
+    Ok(first)
+}
+
+/// As [`single`], required: absent or blank is a missing header.
+pub(crate) fn required<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<&'h HeaderValue, VerifyError> {
+    single(headers, name)?
+        .filter(|value| !value.as_bytes().trim_ascii().is_empty())
+        .ok_or_else(|| VerifyError::missing_header(name.clone()))
+}

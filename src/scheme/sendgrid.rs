@@ -11,6 +11,7 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
 
 use super::engine::body_hash;
+use super::headers::required;
 use super::timestamp::{check_age, TimeText};
 use super::{
     DeliveryId, InvalidSecret, InvalidSecretKind, Scheme, Verified, VerifyError, VerifyErrorKind,
@@ -75,17 +76,9 @@ impl SendGrid {
     }
 }
 
+/// The header's one value, trimmed, not blank.
 fn one<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h [u8], VerifyError> {
-    let mut values = headers.get_all(name).iter();
-    let value = values
-        .next()
-        .map(|value| value.as_bytes().trim_ascii())
-        .filter(|value| !value.is_empty())
-        .ok_or_else(|| VerifyError::missing_header(name.clone()))?;
-    if values.next().is_some() {
-        return Err(VerifyError::invalid_header(name.clone()).with_detail("sent more than once"));
-    }
-    Ok(value)
+    Ok(required(headers, name)?.as_bytes().trim_ascii())
 }
 
 impl Scheme for SendGrid {

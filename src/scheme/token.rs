@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::headers::single;
 use super::{
     DeliveryId, InvalidSecret, InvalidSecretKind, Scheme, Verified, VerifyError, VerifyErrorKind,
 };
@@ -102,22 +103,6 @@ impl SharedToken {
         self.tokens.push(Sha256::digest(token.as_bytes()).into());
         Ok(self)
     }
-
-    /// The one value of `name`, if sent; sent twice is refused, as no one can tell which
-    /// copy the sender meant.
-    fn one<'h>(
-        headers: &'h HeaderMap,
-        name: &HeaderName,
-    ) -> Result<Option<&'h HeaderValue>, VerifyError> {
-        let mut values = headers.get_all(name).iter();
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(
-                VerifyError::invalid_header(name.clone()).with_detail("sent more than once")
-            );
-        }
-        Ok(first)
-    }
 }
 
 impl Scheme for SharedToken {
@@ -131,7 +116,7 @@ impl Scheme for SharedToken {
         _body: &[u8],
         _now: SystemTime,
     ) -> Result<Verified, VerifyError> {
-        let token = Self::one(headers, &self.header)?
+        let token = single(headers, &self.header)?
             .map(HeaderValue::as_bytes)
             .map(<[u8]>::trim_ascii)
             .filter(|token| !token.is_empty())
@@ -150,7 +135,7 @@ impl Scheme for SharedToken {
         let mut verified = Verified::new();
         for name in self.id {
             let name = HeaderName::from_static(name);
-            if let Some(value) = Self::one(headers, &name)? {
+            if let Some(value) = single(headers, &name)? {
                 let id = DeliveryId::from_header(value)
                     .filter(|id| !id.as_str().is_empty())
                     .ok_or_else(|| VerifyError::invalid_header(name.clone()))?;
@@ -159,7 +144,7 @@ impl Scheme for SharedToken {
             }
         }
         if let Some(name) = &self.event_type {
-            if let Some(value) = Self::one(headers, name)? {
+            if let Some(value) = single(headers, name)? {
                 let text = value
                     .to_str()
                     .map_err(|_| VerifyError::invalid_header(name.clone()))?;

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::engine::body_hash;
+use super::headers::required as one;
 use super::timestamp::{check_time, TimeText};
 use super::url::{other_port_form, SenderUrl};
 use super::{
@@ -21,18 +22,6 @@ use super::{
 use crate::json;
 
 /// The one value of `name`, not blank; sent twice is refused.
-fn one<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h HeaderValue, VerifyError> {
-    let mut values = headers.get_all(name).iter();
-    let value = values
-        .next()
-        .filter(|value| !value.as_bytes().trim_ascii().is_empty())
-        .ok_or_else(|| VerifyError::missing_header(name.clone()))?;
-    if values.next().is_some() {
-        return Err(VerifyError::invalid_header(name.clone()).with_detail("sent more than once"));
-    }
-    Ok(value)
-}
-
 /// A base64 MAC of `N` bytes from a header, decoded; `None` if it is not one.
 fn decoded<const N: usize>(value: &HeaderValue) -> Option<[u8; N]> {
     let mut out = [0u8; N];
