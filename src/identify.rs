@@ -67,18 +67,22 @@ pub(crate) fn identify(
         }
         None => IdSource::dedup_key(&config.namespace(), &identified, &body),
     });
-    if let Some(tenant) = tenant {
-        parts.extensions.insert(Tenant(Arc::from(tenant)));
+    let tenant: Option<Arc<str>> = tenant.map(Arc::from);
+    if let Some(tenant) = &tenant {
+        parts.extensions.insert(Tenant(Arc::clone(tenant)));
     }
     let id = identified.id;
     span.record("id", id.as_str());
-    parts.extensions.insert(Event::new(
-        id,
-        verified.timestamp,
-        verified.event_type,
-        body.clone(),
-        config.scheme.name(),
-    ));
+    parts.extensions.insert(
+        Event::new(
+            id,
+            verified.timestamp,
+            verified.event_type,
+            body.clone(),
+            config.scheme.name(),
+        )
+        .with_tenant(tenant),
+    );
     Ok(Next::Deliver(
         Request::from_parts(parts, Full::new(body)),
         key,

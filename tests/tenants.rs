@@ -319,3 +319,56 @@ async fn a_layer_per_tenant_takes_any_scheme() {
     let calls = Calls::default();
     assert_eq!(send(&layer, &calls, request).await.0, StatusCode::OK);
 }
+
+/// Behind an SQLite inbox, the worker's event still knows its tenant, and each tenant's
+/// copy of one id is its own job.
+#[cfg(feature = "inbox-sqlite")]
+#[tokio::test]
+async fn the_tenant_reaches_the_inbox_worker() {
+    use tower_webhook::inbox::SqliteInbox;
+    let dir = std::env::temp_dir().join(format!("tw-tenant-inbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inbox = SqliteInbox::open(dir.join("inbox.db")).await.unwrap();
+    let (lookups, failing) = (Arc::default(), Arc::default());
+    let layer =
+        VerifyWebhookLayer::per_tenant(stripe_tenants(lookups, failing)).with_inbox(inbox.clone());
+    let calls = Calls::default();
+    let body = stripe_event("evt_inbox");
+    for (path, secret) in [
+        ("/webhooks/acme", "whsec_acme_new"),
+        ("/webhooks/globex", "whsec_globex"),
+    ] {
+        let (status, _, _) = send(&layer, &calls, delivery(path, secret, &body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{path}");
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    let worker = inbox.worker(move |event: tower_webhook::Event| {
+        let recorded = Arc::clone(&recorded);
+        async move {
+            recorded
+                .lock()
+                .unwrap()
+                .push((event.id().to_owned(), event.tenant().map(str::to_owned)));
+            Ok::<_, std::convert::Infallible>(())
+        }
+    });
+    let task = tokio::spawn(worker.run());
+    for _ in 0..200 {
+        if seen.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("evt_inbox".to_owned(), Some("acme".to_owned())),
+            ("evt_inbox".to_owned(), Some("globex".to_owned())),
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,6 +47,7 @@ pub struct Event<T = Unparsed> {
     kind: Option<Arc<str>>,
     body: Bytes,
     scheme: Cow<'static, str>,
+    tenant: Option<Arc<str>>,
     payload: T,
 }
 
@@ -79,8 +80,15 @@ impl Event {
             kind: event_type.map(Arc::from),
             body,
             scheme: scheme.into(),
+            tenant: None,
             payload: Unparsed,
         }
+    }
+
+    /// The same event, of `tenant` (a layer made with `per_tenant`).
+    pub(crate) fn with_tenant(mut self, tenant: Option<Arc<str>>) -> Self {
+        self.tenant = tenant;
+        self
     }
 
     /// Deserializes the body as JSON into `T`, keeping the rest of the event.
@@ -108,6 +116,7 @@ impl Event {
             kind: self.kind,
             body: self.body,
             scheme: self.scheme,
+            tenant: self.tenant,
             payload,
         })
     }
@@ -184,6 +193,23 @@ impl<T> Event<T> {
     /// ```
     pub fn event_type(&self) -> Option<&str> {
         self.kind.as_deref()
+    }
+
+    /// The tenant the delivery was verified for, where the layer was made with
+    /// [`VerifyWebhookLayer::per_tenant`](crate::VerifyWebhookLayer::per_tenant); kept with
+    /// the delivery in an [inbox](crate::inbox), so a worker sees it too.
+    ///
+    /// ```
+    /// use tower_webhook::Event;
+    ///
+    /// async fn handle(event: Event) {
+    ///     if let Some(tenant) = event.tenant() {
+    ///         println!("{} for {tenant}", event.id());
+    ///     }
+    /// }
+    /// ```
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
     }
 
     /// The raw body, exactly the bytes that were verified. Cloning it does not copy them.

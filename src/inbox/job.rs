@@ -1,5 +1,6 @@
 //! What the inbox stores of a delivery, and what a worker hands the handler.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -25,6 +26,9 @@ pub struct StoredDelivery {
     pub(crate) event_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) timestamp: Option<i64>,
+    /// The tenant of a per-tenant layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub(crate) received_at: i64,
     pub(crate) headers: Vec<(String, String)>,
@@ -50,6 +54,7 @@ impl StoredDelivery {
             layer: layer.to_owned(),
             event_type: event.event_type().map(str::to_owned),
             timestamp: event.unix_timestamp(),
+            tenant: event.tenant().map(str::to_owned),
             received_at: unix_millis_i64(SystemTime::now()),
             headers: headers
                 .iter()
@@ -68,13 +73,16 @@ impl StoredDelivery {
         let body = base64::engine::general_purpose::STANDARD
             .decode(&self.body)
             .ok()?;
-        Some(Event::new(
-            DeliveryId::from(self.id.as_str()),
-            self.timestamp,
-            self.event_type.clone(),
-            Bytes::from(body),
-            self.scheme.clone(),
-        ))
+        Some(
+            Event::new(
+                DeliveryId::from(self.id.as_str()),
+                self.timestamp,
+                self.event_type.clone(),
+                Bytes::from(body),
+                self.scheme.clone(),
+            )
+            .with_tenant(self.tenant.as_deref().map(Arc::from)),
+        )
     }
 
     pub(crate) fn headers(&self) -> HeaderMap {
