@@ -6,6 +6,8 @@
 //! (which the sender sent and signed) appended. Only where the user says the proxy in front
 //! sets them are `X-Forwarded-Proto` and `X-Forwarded-Host` read instead.
 
+use std::borrow::Cow;
+
 use http::request::Parts;
 use http::HeaderMap;
 
@@ -38,12 +40,12 @@ impl SenderUrl {
 
     /// The URL the sender called for `request`; `None` where it cannot be known (no
     /// forwarded host behind a proxy said to set one).
-    pub(crate) fn of(&self, request: &Parts) -> Option<String> {
+    pub(crate) fn of<'a>(&'a self, request: &Parts) -> Option<Cow<'a, str>> {
         let query = request.uri.query();
         match self {
             SenderUrl::Fixed(base) => Some(match query {
-                Some(query) => format!("{base}?{query}"),
-                None => base.clone(),
+                Some(query) => Cow::Owned(format!("{base}?{query}")),
+                None => Cow::Borrowed(base),
             }),
             SenderUrl::Forwarded => {
                 let headers = &request.headers;
@@ -53,7 +55,7 @@ impl SenderUrl {
                     return None;
                 }
                 let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                Some(format!("{proto}://{host}{path}"))
+                Some(Cow::Owned(format!("{proto}://{host}{path}")))
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The senders that sign the URL they called: Twilio, Square and HubSpot (v3).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -153,11 +154,8 @@ impl Twilio {
                 any_key(&self.keys, &expected, |mac| feed_twilio(mac, url, &params))
             })
         };
-        let with_other = match other.as_deref() {
-            Some(other) => matches(other)?,
-            None => false,
-        };
-        if matches(url)? | with_other {
+        // The other port form only where the URL as it is fails: one MAC per good delivery.
+        if matches(url)? || other.as_deref().map(matches).transpose()? == Some(true) {
             let id = headers
                 .get("i-twilio-idempotency-token")
                 .and_then(DeliveryId::from_header)
@@ -481,7 +479,7 @@ fn feed_hubspot(mac: &mut Hmac<Sha256>, method: &Method, url: &str, body: &[u8],
 }
 
 /// `url` with the characters HubSpot decodes before signing decoded.
-fn hubspot_url(url: &str) -> String {
+fn hubspot_url(url: &str) -> Cow<'_, str> {
     const DECODED: [(&str, char); 12] = [
         ("%3A", ':'),
         ("%2F", '/'),
@@ -496,6 +494,9 @@ fn hubspot_url(url: &str) -> String {
         ("%2C", ','),
         ("%3B", ';'),
     ];
+    if !url.contains('%') {
+        return Cow::Borrowed(url);
+    }
     let mut out = String::with_capacity(url.len());
     let mut rest = url;
     while let Some(at) = rest.find('%') {
@@ -512,7 +513,7 @@ fn hubspot_url(url: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    Cow::Owned(out)
 }
 
 impl Scheme for HubSpot {
