@@ -85,6 +85,8 @@ pub struct Twilio {
 }
 
 const TWILIO_SIGNATURE: HeaderName = HeaderName::from_static("x-twilio-signature");
+const TWILIO_SETTINGS: HeaderName = HeaderName::from_static("x-twilio-webhooks-signature-settings");
+const TWILIO_IDEMPOTENCY: HeaderName = HeaderName::from_static("i-twilio-idempotency-token");
 
 impl Twilio {
     /// Verifies with `auth_token`, for the endpoint Twilio calls at `public_url`.
@@ -126,7 +128,7 @@ impl Twilio {
 
     fn check(&self, url: &str, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
         let signature = one(headers, &TWILIO_SIGNATURE)?;
-        let sha256 = match headers.get("x-twilio-webhooks-signature-settings") {
+        let sha256 = match headers.get(TWILIO_SETTINGS) {
             None => false,
             Some(settings) => match signature_algorithm(settings.as_bytes()) {
                 Some("HMAC_SHA1") => false,
@@ -141,7 +143,6 @@ impl Twilio {
             }
         }
         let params = twilio_params(url, body);
-        let other = other_port_form(url);
         let unsupported = || VerifyError::new(VerifyErrorKind::NoSupportedSignature);
         let matches = |url: &str| -> Result<bool, VerifyError> {
             Ok(if sha256 {
@@ -155,9 +156,9 @@ impl Twilio {
             })
         };
         // The other port form only where the URL as it is fails: one MAC per good delivery.
-        if matches(url)? || other.as_deref().map(matches).transpose()? == Some(true) {
+        if matches(url)? || other_port_form(url).is_some_and(|other| matches(&other) == Ok(true)) {
             let id = headers
-                .get("i-twilio-idempotency-token")
+                .get(TWILIO_IDEMPOTENCY)
                 .and_then(DeliveryId::from_header)
                 .filter(|id| !id.as_str().is_empty());
             Ok(id.map_or_else(Verified::new, |id| Verified::new().with_id(id)))
@@ -177,14 +178,52 @@ fn body_sha256(url: &str) -> Option<String> {
 
 /// The signed parameters: none for a JSON body (its hash is in the URL), else the body's
 /// form fields, sorted by name and value, each pair once (as Twilio's libraries do).
-fn twilio_params(url: &str, body: &[u8]) -> Vec<(String, String)> {
+/// A field borrows the body where it needs no decoding.
+fn twilio_params<'b>(url: &str, body: &'b [u8]) -> Vec<(Cow<'b, str>, Cow<'b, str>)> {
     if body_sha256(url).is_some() {
         return Vec::new();
     }
-    let mut params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let mut params = form_fields(body);
     params.sort_unstable();
     params.dedup();
     params
+}
+
+/// The fields of a form body, decoded as `application/x-www-form-urlencoded` says (`+` a
+/// space, `%XX` a byte, text read as UTF-8, lossily): what `form_urlencoded::parse` gives,
+/// with the usual field (neither `+` nor `%`) borrowed after one UTF-8 check instead of
+/// three passes a byte at a time. Measured at 1 KiB: 2.9 µs for Twilio's verification with
+/// `form_urlencoded::parse`, most of it the parse.
+fn form_fields(body: &[u8]) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    fn decode(part: &[u8]) -> Cow<'_, str> {
+        if memchr::memchr2(b'+', b'%', part).is_none() {
+            if let Ok(text) = std::str::from_utf8(part) {
+                return Cow::Borrowed(text);
+            }
+        }
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        Cow::Owned(String::from_utf8_lossy(&decoded).into_owned())
+    }
+    // The fields' ends found by memchr: a split that tests each byte costs half a
+    // nanosecond a byte, as much as the MAC.
+    let mut fields = Vec::new();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'&', body).chain(std::iter::once(body.len())) {
+        let field = &body[start..end];
+        start = end + 1;
+        if field.is_empty() {
+            continue;
+        }
+        fields.push(match memchr::memchr(b'=', field) {
+            Some(at) => (decode(&field[..at]), decode(&field[at + 1..])),
+            None => (decode(field), Cow::Borrowed("")),
+        });
+    }
+    fields
 }
 
 /// The `algorithm=` of `X-Twilio-Webhooks-Signature-Settings` (`key=...,algorithm=...`);
@@ -198,7 +237,7 @@ fn signature_algorithm(settings: &[u8]) -> Option<&str> {
     Some(named.unwrap_or("HMAC_SHA1"))
 }
 
-fn feed_twilio<M: Mac>(mac: &mut M, url: &str, params: &[(String, String)]) {
+fn feed_twilio<M: Mac>(mac: &mut M, url: &str, params: &[(Cow<'_, str>, Cow<'_, str>)]) {
     mac.update(url.as_bytes());
     for (name, value) in params {
         mac.update(name.as_bytes());
@@ -571,5 +610,41 @@ mod tests {
             hubspot_url("https://e.com/a%3Ab%2fc?x=%40%26%3D%2C%zz%"),
             "https://e.com/a:b/c?x=@%26%3D,%zz%"
         );
+    }
+}
+
+#[cfg(test)]
+mod form_tests {
+    use super::form_fields;
+
+    #[test]
+    fn form_fields_read_as_form_urlencoded_does() {
+        for body in [
+            &b"a=1&b=2"[..],
+            b"Body=H%C3%A9+there%21&To=%2B1415&&x&=v&k=&k=a=b",
+            b"bad=%zz%&utf=%FF%FE&plain=\xff",
+            b"",
+            b"&&&",
+        ] {
+            let ours: Vec<(String, String)> = form_fields(body)
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+            assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_body_reads_the_same(body in proptest::collection::vec(
+            proptest::sample::select(b"ab=&+%2F\xc3\xa9\xff0".to_vec()), 0..40)) {
+            let ours: Vec<(String, String)> = form_fields(&body)
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+            proptest::prop_assert_eq!(ours, theirs);
+        }
     }
 }
