@@ -465,9 +465,6 @@ fn committed_or_not<R, E>(
     }
 }
 
-/// What a future dropped before its end leaves is finished on the runtime: a claim under way
-/// is finished and released, a held claim is released, a completion, release or write to the
-/// inbox under way is finished.
 /// What comes of a verified request: its claim and call, or the layer's own answer.
 fn go_on<S, B, R>(
     config: &Config,
@@ -549,6 +546,9 @@ fn forged() -> Rejection {
     )))
 }
 
+/// What a future dropped before its end leaves is finished on the runtime: a claim under way
+/// is finished and released, a held claim is released, a completion, release or write to the
+/// inbox under way is finished.
 fn abandon<S, B>(config: &Arc<Config>, span: &Span, state: StateProj<'_, S, B>)
 where
     S: Service<Request<Full<Bytes>>>,
