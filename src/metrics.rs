@@ -11,6 +11,10 @@
 //! | `webhook_store_call_duration_seconds` | histogram | `layer`, `call` | each store call (`claim`, `complete`, `release`, or `enqueue` for an inbox), until it answered or timed out |
 //! | `webhook_store_errors_total` | counter | `layer`, `call` | store calls that failed or timed out |
 //! | `webhook_handler_duration_seconds` | histogram | `layer` | the inner service, from call to answer |
+//! | `webhook_job_attempts_total` | counter | `layer`, `outcome` | each attempt an [inbox](crate::inbox) worker makes, by what became of it: `done`, `failed` (it will run again), `timed_out` (past its deadline; it will run again), `dead_lettered` (its last attempt, or one no retry can help), `lost` (taken back from a worker that seemed dead) |
+//! | `webhook_job_attempt_duration_seconds` | histogram | `layer` | each attempt, from its start to its end |
+//! | `webhook_job_start_delay_seconds` | histogram | `layer` | from a delivery's acceptance (its 202) to the start of its first attempt |
+//! | `webhook_inbox_jobs` | gauge | `queue`, `state` | the jobs of an inbox's queue by state (`queued`, `running`, `retrying`, `dead`, `done`), read by each running worker every heartbeat |
 //!
 //! `layer` is the layer's [name](crate::VerifyWebhookLayer::with_name). Every label takes a
 //! bounded set of values: never an id, a body or anything a sender chooses. Alert on
@@ -34,13 +38,21 @@ pub const STORE_CALL_DURATION_SECONDS: &str = "webhook_store_call_duration_secon
 pub const STORE_ERRORS_TOTAL: &str = "webhook_store_errors_total";
 /// How long the inner service took, in seconds, by layer.
 pub const HANDLER_DURATION_SECONDS: &str = "webhook_handler_duration_seconds";
+/// Each attempt of an inbox's worker, by layer and outcome.
+pub const JOB_ATTEMPTS_TOTAL: &str = "webhook_job_attempts_total";
+/// How long each attempt of an inbox's worker took, in seconds, by layer.
+pub const JOB_ATTEMPT_DURATION_SECONDS: &str = "webhook_job_attempt_duration_seconds";
+/// From a delivery's acceptance to its first attempt's start, in seconds, by layer.
+pub const JOB_START_DELAY_SECONDS: &str = "webhook_job_start_delay_seconds";
+/// The jobs of an inbox's queue, by queue and state.
+pub const INBOX_JOBS: &str = "webhook_inbox_jobs";
 
 /// Describes the metrics (unit and help text) to the installed recorder. Call it once, after
 /// installing the recorder; the layer emits with or without it.
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub fn describe() {
-    use ::metrics::{describe_counter, describe_histogram, Unit};
+    use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         DELIVERIES_TOTAL,
         Unit::Count,
@@ -65,6 +77,26 @@ pub fn describe() {
         HANDLER_DURATION_SECONDS,
         Unit::Seconds,
         "Time the webhook handler took, by layer."
+    );
+    describe_counter!(
+        JOB_ATTEMPTS_TOTAL,
+        Unit::Count,
+        "Attempts of inbox workers, by layer and outcome."
+    );
+    describe_histogram!(
+        JOB_ATTEMPT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time each attempt of an inbox worker took, by layer."
+    );
+    describe_histogram!(
+        JOB_START_DELAY_SECONDS,
+        Unit::Seconds,
+        "Time from a delivery's acceptance to its first attempt, by layer."
+    );
+    describe_gauge!(
+        INBOX_JOBS,
+        Unit::Count,
+        "Jobs of an inbox queue, by queue and state."
     );
 }
 

@@ -39,6 +39,7 @@ fn record(deliveries: impl FnOnce()) -> Seen {
             let value = match (key.kind(), value) {
                 (MetricKind::Counter, DebugValue::Counter(n)) => n,
                 (MetricKind::Histogram, DebugValue::Histogram(samples)) => samples.len() as u64,
+                (MetricKind::Gauge, DebugValue::Gauge(level)) => level.into_inner() as u64,
                 (kind, value) => panic!("{name}: unexpected {kind:?} {value:?}"),
             };
             (name, value)
@@ -102,6 +103,89 @@ fn deliveries_rejections_store_calls_and_handler_time_are_recorded() {
         1,
     );
     expect(format!("{HANDLER_DURATION_SECONDS}{{layer=clerk}}"), 1);
+    for name in seen.keys() {
+        assert!(!name.contains("msg_"), "an id in a label: {name}");
+    }
+}
+
+/// An inbox's worker: each attempt by outcome and its time, the delay to each first
+/// attempt, and the queue's depth by state.
+#[cfg(feature = "inbox-sqlite")]
+#[test]
+fn the_worker_side_is_recorded() {
+    use std::time::Duration;
+    use tower_webhook::inbox::{Job, RetryPolicy, SqliteInbox};
+    use tower_webhook::metrics::{
+        INBOX_JOBS, JOB_ATTEMPTS_TOTAL, JOB_ATTEMPT_DURATION_SECONDS, JOB_START_DELAY_SECONDS,
+    };
+    use tower_webhook::Event;
+
+    let dir = std::env::temp_dir().join(format!("tw-metrics-worker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let queue = "metrics-worker";
+    let seen = record(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let retry =
+                RetryPolicy::exponential(Duration::ZERO, 1, Duration::ZERO).with_attempts(2);
+            let inbox = SqliteInbox::open(dir.join("inbox.db"))
+                .await
+                .unwrap()
+                .with_queue(queue)
+                .with_retry(retry)
+                .with_heartbeat(Duration::from_secs(1));
+            let layer = VerifyWebhookLayer::new(common::scheme())
+                .with_name("clerk")
+                .with_inbox(inbox.clone());
+            for id in ["msg_ok", "msg_slow", "msg_bad"] {
+                let service = layer.layer(counting(Calls::default(), StatusCode::OK));
+                let response = service.oneshot(signed(id, "{}")).await.unwrap();
+                assert_eq!(response.status(), StatusCode::ACCEPTED, "{id}");
+            }
+            // msg_slow passes its deadline once, then succeeds; msg_bad always fails.
+            let worker = inbox
+                .worker(|event: Event, job: Job| async move {
+                    match (event.id(), job.attempt()) {
+                        ("msg_slow", 1) => {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            Ok(())
+                        }
+                        ("msg_bad", _) => Err("always fails"),
+                        _ => Ok(()),
+                    }
+                })
+                .attempt_timeout(Duration::from_millis(300));
+            let task = tokio::spawn(worker.run());
+            for _ in 0..100 {
+                let counts = inbox.counts().await.unwrap();
+                if counts.done == 2 && counts.dead == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // One more heartbeat, for the depth read after the last end.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            task.abort();
+        });
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let expect = |name: String, count: u64| {
+        assert_eq!(seen.get(&name), Some(&count), "{name} in {seen:#?}");
+    };
+    let attempts = |outcome: &str| format!("{JOB_ATTEMPTS_TOTAL}{{layer=clerk,outcome={outcome}}}");
+    expect(attempts("done"), 2);
+    expect(attempts("timed_out"), 1);
+    expect(attempts("failed"), 1);
+    expect(attempts("dead_lettered"), 1);
+    expect(format!("{JOB_ATTEMPT_DURATION_SECONDS}{{layer=clerk}}"), 5);
+    expect(format!("{JOB_START_DELAY_SECONDS}{{layer=clerk}}"), 3);
+    let jobs = |state: &str| format!("{INBOX_JOBS}{{queue={queue},state={state}}}");
+    expect(jobs("done"), 2);
+    expect(jobs("dead"), 1);
+    expect(jobs("queued"), 0);
     for name in seen.keys() {
         assert!(!name.contains("msg_"), "an id in a label: {name}");
     }

@@ -83,6 +83,7 @@ mod door;
 mod error;
 mod handoff;
 mod job;
+mod meter;
 mod queue;
 mod settings;
 mod shared;

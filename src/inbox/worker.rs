@@ -20,6 +20,7 @@ use tracing::Instrument as _;
 use super::dialect::Dialect;
 use super::error::{InboxError, InboxErrorKind};
 use super::job::{from_epoch_millis, Job, Payload, StoredDelivery};
+use super::meter;
 use super::queue::End;
 use super::Inbox;
 use crate::event::Event;
@@ -310,6 +311,11 @@ pub(crate) async fn watch<D: Dialect>(inbox: Inbox<D>, me: String) -> std::conve
             ),
             Err(err) => tracing::warn!(error = %err, "could not look for the jobs of dead workers"),
         }
+        if meter::ON {
+            if let Ok(counts) = inbox.counts().await {
+                meter::depth(&inbox.settings.queue, &counts);
+            }
+        }
         tokio::time::sleep(every).await;
     }
 }
@@ -449,6 +455,13 @@ where
                 .max_attempts()
                 .and_then(|max| u32::try_from(max).ok())
                 .unwrap_or_else(|| retry.attempts());
+            let started = std::time::Instant::now();
+            if attempt == 1 {
+                let now = crate::clock::unix_millis(std::time::SystemTime::now());
+                let waited = i64::try_from(now).unwrap_or(i64::MAX) - stored.received_at;
+                let waited = u64::try_from(waited).unwrap_or(0);
+                meter::start_delay(&stored.layer, Duration::from_millis(waited));
+            }
             let ran = if attempt > max_attempts {
                 // Its worker died during the last attempt (the queue took the job back
                 // without looking at its attempts): running it again could take this worker
@@ -468,6 +481,11 @@ where
                     .await
             };
             let delay = retry.delay_after(attempt);
+            meter::attempt(
+                &stored.layer,
+                ran.outcome(attempt >= max_attempts),
+                started.elapsed(),
+            );
             let _entered = span.enter();
             if let Some(end) = ran.end(delay) {
                 write_end(
@@ -485,6 +503,19 @@ where
 }
 
 impl Ran {
+    /// What became of the attempt, as the metrics name it; `last` where it was the job's
+    /// last allowed attempt.
+    fn outcome(&self, last: bool) -> &'static str {
+        match self {
+            Self::Done | Self::Committed => "done",
+            Self::Lost => "lost",
+            Self::Dead(_) => "dead_lettered",
+            Self::Failed(_) if last => "dead_lettered",
+            Self::Failed(error) if error.is::<DeadlinePassed>() => "timed_out",
+            Self::Failed(_) => "failed",
+        }
+    }
+
     /// The end the worker writes for this outcome (none where the handler's transaction
     /// wrote it, or the job is no longer this attempt's), the job run again after `delay`
     /// if it failed with attempts left.
@@ -700,9 +731,9 @@ where
             Ok(Ok(tx)) => Some(tx),
             Ok(Err(err)) => return Ran::Failed(format!("the handler's transaction: {err}").into()),
             Err(_) => {
-                return Ran::Failed(
-                    "the attempt's deadline passed before its transaction began".into(),
-                )
+                return Ran::Failed(Box::new(DeadlinePassed(
+                    "the attempt's deadline passed before its transaction began".to_owned(),
+                )))
             }
         },
         None => None,
@@ -752,13 +783,10 @@ where
                 Ok(ran) => ran,
                 // The handler's future is dropped here, and its slot freed.
                 Err(_) => {
-                    return Ran::Failed(
-                        format!(
-                            "the attempt ran past its deadline of {} ms",
-                            timeout.as_millis()
-                        )
-                        .into(),
-                    )
+                    return Ran::Failed(Box::new(DeadlinePassed(format!(
+                        "the attempt ran past its deadline of {} ms",
+                        timeout.as_millis()
+                    ))))
                 }
             }
         }
@@ -770,6 +798,19 @@ where
         Err(panic) => Ran::Failed(format!("handler panicked: {}", panic_message(&*panic)).into()),
     }
 }
+
+/// An attempt that ran past its deadline: told apart from the handler's own errors in the
+/// metrics (`timed_out`).
+#[derive(Debug)]
+struct DeadlinePassed(String);
+
+impl fmt::Display for DeadlinePassed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Error for DeadlinePassed {}
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
