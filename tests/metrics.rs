@@ -39,6 +39,8 @@ fn record(deliveries: impl FnOnce()) -> Seen {
             let value = match (key.kind(), value) {
                 (MetricKind::Counter, DebugValue::Counter(n)) => n,
                 (MetricKind::Histogram, DebugValue::Histogram(samples)) => samples.len() as u64,
+                // A gauge of jobs: a small whole number.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 (MetricKind::Gauge, DebugValue::Gauge(level)) => level.into_inner() as u64,
                 (kind, value) => panic!("{name}: unexpected {kind:?} {value:?}"),
             };
