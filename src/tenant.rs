@@ -190,8 +190,9 @@ impl Tenants {
     }
 
     /// Keeps at most `max_tenants` lookups (at least one), each for `ttl`. A secret changed in
-    /// the application's database is seen after at most `ttl`; during a rotation, return both
-    /// secrets from the lookup.
+    /// the application's database is seen after at most `ttl`, and so is a tenant added after
+    /// a request for it was answered as unknown; during a rotation, return both secrets from
+    /// the lookup.
     #[must_use]
     pub fn with_cache(mut self, max_tenants: usize, ttl: Duration) -> Self {
         self.cache = Arc::new(Cache::new(max_tenants.max(1), ttl));
