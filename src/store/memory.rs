@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -75,10 +75,10 @@ struct Entries {
     /// The claims in flight by (expiry in ms, sequence number), to their key's hash and key:
     /// expired ones are found from the front without a scan, and an entry's place is its own
     /// two numbers.
-    in_flight: BTreeMap<(u64, u64), Indexed>,
+    in_flight: ExpiryIndex,
     /// The same for completed entries: the first is the one to forget to make room, without
     /// walking past the claims in flight.
-    completed: BTreeMap<(u64, u64), Indexed>,
+    completed: ExpiryIndex,
     next_seq: u64,
     /// What the entries take, as [`entry_bytes`] counts it.
     bytes: usize,
@@ -93,6 +93,56 @@ impl Dropped {
     fn push(&mut self, key: Arc<[u8]>) {
         if let Some(free) = self.0.iter_mut().find(|slot| slot.is_none()) {
             *free = Some(key);
+        }
+    }
+}
+
+/// Entries in order of (expiry, sequence number). The usual entry comes after every other (a
+/// layer claims with one lease and completes with one window, on a clock that does not go
+/// back): it goes to the back of a queue, and the first to expire is at its front, each one
+/// line of memory. Any other goes to a sorted map. A queue's end is what two threads
+/// claiming in one shard both write: a queue writes one line where a B-tree's leaf shifts
+/// several.
+#[derive(Debug, Default)]
+struct ExpiryIndex {
+    /// In order: each place greater than the one before.
+    queue: VecDeque<((u64, u64), Indexed)>,
+    rest: BTreeMap<(u64, u64), Indexed>,
+}
+
+impl ExpiryIndex {
+    fn insert(&mut self, place: (u64, u64), indexed: Indexed) {
+        if self.queue.back().map_or(true, |(last, _)| *last < place) {
+            self.queue.push_back((place, indexed));
+        } else {
+            self.rest.insert(place, indexed);
+        }
+    }
+
+    fn remove(&mut self, place: &(u64, u64)) -> Option<Indexed> {
+        // A claim completes soon after it was made: its place is near the back.
+        match self.queue.binary_search_by(|(at, _)| at.cmp(place)) {
+            Ok(at) => self.queue.remove(at).map(|(_, indexed)| indexed),
+            Err(_) => self.rest.remove(place),
+        }
+    }
+
+    /// The place of the entry that expires first.
+    fn first(&self) -> Option<(u64, u64)> {
+        match (self.queue.front(), self.rest.first_key_value()) {
+            (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
+            (Some((a, _)), None) => Some(*a),
+            (None, Some((b, _))) => Some(*b),
+            (None, None) => None,
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<Indexed> {
+        let first = self.first()?;
+        if self.queue.front().is_some_and(|(at, _)| *at == first) {
+            self.queue.pop_front().map(|(_, indexed)| indexed)
+        } else {
+            self.rest.pop_first().map(|(_, indexed)| indexed)
         }
     }
 }
@@ -415,13 +465,12 @@ impl Entries {
                 } else {
                     &mut self.in_flight
                 };
-                let Some(first) = index.first_entry() else {
-                    break;
-                };
-                if first.key().0 > now {
+                if index.first().map_or(true, |(expiry, _)| expiry > now) {
                     break;
                 }
-                let indexed = first.remove();
+                let Some(indexed) = index.pop_first() else {
+                    break;
+                };
                 self.drop_unindexed(&indexed, dropped);
             }
         }
@@ -431,7 +480,7 @@ impl Entries {
     /// entries are kept: one forgotten would let a second copy of a delivery run while the
     /// first still runs.
     fn forget_one_completed(&mut self, dropped: &mut Dropped) -> bool {
-        let Some((_, indexed)) = self.completed.pop_first() else {
+        let Some(indexed) = self.completed.pop_first() else {
             return false;
         };
         self.drop_unindexed(&indexed, dropped);
@@ -487,5 +536,55 @@ impl IdempotencyStore for MemoryStore {
 
     fn release_now(&self, key: &str, token: &ClaimToken) -> Option<Result<bool, StoreError>> {
         Some(Ok(self.settle(key, token, None)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indexed(n: u64) -> Indexed {
+        Indexed {
+            hash: n,
+            key: Arc::from(n.to_string().as_bytes()),
+        }
+    }
+
+    /// In order or not, entries come out first to expire first, and each is found to remove.
+    #[test]
+    fn an_expiry_index_keeps_the_order_whatever_the_inserts() {
+        let mut index = ExpiryIndex::default();
+        // (expiry, seq): in order, then two earlier (another lease), then in order again.
+        let places = [(10, 1), (20, 2), (30, 3), (5, 4), (25, 5), (40, 6), (40, 7)];
+        for (n, place) in places.iter().enumerate() {
+            index.insert(*place, indexed(n as u64));
+        }
+        assert_eq!(index.rest.len(), 2, "the two out of order");
+        assert_eq!(index.remove(&(20, 2)).map(|i| i.hash), Some(1));
+        assert_eq!(index.remove(&(25, 5)).map(|i| i.hash), Some(4));
+        assert!(index.remove(&(20, 2)).is_none());
+        let mut order = Vec::new();
+        while let Some(first) = index.first() {
+            order.push(first);
+            index.pop_first().unwrap();
+        }
+        assert_eq!(order, [(5, 4), (10, 1), (30, 3), (40, 6), (40, 7)]);
+        assert!(index.pop_first().is_none());
+    }
+
+    /// A store whose claims take two leases drops the shorter one's entry first.
+    #[test]
+    fn claims_of_two_leases_expire_in_their_order() {
+        let clock = crate::clock::ManualClock::starting_now();
+        let store = MemoryStore::new().with_clock(clock.clone());
+        let claim = |key: &str, secs: u64| store.claim_key(key, None, Duration::from_secs(secs));
+        assert!(matches!(claim("long", 60), Ok(Claim::Acquired(_))));
+        assert!(matches!(claim("short", 10), Ok(Claim::Acquired(_))));
+        clock.advance(Duration::from_secs(11));
+        assert!(
+            matches!(claim("short", 10), Ok(Claim::Acquired(_))),
+            "expired"
+        );
+        assert_eq!(claim("long", 60).unwrap(), Claim::InFlight);
     }
 }
