@@ -7,7 +7,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 
 use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
-use super::signature::{self, Alg, Ed25519Key, Key};
+use super::signature::{self, Alg, Key};
 use super::{
     DeliveryId, Handshake, InvalidSecret, InvalidSecretKind, Scheme, SignError, Verified,
     VerifyError,
@@ -80,14 +80,7 @@ impl Discord {
         let invalid = || InvalidSecret::new(InvalidSecretKind::InvalidKey);
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(public_key.trim(), &mut bytes).map_err(|_| invalid())?;
-        let verifying = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| invalid())?;
-        if verifying.is_weak() {
-            return Err(InvalidSecret::new(InvalidSecretKind::WeakKey));
-        }
-        self.engine.keys.push(Key::Ed25519(Box::new(Ed25519Key {
-            verifying,
-            signing: None,
-        })));
+        self.engine.keys.push(Key::ed25519_public(&bytes)?);
         Ok(self)
     }
 
@@ -107,12 +100,8 @@ impl Discord {
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(seed.trim(), &mut bytes)
             .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
-        let signing = ed25519_dalek::SigningKey::from_bytes(&bytes);
         let mut scheme = Self::empty();
-        scheme.engine.keys.push(Key::Ed25519(Box::new(Ed25519Key {
-            verifying: signing.verifying_key(),
-            signing: Some(signing),
-        })));
+        scheme.engine.keys.push(Key::ed25519_signing(&bytes));
         Ok(scheme)
     }
 

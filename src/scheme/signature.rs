@@ -104,6 +104,32 @@ impl Key {
         })
     }
 
+    /// An Ed25519 public key of these 32 bytes. A weak (small-order) key is refused: with
+    /// one, a forged signature verifies for any body.
+    #[cfg(feature = "ed25519")]
+    pub(crate) fn ed25519_public(bytes: &[u8; 32]) -> Result<Self, super::InvalidSecret> {
+        use super::{InvalidSecret, InvalidSecretKind};
+        let verifying = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
+        if verifying.is_weak() {
+            return Err(InvalidSecret::new(InvalidSecretKind::WeakKey));
+        }
+        Ok(Key::Ed25519(Box::new(Ed25519Key {
+            verifying,
+            signing: None,
+        })))
+    }
+
+    /// An Ed25519 key that signs, from its 32-byte seed, and verifies with its public half.
+    #[cfg(feature = "ed25519")]
+    pub(crate) fn ed25519_signing(seed: &[u8; 32]) -> Self {
+        let signing = ed25519_dalek::SigningKey::from_bytes(seed);
+        Key::Ed25519(Box::new(Ed25519Key {
+            verifying: signing.verifying_key(),
+            signing: Some(signing),
+        }))
+    }
+
     /// Whether this key makes or checks signatures of `alg`.
     pub(crate) fn can(&self, alg: Alg) -> bool {
         match self {

@@ -9,9 +9,9 @@ use base64::{alphabet, Engine as _};
 use http::{HeaderMap, HeaderName};
 
 use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
-use super::signature::{self, Alg};
 #[cfg(feature = "ed25519")]
-use super::signature::{Ed25519Key, Key};
+use super::signature::Key;
+use super::signature::{self, Alg};
 use super::{InvalidSecret, InvalidSecretKind, Scheme, SignError, Verified, VerifyError};
 
 const SECRET_PREFIX: &str = "whsec_";
@@ -227,15 +227,7 @@ impl StandardWebhooks {
         let bytes: [u8; 32] = decode(public_key, "whpk_")?
             .try_into()
             .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
-        let verifying = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
-        if verifying.is_weak() {
-            return Err(InvalidSecret::new(InvalidSecretKind::WeakKey));
-        }
-        Ok(self.with(Key::Ed25519(Box::new(Ed25519Key {
-            verifying,
-            signing: None,
-        }))))
+        Ok(self.with(Key::ed25519_public(&bytes)?))
     }
 
     /// A scheme with a private key, `whsk_` and the base64 of the 32-byte seed: it verifies
@@ -256,11 +248,7 @@ impl StandardWebhooks {
         let seed: [u8; 32] = decode(signing_key, "whsk_")?
             .try_into()
             .map_err(|_| InvalidSecret::new(InvalidSecretKind::InvalidKey))?;
-        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-        Ok(Self::empty().with(Key::Ed25519(Box::new(Ed25519Key {
-            verifying: signing.verifying_key(),
-            signing: Some(signing),
-        }))))
+        Ok(Self::empty().with(Key::ed25519_signing(&seed)))
     }
 
     fn with(mut self, key: Key) -> Self {
