@@ -498,7 +498,7 @@ impl Engine {
     }
 }
 
-fn json_field(body: &[u8], field: &str) -> Option<String> {
+pub(crate) fn json_field(body: &[u8], field: &str) -> Option<String> {
     let value = json::top_level(body, &[field])?.into_iter().next()??;
     let text = match value {
         // Taken, not cloned.

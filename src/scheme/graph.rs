@@ -7,10 +7,9 @@ use std::time::SystemTime;
 use http::request::Parts;
 use http::{HeaderMap, Method};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::engine::body_hash;
+use super::secret::Digests;
 use super::{
     DeliveryId, Handshake, InvalidSecret, InvalidSecretKind, Scheme, Verified, VerifyError,
     VerifyErrorKind,
@@ -39,14 +38,16 @@ const MAX_TOKEN: usize = 4096;
 /// ```
 #[derive(Clone)]
 pub struct MicrosoftGraph {
-    /// SHA-256 of each accepted client state.
-    states: Vec<[u8; 32]>,
+    states: Digests,
 }
 
 impl MicrosoftGraph {
     /// Verifies notifications that carry `client_state`.
     pub fn new(client_state: &str) -> Result<Self, InvalidSecret> {
-        Self { states: Vec::new() }.with_client_state(client_state)
+        Self {
+            states: Digests::default(),
+        }
+        .with_client_state(client_state)
     }
 
     /// Accepts another client state (subscriptions renewed with a new one).
@@ -54,16 +55,8 @@ impl MicrosoftGraph {
         if client_state.trim().is_empty() {
             return Err(InvalidSecret::new(InvalidSecretKind::Empty));
         }
-        self.states
-            .push(Sha256::digest(client_state.as_bytes()).into());
+        self.states.add(client_state.as_bytes());
         Ok(self)
-    }
-
-    fn known(&self, state: &str) -> bool {
-        let sent: [u8; 32] = Sha256::digest(state.as_bytes()).into();
-        self.states
-            .iter()
-            .fold(false, |found, known| found | bool::from(known.ct_eq(&sent)))
     }
 }
 
@@ -95,7 +88,7 @@ impl Scheme for MicrosoftGraph {
                 .get("clientState")
                 .and_then(Value::as_str)
                 .ok_or_else(unsigned)?;
-            all_known &= self.known(state);
+            all_known &= self.states.matches(state.as_bytes());
         }
         if all_known {
             Ok(Verified::new())

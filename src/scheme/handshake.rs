@@ -6,9 +6,8 @@ use hmac::Mac;
 use http::request::Parts;
 use http::{Method, StatusCode};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+use super::secret::Digests;
 use super::signature::Key;
 use super::Verified;
 use crate::json;
@@ -84,8 +83,8 @@ pub(crate) enum Answers {
     /// Twitch's signed `webhook_callback_verification`: the `challenge`, as text.
     Twitch,
     /// Meta's `GET ?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...`, with the
-    /// SHA-256 of the verify token the app set.
-    Meta([u8; 32]),
+    /// verify token the app set.
+    Meta(Digests),
     /// Dropbox's `GET ?challenge=...`: the challenge, as text.
     Dropbox,
 }
@@ -194,13 +193,12 @@ fn get_query(request: &Parts) -> Option<Vec<(String, String)>> {
 
 /// Meta: `GET ?hub.mode=subscribe&hub.verify_token=<token>&hub.challenge=<challenge>`; the
 /// token compared in constant time (as SHA-256 digests, so its length does not show).
-fn meta(request: &Parts, token: &[u8; 32]) -> Option<Handshake> {
+fn meta(request: &Parts, token: &Digests) -> Option<Handshake> {
     let pairs = get_query(request)?;
     if query(&pairs, "hub.mode")? != "subscribe" {
         return None;
     }
-    let sent: [u8; 32] = Sha256::digest(query(&pairs, "hub.verify_token")?.as_bytes()).into();
-    if !bool::from(sent.ct_eq(token)) {
+    if !token.matches(query(&pairs, "hub.verify_token")?.as_bytes()) {
         return None;
     }
     let text = query(&pairs, "hub.challenge")?;

@@ -7,8 +7,8 @@ use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use serde_json::Value;
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
+use super::secret::{any_mac, hmac_key};
 use super::timestamp::{check_age, TimeText};
 use super::{
     DeliveryId, InvalidSecret, InvalidSecretKind, Scheme, Verified, VerifyError, VerifyErrorKind,
@@ -55,14 +55,8 @@ impl Mailgun {
 
     /// Adds another signing key (a rotation).
     pub fn with_signing_key(mut self, signing_key: &str) -> Result<Self, InvalidSecret> {
-        let key = signing_key.trim();
-        if key.is_empty() {
-            return Err(InvalidSecret::new(InvalidSecretKind::Empty));
-        }
-        self.keys.push(
-            Hmac::new_from_slice(key.as_bytes())
-                .map_err(|_| InvalidSecret::new(InvalidSecretKind::Empty))?,
-        );
+        let key = hmac_key(signing_key).ok_or(InvalidSecret::new(InvalidSecretKind::Empty))?;
+        self.keys.push(key);
         Ok(self)
     }
 
@@ -125,11 +119,9 @@ impl Scheme for Mailgun {
             .parse(timestamp.as_bytes())
             .ok_or_else(unsigned)?;
         let seconds = check_age(seconds, now, self.tolerance)?;
-        let matched = self.keys.iter().fold(false, |found, key| {
-            let mut mac = key.clone();
+        let matched = any_mac(&self.keys, &expected, |mac| {
             mac.update(timestamp.as_bytes());
             mac.update(token.as_bytes());
-            found | bool::from(mac.finalize().into_bytes().as_slice().ct_eq(&expected))
         });
         if !matched {
             return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));

@@ -50,6 +50,7 @@ mod headers;
 mod hmac;
 mod mailgun;
 mod presets;
+mod secret;
 #[cfg(feature = "sendgrid")]
 mod sendgrid;
 mod signature;

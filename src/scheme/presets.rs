@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use http::HeaderName;
-use sha2::{Digest, Sha256};
 
 use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
 use super::handshake::Answers;
 use super::hmac::FIVE_MINUTES;
+use super::secret::Digests;
 use super::signature::{self, Alg};
 use super::timestamp::TimeText;
 use super::{HmacScheme, InvalidSecret, InvalidSecretKind};
@@ -140,7 +140,9 @@ impl HmacScheme {
         if token.is_empty() {
             return Err(InvalidSecret::new(InvalidSecretKind::Empty));
         }
-        Ok(self.answering(Answers::Meta(Sha256::digest(token.as_bytes()).into())))
+        let mut digests = Digests::default();
+        digests.add(token.as_bytes());
+        Ok(self.answering(Answers::Meta(digests)))
     }
 
     /// Lemon Squeezy: `X-Signature: <hex>`, an HMAC-SHA256 of the body keyed with the

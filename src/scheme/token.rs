@@ -5,10 +5,9 @@ use std::fmt;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::headers::single;
+use super::secret::Digests;
 use super::{
     DeliveryId, InvalidSecret, InvalidSecretKind, Scheme, Verified, VerifyError, VerifyErrorKind,
 };
@@ -46,7 +45,7 @@ pub struct SharedToken {
     /// The id's headers, the first one present wins.
     id: &'static [&'static str],
     event_type: Option<HeaderName>,
-    tokens: Vec<[u8; 32]>,
+    tokens: Digests,
 }
 
 /// Shows the settings and how many tokens there are; never a token.
@@ -81,7 +80,7 @@ impl SharedToken {
             header: HeaderName::from_static("x-gitlab-token"),
             id: &["idempotency-key", "x-gitlab-event-uuid"],
             event_type: Some(HeaderName::from_static("x-gitlab-event")),
-            tokens: Vec::new(),
+            tokens: Digests::default(),
         }
         .with_token(token)
     }
@@ -100,7 +99,7 @@ impl SharedToken {
         if token.is_empty() {
             return Err(InvalidSecret::new(InvalidSecretKind::Empty));
         }
-        self.tokens.push(Sha256::digest(token.as_bytes()).into());
+        self.tokens.add(token.as_bytes());
         Ok(self)
     }
 }
@@ -121,15 +120,7 @@ impl Scheme for SharedToken {
             .map(<[u8]>::trim_ascii)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| VerifyError::missing_header(self.header.clone()))?;
-        let sent: [u8; 32] = Sha256::digest(token).into();
-        // Every token is compared, whichever matches: the time does not say which one did.
-        let matched = self
-            .tokens
-            .iter()
-            .fold(subtle::Choice::from(0), |any, known| {
-                any | known.ct_eq(&sent)
-            });
-        if !bool::from(matched) {
+        if !self.tokens.matches(token) {
             return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));
         }
         let mut verified = Verified::new();

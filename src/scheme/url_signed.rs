@@ -13,34 +13,19 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::engine::body_hash;
+use super::engine::{body_hash, json_field};
 use super::headers::required as one;
+use super::secret::{any_mac, hmac_key};
 use super::timestamp::{check_time, TimeText};
 use super::url::{other_port_form, SenderUrl};
 use super::{
     DeliveryId, InvalidScheme, InvalidSchemeKind, Scheme, Verified, VerifyError, VerifyErrorKind,
 };
-use crate::json;
 
-/// The one value of `name`, not blank; sent twice is refused.
 /// A base64 MAC of `N` bytes from a header, decoded; `None` if it is not one.
 fn decoded<const N: usize>(value: &HeaderValue) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     (STANDARD.decode_slice(value.as_bytes().trim_ascii(), &mut out) == Ok(N)).then_some(out)
-}
-
-/// Whether any key's MAC of the content that `feed` writes is `expected`, in constant time;
-/// every key is tried.
-fn any_key<M: Mac + Clone, const N: usize>(
-    keys: &[M],
-    expected: &[u8; N],
-    feed: impl Fn(&mut M),
-) -> bool {
-    keys.iter().fold(false, |found, key| {
-        let mut mac = key.clone();
-        feed(&mut mac);
-        found | bool::from(mac.finalize().into_bytes().as_slice().ct_eq(expected))
-    })
 }
 
 fn url_unknown() -> VerifyError {
@@ -49,12 +34,7 @@ fn url_unknown() -> VerifyError {
 
 /// The key of a secret, refused where blank.
 fn keyed<M: Mac + hmac::digest::KeyInit>(secret: &str) -> Result<M, InvalidScheme> {
-    let secret = secret.trim();
-    if secret.is_empty() {
-        return Err(InvalidScheme::new(InvalidSchemeKind::EmptySecret));
-    }
-    <M as hmac::digest::KeyInit>::new_from_slice(secret.as_bytes())
-        .map_err(|_| InvalidScheme::new(InvalidSchemeKind::EmptySecret))
+    hmac_key(secret).ok_or(InvalidScheme::new(InvalidSchemeKind::EmptySecret))
 }
 
 /// Twilio: `X-Twilio-Signature`, the base64 HMAC-**SHA1**, keyed with the account's auth
@@ -122,7 +102,11 @@ impl Twilio {
     /// header value: for tests of your own handlers.
     pub fn signature(&self, url: &str, body: &[u8]) -> String {
         let mut mac = self.keys[0].clone();
-        feed_twilio(&mut mac, url, &twilio_params(url, body));
+        feed_twilio(
+            &mut mac,
+            url,
+            &twilio_params(body_sha256(url).is_some(), body),
+        );
         STANDARD.encode(mac.finalize().into_bytes())
     }
 
@@ -136,23 +120,24 @@ impl Twilio {
                 _ => return Err(VerifyError::new(VerifyErrorKind::NoSupportedSignature)),
             },
         };
-        if let Some(sent) = body_sha256(url) {
+        let sent_hash = body_sha256(url);
+        if let Some(sent) = &sent_hash {
             let hash = hex::encode(Sha256::digest(body));
             if !bool::from(hash.as_bytes().ct_eq(sent.as_bytes())) {
                 return Err(VerifyError::new(VerifyErrorKind::NoMatchingSignature));
             }
         }
-        let params = twilio_params(url, body);
+        let params = twilio_params(sent_hash.is_some(), body);
         let unsupported = || VerifyError::new(VerifyErrorKind::NoSupportedSignature);
         let matches = |url: &str| -> Result<bool, VerifyError> {
             Ok(if sha256 {
                 let expected = decoded::<32>(signature).ok_or_else(unsupported)?;
-                any_key(&self.keys_sha256, &expected, |mac| {
+                any_mac(&self.keys_sha256, &expected, |mac| {
                     feed_twilio(mac, url, &params);
                 })
             } else {
                 let expected = decoded::<20>(signature).ok_or_else(unsupported)?;
-                any_key(&self.keys, &expected, |mac| feed_twilio(mac, url, &params))
+                any_mac(&self.keys, &expected, |mac| feed_twilio(mac, url, &params))
             })
         };
         // The other port form only where the URL as it is fails: one MAC per good delivery.
@@ -176,11 +161,11 @@ fn body_sha256(url: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// The signed parameters: none for a JSON body (its hash is in the URL), else the body's
-/// form fields, sorted by name and value, each pair once (as Twilio's libraries do).
+/// The signed parameters: none for a JSON body (`hashed`: its hash is in the URL), else the
+/// body's form fields, sorted by name and value, each pair once (as Twilio's libraries do).
 /// A field borrows the body where it needs no decoding.
-fn twilio_params<'b>(url: &str, body: &'b [u8]) -> Vec<(Cow<'b, str>, Cow<'b, str>)> {
-    if body_sha256(url).is_some() {
+fn twilio_params(hashed: bool, body: &[u8]) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    if hashed {
         return Vec::new();
     }
     let mut params = form_fields(body);
@@ -347,7 +332,7 @@ impl Square {
     fn check(&self, url: &str, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
         let expected = decoded::<32>(one(headers, &SQUARE_SIGNATURE)?)
             .ok_or_else(|| VerifyError::new(VerifyErrorKind::NoSupportedSignature))?;
-        if any_key(&self.keys, &expected, |mac| {
+        if any_mac(&self.keys, &expected, |mac| {
             mac.update(url.as_bytes());
             mac.update(body);
         }) {
@@ -390,8 +375,7 @@ impl Scheme for Square {
     }
 
     fn identify(&self, _: &HeaderMap, body: &[u8], _: &Verified) -> Option<DeliveryId> {
-        let value = json::top_level(body, &["event_id"])?.into_iter().next()??;
-        Some(json::id_text(&value)?.into()).filter(|id: &DeliveryId| !id.as_str().is_empty())
+        json_field(body, "event_id").map(DeliveryId::from)
     }
 
     fn signs_id(&self) -> bool {
@@ -500,7 +484,7 @@ impl HubSpot {
         let expected = decoded::<32>(one(headers, &HUBSPOT_SIGNATURE)?)
             .ok_or_else(|| VerifyError::new(VerifyErrorKind::NoSupportedSignature))?;
         let url = hubspot_url(url);
-        if any_key(&self.keys, &expected, |mac| {
+        if any_mac(&self.keys, &expected, |mac| {
             feed_hubspot(mac, method, &url, body, timestamp);
         }) {
             Ok(Verified::new().with_timestamp(seconds))
