@@ -120,6 +120,31 @@ pub trait Backend: Sized + Send + Sync + 'static {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<T>, InboxError>> + Send;
+    /// The table of the queue's jobs.
+    const JOBS: &'static str;
+    /// What comes before the number of a statement's argument: `?` or `$`.
+    const PARAM: char;
+    /// The job's last result, as text.
+    const LAST_RESULT: &'static str;
+    /// What a replay sets on a dead-lettered job: queued again now, attempts from zero.
+    const REPLAY_SET: &'static str;
+    /// The string field `name` of the delivery a job stores, as an SQL expression: NULL
+    /// where the job is not a delivery (another queue's, in apalis's shared table). The
+    /// expression of `"id"` is the one the inbox indexes.
+    fn field(name: &str) -> String;
+    /// The rows `sql`, a statement put together at run time, reads with `args`.
+    fn fetch_built<T: Row>(
+        pool: &Pool<Self>,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<T>, InboxError>> + Send;
+    /// Runs `sql`, a statement put together at run time, with `args`: how many rows it
+    /// changed.
+    fn execute_built(
+        pool: &Pool<Self>,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
     /// Deletes the expired dedup marks of `store`.
     fn cleanup(store: &Self::Store) -> impl Future<Output = Result<(), InboxError>> + Send;
 
@@ -197,6 +222,14 @@ pub struct Statements {
     pub unfetch: &'static str,
     /// queue, the marker apalis writes on an abandoned job.
     pub unmark_abandoned: &'static str,
+    /// queue, task id: id, status, attempts, max attempts, last result, job.
+    pub job: &'static str,
+    /// task id: attempt, worker, started at, ended at (ms), outcome, error; in order.
+    pub attempts: &'static str,
+    /// queue, a time (ms since the epoch): deletes the jobs done before it.
+    pub purge_before: &'static str,
+    /// queue, since (ms), bucket (ms): bucket, outcome, attempts ended in it.
+    pub ended: &'static str,
 }
 
 /// A row every dialect reads: a tuple of plain columns. Each dialect's reading is a

@@ -197,7 +197,7 @@ impl DeadLetter {
 
 /// The error text out of apalis's stored result (`{"Err": "..."}`), or the text as it is,
 /// without the name apalis puts before an error that ends a job at once.
-fn last_error(result: &str) -> String {
+pub(crate) fn last_error(result: &str) -> String {
     let text = serde_json::from_str::<serde_json::Value>(result)
         .ok()
         .and_then(|value| value.get("Err")?.as_str().map(str::to_owned))

@@ -78,6 +78,7 @@
 //! # }
 //! ```
 
+mod browse;
 mod dialect;
 mod door;
 mod error;
@@ -94,6 +95,10 @@ mod postgres;
 #[cfg(feature = "inbox-sqlite")]
 mod sqlite;
 
+pub use browse::{
+    Activity, AttemptOutcome, AttemptRecord, JobDetail, JobFilter, JobPage, JobState, JobSummary,
+    UnknownState, MAX_PAGE,
+};
 pub use dialect::Dialect;
 pub use error::{InboxError, InboxErrorKind};
 pub use handoff::accepted;

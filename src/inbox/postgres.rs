@@ -103,6 +103,15 @@ const STATEMENTS: Statements = Statements {
         WHERE id = $1 AND lock_by = $2 AND status = 'Running'",
     unfetch: "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
         WHERE job_type = $1 AND lock_by = $2 AND status = 'Queued' AND ($3::TEXT IS NULL OR id = $3)",
+    job: "SELECT id, status, attempts::BIGINT, max_attempts::BIGINT, last_result::text, job FROM apalis.jobs
+        WHERE job_type = $1 AND id = $2",
+    attempts: "SELECT attempt::BIGINT, worker, started_at, ended_at, outcome, error
+        FROM webhook_inbox_attempts WHERE job_id = $1 ORDER BY started_at, attempt",
+    purge_before: "DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'
+        AND done_at < to_timestamp($2::BIGINT / 1000.0)",
+    ended: "SELECT ((ended_at - $2) / $3)::BIGINT, outcome, COUNT(*)
+        FROM webhook_inbox_attempts WHERE queue = $1 AND ended_at >= $2
+        GROUP BY 1, 2",
     unmark_abandoned: "UPDATE apalis.jobs SET attempts = GREATEST(attempts - 1, 0), last_result = NULL
         WHERE job_type = $1 AND status = 'Pending' AND last_result = $2::jsonb",
 };
@@ -125,6 +134,65 @@ const ENSURE_DEPTH: &str =
 const LOCK_DEPTH: &str = "SELECT jobs FROM webhook_inbox_depth WHERE queue = $1 FOR UPDATE";
 const SET_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = $2 WHERE queue = $1";
 
+/// What the inbox keeps to be looked at: each attempt of each job (written by a trigger on
+/// the job's state, in the statement that changes it), and the index of the deliveries' ids.
+const BROWSE_SCHEMA: [&str; 7] = [
+    "SELECT pg_advisory_xact_lock(7245091368231790171)",
+    "CREATE TABLE IF NOT EXISTS webhook_inbox_attempts (
+        job_id TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        worker TEXT,
+        started_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        outcome TEXT NOT NULL DEFAULT 'running',
+        error TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_job ON webhook_inbox_attempts (job_id)",
+    "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_ended ON webhook_inbox_attempts (queue, ended_at)",
+    // The stored delivery of a job, or NULL where the job is not one (another queue's, in
+    // apalis's shared table, may hold any bytes): an index whose expression fails would
+    // fail that queue's inserts. Immutable as the index needs: the bytes alone decide.
+    "CREATE OR REPLACE FUNCTION webhook_job_doc(job bytea) RETURNS jsonb
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+        BEGIN
+            RETURN convert_from(job, 'UTF8')::jsonb;
+        EXCEPTION WHEN others THEN
+            RETURN NULL;
+        END $$",
+    "CREATE OR REPLACE FUNCTION webhook_inbox_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            now_ms BIGINT := (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT;
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                DELETE FROM webhook_inbox_attempts WHERE job_id = OLD.id;
+                RETURN OLD;
+            END IF;
+            IF NEW.status = 'Running' AND OLD.status <> 'Running' THEN
+                INSERT INTO webhook_inbox_attempts (job_id, queue, attempt, worker, started_at)
+                VALUES (NEW.id, NEW.job_type, NEW.attempts + 1, NEW.lock_by, now_ms);
+            ELSIF OLD.status = 'Running' AND NEW.status IN ('Done', 'Failed', 'Killed') THEN
+                UPDATE webhook_inbox_attempts SET ended_at = now_ms,
+                    outcome = CASE WHEN NEW.status = 'Done' THEN 'done'
+                        WHEN NEW.status = 'Killed' OR NEW.attempts >= NEW.max_attempts THEN 'dead'
+                        ELSE 'failed' END,
+                    error = CASE WHEN NEW.status = 'Done' THEN NULL ELSE NEW.last_result::text END
+                WHERE job_id = NEW.id AND ended_at IS NULL;
+            END IF;
+            RETURN NEW;
+        END $$",
+    "DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'webhook_inbox_attempts'
+                AND tgrelid = 'apalis.jobs'::regclass) THEN
+            CREATE TRIGGER webhook_inbox_attempts AFTER UPDATE OF status OR DELETE
+            ON apalis.jobs FOR EACH ROW EXECUTE FUNCTION webhook_inbox_attempt();
+        END IF;
+    END $$",
+];
+// The index is built apart, after the function it calls exists.
+const EVENT_ID_INDEX: &str = "CREATE INDEX IF NOT EXISTS webhook_jobs_event_id
+    ON apalis.jobs ((webhook_job_doc(job) ->> 'id'))";
+
 impl Inbox<Postgres> {
     /// Connects to the database at `url` (a pool of its own, as
     /// [`PostgresStore::connect`] makes), migrates apalis's schema and creates the marks'
@@ -144,6 +212,20 @@ impl Inbox<Postgres> {
             .execute(&pool)
             .await
             .map_err(Postgres::error)?;
+        // Replicas starting at once take turns: `CREATE OR REPLACE` of one function by two
+        // transactions at a time fails one of them.
+        let mut tx = pool.begin().await.map_err(Postgres::error)?;
+        for statement in BROWSE_SCHEMA {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(Postgres::error)?;
+        }
+        sqlx::query(EVENT_ID_INDEX)
+            .execute(&mut *tx)
+            .await
+            .map_err(Postgres::error)?;
+        tx.commit().await.map_err(Postgres::error)?;
         let store = PostgresStore::new(pool.clone());
         store.create_table().await?;
         Ok(Self::from_parts(pool, store))
@@ -246,6 +328,16 @@ impl Backend for Postgres {
 
     const SQL: Statements = STATEMENTS;
 
+    const JOBS: &'static str = "apalis.jobs";
+    const PARAM: char = '$';
+    const LAST_RESULT: &'static str = "last_result::text";
+    const REPLAY_SET: &'static str = "status = 'Pending', attempts = 0, lock_by = NULL,
+        lock_at = NULL, done_at = NULL, last_result = NULL, run_at = now()";
+
+    fn field(name: &str) -> String {
+        format!("(webhook_job_doc(job) ->> '{name}')")
+    }
+
     async fn execute_on(
         conn: &mut sqlx::PgConnection,
         sql: &'static str,
@@ -266,6 +358,28 @@ impl Backend for Postgres {
     ) -> Result<Vec<T>, InboxError> {
         let query = sqlx::query_as_with(sql, arguments(args)?);
         query.fetch_all(pool).await.map_err(Postgres::error)
+    }
+
+    async fn fetch_built<T: Row>(
+        pool: &PgPool,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>, InboxError> {
+        let query = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), arguments(args)?);
+        query.fetch_all(pool).await.map_err(Postgres::error)
+    }
+
+    async fn execute_built(
+        pool: &PgPool,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> Result<u64, InboxError> {
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments(args)?);
+        Ok(query
+            .execute(pool)
+            .await
+            .map_err(Postgres::error)?
+            .rows_affected())
     }
 
     async fn cleanup(store: &PostgresStore) -> Result<(), InboxError> {

@@ -269,10 +269,16 @@ impl<D: Dialect> Inbox<D> {
         let queue = &*self.settings.queue;
         let args = [Text(queue), MaybeText(task_id)];
         let replayed = D::execute(&self.pool, D::SQL.replay, &args).await?;
-        // The replayed jobs count against the bound as new ones do.
-        let added = Int(i64::try_from(replayed).unwrap_or(i64::MAX));
-        D::execute(&self.pool, D::SQL.bump_depth, &[Text(queue), added]).await?;
+        self.count_replayed(replayed).await?;
         Ok(replayed)
+    }
+
+    /// Counts `replayed` jobs against the bound, as new ones are.
+    pub(crate) async fn count_replayed(&self, replayed: u64) -> Result<(), InboxError> {
+        let added = Int(i64::try_from(replayed).unwrap_or(i64::MAX));
+        let args = [Text(&self.settings.queue), added];
+        D::execute(&self.pool, D::SQL.bump_depth, &args).await?;
+        Ok(())
     }
 
     /// Deletes finished jobs older than `age`, and expired dedup marks; how many jobs. Run

@@ -101,6 +101,14 @@ const STATEMENTS: Statements = Statements {
         WHERE id = ?1 AND lock_by = ?2 AND status = 'Running'",
     unfetch: "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
         WHERE job_type = ?1 AND lock_by = ?2 AND status = 'Queued' AND (?3 IS NULL OR id = ?3)",
+    job: "SELECT id, status, attempts, max_attempts, last_result, job FROM Jobs
+        WHERE job_type = ?1 AND id = ?2",
+    attempts: "SELECT attempt, worker, started_at, ended_at, outcome, error
+        FROM webhook_inbox_attempts WHERE job_id = ?1 ORDER BY started_at, attempt",
+    purge_before: "DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done' AND done_at < ?2 / 1000",
+    ended: "SELECT (ended_at - ?2) / ?3, outcome, COUNT(*)
+        FROM webhook_inbox_attempts WHERE queue = ?1 AND ended_at >= ?2
+        GROUP BY 1, 2",
     unmark_abandoned: "UPDATE Jobs SET attempts = MAX(attempts - 1, 0), last_result = NULL
         WHERE job_type = ?1 AND status = 'Pending' AND last_result = ?2",
 };
@@ -118,6 +126,56 @@ const ADMIT: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + ?3
     WHERE queue = ?1 AND jobs + ?3 <= ?2 RETURNING jobs";
 const SET_DEPTH: &str = "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES (?1, ?2)
     ON CONFLICT (queue) DO UPDATE SET jobs = excluded.jobs";
+
+/// Now, in milliseconds since the Unix epoch.
+macro_rules! now_ms {
+    () => {
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+    };
+}
+
+/// What the inbox keeps to be looked at: each attempt of each job (written by triggers on
+/// the job's state, in the statement that changes it), and the index of the deliveries' ids.
+const BROWSE_SCHEMA: [&str; 7] = [
+    "CREATE TABLE IF NOT EXISTS webhook_inbox_attempts (
+        job_id TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        worker TEXT,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        outcome TEXT NOT NULL DEFAULT 'running',
+        error TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_job ON webhook_inbox_attempts (job_id)",
+    "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_ended ON webhook_inbox_attempts (queue, ended_at)",
+    concat!(
+        "CREATE TRIGGER IF NOT EXISTS webhook_inbox_attempt_start AFTER UPDATE OF status ON Jobs
+        WHEN NEW.status = 'Running' AND OLD.status <> 'Running' BEGIN
+            INSERT INTO webhook_inbox_attempts (job_id, queue, attempt, worker, started_at)
+            VALUES (NEW.id, NEW.job_type, NEW.attempts + 1, NEW.lock_by, ",
+        now_ms!(),
+        ");
+        END"
+    ),
+    concat!(
+        "CREATE TRIGGER IF NOT EXISTS webhook_inbox_attempt_end AFTER UPDATE OF status ON Jobs
+        WHEN OLD.status = 'Running' AND NEW.status IN ('Done', 'Failed', 'Killed') BEGIN
+            UPDATE webhook_inbox_attempts SET ended_at = ",
+        now_ms!(),
+        ", outcome = CASE WHEN NEW.status = 'Done' THEN 'done'
+                    WHEN NEW.status = 'Killed' OR NEW.attempts >= NEW.max_attempts THEN 'dead'
+                    ELSE 'failed' END,
+                error = CASE WHEN NEW.status = 'Done' THEN NULL ELSE NEW.last_result END
+            WHERE job_id = NEW.id AND ended_at IS NULL;
+        END"
+    ),
+    "CREATE TRIGGER IF NOT EXISTS webhook_inbox_attempts_gone AFTER DELETE ON Jobs BEGIN
+        DELETE FROM webhook_inbox_attempts WHERE job_id = OLD.id;
+    END",
+    "CREATE INDEX IF NOT EXISTS webhook_jobs_event_id ON Jobs
+        ((CASE WHEN json_valid(CAST(job AS TEXT)) THEN json_extract(CAST(job AS TEXT), '$.id') END))",
+];
 
 impl Inbox<Sqlite> {
     /// Opens (or creates) the inbox in the SQLite file at `path`: apalis's tables, migrated
@@ -140,10 +198,12 @@ impl Inbox<Sqlite> {
             .run(&pool)
             .await
             .map_err(|err| Sqlite::error(err.into()))?;
-        sqlx::query(CREATE_DEPTH)
-            .execute(&pool)
-            .await
-            .map_err(Sqlite::error)?;
+        for statement in [CREATE_DEPTH].iter().chain(&BROWSE_SCHEMA) {
+            sqlx::query(*statement)
+                .execute(&pool)
+                .await
+                .map_err(Sqlite::error)?;
+        }
         let store = SqliteStore::new(pool.clone());
         store.create_table().await?;
         Ok(Self::from_parts(pool, store))
@@ -274,6 +334,21 @@ impl Backend for Sqlite {
 
     const SQL: Statements = STATEMENTS;
 
+    const JOBS: &'static str = "Jobs";
+    const PARAM: char = '?';
+    const LAST_RESULT: &'static str = "last_result";
+    const REPLAY_SET: &'static str = "status = 'Pending', attempts = 0, lock_by = NULL,
+        lock_at = NULL, done_at = NULL, last_result = NULL,
+        run_at = CAST(strftime('%s', 'now') AS INTEGER)";
+
+    fn field(name: &str) -> String {
+        // `json_extract` fails on text that is not JSON; another queue's job may be any
+        // bytes, and an index whose expression fails would fail that queue's inserts.
+        format!(
+            "(CASE WHEN json_valid(CAST(job AS TEXT)) THEN json_extract(CAST(job AS TEXT), '$.{name}') END)"
+        )
+    }
+
     async fn execute_on(
         conn: &mut sqlx::SqliteConnection,
         sql: &'static str,
@@ -294,6 +369,28 @@ impl Backend for Sqlite {
     ) -> Result<Vec<T>, InboxError> {
         let query = sqlx::query_as_with(sql, arguments(args)?);
         query.fetch_all(pool).await.map_err(Sqlite::error)
+    }
+
+    async fn fetch_built<T: Row>(
+        pool: &SqlitePool,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>, InboxError> {
+        let query = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), arguments(args)?);
+        query.fetch_all(pool).await.map_err(Sqlite::error)
+    }
+
+    async fn execute_built(
+        pool: &SqlitePool,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> Result<u64, InboxError> {
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments(args)?);
+        Ok(query
+            .execute(pool)
+            .await
+            .map_err(Sqlite::error)?
+            .rows_affected())
     }
 
     async fn cleanup(store: &SqliteStore) -> Result<(), InboxError> {

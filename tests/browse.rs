@@ -1,0 +1,334 @@
+//! Looking at what an inbox holds, the same suite on SQLite and PostgreSQL: listing newest
+//! first with paging, filters by state, layer and event type, search by event id, one job
+//! with every attempt, the activity, replay by filter, and purging done jobs.
+//!
+//! PostgreSQL at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without
+//! one its trials are reported as ignored, or fail when `CI` is set.
+#![cfg(all(
+    feature = "inbox-sqlite",
+    feature = "inbox-postgres",
+    feature = "test-util"
+))]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use common::inbox::{no_wait, read_until, unique};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tower::{Layer, ServiceExt};
+use tower_webhook::inbox::{
+    AttemptOutcome, Dialect, Inbox, JobFilter, JobState, PostgresInbox, SqliteInbox,
+};
+use tower_webhook::scheme::HmacScheme;
+use tower_webhook::testkit::Delivery;
+use tower_webhook::{Event, VerifyWebhookLayer};
+
+const SECRET: &str = "It's a Secret to Everybody";
+
+/// Sends a GitHub delivery of `kind` with `body` through an inbox layer named `layer`: its
+/// delivery id.
+async fn send<D: Dialect>(inbox: &Inbox<D>, layer: &str, kind: &str, body: &str) -> String {
+    let scheme = HmacScheme::github(SECRET).unwrap();
+    let id = unique("delivery");
+    let delivery = Delivery::new(body.to_owned()).id(&id).event_type(kind);
+    let request: Request<Full<bytes::Bytes>> = delivery.request(&scheme).unwrap();
+    let service = VerifyWebhookLayer::new(scheme)
+        .with_name(layer)
+        .with_inbox(inbox.clone())
+        .layer(tower::service_fn(|_: Request<Full<bytes::Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::default()))
+        }));
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // Ids are ULIDs: a millisecond apart, their order is the order of arrival.
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    id
+}
+
+/// A handler that fails every time on a body saying "fail", once on one saying "flaky".
+async fn handle(event: Event, job: tower_webhook::inbox::Job) -> Result<(), String> {
+    let body = String::from_utf8_lossy(event.body()).into_owned();
+    if body.contains("fail") || (body.contains("flaky") && job.attempt() == 1) {
+        return Err(format!("the handler refused {body}"));
+    }
+    Ok(())
+}
+
+// One story, its steps in the order an operator takes them.
+#[allow(clippy::too_many_lines)]
+async fn browse_suite<D: Dialect>(inbox: Inbox<D>) {
+    let inbox = inbox.with_retry(no_wait());
+    let a1 = send(&inbox, "github", "push", r#"{"n":1}"#).await;
+    let a2 = send(&inbox, "github", "issues", r#"{"n":2,"flaky":true}"#).await;
+    let a3 = send(&inbox, "github", "push", r#"{"n":3,"fail":true}"#).await;
+    let b1 = send(&inbox, "shop", "push", r#"{"n":4}"#).await;
+    let b2 = send(
+        &inbox,
+        "shop",
+        "orders",
+        r#"{"n":5,"html":"<script>x</script>"}"#,
+    )
+    .await;
+
+    // Before any worker: all queued, the newest first.
+    let page = inbox.jobs(&JobFilter::default(), None, 50).await.unwrap();
+    let ids: Vec<&str> = page.jobs.iter().map(|job| job.event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            b2.as_str(),
+            b1.as_str(),
+            a3.as_str(),
+            a2.as_str(),
+            a1.as_str()
+        ]
+    );
+    assert!(page.next.is_none());
+    assert!(page.jobs.iter().all(|job| job.state == JobState::Queued));
+    assert_eq!(page.jobs[0].layer, "shop");
+    assert_eq!(page.jobs[0].event_type.as_deref(), Some("orders"));
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handle).run_until(async {
+        let _ = stopped.await;
+    }));
+    let counts = read_until(
+        20,
+        || inbox.counts(),
+        |counts| counts.as_ref().is_ok_and(|c| c.done == 4 && c.dead == 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!((counts.done, counts.dead), (4, 1), "{counts:?}");
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+
+    // Paging: two at a time, every job once, newest first.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = inbox
+            .jobs(&JobFilter::default(), after.as_deref(), 2)
+            .await
+            .unwrap();
+        assert!(page.jobs.len() <= 2);
+        seen.extend(page.jobs.iter().map(|job| job.event_id.clone()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            b2.as_str(),
+            b1.as_str(),
+            a3.as_str(),
+            a2.as_str(),
+            a1.as_str()
+        ]
+    );
+
+    let list = |filter: JobFilter| {
+        let inbox = inbox.clone();
+        async move {
+            let page = inbox.jobs(&filter, None, 50).await.unwrap();
+            page.jobs
+                .into_iter()
+                .map(|job| job.event_id)
+                .collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(
+        list(JobFilter::default().state(JobState::Dead)).await,
+        [a3.as_str()]
+    );
+    assert_eq!(
+        list(JobFilter::default().state(JobState::Done)).await.len(),
+        4
+    );
+    assert!(list(JobFilter::default().state(JobState::Running))
+        .await
+        .is_empty());
+    assert_eq!(
+        list(JobFilter::default().layer("shop")).await,
+        [b2.as_str(), b1.as_str()]
+    );
+    assert_eq!(
+        list(JobFilter::default().event_type("push")).await,
+        [b1.as_str(), a3.as_str(), a1.as_str()]
+    );
+    assert_eq!(
+        list(JobFilter::default().layer("github").event_type("push")).await,
+        [a3.as_str(), a1.as_str()]
+    );
+    assert_eq!(
+        list(JobFilter::default().event_id(&a2)).await,
+        [a2.as_str()]
+    );
+    assert!(list(JobFilter::default().event_id("no-such-delivery"))
+        .await
+        .is_empty());
+    // Blank texts (a form's empty fields) are no condition.
+    assert_eq!(list(JobFilter::default().layer(" ")).await.len(), 5);
+
+    // One job: its delivery and every attempt.
+    let dead = &inbox
+        .jobs(&JobFilter::default().event_id(&a3), None, 1)
+        .await
+        .unwrap()
+        .jobs[0];
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.attempts, 3);
+    assert!(dead
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("the handler refused"));
+    let by_task = list(JobFilter::default().event_id(&dead.task_id)).await;
+    assert_eq!(
+        by_task,
+        [a3.as_str()],
+        "the search finds a job by its own id too"
+    );
+    let detail = inbox.job(&dead.task_id).await.unwrap().unwrap();
+    assert_eq!(&detail.body[..], br#"{"n":3,"fail":true}"#);
+    assert_eq!(detail.scheme, "github");
+    assert!(detail
+        .headers
+        .iter()
+        .any(|(name, value)| name == "x-github-event" && value == "push"));
+    let outcomes: Vec<AttemptOutcome> = detail.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            AttemptOutcome::Failed,
+            AttemptOutcome::Failed,
+            AttemptOutcome::Dead
+        ]
+    );
+    assert_eq!(
+        detail
+            .attempts
+            .iter()
+            .map(|a| a.attempt)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for attempt in &detail.attempts {
+        assert!(attempt.duration.is_some());
+        assert!(attempt.worker.is_some());
+        assert!(attempt
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("the handler refused"));
+    }
+    let flaky = &inbox
+        .jobs(&JobFilter::default().event_id(&a2), None, 1)
+        .await
+        .unwrap()
+        .jobs[0];
+    let flaky = inbox.job(&flaky.task_id).await.unwrap().unwrap();
+    let outcomes: Vec<AttemptOutcome> = flaky.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [AttemptOutcome::Failed, AttemptOutcome::Done]);
+    assert_eq!(flaky.attempts[1].error, None);
+    assert!(inbox.job("no-such-job").await.unwrap().is_none());
+
+    // The activity of the last hour: every delivery, every attempt.
+    let activity = inbox.activity(Duration::from_secs(300), 12).await.unwrap();
+    assert_eq!(activity.accepted.len(), 12);
+    assert_eq!(activity.accepted.iter().sum::<u64>(), 5, "{activity:?}");
+    assert_eq!(
+        activity.accepted[11], 5,
+        "all in the last bucket: {activity:?}"
+    );
+    assert_eq!(activity.handled.iter().sum::<u64>(), 4);
+    assert_eq!(activity.failed.iter().sum::<u64>(), 3);
+    assert_eq!(activity.dead_lettered.iter().sum::<u64>(), 1);
+
+    // Replay by filter: only dead letters, only those the filter matches.
+    assert_eq!(
+        inbox
+            .replay_matching(&JobFilter::default().layer("shop"))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        inbox
+            .replay_matching(&JobFilter::default().state(JobState::Done))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        inbox
+            .replay_matching(&JobFilter::default().event_type("push"))
+            .await
+            .unwrap(),
+        1
+    );
+    let replayed = inbox.job(&dead.task_id).await.unwrap().unwrap();
+    assert_eq!(replayed.summary.state, JobState::Queued);
+    assert_eq!(replayed.summary.attempts, 0);
+    assert_eq!(replayed.attempts.len(), 3, "the history stays");
+
+    // Purge: the done jobs go, with their attempts; the replayed one stays.
+    let purged = inbox
+        .purge_done_before(SystemTime::now() + Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(purged, 4);
+    let left: HashSet<String> = list(JobFilter::default()).await.into_iter().collect();
+    assert_eq!(left, HashSet::from([a3.clone()]));
+    assert!(inbox.job(&flaky.summary.task_id).await.unwrap().is_none());
+}
+
+async fn sqlite_inbox() -> SqliteInbox {
+    let dir = std::env::temp_dir().join(format!("tower-webhook-browse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    SqliteInbox::open(dir.join(format!("{}.db", unique("browse"))))
+        .await
+        .unwrap()
+}
+
+async fn postgres_inbox() -> PostgresInbox {
+    PostgresInbox::connect(&common::database_url())
+        .await
+        .unwrap()
+        .with_queue(&unique("test-queue"))
+}
+
+async fn probe() -> Result<(), String> {
+    PostgresInbox::connect(&common::database_url())
+        .await
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reachable = runtime.block_on(probe());
+    let clean = reachable.is_ok();
+    let mut trials = vec![common::trial("sqlite::browse", || async {
+        browse_suite(sqlite_inbox().await).await;
+    })];
+    trials.extend(common::needing(
+        "PostgreSQL",
+        "DATABASE_URL",
+        &common::database_url(),
+        reachable,
+        vec![common::trial("postgres::browse", || async {
+            browse_suite(postgres_inbox().await).await;
+        })],
+    ));
+    let code = common::run(trials);
+    if clean {
+        runtime.block_on(common::inbox::remove_this_runs_rows());
+    }
+    code
+}
