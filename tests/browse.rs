@@ -15,63 +15,16 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use common::inbox::{no_wait, read_until, unique};
-use http::{Request, StatusCode};
-use http_body_util::Full;
-use tower::{Layer, ServiceExt};
+use common::inbox::{no_wait, send_five, unique, work_five, Five};
 use tower_webhook::inbox::{
     AttemptOutcome, Dialect, Inbox, JobFilter, JobState, PostgresInbox, SqliteInbox,
 };
-use tower_webhook::scheme::HmacScheme;
-use tower_webhook::testkit::Delivery;
-use tower_webhook::{Event, VerifyWebhookLayer};
-
-const SECRET: &str = "It's a Secret to Everybody";
-
-/// Sends a GitHub delivery of `kind` with `body` through an inbox layer named `layer`: its
-/// delivery id.
-async fn send<D: Dialect>(inbox: &Inbox<D>, layer: &str, kind: &str, body: &str) -> String {
-    let scheme = HmacScheme::github(SECRET).unwrap();
-    let id = unique("delivery");
-    let delivery = Delivery::new(body.to_owned()).id(&id).event_type(kind);
-    let request: Request<Full<bytes::Bytes>> = delivery.request(&scheme).unwrap();
-    let service = VerifyWebhookLayer::new(scheme)
-        .with_name(layer)
-        .with_inbox(inbox.clone())
-        .layer(tower::service_fn(|_: Request<Full<bytes::Bytes>>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(Full::default()))
-        }));
-    let response = service.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    // Ids are ULIDs: a millisecond apart, their order is the order of arrival.
-    tokio::time::sleep(Duration::from_millis(3)).await;
-    id
-}
-
-/// A handler that fails every time on a body saying "fail", once on one saying "flaky".
-async fn handle(event: Event, job: tower_webhook::inbox::Job) -> Result<(), String> {
-    let body = String::from_utf8_lossy(event.body()).into_owned();
-    if body.contains("fail") || (body.contains("flaky") && job.attempt() == 1) {
-        return Err(format!("the handler refused {body}"));
-    }
-    Ok(())
-}
 
 // One story, its steps in the order an operator takes them.
 #[allow(clippy::too_many_lines)]
 async fn browse_suite<D: Dialect>(inbox: Inbox<D>) {
     let inbox = inbox.with_retry(no_wait());
-    let a1 = send(&inbox, "github", "push", r#"{"n":1}"#).await;
-    let a2 = send(&inbox, "github", "issues", r#"{"n":2,"flaky":true}"#).await;
-    let a3 = send(&inbox, "github", "push", r#"{"n":3,"fail":true}"#).await;
-    let b1 = send(&inbox, "shop", "push", r#"{"n":4}"#).await;
-    let b2 = send(
-        &inbox,
-        "shop",
-        "orders",
-        r#"{"n":5,"html":"<script>x</script>"}"#,
-    )
-    .await;
+    let Five { a1, a2, a3, b1, b2 } = send_five(&inbox).await;
 
     // Before any worker: all queued, the newest first.
     let page = inbox.jobs(&JobFilter::default(), None, 50).await.unwrap();
@@ -91,20 +44,7 @@ async fn browse_suite<D: Dialect>(inbox: Inbox<D>) {
     assert_eq!(page.jobs[0].layer, "shop");
     assert_eq!(page.jobs[0].event_type.as_deref(), Some("orders"));
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(inbox.worker(handle).run_until(async {
-        let _ = stopped.await;
-    }));
-    let counts = read_until(
-        20,
-        || inbox.counts(),
-        |counts| counts.as_ref().is_ok_and(|c| c.done == 4 && c.dead == 1),
-    )
-    .await
-    .unwrap();
-    assert_eq!((counts.done, counts.dead), (4, 1), "{counts:?}");
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    work_five(&inbox).await;
 
     // Paging: two at a time, every job once, newest first.
     let mut seen = Vec::new();

@@ -79,6 +79,9 @@
 //! ```
 
 mod browse;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 mod dialect;
 mod door;
 mod error;
@@ -88,6 +91,8 @@ mod meter;
 mod queue;
 mod settings;
 mod shared;
+#[cfg(any(feature = "cli", feature = "console"))]
+mod text;
 mod worker;
 
 #[cfg(feature = "inbox-postgres")]

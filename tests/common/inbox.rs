@@ -13,6 +13,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
 use tower_webhook::inbox::{DeadLetter, Dialect, Inbox, Job, Payload, RetryPolicy};
+use tower_webhook::scheme::HmacScheme;
 use tower_webhook::testkit::Delivery;
 use tower_webhook::{Event, VerifyWebhookLayer, DUPLICATE_HEADER};
 
@@ -149,4 +150,85 @@ pub async fn remove_this_runs_rows() {
             .bind(&tag)
             .execute(inbox.pool())
             .await;
+}
+
+pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+
+/// Sends a GitHub delivery (secret [`GITHUB_SECRET`]) of `kind` with `body` through an inbox layer named `layer`: its
+/// delivery id.
+pub async fn send_github<D: Dialect>(
+    inbox: &Inbox<D>,
+    layer: &str,
+    kind: &str,
+    body: &str,
+) -> String {
+    let scheme = HmacScheme::github(GITHUB_SECRET).unwrap();
+    let id = unique("delivery");
+    let delivery = Delivery::new(body.to_owned()).id(&id).event_type(kind);
+    let request: Request<Full<bytes::Bytes>> = delivery.request(&scheme).unwrap();
+    let service = VerifyWebhookLayer::new(scheme)
+        .with_name(layer)
+        .with_inbox(inbox.clone())
+        .layer(tower::service_fn(|_: Request<Full<bytes::Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::default()))
+        }));
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // Ids are ULIDs: a millisecond apart, their order is the order of arrival.
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    id
+}
+
+/// A handler that fails every time on a body saying "fail", once on one saying "flaky".
+pub async fn flaky_handler(event: Event, job: tower_webhook::inbox::Job) -> Result<(), String> {
+    let body = String::from_utf8_lossy(event.body()).into_owned();
+    if body.contains("fail") || (body.contains("flaky") && job.attempt() == 1) {
+        return Err(format!("the handler refused {body}"));
+    }
+    Ok(())
+}
+
+/// Five deliveries of two layers, `github` and `shop`, a few milliseconds apart: their
+/// delivery ids, in the order sent. With [`flaky_handler`]: `a2` fails once, `a3` always.
+pub struct Five {
+    pub a1: String,
+    pub a2: String,
+    pub a3: String,
+    pub b1: String,
+    pub b2: String,
+}
+
+pub async fn send_five<D: Dialect>(inbox: &Inbox<D>) -> Five {
+    Five {
+        a1: send_github(inbox, "github", "push", r#"{"n":1}"#).await,
+        a2: send_github(inbox, "github", "issues", r#"{"n":2,"flaky":true}"#).await,
+        a3: send_github(inbox, "github", "push", r#"{"n":3,"fail":true}"#).await,
+        b1: send_github(inbox, "shop", "push", r#"{"n":4}"#).await,
+        b2: send_github(
+            inbox,
+            "shop",
+            "orders",
+            r#"{"n":5,"html":"<script>document.title='pwned'</script>"}"#,
+        )
+        .await,
+    }
+}
+
+/// Runs a worker with [`flaky_handler`] until [`send_five`]'s deliveries are four done and
+/// one dead, then stops it.
+pub async fn work_five<D: Dialect>(inbox: &Inbox<D>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(flaky_handler).run_until(async {
+        let _ = stopped.await;
+    }));
+    let counts = read_until(
+        20,
+        || inbox.counts(),
+        |counts| counts.as_ref().is_ok_and(|c| c.done == 4 && c.dead == 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!((counts.done, counts.dead), (4, 1), "{counts:?}");
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
 }

@@ -1,0 +1,229 @@
+//! `webhook-inbox`, the binary, on an inbox in SQLite and one in PostgreSQL: each command,
+//! its text and `--json`, and its exit codes.
+//!
+//! PostgreSQL at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without
+//! one its trials are reported as ignored, or fail when `CI` is set.
+#![cfg(all(feature = "cli", feature = "test-util"))]
+
+mod common;
+
+use std::process::Command;
+
+use common::inbox::{no_wait, send_five, unique, work_five, Five};
+use serde_json::Value;
+use tower_webhook::inbox::{Dialect, Inbox, PostgresInbox, SqliteInbox};
+
+/// Runs `webhook-inbox` on `database` (and `queue`) with `args`: its exit code and output.
+fn run(database: &str, queue: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_webhook-inbox"))
+        .args(["--database", database, "--queue", queue])
+        .args(args)
+        .env_remove("WEBHOOK_INBOX_DATABASE")
+        .output()
+        .expect("webhook-inbox runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn json(database: &str, queue: &str, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let (code, out, err) = run(database, queue, &args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// An inbox with [`send_five`]'s deliveries worked (four done, one dead): its deliveries.
+async fn filled<D: Dialect>(inbox: &Inbox<D>) -> Five {
+    let five = send_five(inbox).await;
+    work_five(inbox).await;
+    five
+}
+
+async fn suite<D: Dialect>(inbox: Inbox<D>, database: String, queue: String) {
+    let inbox = inbox.with_retry(no_wait());
+    let Five { a1, a2, a3, b2, .. } = filled(&inbox).await;
+    let (db, q) = (database.as_str(), queue.as_str());
+
+    // counts
+    let counts = json(db, q, &["counts"]);
+    assert_eq!(counts["done"], 4);
+    assert_eq!(counts["dead"], 1);
+    assert_eq!(counts["queued"], 0);
+    let (code, out, _) = run(db, q, &["counts"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("dead") && l.ends_with(" 1")),
+        "{out}"
+    );
+
+    // list: filters, paging, text and JSON
+    let dead = json(db, q, &["list", "--state", "dead"]);
+    assert_eq!(dead["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(dead["jobs"][0]["event_id"], a3.as_str());
+    assert_eq!(dead["jobs"][0]["attempts"], 3);
+    assert!(dead["next"].is_null());
+    let pushes = json(db, q, &["list", "--type", "push", "--layer", "github"]);
+    let ids: Vec<&str> = pushes["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a3.as_str(), a1.as_str()]);
+    let first = json(db, q, &["list", "-n", "1"]);
+    assert_eq!(first["jobs"][0]["event_id"], b2.as_str());
+    let next = first["next"].as_str().unwrap().to_owned();
+    let second = json(db, q, &["list", "-n", "1", "--after", &next]);
+    assert_ne!(second["jobs"][0]["event_id"], b2.as_str());
+    let (code, out, _) = run(db, q, &["list", "--event-id", &a2]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains(&a2) && out.contains("done") && out.contains("issues"),
+        "{out}"
+    );
+
+    // show: by the delivery's id or the job's, text and JSON
+    let shown = json(db, q, &["show", &a3]);
+    assert_eq!(shown["state"], "dead");
+    assert_eq!(shown["attempt_log"].as_array().unwrap().len(), 3);
+    assert_eq!(shown["attempt_log"][2]["outcome"], "dead");
+    assert_eq!(shown["body"], r#"{"n":3,"fail":true}"#);
+    let task = shown["task_id"].as_str().unwrap().to_owned();
+    let (code, out, _) = run(db, q, &["show", &task]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("#3") && out.contains("the handler refused"),
+        "{out}"
+    );
+    assert!(out.contains("x-github-event: push"), "{out}");
+    assert!(
+        out.contains("\"fail\": true"),
+        "the body pretty-printed: {out}"
+    );
+    let (code, _, err) = run(db, q, &["show", "no-such-delivery"]);
+    assert_eq!(code, 3, "{err}");
+
+    // replay: one, then one that is not dead, then by filter
+    let (code, out, err) = run(db, q, &["replay", &a3]);
+    assert_eq!((code, out.as_str()), (0, "replayed 1 job(s)\n"), "{err}");
+    let (code, _, err) = run(db, q, &["replay", &a3]);
+    assert_eq!(code, 3, "a queued job is not replayed: {err}");
+    assert!(err.contains("not dead-lettered"), "{err}");
+    assert_eq!(
+        json(db, q, &["list", "--state", "queued"])["jobs"][0]["event_id"],
+        a3.as_str()
+    );
+    assert_eq!(
+        json(db, q, &["replay", "--dead", "--type", "push"])["replayed"],
+        0
+    );
+
+    // purge: the done jobs, with a date or an age
+    let purged = json(db, q, &["purge", "--before", "2000-01-01"]);
+    assert_eq!(purged["purged"], 0);
+    assert_eq!(purged["before"], "2000-01-01T00:00:00.000Z");
+    // SQLite keeps when a job was done in whole seconds: a second later, it was before now.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, out, _) = run(db, q, &["purge", "--older-than", "0s"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("purged 4 done job(s)"), "{out}");
+    assert_eq!(json(db, q, &["counts"])["done"], 0);
+}
+
+/// Wrong command lines exit 2 with clap's message, an unreachable database 1.
+fn usage_and_unreachable() {
+    let bin = env!("CARGO_BIN_EXE_webhook-inbox");
+    let no_database = Command::new(bin)
+        .arg("counts")
+        .env_remove("WEBHOOK_INBOX_DATABASE")
+        .output()
+        .unwrap();
+    assert_eq!(no_database.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_database.stderr).contains("--database"));
+    for args in [
+        &["list", "--state", "finished"][..],
+        &["purge", "--before", "yesterday"],
+        &["purge"],
+        &["replay"],
+        &["replay", "x", "--dead"],
+        &["frobnicate"],
+    ] {
+        let (code, _, err) = run("sqlite://unused.db", "q", args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    let help = Command::new(bin).arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for command in ["counts", "list", "show", "replay", "purge"] {
+        assert!(help.contains(command), "{help}");
+    }
+    let (code, _, err) = run("/no/such/inbox.db", "q", &["counts"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    let (code, _, err) = run("postgres://postgres@127.0.0.1:1/none", "q", &["counts"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = common::database_url();
+    let reachable = runtime.block_on(async {
+        PostgresInbox::connect(&url)
+            .await
+            .map(drop)
+            .map_err(|err| err.to_string())
+    });
+    let clean = reachable.is_ok();
+    let dir = std::env::temp_dir().join(format!("tower-webhook-cli-{}", std::process::id()));
+    let mut trials = vec![
+        libtest_mimic::Trial::test("usage_and_unreachable", || {
+            usage_and_unreachable();
+            Ok(())
+        }),
+        common::trial("sqlite::every_command", {
+            let dir = dir.clone();
+            || async move {
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("inbox.db");
+                let inbox = SqliteInbox::open(&path).await.unwrap();
+                let database = format!("sqlite://{}", path.display());
+                suite(
+                    inbox,
+                    database,
+                    tower_webhook::inbox::DEFAULT_QUEUE.to_owned(),
+                )
+                .await;
+            }
+        }),
+    ];
+    trials.extend(common::needing(
+        "PostgreSQL",
+        "DATABASE_URL",
+        &url.clone(),
+        reachable,
+        vec![common::trial(
+            "postgres::every_command",
+            move || async move {
+                let queue = unique("test-queue");
+                let inbox = PostgresInbox::connect(&url)
+                    .await
+                    .unwrap()
+                    .with_queue(&queue);
+                suite(inbox, url, queue).await;
+            },
+        )],
+    ));
+    let code = common::run(trials);
+    let _ = std::fs::remove_dir_all(&dir);
+    if clean {
+        runtime.block_on(common::inbox::remove_this_runs_rows());
+    }
+    code
+}
