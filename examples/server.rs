@@ -43,6 +43,9 @@
 //! works as above; the row commits if and only if the delivery is recorded as done. Inline,
 //! it needs `WEBHOOK_STORE=sqlite:<path>` or `DATABASE_URL`.
 //!
+//! With an inbox, built with `--features console` and `CONSOLE_TOKEN` set (at least 16
+//! characters), the inbox's console is at `/inbox`: sign in with that token.
+//!
 //! `GET /health` answers `ok`, outside the webhook layer. Built with `--features metrics`,
 //! `GET /metrics` serves the layer's metrics in the Prometheus text format.
 
@@ -95,8 +98,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(())
     };
+    let mut console = None;
     let (layer, route) = if let Ok(inbox) = std::env::var("WEBHOOK_INBOX") {
-        (with_inbox(layer, &inbox, tx).await?, post(handle))
+        let (layer, inbox_console) = with_inbox(layer, &inbox, tx).await?;
+        console = inbox_console;
+        (layer, post(handle))
     } else if let Ok(store) = std::env::var("WEBHOOK_STORE") {
         with_sqlite(layer, &store, tx).await?
     } else if let Some(url) = redis_url(tx) {
@@ -115,9 +121,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route_layer(layer)
         .route("/health", get(|| async { "ok" }));
     let app = with_metrics(app)?.layer(middleware::from_fn(report));
+    // The console is outside `report`'s log of webhook answers.
+    let has_console = console.is_some();
+    let app = match console {
+        Some(console) => app.nest("/inbox", console),
+        None => app,
+    };
 
     let listener = tokio::net::TcpListener::bind(bind).await?;
     println!("listening on http://{}/webhooks", listener.local_addr()?);
+    if has_console {
+        println!("console on http://{}/inbox", listener.local_addr()?);
+    }
     // With the connections' addresses, each delivery's log lines name the sender's (`peer`).
     axum::serve(
         listener,
@@ -206,7 +221,7 @@ async fn with_inbox(
     layer: VerifyWebhookLayer,
     spec: &str,
     tx: bool,
-) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+) -> Result<Served, Box<dyn std::error::Error>> {
     let concurrency = std::env::var("WORKER_CONCURRENCY")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -295,6 +310,9 @@ async fn with_inbox(
     Err(format!("WEBHOOK_INBOX {spec:?}: use sqlite:<path> or postgres").into())
 }
 
+/// The layer on an inbox, and the inbox's console where there is one.
+type Served = (VerifyWebhookLayer, Option<Router>);
+
 /// How the inbox and its workers are set up, from the environment.
 #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 struct Settings {
@@ -313,7 +331,7 @@ fn serve_inbox<D, H, A>(
     settings: &Settings,
     handler: H,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> VerifyWebhookLayer
+) -> Served
 where
     D: tower_webhook::inbox::Dialect,
     H: tower_webhook::inbox::Handler<A, D::Db>,
@@ -327,7 +345,45 @@ where
     }
     let worker = inbox.worker(handler).concurrency(settings.concurrency);
     tokio::spawn(worker.run_until(stop));
-    layer.with_inbox(inbox)
+    let layer = layer.with_inbox(inbox.clone());
+    let console = console(&inbox, &layer);
+    (layer, console)
+}
+
+/// The inbox's console, with `CONSOLE_TOKEN` set (at least 16 characters): mounted at
+/// `/inbox`, signed into with that token.
+#[cfg(feature = "console")]
+fn console<D: tower_webhook::inbox::Dialect>(
+    inbox: &tower_webhook::inbox::Inbox<D>,
+    layer: &VerifyWebhookLayer,
+) -> Option<Router> {
+    use tower_webhook::inbox::console::ConsoleAuth;
+    let token = std::env::var("CONSOLE_TOKEN").ok()?;
+    match ConsoleAuth::token(&token) {
+        Ok(auth) => Some(
+            inbox
+                .console(auth)
+                .with_stats("webhooks", layer.stats())
+                .router(),
+        ),
+        Err(err) => {
+            eprintln!("CONSOLE_TOKEN: {err}; the console is off");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "console"))]
+fn console<D: tower_webhook::inbox::Dialect>(
+    _: &tower_webhook::inbox::Inbox<D>,
+    _: &VerifyWebhookLayer,
+) -> Option<Router> {
+    if std::env::var_os("CONSOLE_TOKEN").is_some() {
+        eprintln!(
+            "CONSOLE_TOKEN is set, but this build has no console: run with --features console"
+        );
+    }
+    None
 }
 
 #[cfg(not(any(feature = "inbox-sqlite", feature = "inbox-postgres")))]
@@ -336,7 +392,7 @@ async fn with_inbox(
     _: VerifyWebhookLayer,
     spec: &str,
     _: bool,
-) -> Result<VerifyWebhookLayer, Box<dyn std::error::Error>> {
+) -> Result<(VerifyWebhookLayer, Option<Router>), Box<dyn std::error::Error>> {
     Err(format!(
         "WEBHOOK_INBOX={spec}, but this build has no inbox: run with --features inbox-sqlite or inbox-postgres"
     )

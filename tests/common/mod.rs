@@ -390,6 +390,34 @@ pub fn needing(
 
 pub mod proxy;
 
+pub mod webdriver;
+
+/// Sends `request` over a connection of its own to `addr`: the status, headers and body.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|err| err.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|err| err.to_string())?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| err.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|err| err.to_string())?
+        .to_bytes();
+    Ok((parts.status, parts.headers, body))
+}
+
 #[cfg(all(
     feature = "inbox-sqlite",
     feature = "inbox-postgres",

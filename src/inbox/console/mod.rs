@@ -1,0 +1,260 @@
+//! The operator's page of an inbox (feature `console`): what it holds, one delivery with
+//! every attempt, replays and purges, as an axum [`Router`] to nest in your application.
+//!
+//! ```no_run
+//! use axum::Router;
+//! use tower_webhook::inbox::console::ConsoleAuth;
+//! use tower_webhook::inbox::SqliteInbox;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let inbox = SqliteInbox::open("webhooks.db").await?;
+//! let token = std::env::var("CONSOLE_TOKEN")?;
+//! let app: Router = Router::new().nest("/inbox", inbox.console(ConsoleAuth::token(token)?).router());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - **Overview**: the jobs by state, the deliveries accepted, handled, failed and
+//!   dead-lettered over the last hour and day, and the layers' rejections by reason where
+//!   the app shares their [`Stats`](crate::Stats) ([`Console::with_stats`]).
+//! - **Deliveries**: newest first, by state, layer and event type, and a search by event id
+//!   (or job id); paged by key, so as fast at the millionth job as at the first.
+//! - **One delivery**: its id, sender, type, time, the stored headers, the body (JSON
+//!   pretty-printed, at most 64 KiB shown), and every attempt with its time, duration and
+//!   error.
+//! - **Actions**: replay one dead letter, replay the dead letters a filter matches, purge
+//!   the done jobs finished before a date. Each asks to confirm, then says what it did.
+//!
+//! It is never open by accident: building it takes a [`ConsoleAuth`] (a token, basic
+//! credentials, or your own auth layer in front, named as such). Every action is a `POST`
+//! with a CSRF token bound to who asks, refused when the browser says it comes from another
+//! site. Every answer carries a strict `Content-Security-Policy` (no script at all, styles
+//! from the console's own stylesheet), `X-Frame-Options: DENY`, `nosniff`, no referrer and
+//! no caching. Every value from a delivery is escaped; secrets are never stored, so never
+//! shown. Server-rendered HTML: no JavaScript, no asset pipeline, no CDN.
+
+mod auth;
+mod html;
+mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode};
+
+pub use auth::{ConsoleAuth, WeakSecret, MIN_TOKEN_LEN};
+
+use super::{Dialect, Inbox};
+use crate::Stats;
+
+/// The operator's page of an [`Inbox`]: made by [`Inbox::console`], served by
+/// [`router`](Self::router).
+pub struct Console<D: Dialect> {
+    inbox: Inbox<D>,
+    auth: ConsoleAuth,
+    stats: Vec<(String, Stats)>,
+}
+
+impl<D: Dialect> std::fmt::Debug for Console<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("inbox", &self.inbox)
+            .field("auth", &self.auth)
+            .field("stats", &self.stats.len())
+            .finish()
+    }
+}
+
+impl<D: Dialect> Inbox<D> {
+    /// The operator's page of this inbox, open to whom `auth` lets in. See
+    /// [the module](console).
+    pub fn console(&self, auth: ConsoleAuth) -> Console<D> {
+        Console {
+            inbox: self.clone(),
+            auth,
+            stats: Vec::new(),
+        }
+    }
+}
+
+impl<D: Dialect> Console<D> {
+    /// Shows the rejections of the layer named `layer` by reason (a forged or stale delivery
+    /// is refused before it reaches the inbox), from its [`Stats`]
+    /// ([`VerifyWebhookLayer::stats`](crate::VerifyWebhookLayer::stats)): counts since the
+    /// process started.
+    #[must_use]
+    pub fn with_stats(mut self, layer: impl Into<String>, stats: Stats) -> Self {
+        self.stats.push((layer.into(), stats));
+        self
+    }
+
+    /// The console's routes, to [`nest`](Router::nest) under a path of your choosing
+    /// (`/inbox`, say). Its links are relative to where it is nested.
+    pub fn router(self) -> Router {
+        let shared = Arc::new(Shared {
+            inbox: self.inbox,
+            auth: self.auth,
+            csrf: auth::Csrf::new(),
+            stats: self.stats,
+        });
+        Router::new()
+            .route("/", get(views::overview::<D>))
+            .route("/jobs", get(views::list::<D>))
+            .route("/jobs/{id}", get(views::detail::<D>))
+            .route(
+                "/jobs/{id}/replay",
+                get(views::replay_one_confirm).post(views::replay_one::<D>),
+            )
+            .route(
+                "/replay",
+                get(views::replay_matching_confirm).post(views::replay_matching::<D>),
+            )
+            .route("/purge", get(views::purge_confirm).post(views::purge::<D>))
+            .route(
+                "/login",
+                get(views::login_form::<D>).post(views::login::<D>),
+            )
+            .route("/logout", post(views::logout::<D>))
+            .route("/console.css", get(stylesheet))
+            .fallback(not_found)
+            .with_state(shared)
+            .layer(axum::middleware::map_response(secure))
+    }
+}
+
+impl<D: Dialect> From<Console<D>> for Router {
+    fn from(console: Console<D>) -> Self {
+        console.router()
+    }
+}
+
+/// What every request of the console shares.
+pub(super) struct Shared<D: Dialect> {
+    inbox: Inbox<D>,
+    auth: ConsoleAuth,
+    csrf: auth::Csrf,
+    stats: Vec<(String, Stats)>,
+}
+
+/// Where the console is nested (its links start there), from the request's path as it
+/// arrived and as the console's router sees it.
+pub(super) struct Base(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Base {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let original = OriginalUri::from_request_parts(parts, state).await?;
+        let full = original.path();
+        let inner = parts.uri.path();
+        let base = full
+            .strip_suffix(inner)
+            .unwrap_or_else(|| full.trim_end_matches('/'));
+        Ok(Self(base.trim_end_matches('/').to_owned()))
+    }
+}
+
+/// A request let in: where the console is, and the CSRF token of who asks.
+pub(super) struct Ctx {
+    base: String,
+    csrf: String,
+    identity: String,
+    signed_in: bool,
+}
+
+impl<D: Dialect> FromRequestParts<Arc<Shared<D>>> for Ctx {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Shared<D>>,
+    ) -> Result<Self, Response> {
+        let Ok(Base(base)) = Base::from_request_parts(parts, state).await;
+        match state.auth.check(&parts.headers) {
+            Ok(identity) => Ok(Self {
+                csrf: state.csrf.token(&identity),
+                signed_in: state.auth.signs_in() && !identity.is_empty(),
+                identity,
+                base,
+            }),
+            Err(auth::Refused::SignIn) => {
+                Err(views::login_page(&base, StatusCode::UNAUTHORIZED, None))
+            }
+            Err(auth::Refused::Basic) => {
+                let mut response = (
+                    StatusCode::UNAUTHORIZED,
+                    axum::response::Html(html::page(
+                        &base,
+                        "Sign in",
+                        None,
+                        "<p>This page needs the console's credentials.</p>",
+                    )),
+                )
+                    .into_response();
+                response.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"webhook inbox\", charset=\"UTF-8\""),
+                );
+                Err(response)
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// The CSRF token of the page's sign-out button, where it has one.
+    fn nav(&self) -> Option<&str> {
+        self.signed_in.then_some(self.csrf.as_str())
+    }
+
+    /// Whether a state-changing request may go on: from the console's own page (same
+    /// origin) with this identity's CSRF token.
+    fn allows<D: Dialect>(
+        &self,
+        shared: &Shared<D>,
+        headers: &http::HeaderMap,
+        csrf: &str,
+    ) -> bool {
+        auth::same_origin(headers) && shared.csrf.valid(&self.identity, csrf)
+    }
+}
+
+async fn stylesheet() -> Response {
+    let mut response = html::CSS.into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    response
+}
+
+async fn not_found(Base(base): Base) -> Response {
+    views::message(&base, StatusCode::NOT_FOUND, "Not found", "No such page.")
+}
+
+/// The headers every answer of the console carries.
+async fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        // `no-referrer` would make the browser send `Origin: null` with the console's own forms.
+        ("referrer-policy", "same-origin"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
