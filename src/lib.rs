@@ -161,6 +161,8 @@
 //! - `postgres`: [`store::PostgresStore`], and `Tx<Postgres>` on it.
 //! - `sqlite`: `store::SqliteStore`, and `Tx<Sqlite>` on it.
 //! - `inbox-sqlite`, `inbox-postgres`: the `inbox` module, on apalis.
+//! - `console`: `inbox::console`, the inbox's operator page, an axum `Router` to nest.
+//! - `cli`: `inbox::cli` and the `webhook-inbox` binary, the same operations from a terminal.
 //! - `ed25519`: Standard Webhooks `v1a` signatures
 //!   ([`StandardWebhooks::from_public_key`](scheme::StandardWebhooks::from_public_key)).
 //! - `metrics`: counters and histograms through the `metrics` facade (see [`metrics`]).

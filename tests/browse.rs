@@ -243,16 +243,9 @@ async fn postgres_inbox() -> PostgresInbox {
         .with_queue(&unique("test-queue"))
 }
 
-async fn probe() -> Result<(), String> {
-    PostgresInbox::connect(&common::database_url())
-        .await
-        .map(drop)
-        .map_err(|err| err.to_string())
-}
-
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let reachable = runtime.block_on(probe());
+    let reachable = runtime.block_on(common::inbox::postgres_reachable());
     let clean = reachable.is_ok();
     let mut trials = vec![common::trial("sqlite::browse", || async {
         browse_suite(sqlite_inbox().await).await;

@@ -174,12 +174,7 @@ fn usage_and_unreachable() {
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = common::database_url();
-    let reachable = runtime.block_on(async {
-        PostgresInbox::connect(&url)
-            .await
-            .map(drop)
-            .map_err(|err| err.to_string())
-    });
+    let reachable = runtime.block_on(common::inbox::postgres_reachable());
     let clean = reachable.is_ok();
     let dir = std::env::temp_dir().join(format!("tower-webhook-cli-{}", std::process::id()));
     let mut trials = vec![

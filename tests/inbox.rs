@@ -684,20 +684,13 @@ async fn a_postgres_worker_outlives_an_outage() {
     running.abort();
 }
 
-async fn probe() -> Result<(), String> {
-    PostgresInbox::connect(&common::database_url())
-        .await
-        .map(drop)
-        .map_err(|err| err.to_string())
-}
-
 fn main() -> std::process::ExitCode {
     // The trials' handlers panic on purpose; say so in one line rather than a backtrace.
     common::quiet_planned_panics("panics");
     let sqlite_trials = inbox_suite!("sqlite", sqlite, lock_sqlite, poison_sqlite);
     let postgres_trials = inbox_suite!("postgres", postgres, lock_postgres, poison_postgres);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let reachable = runtime.block_on(probe());
+    let reachable = runtime.block_on(common::inbox::postgres_reachable());
     let clean = reachable.is_ok();
     let mut trials = sqlite_trials;
     trials.extend(common::needing(

@@ -129,7 +129,7 @@ impl FromStr for JobState {
 pub struct JobFilter {
     /// The jobs in this state.
     pub state: Option<JobState>,
-    /// The jobs of the layer of this name ([`VerifyWebhookLayer::name`](crate::VerifyWebhookLayer::name)).
+    /// The jobs of the layer of this name ([`VerifyWebhookLayer::with_name`](crate::VerifyWebhookLayer::with_name)).
     pub layer: Option<String>,
     /// The deliveries of this event type.
     pub event_type: Option<String>,

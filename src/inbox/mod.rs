@@ -32,6 +32,13 @@
 //! is dead-lettered at once: no retry can fix it. The worker does not check the timestamp
 //! again: the delivery was verified at the door, and a retry may run hours later.
 //!
+//! What the inbox holds is there to be looked at: [`Inbox::jobs`] lists the jobs newest first
+//! by state, layer, event type or event id (a page by key, as fast deep in a million jobs
+//! as at the top), [`Inbox::job`] shows one with its stored headers, body and every attempt
+//! (each recorded by the database as it starts and ends), [`Inbox::replay_matching`] and
+//! [`Inbox::purge_done_before`] fix it. The [`console`](mod@console) (feature `console`) is
+//! the page for them, and [`cli`](mod@cli) (feature `cli`) the `webhook-inbox` command line.
+//!
 //! One type serves both databases: [`SqliteInbox`] is [`Inbox`]`<`[`Sqlite`]`>` and
 //! [`PostgresInbox`] is `Inbox<`[`Postgres`]`>`, so an app generic over the [`Dialect`] is
 //! written once whichever database it runs on. Every operation reports an [`InboxError`].

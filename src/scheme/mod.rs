@@ -55,7 +55,7 @@ mod secret;
 mod sendgrid;
 mod signature;
 mod standard;
-mod timestamp;
+pub(crate) mod timestamp;
 mod token;
 mod url;
 mod url_signed;

@@ -232,3 +232,11 @@ pub async fn work_five<D: Dialect>(inbox: &Inbox<D>) {
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }
+
+/// Whether an inbox can be opened on the test database: what the PostgreSQL trials need.
+pub async fn postgres_reachable() -> Result<(), String> {
+    tower_webhook::inbox::PostgresInbox::connect(&super::database_url())
+        .await
+        .map(drop)
+        .map_err(|err| err.to_string())
+}

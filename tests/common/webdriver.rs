@@ -98,27 +98,15 @@ impl Browser {
     }
 
     pub async fn url(&self) -> String {
-        self.command(Method::GET, "/url", None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.string("/url").await
     }
 
     pub async fn title(&self) -> String {
-        self.command(Method::GET, "/title", None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.string("/title").await
     }
 
     pub async fn source(&self) -> String {
-        self.command(Method::GET, "/source", None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.string("/source").await
     }
 
     /// The element `css` selects: its id, or `None`.
@@ -140,11 +128,13 @@ impl Browser {
 
     pub async fn text(&self, css: &str) -> String {
         let id = self.element(css).await;
-        self.command(Method::GET, &format!("/element/{id}/text"), None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.string(&format!("/element/{id}/text")).await
+    }
+
+    /// The text a `GET` of `path` in the session answers.
+    async fn string(&self, path: &str) -> String {
+        let value = self.command(Method::GET, path, None).await;
+        value.as_str().unwrap().to_owned()
     }
 
     pub async fn click(&self, css: &str) {

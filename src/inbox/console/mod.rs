@@ -16,7 +16,7 @@
 //!
 //! - **Overview**: the jobs by state, the deliveries accepted, handled, failed and
 //!   dead-lettered over the last hour and day, and the layers' rejections by reason where
-//!   the app shares their [`Stats`](crate::Stats) ([`Console::with_stats`]).
+//!   the app shares their [`Stats`] ([`Console::with_stats`]).
 //! - **Deliveries**: newest first, by state, layer and event type, and a search by event id
 //!   (or job id); paged by key, so as fast at the millionth job as at the first.
 //! - **One delivery**: its id, sender, type, time, the stored headers, the body (JSON
@@ -72,7 +72,7 @@ impl<D: Dialect> std::fmt::Debug for Console<D> {
 
 impl<D: Dialect> Inbox<D> {
     /// The operator's page of this inbox, open to whom `auth` lets in. See
-    /// [the module](console).
+    /// [the module](self).
     pub fn console(&self, auth: ConsoleAuth) -> Console<D> {
         Console {
             inbox: self.clone(),

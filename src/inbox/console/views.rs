@@ -177,15 +177,7 @@ fn rejections(stats: &[(String, crate::Stats)]) -> String {
     if stats.is_empty() {
         return String::new();
     }
-    let reasons = [
-        "signature",
-        "timestamp",
-        "malformed",
-        "too_large",
-        "unreadable",
-        "missing_id",
-        "not_json",
-    ];
+    let reasons = crate::stats::REASONS;
     let mut out = String::from(
         "<h2>Rejected before the inbox, since this process started</h2><table id=\"rejections\"><tr><th>layer</th>",
     );

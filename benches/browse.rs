@@ -1,0 +1,215 @@
+//! What the console and `webhook-inbox` ask of an inbox holding 1 000 000 jobs, on SQLite
+//! and on PostgreSQL: each listing and lookup, the median and worst of 15 runs.
+//!
+//!     cargo bench --bench browse --all-features
+//!
+//! The jobs are written straight into apalis's table (as the door writes them, one
+//! statement for all, with the inbox's index and triggers in place): 97 % done, 2 %
+//! dead-lettered, 1 % queued, over five layers (one of them rare: 1 in 1 000) and twenty
+//! event types, each with one attempt. Not criterion: a row is one query on a big table,
+//! and its worst run matters as much as its median.
+
+use std::time::{Duration, Instant};
+
+use tower_webhook::inbox::{Dialect, Inbox, JobFilter, JobState, PostgresInbox, SqliteInbox};
+
+const JOBS: i64 = 1_000_000;
+const RUNS: usize = 15;
+
+/// The statements that fill a queue `$q` with [`JOBS`] jobs, on SQLite.
+fn sqlite_fill(queue: &str) -> Vec<String> {
+    vec![format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {JOBS})
+        INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, done_at, last_result)
+        SELECT CAST(json_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
+                'layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
+                'event_type', 'type.' || (i % 20), 'received_at', 1764900000000 + i,
+                'headers', json_array(), 'body', 'e30=') AS BLOB),
+            '01J' || printf('%023d', i), '{queue}',
+            CASE WHEN i % 100 = 0 THEN 'Pending' WHEN i % 50 = 1 THEN 'Failed' ELSE 'Done' END,
+            CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
+            1764900000, 1764900000 + i / 10,
+            CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}' END
+        FROM n"
+    ), format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {JOBS})
+        INSERT INTO webhook_inbox_attempts (job_id, queue, attempt, worker, started_at, ended_at, outcome)
+        SELECT '01J' || printf('%023d', i), '{queue}', 1, 'bench',
+            (strftime('%s', 'now') - 86400) * 1000 + i * 86, (strftime('%s', 'now') - 86400) * 1000 + i * 86 + 5,
+            CASE WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END
+        FROM n"
+    )]
+}
+
+/// The same on PostgreSQL.
+fn postgres_fill(queue: &str) -> Vec<String> {
+    vec![format!(
+        "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, done_at, last_result)
+        SELECT convert_to(json_build_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
+                'layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
+                'event_type', 'type.' || (i % 20), 'received_at', 1764900000000 + i,
+                'headers', json_build_array(), 'body', 'e30=')::text, 'UTF8'),
+            '01J' || lpad(i::text, 23, '0'), '{queue}',
+            CASE WHEN i % 100 = 0 THEN 'Pending' WHEN i % 50 = 1 THEN 'Failed' ELSE 'Done' END,
+            CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
+            now(), now(),
+            CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}'::jsonb END
+        FROM generate_series(1, {JOBS}) AS i"
+    ), format!(
+        "INSERT INTO webhook_inbox_attempts (job_id, queue, attempt, worker, started_at, ended_at, outcome)
+        SELECT '01J' || lpad(i::text, 23, '0'), '{queue}', 1, 'bench',
+            (extract(epoch FROM now())::BIGINT - 86400) * 1000 + i * 86,
+            (extract(epoch FROM now())::BIGINT - 86400) * 1000 + i * 86 + 5,
+            CASE WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END
+        FROM generate_series(1, {JOBS}) AS i",
+    ), "ANALYZE apalis.jobs".to_owned(), "ANALYZE webhook_inbox_attempts".to_owned()]
+}
+
+/// Times `op` [`RUNS`] times: the median and the worst.
+async fn time<T, F: std::future::Future<Output = T>>(
+    mut op: impl FnMut() -> F,
+) -> (Duration, Duration) {
+    let mut runs = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        std::hint::black_box(op().await);
+        runs.push(started.elapsed());
+    }
+    runs.sort();
+    (runs[RUNS / 2], runs[RUNS - 1])
+}
+
+fn row(name: &str, (median, worst): (Duration, Duration)) {
+    println!(
+        "| {name:<52} | {:>9.2} | {:>9.2} |",
+        median.as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3
+    );
+}
+
+async fn rows<D: Dialect>(inbox: &Inbox<D>) {
+    let all = JobFilter::default();
+    row(
+        "first page, 50 newest",
+        time(|| inbox.jobs(&all, None, 50)).await,
+    );
+    let deep = format!("01J{:023}", JOBS / 10);
+    row(
+        "a page 900 000 jobs deep",
+        time(|| inbox.jobs(&all, Some(&deep), 50)).await,
+    );
+    for (name, filter) in [
+        (
+            "state dead (2 %)",
+            JobFilter::default().state(JobState::Dead),
+        ),
+        (
+            "state queued (1 %)",
+            JobFilter::default().state(JobState::Queued),
+        ),
+        (
+            "state running (none)",
+            JobFilter::default().state(JobState::Running),
+        ),
+        ("layer common (25 %)", JobFilter::default().layer("layer-1")),
+        ("layer rare (0.1 %)", JobFilter::default().layer("rare")),
+        (
+            "event type (5 %)",
+            JobFilter::default().event_type("type.3"),
+        ),
+        (
+            "state dead + layer + type",
+            JobFilter::default()
+                .state(JobState::Dead)
+                .layer("layer-1")
+                .event_type("type.1"),
+        ),
+        ("event id", JobFilter::default().event_id("evt_123457")),
+        (
+            "event id, none such",
+            JobFilter::default().event_id("evt_none"),
+        ),
+    ] {
+        row(name, time(|| inbox.jobs(&filter, None, 50)).await);
+    }
+    let task = format!("01J{:023}", 123_457);
+    row("one job with its attempts", time(|| inbox.job(&task)).await);
+    row("counts by state", time(|| inbox.counts()).await);
+    row(
+        "activity, the last hour (12 buckets)",
+        time(|| inbox.activity(Duration::from_secs(300), 12)).await,
+    );
+    row(
+        "activity, the last day (24 buckets)",
+        time(|| inbox.activity(Duration::from_secs(3600), 24)).await,
+    );
+}
+
+fn header(name: &str, filled: Duration) {
+    println!(
+        "\n{name}: {JOBS} jobs written in {:.1} s\n",
+        filled.as_secs_f64()
+    );
+    println!(
+        "| {:<52} | {:>9} | {:>9} |",
+        "query", "median ms", "worst ms"
+    );
+    println!("| {:-<52} | {:->9}: | {:->9}: |", "", "", "");
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|arg| arg == "--test" || arg == "--list") {
+        return;
+    }
+    let dir =
+        std::env::temp_dir().join(format!("tower-webhook-bench-browse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inbox = SqliteInbox::open(dir.join("inbox.db")).await.unwrap();
+    let started = Instant::now();
+    for statement in sqlite_fill(tower_webhook::inbox::DEFAULT_QUEUE) {
+        tower_webhook::store::sqlite::sqlx::query(
+            tower_webhook::store::sqlite::sqlx::AssertSqlSafe(statement),
+        )
+        .execute(inbox.pool())
+        .await
+        .unwrap();
+    }
+    tower_webhook::store::sqlite::sqlx::query("ANALYZE")
+        .execute(inbox.pool())
+        .await
+        .unwrap();
+    header("SQLite", started.elapsed());
+    rows(&inbox).await;
+    drop(inbox);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let Ok(inbox) = PostgresInbox::connect(&url).await else {
+        println!("\nPostgreSQL at {url} unreachable: its rows are skipped");
+        return;
+    };
+    let queue = format!("bench-browse-{}", std::process::id());
+    let inbox = inbox.with_queue(&queue);
+    let started = Instant::now();
+    for statement in postgres_fill(&queue) {
+        tower_webhook::store::postgres::sqlx::query(
+            tower_webhook::store::postgres::sqlx::AssertSqlSafe(statement),
+        )
+        .execute(inbox.pool())
+        .await
+        .unwrap();
+    }
+    header("PostgreSQL", started.elapsed());
+    rows(&inbox).await;
+    for cleanup in [
+        "DELETE FROM webhook_inbox_attempts WHERE queue = $1",
+        "DELETE FROM apalis.jobs WHERE job_type = $1",
+    ] {
+        let _ = tower_webhook::store::postgres::sqlx::query(cleanup)
+            .bind(&queue)
+            .execute(inbox.pool())
+            .await;
+    }
+}
