@@ -193,23 +193,34 @@ async fn main() {
     let queue = format!("bench-browse-{}", std::process::id());
     let inbox = inbox.with_queue(&queue);
     let started = Instant::now();
-    for statement in postgres_fill(&queue) {
+    let mut tx = inbox.pool().begin().await.unwrap();
+    let fill = ["SET LOCAL statement_timeout = 0".to_owned()]
+        .into_iter()
+        .chain(postgres_fill(&queue));
+    for statement in fill {
         tower_webhook::store::postgres::sqlx::query(
             tower_webhook::store::postgres::sqlx::AssertSqlSafe(statement),
         )
-        .execute(inbox.pool())
+        .execute(&mut *tx)
         .await
         .unwrap();
     }
+    tx.commit().await.unwrap();
     header("PostgreSQL", started.elapsed());
     rows(&inbox).await;
+    let mut tx = inbox.pool().begin().await.unwrap();
     for cleanup in [
+        "SET LOCAL statement_timeout = 0",
         "DELETE FROM webhook_inbox_attempts WHERE queue = $1",
         "DELETE FROM apalis.jobs WHERE job_type = $1",
     ] {
-        let _ = tower_webhook::store::postgres::sqlx::query(cleanup)
-            .bind(&queue)
-            .execute(inbox.pool())
-            .await;
+        let query = tower_webhook::store::postgres::sqlx::query(cleanup);
+        let query = if cleanup.contains("$1") {
+            query.bind(&queue)
+        } else {
+            query
+        };
+        query.execute(&mut *tx).await.unwrap();
     }
+    tx.commit().await.unwrap();
 }

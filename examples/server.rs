@@ -311,6 +311,7 @@ async fn with_inbox(
 }
 
 /// The layer on an inbox, and the inbox's console where there is one.
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 type Served = (VerifyWebhookLayer, Option<Router>);
 
 /// How the inbox and its workers are set up, from the environment.
@@ -373,7 +374,10 @@ fn console<D: tower_webhook::inbox::Dialect>(
     }
 }
 
-#[cfg(not(feature = "console"))]
+#[cfg(all(
+    not(feature = "console"),
+    any(feature = "inbox-sqlite", feature = "inbox-postgres")
+))]
 fn console<D: tower_webhook::inbox::Dialect>(
     _: &tower_webhook::inbox::Inbox<D>,
     _: &VerifyWebhookLayer,

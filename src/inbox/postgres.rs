@@ -136,8 +136,11 @@ const SET_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = $2 WHERE queue = 
 
 /// What the inbox keeps to be looked at: each attempt of each job (written by a trigger on
 /// the job's state, in the statement that changes it), and the index of the deliveries' ids.
-const BROWSE_SCHEMA: [&str; 7] = [
+const BROWSE_SCHEMA: [&str; 8] = [
     "SELECT pg_advisory_xact_lock(7245091368231790171)",
+    // The index's first build reads every job there is: longer than a store's statement
+    // timeout on a big table.
+    "SET LOCAL statement_timeout = 0",
     "CREATE TABLE IF NOT EXISTS webhook_inbox_attempts (
         job_id TEXT NOT NULL,
         queue TEXT NOT NULL,
@@ -149,7 +152,7 @@ const BROWSE_SCHEMA: [&str; 7] = [
         error TEXT
     )",
     "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_job ON webhook_inbox_attempts (job_id)",
-    "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_ended ON webhook_inbox_attempts (queue, ended_at)",
+    "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_by_end ON webhook_inbox_attempts (queue, ended_at, outcome)",
     // The stored delivery of a job, or NULL where the job is not one (another queue's, in
     // apalis's shared table, may hold any bytes): an index whose expression fails would
     // fail that queue's inserts. Immutable as the index needs: the bytes alone decide.

@@ -53,13 +53,18 @@ pub type SqliteInbox = Inbox<Sqlite>;
 
 /// The statements on the queue's jobs.
 const STATEMENTS: Statements = Statements {
+    // Each state counted on the index of (queue, status): a million done jobs are a count
+    // of index entries, not a read of each job. Only failed jobs are read, for their
+    // attempts.
     counts: "SELECT
-            COALESCE(SUM(status IN ('Pending', 'Queued') OR (status = 'Failed' AND attempts < max_attempts)), 0),
-            COALESCE(SUM(status = 'Running'), 0),
-            COALESCE(SUM(status = 'Failed' AND attempts < max_attempts), 0),
-            COALESCE(SUM(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)), 0),
-            COALESCE(SUM(status = 'Done'), 0)
-        FROM Jobs WHERE job_type = ?1",
+            (SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND status IN ('Pending', 'Queued')) + failed.retrying,
+            (SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND status = 'Running'),
+            failed.retrying,
+            (SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND status = 'Killed') + failed.dead,
+            (SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND status = 'Done')
+        FROM (SELECT COALESCE(SUM(attempts < max_attempts), 0) AS retrying,
+                COALESCE(SUM(attempts >= max_attempts), 0) AS dead
+            FROM Jobs WHERE job_type = ?1 AND status = 'Failed') AS failed",
     dead: "SELECT id, job, attempts, last_result FROM Jobs
         WHERE job_type = ?1 AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))
         ORDER BY done_at DESC LIMIT ?2",
@@ -148,7 +153,7 @@ const BROWSE_SCHEMA: [&str; 7] = [
         error TEXT
     )",
     "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_job ON webhook_inbox_attempts (job_id)",
-    "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_ended ON webhook_inbox_attempts (queue, ended_at)",
+    "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_by_end ON webhook_inbox_attempts (queue, ended_at, outcome)",
     concat!(
         "CREATE TRIGGER IF NOT EXISTS webhook_inbox_attempt_start AFTER UPDATE OF status ON Jobs
         WHEN NEW.status = 'Running' AND OLD.status <> 'Running' BEGIN
