@@ -189,6 +189,24 @@ async fn browse_suite<D: Dialect>(inbox: Inbox<D>) {
     assert_eq!(activity.handled.iter().sum::<u64>(), 4);
     assert_eq!(activity.failed.iter().sum::<u64>(), 3);
     assert_eq!(activity.dead_lettered.iter().sum::<u64>(), 1);
+    // From a time of one's choosing: an hour before, nothing; the open last bucket, all.
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let activity = inbox
+        .activity_from(hour_ago, Duration::from_secs(1800), 2)
+        .await
+        .unwrap();
+    assert_eq!(activity.since, hour_ago);
+    assert_eq!((activity.accepted[0], activity.accepted[1]), (0, 5));
+    assert_eq!((activity.handled[0], activity.handled[1]), (0, 4));
+    let later = inbox
+        .activity_from(
+            SystemTime::now() + Duration::from_secs(60),
+            Duration::from_secs(60),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!((later.accepted[0], later.handled[0]), (0, 0));
 
     // Replay by filter: only dead letters, only those the filter matches.
     assert_eq!(

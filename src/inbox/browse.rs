@@ -537,11 +537,25 @@ impl<D: Dialect> Inbox<D> {
     pub async fn activity(&self, bucket: Duration, buckets: u32) -> Result<Activity, InboxError> {
         let bucket = bucket.max(Duration::from_secs(1));
         let buckets = buckets.clamp(1, 1_000);
-        let now = SystemTime::now();
-        let since = now
+        let since = SystemTime::now()
             .checked_sub(bucket * buckets)
             .unwrap_or(UNIX_EPOCH)
             .max(UNIX_EPOCH);
+        self.activity_from(since, bucket, buckets).await
+    }
+
+    /// What the inbox did in the `buckets` spans of `bucket` from `since` (the last one
+    /// open-ended: it takes in everything after its start). A chart that keeps the buckets
+    /// that have closed asks only for the open ones.
+    pub async fn activity_from(
+        &self,
+        since: SystemTime,
+        bucket: Duration,
+        buckets: u32,
+    ) -> Result<Activity, InboxError> {
+        let bucket = bucket.max(Duration::from_secs(1));
+        let buckets = buckets.clamp(1, 1_000);
+        let since = since.max(UNIX_EPOCH);
         let len = buckets as usize;
         let mut activity = Activity {
             since,
@@ -561,11 +575,9 @@ impl<D: Dialect> Inbox<D> {
             let bound = sql.arg(Text(bound));
             sql.push(&format!(" WHEN id < {bound} THEN {i}"));
         }
-        sql.push(&format!(
-            " ELSE {} END, COUNT(*) FROM {}",
-            buckets - 1,
-            D::JOBS
-        ));
+        // One bucket: a CASE of no WHEN is not SQL.
+        sql.push(&format!(" WHEN 1 = 0 THEN 0 ELSE {} END", buckets - 1));
+        sql.push(&format!(", COUNT(*) FROM {}", D::JOBS));
         let queue = sql.arg(Text(&self.settings.queue));
         let floor = ulid_floor(since);
         let floor = sql.arg(Text(&floor));

@@ -78,11 +78,20 @@ impl Browser {
             .unwrap();
         assert_eq!(status, StatusCode::OK, "a session: {value}");
         let session = value["value"]["sessionId"].as_str().unwrap().to_owned();
-        Self {
+        let browser = Self {
             driver,
             addr,
             session,
-        }
+        };
+        // An element a click's navigation brings is waited for, up to 10 s.
+        browser
+            .command(
+                Method::POST,
+                "/timeouts",
+                Some(json!({ "implicit": 10_000 })),
+            )
+            .await;
+        browser
     }
 
     async fn command(&self, method: Method, path: &str, body: Option<Value>) -> Value {

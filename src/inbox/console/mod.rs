@@ -34,6 +34,7 @@
 //! shown. Server-rendered HTML: no JavaScript, no asset pipeline, no CDN.
 
 mod auth;
+mod charts;
 mod html;
 mod views;
 
@@ -101,6 +102,7 @@ impl<D: Dialect> Console<D> {
             auth: self.auth,
             csrf: auth::Csrf::new(),
             stats: self.stats,
+            charts: charts::Charts::default(),
         });
         Router::new()
             .route("/", get(views::overview::<D>))
@@ -139,6 +141,7 @@ pub(super) struct Shared<D: Dialect> {
     auth: ConsoleAuth,
     csrf: auth::Csrf,
     stats: Vec<(String, Stats)>,
+    charts: charts::Charts,
 }
 
 /// Where the console is nested (its links start there), from the request's path as it

@@ -124,8 +124,8 @@ pub(super) async fn overview<D: Dialect>(State(shared): Shared_<D>, ctx: Ctx) ->
     let inbox = &shared.inbox;
     let (counts, hour, day) = match futures_util::future::try_join3(
         inbox.counts(),
-        inbox.activity(Duration::from_secs(300), 12),
-        inbox.activity(Duration::from_secs(3600), 24),
+        shared.charts.activity(inbox, Duration::from_secs(300), 12),
+        shared.charts.activity(inbox, Duration::from_secs(3600), 24),
     )
     .await
     {
