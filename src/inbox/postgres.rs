@@ -156,8 +156,10 @@ const BROWSE_SCHEMA: [&str; 8] = [
     // The stored delivery of a job, or NULL where the job is not one (another queue's, in
     // apalis's shared table, may hold any bytes): an index whose expression fails would
     // fail that queue's inserts. Immutable as the index needs: the bytes alone decide.
+    // Parallel unsafe: its exception block is a subtransaction, which no process of a
+    // parallel query can start, its leader included (such a scan or index build fails).
     "CREATE OR REPLACE FUNCTION webhook_job_doc(job bytea) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $$
         BEGIN
             RETURN convert_from(job, 'UTF8')::jsonb;
         EXCEPTION WHEN others THEN

@@ -29,8 +29,9 @@
 //! credentials, or your own auth layer in front, named as such). Every action is a `POST`
 //! with a CSRF token bound to who asks, refused when the browser says it comes from another
 //! site. Every answer carries a strict `Content-Security-Policy` (no script at all, styles
-//! from the console's own stylesheet), `X-Frame-Options: DENY`, `nosniff`, no referrer and
-//! no caching. Every value from a delivery is escaped; secrets are never stored, so never
+//! from the console's own stylesheet), `X-Frame-Options: DENY`, `nosniff`, no referrer to
+//! other sites and no caching. The overview's charts are aligned to the clock; the console
+//! keeps the buckets that have closed, so a page load reads only the open ones. Every value from a delivery is escaped; secrets are never stored, so never
 //! shown. Server-rendered HTML: no JavaScript, no asset pipeline, no CDN.
 
 mod auth;
