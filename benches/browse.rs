@@ -222,8 +222,15 @@ async fn main() {
     let inbox = inbox.with_queue(&queue);
     let started = Instant::now();
     let mut tx = inbox.pool().begin().await.unwrap();
-    let fill = ["SET LOCAL statement_timeout = 0".to_owned()]
+    // What a run stopped midway left behind goes first.
+    let leftovers = [
+        "SET LOCAL statement_timeout = 0",
+        "DELETE FROM webhook_inbox_attempts WHERE queue LIKE 'bench-browse-%'",
+        "DELETE FROM apalis.jobs WHERE job_type LIKE 'bench-browse-%'",
+    ];
+    let fill = leftovers
         .into_iter()
+        .map(str::to_owned)
         .chain(postgres_fill(&queue));
     for statement in fill {
         tower_webhook::store::postgres::sqlx::query(
