@@ -44,7 +44,7 @@
 //! it needs `WEBHOOK_STORE=sqlite:<path>` or `DATABASE_URL`.
 //!
 //! With an inbox, built with `--features console` and `CONSOLE_TOKEN` set (at least 16
-//! characters), the inbox's console is at `/inbox`: sign in with that token.
+//! characters), the inbox's console is at `/inbox` (and `/inbox/`): sign in with that token.
 //!
 //! `GET /health` answers `ok`, outside the webhook layer. Built with `--features metrics`,
 //! `GET /metrics` serves the layer's metrics in the Prometheus text format.
@@ -124,7 +124,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // The console is outside `report`'s log of webhook answers.
     let has_console = console.is_some();
     let app = match console {
-        Some(console) => app.nest("/inbox", console),
+        // axum's `nest` routes `/inbox` and what is under it, not `/inbox/`: that one is
+        // sent to the overview.
+        Some(console) => app.nest("/inbox", console).route(
+            "/inbox/",
+            get(|| async { axum::response::Redirect::permanent("/inbox") }),
+        ),
         None => app,
     };
 
