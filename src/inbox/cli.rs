@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use super::text::{body_text, parse_time, rfc3339};
+use super::text::{body_text, parse_time, rfc3339, took};
 use super::{
     Dialect, Inbox, InboxError, InboxErrorKind, JobDetail, JobFilter, JobState, JobSummary,
 };
@@ -417,9 +417,7 @@ fn detail_text(detail: &JobDetail) -> String {
         let _ = writeln!(out, "  none yet");
     }
     for a in &detail.attempts {
-        let took = a
-            .duration
-            .map_or_else(|| "running".to_owned(), |d| format!("{} ms", d.as_millis()));
+        let took = took(a.duration);
         let _ = writeln!(
             out,
             "  #{} {} {} {took} {}",

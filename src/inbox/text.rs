@@ -65,6 +65,11 @@ pub(crate) fn parse_time(text: &str) -> Result<SystemTime, String> {
     Ok(UNIX_EPOCH + Duration::from_secs(days * 86_400 + secs))
 }
 
+/// How long an attempt took, or that it is still running.
+pub(crate) fn took(duration: Option<Duration>) -> String {
+    duration.map_or_else(|| "running".to_owned(), |d| format!("{} ms", d.as_millis()))
+}
+
 /// `body` as text to show, at most `cap` bytes of it: pretty-printed where it is JSON,
 /// else as UTF-8 (bytes that are not, replaced); and whether it was cut.
 pub(crate) fn body_text(body: &[u8], cap: usize) -> (String, bool) {

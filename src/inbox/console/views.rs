@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::auth::SESSION_COOKIE;
 use super::html::{badge, chart, confirm, esc, home, page, time, url, Confirm};
 use super::{Base, Ctx, Shared};
-use crate::inbox::text::{body_text, parse_time, rfc3339};
+use crate::inbox::text::{body_text, parse_time, rfc3339, took};
 use crate::inbox::{Dialect, InboxError, JobFilter, JobState};
 
 /// The most of a body a page shows.
@@ -352,9 +352,7 @@ pub(super) async fn detail<D: Dialect>(
     }
     body.push_str("<h2>Attempts</h2><table id=\"attempts\"><tr><th>#</th><th>started</th><th>took</th><th>outcome</th><th>error</th><th>worker</th></tr>");
     for a in &job.attempts {
-        let took = a
-            .duration
-            .map_or_else(|| "running".to_owned(), |d| format!("{} ms", d.as_millis()));
+        let took = took(a.duration);
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{took}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td></tr>",
