@@ -186,10 +186,17 @@ const BROWSE_SCHEMA: [&str; 8] = [
             END IF;
             RETURN NEW;
         END $$",
+    // The conditions are the triggers' own (`WHEN`): apalis's fetches and every other
+    // change of state do not call the function at all.
     "DO $$ BEGIN
-        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'webhook_inbox_attempts'
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'webhook_inbox_attempt_edges'
                 AND tgrelid = 'apalis.jobs'::regclass) THEN
-            CREATE TRIGGER webhook_inbox_attempts AFTER UPDATE OF status OR DELETE
+            CREATE TRIGGER webhook_inbox_attempt_edges AFTER UPDATE OF status
+            ON apalis.jobs FOR EACH ROW
+            WHEN ((NEW.status = 'Running' AND OLD.status <> 'Running')
+                OR (OLD.status = 'Running' AND NEW.status IN ('Done', 'Failed', 'Killed')))
+            EXECUTE FUNCTION webhook_inbox_attempt();
+            CREATE TRIGGER webhook_inbox_attempts_gone AFTER DELETE
             ON apalis.jobs FOR EACH ROW EXECUTE FUNCTION webhook_inbox_attempt();
         END IF;
     END $$",
