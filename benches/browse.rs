@@ -36,7 +36,7 @@ fn sqlite_fill(queue: &str) -> Vec<String> {
     let prefix = prefix();
     vec![format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {JOBS})
-        INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, done_at, last_result)
+        INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, done_at, last_result, metadata)
         SELECT CAST(json_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
                 'layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
                 'event_type', 'type.' || (i % 20), 'received_at', 1764900000000 + i,
@@ -45,7 +45,8 @@ fn sqlite_fill(queue: &str) -> Vec<String> {
             CASE WHEN i % 100 = 0 THEN 'Pending' WHEN i % 50 = 1 THEN 'Failed' ELSE 'Done' END,
             CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
             1764900000, 1764900000 + i / 10,
-            CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}' END
+            CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}' END,
+            json_object('webhook.event_id', 'evt_' || i)
         FROM n"
     ), format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {JOBS})
@@ -61,7 +62,7 @@ fn sqlite_fill(queue: &str) -> Vec<String> {
 fn postgres_fill(queue: &str) -> Vec<String> {
     let prefix = prefix();
     vec![format!(
-        "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, done_at, last_result)
+        "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, done_at, last_result, metadata)
         SELECT convert_to(json_build_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
                 'layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
                 'event_type', 'type.' || (i % 20), 'received_at', 1764900000000 + i,
@@ -70,7 +71,8 @@ fn postgres_fill(queue: &str) -> Vec<String> {
             CASE WHEN i % 100 = 0 THEN 'Pending' WHEN i % 50 = 1 THEN 'Failed' ELSE 'Done' END,
             CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
             now(), now(),
-            CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}'::jsonb END
+            CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}'::jsonb END,
+            hstore('webhook.event_id', 'evt_' || i)
         FROM generate_series(1, {JOBS}) AS i"
     ), format!(
         "INSERT INTO webhook_inbox_attempts (job_id, queue, attempt, worker, started_at, ended_at, outcome)

@@ -201,9 +201,10 @@ const BROWSE_SCHEMA: [&str; 8] = [
         END IF;
     END $$",
 ];
-// The index is built apart, after the function it calls exists.
-const EVENT_ID_INDEX: &str = "CREATE INDEX IF NOT EXISTS webhook_jobs_event_id
-    ON apalis.jobs ((webhook_job_doc(job) ->> 'id'))";
+// On the metadata (an hstore) the door writes, not the job: neither an insert nor any
+// later change of the job's state (a new row version in every index) parses the job.
+const EVENT_ID_INDEX: &str = "CREATE INDEX IF NOT EXISTS webhook_jobs_event
+    ON apalis.jobs ((metadata -> 'webhook.event_id'))";
 
 impl Inbox<Postgres> {
     /// Connects to the database at `url` (a pool of its own, as
@@ -345,6 +346,8 @@ impl Backend for Postgres {
     const LAST_RESULT: &'static str = "last_result::text";
     const REPLAY_SET: &'static str = "status = 'Pending', attempts = 0, lock_by = NULL,
         lock_at = NULL, done_at = NULL, last_result = NULL, run_at = now()";
+
+    const EVENT_ID: &'static str = "(metadata -> 'webhook.event_id')";
 
     fn field(name: &str) -> String {
         format!("(webhook_job_doc(job) ->> '{name}')")

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::metadata::MetadataStore;
 use apalis_core::task::Task;
 
 use super::error::{InboxError, InboxErrorKind};
@@ -20,8 +21,20 @@ pub(crate) fn task(
     let job =
         serde_json::to_vec(stored).map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
     let attempts = usize::try_from(settings.retry.attempts()).unwrap_or(usize::MAX);
-    Ok(TaskBuilder::new(job).max_attempts(attempts).build())
+    // The delivery's id, beside the job where an index reads it without parsing the job
+    // (which every change of the job's state would otherwise do on PostgreSQL).
+    let mut metadata = MetadataStore::default();
+    metadata
+        .insert(EVENT_ID_KEY, stored.id.clone())
+        .map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
+    Ok(TaskBuilder::new(job)
+        .max_attempts(attempts)
+        .with_metadata(metadata)
+        .build())
 }
+
+/// The key of the delivery's id in a job's metadata.
+pub(crate) const EVENT_ID_KEY: &str = "webhook.event_id";
 
 impl From<Marked> for Enqueued {
     /// A delivery whose key was marked already: a duplicate, or in flight where an inline

@@ -178,8 +178,9 @@ const BROWSE_SCHEMA: [&str; 7] = [
     "CREATE TRIGGER IF NOT EXISTS webhook_inbox_attempts_gone AFTER DELETE ON Jobs BEGIN
         DELETE FROM webhook_inbox_attempts WHERE job_id = OLD.id;
     END",
-    "CREATE INDEX IF NOT EXISTS webhook_jobs_event_id ON Jobs
-        ((CASE WHEN json_valid(CAST(job AS TEXT)) THEN json_extract(CAST(job AS TEXT), '$.id') END))",
+    // On the small metadata the door writes, not the job: an insert parses no body.
+    "CREATE INDEX IF NOT EXISTS webhook_jobs_event ON Jobs
+        ((CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.\"webhook.event_id\"') END))",
 ];
 
 impl Inbox<Sqlite> {
@@ -345,6 +346,8 @@ impl Backend for Sqlite {
     const REPLAY_SET: &'static str = "status = 'Pending', attempts = 0, lock_by = NULL,
         lock_at = NULL, done_at = NULL, last_result = NULL,
         run_at = CAST(strftime('%s', 'now') AS INTEGER)";
+
+    const EVENT_ID: &'static str = "(CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.\"webhook.event_id\"') END)";
 
     fn field(name: &str) -> String {
         // `json_extract` fails on text that is not JSON; another queue's job may be any
