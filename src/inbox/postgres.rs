@@ -225,24 +225,57 @@ impl Inbox<Postgres> {
             .execute(&pool)
             .await
             .map_err(Postgres::error)?;
-        // Replicas starting at once take turns: `CREATE OR REPLACE` of one function by two
-        // transactions at a time fails one of them.
-        let mut tx = pool.begin().await.map_err(Postgres::error)?;
-        for statement in BROWSE_SCHEMA {
+        create_browse_schema(&pool).await?;
+        let store = PostgresStore::new(pool.clone());
+        store.create_table().await?;
+        Ok(Self::from_parts(pool, store))
+    }
+}
+
+/// Whether everything of [`BROWSE_SCHEMA`] and [`EVENT_ID_INDEX`] is there.
+const BROWSE_SCHEMA_READY: &str = "SELECT
+    (SELECT COUNT(*) FROM pg_class WHERE relname IN ('webhook_inbox_attempts',
+        'webhook_inbox_attempts_job', 'webhook_inbox_attempts_by_end', 'webhook_jobs_event')) = 4
+    AND (SELECT COUNT(*) FROM pg_proc WHERE proname IN ('webhook_job_doc', 'webhook_inbox_attempt')) >= 2
+    AND (SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'apalis.jobs'::regclass
+        AND tgname IN ('webhook_inbox_attempt_edges', 'webhook_inbox_attempts_gone')) = 2";
+
+/// Creates what the inbox keeps to be looked at, where it is not there yet. Once it is, a
+/// start takes no lock: the statements that create it lock apalis's table and the
+/// attempts' even when there is nothing to create, and with workers running (a handler's
+/// transaction holds the job's row and its trigger writes an attempt) that deadlocked.
+/// Replicas starting together take turns, and look again once it is theirs.
+async fn create_browse_schema(pool: &PgPool) -> Result<(), InboxError> {
+    let ready = |conn| async move {
+        sqlx::query_scalar::<_, bool>(BROWSE_SCHEMA_READY)
+            .fetch_one(conn)
+            .await
+            .map_err(Postgres::error)
+    };
+    if ready(pool).await? {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await.map_err(Postgres::error)?;
+    let (turn, rest) = BROWSE_SCHEMA.split_at(2);
+    for &statement in turn {
+        sqlx::query(statement)
+            .execute(&mut *tx)
+            .await
+            .map_err(Postgres::error)?;
+    }
+    let done = sqlx::query_scalar::<_, bool>(BROWSE_SCHEMA_READY)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(Postgres::error)?;
+    if !done {
+        for &statement in rest.iter().chain([&EVENT_ID_INDEX]) {
             sqlx::query(statement)
                 .execute(&mut *tx)
                 .await
                 .map_err(Postgres::error)?;
         }
-        sqlx::query(EVENT_ID_INDEX)
-            .execute(&mut *tx)
-            .await
-            .map_err(Postgres::error)?;
-        tx.commit().await.map_err(Postgres::error)?;
-        let store = PostgresStore::new(pool.clone());
-        store.create_table().await?;
-        Ok(Self::from_parts(pool, store))
     }
+    tx.commit().await.map_err(Postgres::error)
 }
 
 /// `args` as this database binds them.
