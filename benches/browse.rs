@@ -46,7 +46,9 @@ fn sqlite_fill(queue: &str) -> Vec<String> {
             CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
             1764900000, 1764900000 + i / 10,
             CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}' END,
-            json_object('webhook.event_id', 'evt_' || i)
+            json_object('webhook.id', 'evt_' || i,
+                'webhook.layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
+                'webhook.event_type', 'type.' || (i % 20), 'webhook.received_at', CAST(1764900000000 + i AS TEXT))
         FROM n"
     ), format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {JOBS})
@@ -72,7 +74,9 @@ fn postgres_fill(queue: &str) -> Vec<String> {
             CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
             now(), now(),
             CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}'::jsonb END,
-            hstore('webhook.event_id', 'evt_' || i)
+            hstore(ARRAY['webhook.id', 'webhook.layer', 'webhook.event_type', 'webhook.received_at'],
+                ARRAY['evt_' || i, CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
+                    'type.' || (i % 20), (1764900000000 + i)::text])
         FROM generate_series(1, {JOBS}) AS i"
     ), format!(
         "INSERT INTO webhook_inbox_attempts (job_id, queue, attempt, worker, started_at, ended_at, outcome)

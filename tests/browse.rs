@@ -261,47 +261,6 @@ async fn postgres_inbox() -> PostgresInbox {
         .with_queue(&unique("test-queue"))
 }
 
-/// A filter on the stored delivery in a parallel plan: the function that reads it is not
-/// run by parallel workers (its exception block cannot start there).
-async fn a_parallel_plan_reads_deliveries() {
-    use tower_webhook::store::postgres::sqlx;
-    let queue = unique("test-queue");
-    let inbox = PostgresInbox::connect(&common::database_url())
-        .await
-        .unwrap()
-        .with_queue(&queue);
-    let _ = send_five(&inbox).await;
-    let mut tx = inbox.pool().begin().await.unwrap();
-    let version: String = sqlx::query_scalar("SHOW server_version_num")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    // Named `debug_parallel_query` from PostgreSQL 16 on.
-    let force = if version.as_str() >= "160000" {
-        "SET LOCAL debug_parallel_query = on"
-    } else {
-        "SET LOCAL force_parallel_mode = on"
-    };
-    for setting in [
-        "SET LOCAL parallel_setup_cost = 0",
-        "SET LOCAL parallel_tuple_cost = 0",
-        "SET LOCAL min_parallel_table_scan_size = 0",
-        "SET LOCAL max_parallel_workers_per_gather = 2",
-        force,
-    ] {
-        sqlx::query(setting).execute(&mut *tx).await.unwrap();
-    }
-    let shop: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM apalis.jobs WHERE (webhook_job_doc(job) ->> 'layer') = 'shop'
-         AND job_type = $1",
-    )
-    .bind(&queue)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    assert_eq!(shop, 2);
-}
-
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reachable = runtime.block_on(common::inbox::postgres_reachable());
@@ -314,15 +273,9 @@ fn main() -> std::process::ExitCode {
         "DATABASE_URL",
         &common::database_url(),
         reachable,
-        vec![
-            common::trial("postgres::browse", || async {
-                browse_suite(postgres_inbox().await).await;
-            }),
-            common::trial(
-                "postgres::a_parallel_plan_reads_deliveries",
-                a_parallel_plan_reads_deliveries,
-            ),
-        ],
+        vec![common::trial("postgres::browse", || async {
+            browse_suite(postgres_inbox().await).await;
+        })],
     ));
     let code = common::run(trials);
     if clean {

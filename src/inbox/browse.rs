@@ -357,7 +357,7 @@ impl<'a, D: Backend> Sql<'a, D> {
         }
         if let Some(id) = &filter.event_id {
             let id = self.arg(Text(id));
-            self.push(&format!(" AND ({} = {id} OR id = {id})", D::EVENT_ID));
+            self.push(&format!(" AND ({} = {id} OR id = {id})", D::field("id")));
         }
     }
 }

@@ -128,12 +128,11 @@ pub trait Backend: Sized + Send + Sync + 'static {
     const LAST_RESULT: &'static str;
     /// What a replay sets on a dead-lettered job: queued again now, attempts from zero.
     const REPLAY_SET: &'static str;
-    /// The string field `name` of the delivery a job stores, as an SQL expression: NULL
-    /// where the job is not a delivery (another queue's, in apalis's shared table).
-    fn field(name: &str) -> String;
-    /// The delivery's id in the job's metadata, as an SQL expression: the one the inbox
+    /// The field `name` of the delivery a job carries, as the door wrote it in the job's
+    /// metadata, as an SQL expression: NULL where the job is not a delivery (another
+    /// queue's, in apalis's shared table). The expression of `"id"` is the one the inbox
     /// indexes.
-    const EVENT_ID: &'static str;
+    fn field(name: &str) -> String;
     /// The rows `sql`, a statement put together at run time, reads with `args`.
     fn fetch_built<T: Row>(
         pool: &Pool<Self>,

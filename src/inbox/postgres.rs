@@ -13,7 +13,7 @@ use tower::limit::ConcurrencyLimitLayer;
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
 use super::error::InboxError;
 use super::job::StoredDelivery;
-use super::shared;
+use super::shared::{self, METADATA_PREFIX};
 use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::postgres::transient;
@@ -136,7 +136,7 @@ const SET_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = $2 WHERE queue = 
 
 /// What the inbox keeps to be looked at: each attempt of each job (written by a trigger on
 /// the job's state, in the statement that changes it), and the index of the deliveries' ids.
-const BROWSE_SCHEMA: [&str; 8] = [
+const BROWSE_SCHEMA: [&str; 7] = [
     "SELECT pg_advisory_xact_lock(7245091368231790171)",
     // The index's first build reads every job there is: longer than a store's statement
     // timeout on a big table.
@@ -153,18 +153,6 @@ const BROWSE_SCHEMA: [&str; 8] = [
     )",
     "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_job ON webhook_inbox_attempts (job_id)",
     "CREATE INDEX IF NOT EXISTS webhook_inbox_attempts_by_end ON webhook_inbox_attempts (queue, ended_at, outcome)",
-    // The stored delivery of a job, or NULL where the job is not one (another queue's, in
-    // apalis's shared table, may hold any bytes): an index whose expression fails would
-    // fail that queue's inserts. Immutable as the index needs: the bytes alone decide.
-    // Parallel unsafe: its exception block is a subtransaction, which no process of a
-    // parallel query can start, its leader included (such a scan or index build fails).
-    "CREATE OR REPLACE FUNCTION webhook_job_doc(job bytea) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $$
-        BEGIN
-            RETURN convert_from(job, 'UTF8')::jsonb;
-        EXCEPTION WHEN others THEN
-            RETURN NULL;
-        END $$",
     "CREATE OR REPLACE FUNCTION webhook_inbox_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             now_ms BIGINT := (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT;
@@ -203,8 +191,8 @@ const BROWSE_SCHEMA: [&str; 8] = [
 ];
 // On the metadata (an hstore) the door writes, not the job: neither an insert nor any
 // later change of the job's state (a new row version in every index) parses the job.
-const EVENT_ID_INDEX: &str = "CREATE INDEX IF NOT EXISTS webhook_jobs_event
-    ON apalis.jobs ((metadata -> 'webhook.event_id'))";
+const EVENT_ID_INDEX: &str = "CREATE INDEX IF NOT EXISTS webhook_jobs_delivery
+    ON apalis.jobs ((metadata -> 'webhook.id'))";
 
 impl Inbox<Postgres> {
     /// Connects to the database at `url` (a pool of its own, as
@@ -235,8 +223,8 @@ impl Inbox<Postgres> {
 /// Whether everything of [`BROWSE_SCHEMA`] and [`EVENT_ID_INDEX`] is there.
 const BROWSE_SCHEMA_READY: &str = "SELECT
     (SELECT COUNT(*) FROM pg_class WHERE relname IN ('webhook_inbox_attempts',
-        'webhook_inbox_attempts_job', 'webhook_inbox_attempts_by_end', 'webhook_jobs_event')) = 4
-    AND (SELECT COUNT(*) FROM pg_proc WHERE proname IN ('webhook_job_doc', 'webhook_inbox_attempt')) >= 2
+        'webhook_inbox_attempts_job', 'webhook_inbox_attempts_by_end', 'webhook_jobs_delivery')) = 4
+    AND EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'webhook_inbox_attempt')
     AND (SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'apalis.jobs'::regclass
         AND tgname IN ('webhook_inbox_attempt_edges', 'webhook_inbox_attempts_gone')) = 2";
 
@@ -380,10 +368,8 @@ impl Backend for Postgres {
     const REPLAY_SET: &'static str = "status = 'Pending', attempts = 0, lock_by = NULL,
         lock_at = NULL, done_at = NULL, last_result = NULL, run_at = now()";
 
-    const EVENT_ID: &'static str = "(metadata -> 'webhook.event_id')";
-
     fn field(name: &str) -> String {
-        format!("(webhook_job_doc(job) ->> '{name}')")
+        format!("(metadata -> '{METADATA_PREFIX}{name}')")
     }
 
     async fn execute_on(

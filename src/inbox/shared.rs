@@ -21,20 +21,38 @@ pub(crate) fn task(
     let job =
         serde_json::to_vec(stored).map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
     let attempts = usize::try_from(settings.retry.attempts()).unwrap_or(usize::MAX);
-    // The delivery's id, beside the job where an index reads it without parsing the job
-    // (which every change of the job's state would otherwise do on PostgreSQL).
-    let mut metadata = MetadataStore::default();
-    metadata
-        .insert(EVENT_ID_KEY, stored.id.clone())
-        .map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
     Ok(TaskBuilder::new(job)
         .max_attempts(attempts)
-        .with_metadata(metadata)
+        .with_metadata(metadata(stored)?)
         .build())
 }
 
-/// The key of the delivery's id in a job's metadata.
-pub(crate) const EVENT_ID_KEY: &str = "webhook.event_id";
+/// What a listing of the inbox shows of a delivery, beside its job in apalis's metadata
+/// (`webhook.<field>`): read and indexed there without parsing the job, whose body may be
+/// large (and which PostgreSQL would otherwise parse at every change of the job's state,
+/// for an index on it).
+fn metadata(stored: &StoredDelivery) -> Result<MetadataStore, InboxError> {
+    let received_at = stored.received_at.to_string();
+    let fields = [
+        ("id", Some(stored.id.as_str())),
+        ("layer", Some(stored.layer.as_str())),
+        ("event_type", stored.event_type.as_deref()),
+        ("tenant", stored.tenant.as_deref()),
+        ("received_at", Some(received_at.as_str())),
+    ];
+    let mut metadata = MetadataStore::default();
+    for (field, value) in fields {
+        if let Some(value) = value {
+            metadata
+                .insert(format!("{METADATA_PREFIX}{field}"), value)
+                .map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
+        }
+    }
+    Ok(metadata)
+}
+
+/// What the keys of a delivery's fields in its job's metadata start with.
+pub(crate) const METADATA_PREFIX: &str = "webhook.";
 
 impl From<Marked> for Enqueued {
     /// A delivery whose key was marked already: a duplicate, or in flight where an inline

@@ -14,7 +14,7 @@ use tower::limit::ConcurrencyLimitLayer;
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
 use super::error::InboxError;
 use super::job::StoredDelivery;
-use super::shared;
+use super::shared::{self, METADATA_PREFIX};
 use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::sqlite::{open_pool, transient, BEGIN_IMMEDIATE};
@@ -178,9 +178,10 @@ const BROWSE_SCHEMA: [&str; 7] = [
     "CREATE TRIGGER IF NOT EXISTS webhook_inbox_attempts_gone AFTER DELETE ON Jobs BEGIN
         DELETE FROM webhook_inbox_attempts WHERE job_id = OLD.id;
     END",
-    // On the small metadata the door writes, not the job: an insert parses no body.
-    "CREATE INDEX IF NOT EXISTS webhook_jobs_event ON Jobs
-        ((CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.\"webhook.event_id\"') END))",
+    // On the small metadata the door writes, not the job: an insert parses no body. The
+    // expression is `field("id")`'s, as SQLite needs to use it.
+    "CREATE INDEX IF NOT EXISTS webhook_jobs_delivery ON Jobs
+        ((CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.\"webhook.id\"') END))",
 ];
 
 impl Inbox<Sqlite> {
@@ -347,13 +348,11 @@ impl Backend for Sqlite {
         lock_at = NULL, done_at = NULL, last_result = NULL,
         run_at = CAST(strftime('%s', 'now') AS INTEGER)";
 
-    const EVENT_ID: &'static str = "(CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.\"webhook.event_id\"') END)";
-
     fn field(name: &str) -> String {
-        // `json_extract` fails on text that is not JSON; another queue's job may be any
-        // bytes, and an index whose expression fails would fail that queue's inserts.
+        // `json_extract` fails on text that is not JSON: another queue's metadata may be
+        // anything, and an index whose expression fails would fail that queue's inserts.
         format!(
-            "(CASE WHEN json_valid(CAST(job AS TEXT)) THEN json_extract(CAST(job AS TEXT), '$.{name}') END)"
+            "(CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.\"{METADATA_PREFIX}{name}\"') END)"
         )
     }
 
@@ -449,5 +448,20 @@ impl Backend for Sqlite {
             };
             worker.run_until(stop).await.map_err(shared::worker_error)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_id_index_is_the_listings_expression() {
+        // SQLite uses an index on an expression only for that very expression.
+        let index = BROWSE_SCHEMA
+            .iter()
+            .find(|statement| statement.contains("webhook_jobs_delivery"))
+            .unwrap();
+        assert!(index.contains(&Sqlite::field("id")), "{index}");
     }
 }
