@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::{now_unix, Calls};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use sha2::Sha256;
 use tower_webhook::scheme::{HmacScheme, Scheme};
 use tower_webhook::store::MemoryStore;
@@ -57,23 +57,14 @@ async fn send(
         .body(Full::new(body.into()))
         .unwrap();
     request.headers_mut().extend(headers);
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
+    let (status, headers, body) = common::http(addr, request).await.unwrap();
+    let content_type = headers
         .get("content-type")
         .map(|value| value.to_str().unwrap().to_owned())
         .unwrap_or_default();
     if status == StatusCode::OK && !content_type.is_empty() {
-        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
     }
-    let body = response.into_body().collect().await.unwrap().to_bytes();
     (
         status,
         content_type,

@@ -138,14 +138,8 @@ async fn a_rejection_names_the_peer_it_came_from() {
     headers.insert("webhook-signature", HeaderValue::from_static("v1,Zm9yZ2Vk"));
     let mut forged = request(headers, BODY);
     *forged.uri_mut() = format!("http://{addr}/webhooks").parse().unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(forged).await.unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (status, _, _) = common::http(addr, forged).await.unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let line = captured.rejection();
     assert!(line.contains("peer=127.0.0.1"), "{line}");
     assert!(line.contains("claimed_id=\"msg_peer\""), "{line}");

@@ -613,7 +613,7 @@ pub(super) async fn login<D: Dialect>(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    if !auth_same_origin(&headers) {
+    if !super::auth::same_origin(&headers) {
         return message(
             &base,
             StatusCode::FORBIDDEN,
@@ -662,10 +662,6 @@ pub(super) async fn logout<D: Dialect>(
         response.headers_mut().insert(SET_COOKIE, value);
     }
     response
-}
-
-fn auth_same_origin(headers: &HeaderMap) -> bool {
-    super::auth::same_origin(headers)
 }
 
 /// Whether the request reached the proxy in front over HTTPS (or this server directly): the
