@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::inbox::{no_wait, send_five, unique, work_five, Five};
+use common::inbox::{no_wait, send_five, send_github, send_github_as, unique, work_five, Five};
 use serde_json::Value;
 use tower_webhook::inbox::{Dialect, Inbox, PostgresInbox, SqliteInbox};
 
@@ -109,6 +109,24 @@ async fn suite<D: Dialect>(inbox: Inbox<D>, database: String, queue: String) {
     let (code, _, err) = run(db, q, &["show", "no-such-delivery"]);
     assert_eq!(code, 3, "{err}");
 
+    // A body's terminal escapes are shown as text, not sent to the operator's terminal.
+    let escapes = send_github(
+        &inbox,
+        "term",
+        "push",
+        "title \u{1b}]0;pwned\u{7} red \u{1b}[31m \u{9b}2J",
+    )
+    .await;
+    let (code, out, _) = run(db, q, &["show", &escapes]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(['\u{1b}', '\u{7}', '\u{9b}']), "{out:?}");
+    assert!(
+        out.contains(r"title \u{1b}]0;pwned\u{7} red \u{1b}[31m \u{9b}2J"),
+        "{out}"
+    );
+
+    // replay by a delivery id with two jobs, the newer not dead: the dead one is replayed.
+    send_github_as(&inbox, "mirror", "push", r#"{"n":3}"#, &a3).await;
     // replay: one, then one that is not dead, then by filter
     let (code, out, err) = run(db, q, &["replay", &a3]);
     assert_eq!((code, out.as_str()), (0, "replayed 1 job(s)\n"), "{err}");
@@ -128,12 +146,44 @@ async fn suite<D: Dialect>(inbox: Inbox<D>, database: String, queue: String) {
     let purged = json(db, q, &["purge", "--before", "2000-01-01"]);
     assert_eq!(purged["purged"], 0);
     assert_eq!(purged["before"], "2000-01-01T00:00:00.000Z");
+    // An hour ago, written at +05:00 with a fraction: the offset is read, so the jobs done a
+    // moment ago are kept (it was once dropped, and this purged them).
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let at_plus_five = plus_five_hours(hour_ago);
+    let purged = json(db, q, &["purge", "--before", &at_plus_five]);
+    assert_eq!(purged["purged"], 0, "{at_plus_five}");
+    assert_eq!(json(db, q, &["counts"])["done"], 4);
     // SQLite keeps when a job was done in whole seconds: a second later, it was before now.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (code, out, _) = run(db, q, &["purge", "--older-than", "0s"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("purged 4 done job(s)"), "{out}");
     assert_eq!(json(db, q, &["counts"])["done"], 0);
+}
+
+/// `at` as RFC 3339 at the offset +05:00, with microseconds: `2026-12-06T12:55:18.208931+05:00`.
+fn plus_five_hours(at: std::time::SystemTime) -> String {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let secs = since.as_secs() + 5 * 3600;
+    let days = i64::try_from(secs / 86_400).unwrap();
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rest = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}+05:00",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_micros()
+    )
 }
 
 /// Wrong command lines exit 2 with clap's message, an unreachable database 1.
@@ -149,6 +199,12 @@ fn usage_and_unreachable() {
     for args in [
         &["list", "--state", "finished"][..],
         &["purge", "--before", "yesterday"],
+        &["purge", "--before", "2026-02-31"],
+        &["purge", "--before", "2026-02-31T10:00:00Z"],
+        &["purge", "--before", "2026-12-06T07:55:18.208931+05:00junk"],
+        &["purge", "--older-than", "5é"],
+        &["purge", "--older-than", "é"],
+        &["purge", "--older-than", "999999999999999d"],
         &["purge"],
         &["replay"],
         &["replay", "x", "--dead"],
@@ -156,6 +212,7 @@ fn usage_and_unreachable() {
     ] {
         let (code, _, err) = run("sqlite://unused.db", "q", args);
         assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     let help = Command::new(bin).arg("--help").output().unwrap();
     assert_eq!(help.status.code(), Some(0));

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use super::text::{body_text, parse_time, rfc3339, took};
+use super::text::{body_text, parse_time, printable, rfc3339, took};
 use super::{
     Dialect, Inbox, InboxError, InboxErrorKind, JobDetail, JobFilter, JobState, JobSummary,
 };
@@ -125,21 +125,29 @@ impl ReplayFilter {
     }
 }
 
+/// Reads an age such as `30d`, `12h`, `45m` or `90s`.
 fn parse_age(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.len().saturating_sub(1);
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not an age such as 30d, 12h or 45m"))?;
-    let secs = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" => 1,
+    let wrong = || format!("{text:?} is not an age such as 30d, 12h, 45m or 90s");
+    let trimmed = text.trim();
+    let unit = trimmed.chars().next_back().ok_or_else(wrong)?;
+    let number = &trimmed[..trimmed.len() - unit.len_utf8()];
+    let secs: u64 = match unit {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
         _ => return Err(format!("{text:?}: the unit is one of d, h, m, s")),
     };
-    Ok(Duration::from_secs(number.saturating_mul(secs)))
+    // Digits only: `u64::from_str` would take a leading `+`.
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(wrong());
+    }
+    let number: u64 = number.parse().map_err(|_| wrong())?;
+    number
+        .checked_mul(secs)
+        .map(Duration::from_secs)
+        .filter(|age| SystemTime::now().checked_sub(*age).is_some())
+        .ok_or_else(|| format!("{text:?} reaches back past any time this machine can tell"))
 }
 
 /// What a command ended with: its exit code and what it printed.
@@ -262,9 +270,9 @@ async fn command<D: Dialect>(inbox: &Inbox<D>, cli: &Cli) -> Result<String, Fail
                     job.task_id,
                     job.state,
                     rfc3339(job.received_at),
-                    job.layer,
-                    job.event_type.as_deref().unwrap_or("-"),
-                    job.event_id,
+                    line(&job.layer),
+                    line(job.event_type.as_deref().unwrap_or("-")),
+                    line(&job.event_id),
                 );
             }
             if let Some(next) = &page.next {
@@ -284,7 +292,21 @@ async fn command<D: Dialect>(inbox: &Inbox<D>, cli: &Cli) -> Result<String, Fail
                 inbox.replay_matching(&filter.filter(None)).await?
             } else {
                 let id = id.as_deref().unwrap_or_default();
-                let detail = find(inbox, id).await?;
+                // A delivery received more than once (a replay's copy, another layer) has
+                // several jobs: the dead one is the one to replay, whichever is newest.
+                let dead = inbox
+                    .jobs(
+                        &JobFilter::default().state(JobState::Dead).event_id(id),
+                        None,
+                        1,
+                    )
+                    .await?;
+                let detail = match dead.jobs.first() {
+                    Some(job) => inbox.job(&job.task_id).await?.ok_or_else(|| {
+                        Failure::NotFound(format!("no job or delivery {id} in this inbox"))
+                    })?,
+                    None => find(inbox, id).await?,
+                };
                 if !inbox.replay(&detail.summary.task_id).await? {
                     return Err(Failure::NotFound(format!(
                         "the job {} is {}, not dead-lettered: nothing to replay",
@@ -385,32 +407,39 @@ fn detail_json(detail: &JobDetail) -> Value {
     value
 }
 
+/// One field of one line of text output, as in [`printable`].
+fn line(text: &str) -> std::borrow::Cow<'_, str> {
+    printable(text, false)
+}
+
+/// A job as text. Whatever the sender or the handler wrote (ids, types, headers, errors, the
+/// body) goes through [`printable`]: a body's terminal escapes are shown, not obeyed.
 fn detail_text(detail: &JobDetail) -> String {
     let job = &detail.summary;
     let mut out = String::new();
-    let _ = writeln!(out, "job         {}", job.task_id);
-    let _ = writeln!(out, "event id    {}", job.event_id);
+    let _ = writeln!(out, "job         {}", line(&job.task_id));
+    let _ = writeln!(out, "event id    {}", line(&job.event_id));
     let _ = writeln!(
         out,
         "state       {} ({} of {} attempts)",
         job.state, job.attempts, job.max_attempts
     );
-    let _ = writeln!(out, "layer       {} ({})", job.layer, detail.scheme);
+    let _ = writeln!(out, "layer       {} ({})", line(&job.layer), detail.scheme);
     let _ = writeln!(
         out,
         "event type  {}",
-        job.event_type.as_deref().unwrap_or("-")
+        line(job.event_type.as_deref().unwrap_or("-"))
     );
     if let Some(tenant) = &job.tenant {
-        let _ = writeln!(out, "tenant      {tenant}");
+        let _ = writeln!(out, "tenant      {}", line(tenant));
     }
     let _ = writeln!(out, "received    {}", rfc3339(job.received_at));
     if let Some(error) = &job.last_error {
-        let _ = writeln!(out, "last error  {error}");
+        let _ = writeln!(out, "last error  {}", line(error));
     }
     let _ = writeln!(out, "\nheaders:");
     for (name, value) in &detail.headers {
-        let _ = writeln!(out, "  {name}: {value}");
+        let _ = writeln!(out, "  {}: {}", line(name), line(value));
     }
     let _ = writeln!(out, "\nattempts:");
     if detail.attempts.is_empty() {
@@ -424,9 +453,56 @@ fn detail_text(detail: &JobDetail) -> String {
             a.attempt,
             rfc3339(a.started_at),
             a.outcome,
-            a.error.as_deref().unwrap_or(""),
+            line(a.error.as_deref().unwrap_or("")),
         );
     }
-    let _ = writeln!(out, "\nbody:\n{}", body_text(&detail.body, usize::MAX).0);
+    let body = body_text(&detail.body, usize::MAX).0;
+    let _ = writeln!(out, "\nbody:\n{}", printable(&body, true));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_or_refused() {
+        assert_eq!(parse_age("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_age(" 45m "), Ok(Duration::from_secs(2_700)));
+        assert_eq!(parse_age("0s"), Ok(Duration::ZERO));
+        for wrong in [
+            "",
+            "d",
+            "5",
+            "5é",
+            "é",
+            "+5d",
+            "-5d",
+            "5 d",
+            "5dd",
+            "99999999999999999999d",
+            "18446744073709551615d",
+        ] {
+            assert!(parse_age(wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_age_is_read_or_refused(text in "\\PC{0,12}") {
+            let _ = parse_age(&text);
+        }
+
+        #[test]
+        fn any_purge_argument_is_a_usage_error_or_accepted(
+            text in "\\PC{0,30}",
+            flag in proptest::sample::select(vec!["--before", "--older-than"]),
+        ) {
+            // Parsed as the binary parses it; a refusal is a usage error (exit 2), not a panic.
+            let parsed = Cli::try_parse_from(["webhook-inbox", "-d", "x.db", "purge", flag, &text]);
+            if let Err(err) = parsed {
+                proptest::prop_assert_eq!(err.exit_code(), 2);
+            }
+        }
+    }
 }

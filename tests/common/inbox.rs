@@ -162,9 +162,21 @@ pub async fn send_github<D: Dialect>(
     kind: &str,
     body: &str,
 ) -> String {
-    let scheme = HmacScheme::github(GITHUB_SECRET).unwrap();
     let id = unique("delivery");
-    let delivery = Delivery::new(body.to_owned()).id(&id).event_type(kind);
+    send_github_as(inbox, layer, kind, body, &id).await;
+    id
+}
+
+/// [`send_github`] with the delivery id `id`.
+pub async fn send_github_as<D: Dialect>(
+    inbox: &Inbox<D>,
+    layer: &str,
+    kind: &str,
+    body: &str,
+    id: &str,
+) {
+    let scheme = HmacScheme::github(GITHUB_SECRET).unwrap();
+    let delivery = Delivery::new(body.to_owned()).id(id).event_type(kind);
     let request: Request<Full<bytes::Bytes>> = delivery.request(&scheme).unwrap();
     let service = VerifyWebhookLayer::new(scheme)
         .with_name(layer)
@@ -176,7 +188,6 @@ pub async fn send_github<D: Dialect>(
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     // Ids are ULIDs: a millisecond apart, their order is the order of arrival.
     tokio::time::sleep(Duration::from_millis(3)).await;
-    id
 }
 
 /// A handler that fails every time on a body saying "fail", once on one saying "flaky".
@@ -217,6 +228,12 @@ pub async fn send_five<D: Dialect>(inbox: &Inbox<D>) -> Five {
 /// Runs a worker with [`flaky_handler`] until [`send_five`]'s deliveries are four done and
 /// one dead, then stops it.
 pub async fn work_five<D: Dialect>(inbox: &Inbox<D>) {
+    work_until(inbox, 4, 1).await;
+}
+
+/// Runs a worker with [`flaky_handler`] until `done` jobs are done and `dead` dead, then
+/// stops it.
+pub async fn work_until<D: Dialect>(inbox: &Inbox<D>, done: u64, dead: u64) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(inbox.worker(flaky_handler).run_until(async {
         let _ = stopped.await;
@@ -224,11 +241,15 @@ pub async fn work_five<D: Dialect>(inbox: &Inbox<D>) {
     let counts = read_until(
         20,
         || inbox.counts(),
-        |counts| counts.as_ref().is_ok_and(|c| c.done == 4 && c.dead == 1),
+        |counts| {
+            counts
+                .as_ref()
+                .is_ok_and(|c| c.done == done && c.dead == dead)
+        },
     )
     .await
     .unwrap();
-    assert_eq!((counts.done, counts.dead), (4, 1), "{counts:?}");
+    assert_eq!((counts.done, counts.dead), (done, dead), "{counts:?}");
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }
