@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use common::inbox::{no_wait, send_five, unique, work_five, Five};
+use common::inbox::{no_wait, send_five, send_github, unique, work_five, work_until, Five};
 use common::webdriver::Browser;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -66,7 +66,7 @@ async fn send(
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
-    body: &'static str,
+    body: impl Into<String>,
 ) -> (StatusCode, http::HeaderMap, String) {
     let mut request = Request::builder()
         .method(method)
@@ -75,9 +75,7 @@ async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap();
+    let request = request.body(Full::new(Bytes::from(body.into()))).unwrap();
     let (status, headers, body) = common::http(addr, request).await.unwrap();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
@@ -240,14 +238,15 @@ async fn over_http(addr: SocketAddr, dead: &str) {
         .and_then(|rest| rest.split('"').next())
         .unwrap()
         .to_owned();
-    let body: &'static str = Box::leak(format!("csrf={csrf}").into_boxed_str());
+    let body = format!("csrf={csrf}");
+    let body = body.as_str();
     let mut cross = form.to_vec();
     cross.push(("origin", "http://evil.example"));
-    let (status, _, _) = send(addr, Method::POST, &path, &cross, body).await;
+    let (status, _, _) = send(addr, Method::POST, &path, &cross, body.to_owned()).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a cross-origin POST");
     let mut cross = form.to_vec();
     cross.push(("sec-fetch-site", "cross-site"));
-    let (status, _, _) = send(addr, Method::POST, &path, &cross, body).await;
+    let (status, _, _) = send(addr, Method::POST, &path, &cross, body.to_owned()).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a cross-site POST");
     // Unknown pages and jobs: 404, still with the headers.
     let (status, headers, _) = get(
@@ -267,15 +266,267 @@ async fn over_http(addr: SocketAddr, dead: &str) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// The CSRF token of the first form of `page`.
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token in {page}"))
+        .to_owned()
+}
+
+/// The value `name=` of the `Set-Cookie` headers of `headers`, with its attributes.
+fn set_cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// Refusals, filters, sessions and HTTP/2, without a browser: the console's actions as a
+/// script or a proxy would send them.
+async fn the_console_over_http1_and_http2() {
+    let dir =
+        std::env::temp_dir().join(format!("tower-webhook-console-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inbox = SqliteInbox::open(dir.join(format!("{}.db", unique("console"))))
+        .await
+        .unwrap()
+        .with_retry(no_wait());
+    let first = send_github(&inbox, "github", "push", r#"{"n":1,"fail":true}"#).await;
+    let second = send_github(&inbox, "github", "push", r#"{"n":2,"fail":true}"#).await;
+    let third = send_github(&inbox, "github", "push", r#"{"n":3,"fail":true}"#).await;
+    work_until(&inbox, 0, 3).await;
+    let state = |id: String| {
+        let inbox = inbox.clone();
+        async move {
+            let task = task_of(&inbox, &id).await;
+            inbox.job(&task).await.unwrap().unwrap().summary.state
+        }
+    };
+    // A token read from a file, its newline and all.
+    let console = inbox.console(ConsoleAuth::token(format!("{TOKEN}\n")).unwrap());
+    let own = inbox.console(ConsoleAuth::behind_my_own_auth());
+    let app = axum::Router::new()
+        .nest("/inbox", console.router())
+        .nest("/own", own.router());
+    let addr = serve(app).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    let form = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+
+    // Every refused action is a 403, whatever its body: none, an empty form, no token.
+    for path in [
+        "/inbox/replay".to_owned(),
+        format!("/inbox/jobs/{}/replay", task_of(&inbox, &first).await),
+        "/inbox/purge".to_owned(),
+        "/inbox/logout".to_owned(),
+    ] {
+        for (headers, body) in [
+            (&auth[..], ""),
+            (&form[..], ""),
+            (&form[..], "state=dead"),
+            (&auth[..], "csrf=x"),
+        ] {
+            let (status, _, _) = send(addr, Method::POST, &path, headers, body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} {headers:?} {body:?}");
+        }
+    }
+
+    // A replay by filter takes its filter from the form it confirmed, and only that.
+    let (_, _, page) = get(
+        addr,
+        &format!("/inbox/replay?state=dead&event_id={first}"),
+        &auth,
+    )
+    .await;
+    let csrf = csrf_of(&page);
+    let in_query = format!("/inbox/replay?state=dead&event_id={first}");
+    let (status, _, body) =
+        send(addr, Method::POST, &in_query, &form, format!("csrf={csrf}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("form"), "{body}");
+    let (status, _, body) = send(
+        addr,
+        Method::POST,
+        "/inbox/replay",
+        &form,
+        format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "no filter, no all=yes: {body}"
+    );
+    for id in [&first, &second, &third] {
+        assert_eq!(
+            state(id.clone()).await,
+            JobState::Dead,
+            "nothing was replayed"
+        );
+    }
+    let (status, _, body) = send(
+        addr,
+        Method::POST,
+        "/inbox/replay",
+        &form,
+        format!("csrf={csrf}&state=dead&event_id={first}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Replayed 1 "), "{body}");
+    assert_eq!(state(first.clone()).await, JobState::Queued);
+    assert_eq!(state(second.clone()).await, JobState::Dead);
+    // The confirm page of an empty filter says so, and posts it.
+    let (_, _, page) = get(addr, "/inbox/replay", &auth).await;
+    assert!(page.contains("name=\"all\" value=\"yes\""), "{page}");
+
+    // HTTP/2: no Host header, the authority in the URI. The same-origin check reads it.
+    let h2 = |method: Method, path: &str, origin: &str, body: String| {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("authorization", bearer.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", origin)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let replay_second = format!("/inbox/jobs/{}/replay", task_of(&inbox, &second).await);
+    let request = h2(
+        Method::POST,
+        &replay_second,
+        "http://evil.example",
+        format!("csrf={csrf}"),
+    );
+    let (status, _, _) = common::http2(addr, request).await.unwrap();
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a cross-origin POST over HTTP/2"
+    );
+    let request = h2(
+        Method::POST,
+        &replay_second,
+        &format!("http://{addr}"),
+        format!("csrf={csrf}"),
+    );
+    let (status, _, body) = common::http2(addr, request).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(state(second.clone()).await, JobState::Queued);
+    let login = h2(
+        Method::POST,
+        "/inbox/login",
+        &format!("http://{addr}"),
+        format!("token={TOKEN}"),
+    );
+    let (status, headers, _) = common::http2(addr, login).await.unwrap();
+    assert_eq!(status, StatusCode::SEE_OTHER, "a sign-in over HTTP/2");
+    assert!(set_cookie(&headers, "tower_webhook_console").is_some());
+
+    // Sessions: an expiry in the cookie, and a sign-out that revokes it.
+    let origin = format!("http://{addr}");
+    let (status, headers, _) = send(
+        addr,
+        Method::POST,
+        "/inbox/login",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", &origin),
+        ],
+        format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = set_cookie(&headers, "tower_webhook_console").unwrap();
+    assert!(
+        cookie.contains("Max-Age=28800") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let (status, _, page) = get(addr, "/inbox", &[("cookie", &session)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let session_csrf = csrf_of(&page);
+    assert_ne!(session_csrf, csrf, "a session's CSRF token is its own");
+    let (status, _, _) = send(
+        addr,
+        Method::POST,
+        "/inbox/logout",
+        &[
+            ("cookie", &session),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", &origin),
+        ],
+        format!("csrf={session_csrf}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, page) = get(addr, "/inbox", &[("cookie", &session)]).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a signed-out session: {page}"
+    );
+
+    // Behind your own auth: CSRF tokens bound to a cookie of each browser's own.
+    let (status, headers, page) = get(addr, "/own/purge?before=2000-01-01", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let browser = set_cookie(&headers, "tower_webhook_console_browser").unwrap();
+    assert!(
+        browser.contains("HttpOnly") && browser.contains("Path=/own"),
+        "{browser}"
+    );
+    let browser = browser.split(';').next().unwrap().to_owned();
+    let own_csrf = csrf_of(&page);
+    let purge = |cookie: Option<String>| {
+        let own_csrf = own_csrf.clone();
+        async move {
+            let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+            if let Some(cookie) = &cookie {
+                headers.push(("cookie", cookie.as_str()));
+            }
+            let body = format!("csrf={own_csrf}&before=2000-01-01");
+            send(addr, Method::POST, "/own/purge", &headers, body)
+                .await
+                .0
+        }
+    };
+    assert_eq!(
+        purge(None).await,
+        StatusCode::FORBIDDEN,
+        "no browser cookie"
+    );
+    let other = "tower_webhook_console_browser=another-browser".to_owned();
+    assert_eq!(
+        purge(Some(other)).await,
+        StatusCode::FORBIDDEN,
+        "another browser"
+    );
+    assert_eq!(purge(Some(browser)).await, StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() -> std::process::ExitCode {
-    let trials = vec![common::trial("the_console_in_a_browser", || async {
-        the_console_in_a_browser().await;
-    })];
-    common::run(common::needing(
+    let mut trials = vec![common::trial(
+        "the_console_over_http1_and_http2",
+        || async {
+            the_console_over_http1_and_http2().await;
+        },
+    )];
+    trials.extend(common::needing(
         "Chromium",
         "CHROMIUM",
         &common::webdriver::chromium(),
         common::webdriver::installed(),
-        trials,
-    ))
+        vec![common::trial("the_console_in_a_browser", || async {
+            the_console_in_a_browser().await;
+        })],
+    ));
+    common::run(trials)
 }

@@ -418,6 +418,36 @@ pub async fn http(
     Ok((parts.status, parts.headers, body))
 }
 
+/// Sends `request` (its URI absolute: HTTP/2 has no `Host`, the authority is the URI's)
+/// over one HTTP/2 connection, prior knowledge, to `addr`.
+#[allow(dead_code)]
+pub async fn http2(
+    addr: std::net::SocketAddr,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|err| err.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|err| err.to_string())?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| err.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|err| err.to_string())?
+        .to_bytes();
+    Ok((parts.status, parts.headers, body))
+}
+
 #[cfg(all(
     feature = "inbox-sqlite",
     feature = "inbox-postgres",

@@ -1,38 +1,70 @@
 //! Who may see the console, and which requests may change what the inbox holds.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The name of the console's session cookie (token access, after the sign-in form).
 pub(super) const SESSION_COOKIE: &str = "tower_webhook_console";
 
+/// The cookie that binds the CSRF tokens of a console behind your own auth to one browser.
+pub(super) const BROWSER_COOKIE: &str = "tower_webhook_console_browser";
+
 /// The shortest token [`ConsoleAuth::token`] takes.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// How long a console session lasts after sign-in, unless
+/// [`ConsoleAuth::with_session_lifetime`] says otherwise.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 
 /// How the console checks who asks: building a console takes one, so it is never open by
 /// accident.
 ///
 /// - [`token`](Self::token): a secret of at least 16 characters, sent as
 ///   `Authorization: Bearer <token>` (scripts) or typed once into the console's sign-in form,
-///   which sets an `HttpOnly`, `SameSite=Strict` cookie derived from it.
+///   which starts a session: an `HttpOnly`, `SameSite=Strict` cookie holding a random session
+///   id and its expiry, signed with a key derived from the token. It lasts
+///   [`DEFAULT_SESSION_LIFETIME`] (see [`with_session_lifetime`](Self::with_session_lifetime));
+///   signing out revokes it at once.
 /// - [`basic`](Self::basic): HTTP basic credentials; the browser asks for them.
 /// - [`behind_my_own_auth`](Self::behind_my_own_auth): your application authenticates the
 ///   routes the console is nested under (a login, an SSO proxy): the console checks nobody.
 ///
 /// Tokens and passwords are compared in constant time (as SHA-256 digests, so their length
 /// is not timed either), and never shown.
+///
+/// # Sessions across replicas and restarts
+///
+/// A session cookie is signed with a key derived from the token, so every replica that has
+/// the same token accepts it, and a restart keeps everyone signed in. A sign-out is
+/// revoked in memory by the process that served it, until the session would have expired:
+/// behind several replicas, the others still take the signed-out cookie (the browser has
+/// dropped it already) until its expiry, so keep the lifetime short there or pin the
+/// console to one replica. Changing the token ends every session at once.
 #[derive(Clone)]
 pub struct ConsoleAuth(Kind);
 
 #[derive(Clone)]
 enum Kind {
-    Token { digest: [u8; 32], session: String },
-    Basic { user: [u8; 32], password: [u8; 32] },
+    Token {
+        digest: [u8; 32],
+        /// What signs the sessions: derived from the token, the same in every replica.
+        key: [u8; 32],
+        lifetime: Duration,
+        /// Signed-out sessions, by id, with when they would have expired.
+        revoked: Arc<Mutex<HashMap<String, u64>>>,
+    },
+    Basic {
+        user: [u8; 32],
+        password: [u8; 32],
+    },
     Outer,
 }
 
@@ -69,19 +101,31 @@ fn equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 impl ConsoleAuth {
     /// Access with the secret `token`: at least [`MIN_TOKEN_LEN`] characters (make one with
-    /// `openssl rand -hex 32`).
+    /// `openssl rand -hex 32`). Whitespace around it is not part of it: a token read from a
+    /// file with its trailing newline is the token.
     pub fn token(token: impl AsRef<str>) -> Result<Self, WeakSecret> {
-        let token = token.as_ref();
-        if token.trim().len() < MIN_TOKEN_LEN {
+        let token = token.as_ref().trim();
+        if token.len() < MIN_TOKEN_LEN {
             return Err(WeakSecret(
                 "the console's token must be at least 16 characters",
             ));
         }
-        let session = hex::encode(mac(token.as_bytes(), b"tower-webhook console session v1"));
         Ok(Self(Kind::Token {
             digest: sha256(token.as_bytes()),
-            session,
+            key: mac(token.as_bytes(), b"tower-webhook console session key v2"),
+            lifetime: DEFAULT_SESSION_LIFETIME,
+            revoked: Arc::default(),
         }))
+    }
+
+    /// How long a session started by the sign-in form lasts: [`DEFAULT_SESSION_LIFETIME`]
+    /// unless set (at least a minute). Only [`token`](Self::token) access has sessions.
+    #[must_use]
+    pub fn with_session_lifetime(mut self, lifetime: Duration) -> Self {
+        if let Kind::Token { lifetime: kept, .. } = &mut self.0 {
+            *kept = lifetime.max(Duration::from_secs(60));
+        }
+        self
     }
 
     /// Access with HTTP basic credentials: a user name and a password of at least
@@ -116,38 +160,74 @@ impl ConsoleAuth {
         matches!(self.0, Kind::Token { .. })
     }
 
-    /// Whether `token`, typed into the sign-in form, is the token: the session cookie's
-    /// value where it is.
-    pub(super) fn sign_in(&self, token: &str) -> Option<&str> {
+    /// Whether `token`, typed into the sign-in form, is the token: a new session's cookie
+    /// value, and how long it lasts, where it is.
+    pub(super) fn sign_in(&self, token: &str) -> Option<(String, Duration)> {
+        self.sign_in_at(token, unix_now())
+    }
+
+    fn sign_in_at(&self, token: &str, now: u64) -> Option<(String, Duration)> {
         match &self.0 {
-            Kind::Token { digest, session } if equal(digest, &sha256(token.as_bytes())) => {
-                Some(session)
+            Kind::Token {
+                digest,
+                key,
+                lifetime,
+                ..
+            } if equal(digest, &sha256(token.trim().as_bytes())) => {
+                let id = random_hex();
+                let expires = now.saturating_add(lifetime.as_secs());
+                Some((sign_session(key, &id, expires), *lifetime))
             }
             _ => None,
         }
     }
 
+    /// Ends the session of `headers`' cookie, where it is a valid one: it is refused from
+    /// now on by this process.
+    pub(super) fn sign_out(&self, headers: &HeaderMap) {
+        let now = unix_now();
+        if let Kind::Token { key, revoked, .. } = &self.0 {
+            if let Some((id, expires)) =
+                cookie(headers, SESSION_COOKIE).and_then(|value| open_session(key, value, now))
+            {
+                let mut revoked = revoked.lock().unwrap_or_else(PoisonError::into_inner);
+                revoked.retain(|_, until| *until > now);
+                revoked.insert(id.to_owned(), expires);
+            }
+        }
+    }
+
     /// Who `headers` says asks, where they may: the identity a request's CSRF token is bound
-    /// to (`""` behind your own auth).
+    /// to (a session, a token, credentials, or a browser behind your own auth).
     pub(super) fn check(&self, headers: &HeaderMap) -> Result<String, Refused> {
+        self.check_at(headers, unix_now())
+    }
+
+    fn check_at(&self, headers: &HeaderMap, now: u64) -> Result<String, Refused> {
         match &self.0 {
-            Kind::Outer => Ok(String::new()),
-            Kind::Token { digest, session } => {
+            Kind::Outer => Ok(cookie(headers, BROWSER_COOKIE)
+                .map(|browser| format!("browser:{browser}"))
+                .unwrap_or_default()),
+            Kind::Token {
+                digest,
+                key,
+                revoked,
+                ..
+            } => {
                 if let Some(token) = authorization(headers, "Bearer ") {
-                    if equal(digest, &sha256(token.as_bytes())) {
-                        return Ok(session.clone());
+                    if equal(digest, &sha256(token.trim().as_bytes())) {
+                        return Ok("bearer".to_owned());
                     }
                     return Err(Refused::SignIn);
                 }
-                match cookie(headers, SESSION_COOKIE) {
-                    Some(value)
-                        if value.len() == session.len()
-                            && bool::from(value.as_bytes().ct_eq(session.as_bytes())) =>
-                    {
-                        Ok(session.clone())
-                    }
-                    _ => Err(Refused::SignIn),
+                let (id, _) = cookie(headers, SESSION_COOKIE)
+                    .and_then(|value| open_session(key, value, now))
+                    .ok_or(Refused::SignIn)?;
+                let revoked = revoked.lock().unwrap_or_else(PoisonError::into_inner);
+                if revoked.contains_key(id) {
+                    return Err(Refused::SignIn);
                 }
+                Ok(format!("session:{id}"))
             }
             Kind::Basic { user, password } => {
                 let credentials = authorization(headers, "Basic ")
@@ -176,6 +256,47 @@ impl ConsoleAuth {
             }
         }
     }
+
+    /// Whether this console binds its CSRF tokens to a browser cookie of its own: behind
+    /// your own auth, where it knows nobody's identity.
+    pub(super) fn binds_browser(&self) -> bool {
+        matches!(self.0, Kind::Outer)
+    }
+}
+
+/// 16 random bytes in hex: a session's or a browser's id.
+pub(super) fn random_hex() -> String {
+    let mut id = [0; 16];
+    if getrandom::fill(&mut id).is_err() {
+        // Without the system's randomness, from the clock and the process: unique, and a
+        // session id is also signed, so a guess of it forges nothing.
+        let seed = format!("{:?}{}", SystemTime::now(), std::process::id());
+        id.copy_from_slice(&sha256(seed.as_bytes())[..16]);
+    }
+    hex::encode(id)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// A session's cookie value: `<id>.<expires>.<signature>`.
+fn sign_session(key: &[u8; 32], id: &str, expires: u64) -> String {
+    let signed = format!("{id}.{expires}");
+    let signature = hex::encode(mac(key, signed.as_bytes()));
+    format!("{signed}.{signature}")
+}
+
+/// The id and expiry of the session `value`, where `key` signed it and it has not expired.
+fn open_session<'v>(key: &[u8; 32], value: &'v str, now: u64) -> Option<(&'v str, u64)> {
+    let (signed, signature) = value.rsplit_once('.')?;
+    let (id, expires) = signed.split_once('.')?;
+    let expected = hex::encode(mac(key, signed.as_bytes()));
+    let valid: bool = signature.as_bytes().ct_eq(expected.as_bytes()).into();
+    let expires: u64 = expires.parse().ok()?;
+    (valid && expires > now).then_some((id, expires))
 }
 
 /// Why a request was refused.
@@ -193,7 +314,7 @@ fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
     given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -239,26 +360,43 @@ impl Csrf {
 
 /// Whether a state-changing request comes from the console's own pages: refused where the
 /// browser says it is cross-site (`Sec-Fetch-Site`) or its `Origin` is not the host asked.
-pub(super) fn same_origin(headers: &HeaderMap) -> bool {
+///
+/// The host asked is the request's authority: the URI's (HTTP/2's `:authority`, which has
+/// no `Host` header), else `Host`. A proxy in front that rewrites `Host` to its upstream's
+/// name keeps the browser's in `X-Forwarded-Host`, which is taken as well: a browser never
+/// sends that header itself, so a cross-site page cannot choose it.
+pub(super) fn same_origin(uri: &Uri, headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         if site.as_bytes() != b"same-origin" {
             return false;
         }
     }
-    match headers.get(ORIGIN) {
-        None => true,
-        Some(origin) => {
-            let origin = origin.to_str().unwrap_or_default();
-            let host = headers
-                .get(HOST)
-                .and_then(|host| host.to_str().ok())
-                .unwrap_or_default();
-            let origin_host = origin
-                .split_once("://")
-                .map_or("", |(_, rest)| rest.trim_end_matches('/'));
-            !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
-        }
-    }
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let Some(origin_host) = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .filter(|host| !host.is_empty())
+    else {
+        return false;
+    };
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+    };
+    [
+        uri.authority().map(http::uri::Authority::as_str),
+        header(HOST),
+        header(http::HeaderName::from_static("x-forwarded-host")),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|host| !host.is_empty() && origin_host.eq_ignore_ascii_case(host))
 }
 
 #[cfg(test)]
@@ -303,13 +441,17 @@ mod tests {
             Err(Refused::SignIn)
         );
         assert_eq!(auth.check(&HeaderMap::new()), Err(Refused::SignIn));
-        let session = auth.sign_in("0123456789abcdef-secret").unwrap().to_owned();
+        let (session, lifetime) = auth.sign_in("0123456789abcdef-secret").unwrap();
+        assert_eq!(lifetime, DEFAULT_SESSION_LIFETIME);
         assert!(!session.contains("secret"));
         let cookie = format!("a=b; {SESSION_COOKIE}={session}");
         assert!(auth.check(&headers(&[("cookie", &cookie)])).is_ok());
         let forged = format!("{SESSION_COOKIE}={}", "0".repeat(session.len()));
         assert!(auth.check(&headers(&[("cookie", &forged)])).is_err());
         assert!(auth.sign_in("wrong").is_none());
+        // Two sign-ins, two sessions: each browser its own, and its own CSRF identity.
+        let (other, _) = auth.sign_in("0123456789abcdef-secret").unwrap();
+        assert_ne!(session, other);
         assert!(format!("{auth:?}").contains("token") && !format!("{auth:?}").contains("secret"));
 
         assert!(ConsoleAuth::basic("ops", "short").is_err());
@@ -332,25 +474,116 @@ mod tests {
     }
 
     #[test]
+    fn a_token_read_from_a_file_is_the_token() {
+        let auth = ConsoleAuth::token("0123456789abcdef-secret\n").unwrap();
+        let bearer = headers(&[("authorization", "Bearer 0123456789abcdef-secret")]);
+        assert!(auth.check(&bearer).is_ok());
+        assert!(auth.sign_in("0123456789abcdef-secret").is_some());
+        assert!(auth.sign_in(" 0123456789abcdef-secret\r\n").is_some());
+    }
+
+    #[test]
+    fn sessions_expire_and_sign_out_revokes() {
+        let auth = ConsoleAuth::token("0123456789abcdef-secret")
+            .unwrap()
+            .with_session_lifetime(Duration::from_secs(3600));
+        let now = 1_800_000_000;
+        let (session, lifetime) = auth.sign_in_at("0123456789abcdef-secret", now).unwrap();
+        assert_eq!(lifetime, Duration::from_secs(3600));
+        let with = headers(&[("cookie", &format!("{SESSION_COOKIE}={session}"))]);
+        assert!(auth.check_at(&with, now + 3599).is_ok());
+        assert_eq!(auth.check_at(&with, now + 3600), Err(Refused::SignIn));
+        // The expiry is signed: moving it forward breaks the signature.
+        let (id, rest) = session.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        let extended = format!("{SESSION_COOKIE}={id}.{}.{signature}", now + 999_999);
+        assert_eq!(
+            auth.check_at(&headers(&[("cookie", &extended)]), now),
+            Err(Refused::SignIn)
+        );
+        // Another token's console does not take it (the key is the token's).
+        let other = ConsoleAuth::token("another-token-of-16-chars").unwrap();
+        assert!(other.check_at(&with, now).is_err());
+        // A replica with the same token does.
+        let replica = ConsoleAuth::token("0123456789abcdef-secret").unwrap();
+        assert!(replica.check_at(&with, now).is_ok());
+
+        let (live, _) = auth.sign_in("0123456789abcdef-secret").unwrap();
+        let live = headers(&[("cookie", &format!("{SESSION_COOKIE}={live}"))]);
+        let (kept, _) = auth.sign_in("0123456789abcdef-secret").unwrap();
+        let kept = headers(&[("cookie", &format!("{SESSION_COOKIE}={kept}"))]);
+        assert!(auth.check(&live).is_ok());
+        auth.sign_out(&live);
+        assert_eq!(auth.check(&live), Err(Refused::SignIn));
+        assert!(auth.check(&kept).is_ok(), "another browser's session stays");
+        assert!(ConsoleAuth::token("0123456789abcdef-secret")
+            .unwrap()
+            .with_session_lifetime(Duration::ZERO)
+            .sign_in("0123456789abcdef-secret")
+            .is_some_and(|(_, lifetime)| lifetime == Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn behind_your_own_auth_each_browser_has_its_own_csrf_identity() {
+        let auth = ConsoleAuth::behind_my_own_auth();
+        let a = auth
+            .check(&headers(&[("cookie", &format!("{BROWSER_COOKIE}=aaaa"))]))
+            .unwrap();
+        let b = auth
+            .check(&headers(&[("cookie", &format!("{BROWSER_COOKIE}=bbbb"))]))
+            .unwrap();
+        assert_ne!(a, b);
+        let csrf = Csrf::new();
+        assert!(!csrf.valid(&b, &csrf.token(&a)));
+    }
+
+    #[test]
     fn cross_site_requests_are_told_apart() {
-        assert!(same_origin(&headers(&[("host", "a.example")])));
-        assert!(same_origin(&headers(&[
-            ("host", "a.example:8080"),
-            ("origin", "https://a.example:8080"),
-            ("sec-fetch-site", "same-origin"),
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "a.example"),
-            ("origin", "https://evil.example"),
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "a.example"),
-            ("sec-fetch-site", "cross-site"),
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "a.example"),
-            ("origin", "null"),
-        ])));
+        let none = Uri::from_static("/replay");
+        assert!(same_origin(&none, &headers(&[("host", "a.example")])));
+        assert!(same_origin(
+            &none,
+            &headers(&[
+                ("host", "a.example:8080"),
+                ("origin", "https://a.example:8080"),
+                ("sec-fetch-site", "same-origin"),
+            ])
+        ));
+        assert!(!same_origin(
+            &none,
+            &headers(&[("host", "a.example"), ("origin", "https://evil.example")])
+        ));
+        assert!(!same_origin(
+            &none,
+            &headers(&[("host", "a.example"), ("sec-fetch-site", "cross-site")])
+        ));
+        assert!(!same_origin(
+            &none,
+            &headers(&[("host", "a.example"), ("origin", "null")])
+        ));
+        // HTTP/2: no Host, the authority in the URI.
+        let h2 = Uri::from_static("https://a.example:8443/inbox/replay");
+        assert!(same_origin(
+            &h2,
+            &headers(&[("origin", "https://a.example:8443")])
+        ));
+        assert!(!same_origin(
+            &h2,
+            &headers(&[("origin", "https://evil.example")])
+        ));
+        assert!(!same_origin(
+            &none,
+            &headers(&[("origin", "https://a.example")])
+        ));
+        // A proxy that rewrote Host kept the browser's in X-Forwarded-Host.
+        assert!(same_origin(
+            &none,
+            &headers(&[
+                ("host", "upstream:3000"),
+                ("x-forwarded-host", "console.example"),
+                ("origin", "https://console.example"),
+            ])
+        ));
         let csrf = Csrf::new();
         let token = csrf.token("me");
         assert!(csrf.valid("me", &token));

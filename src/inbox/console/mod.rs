@@ -49,7 +49,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 
-pub use auth::{ConsoleAuth, WeakSecret, MIN_TOKEN_LEN};
+pub use auth::{ConsoleAuth, WeakSecret, DEFAULT_SESSION_LIFETIME, MIN_TOKEN_LEN};
 
 use super::{Dialect, Inbox};
 use crate::Stats;
@@ -105,7 +105,8 @@ impl<D: Dialect> Console<D> {
             stats: self.stats,
             charts: charts::Charts::default(),
         });
-        Router::new()
+        let binds_browser = shared.auth.binds_browser();
+        let router = Router::new()
             .route("/", get(views::overview::<D>))
             .route("/jobs", get(views::list::<D>))
             .route("/jobs/{id}", get(views::detail::<D>))
@@ -125,8 +126,13 @@ impl<D: Dialect> Console<D> {
             .route("/logout", post(views::logout::<D>))
             .route("/console.css", get(stylesheet))
             .fallback(not_found)
-            .with_state(shared)
-            .layer(axum::middleware::map_response(secure))
+            .with_state(shared);
+        let router = if binds_browser {
+            router.layer(axum::middleware::from_fn(browser_cookie))
+        } else {
+            router
+        };
+        router.layer(axum::middleware::map_response(secure))
     }
 }
 
@@ -166,6 +172,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Base {
 /// A request let in: where the console is, and the CSRF token of who asks.
 pub(super) struct Ctx {
     base: String,
+    /// The request's URI as it arrived: its authority is the host asked, over HTTP/2.
+    uri: http::Uri,
     csrf: String,
     identity: String,
     signed_in: bool,
@@ -179,8 +187,10 @@ impl<D: Dialect> FromRequestParts<Arc<Shared<D>>> for Ctx {
         state: &Arc<Shared<D>>,
     ) -> Result<Self, Response> {
         let Ok(Base(base)) = Base::from_request_parts(parts, state).await;
+        let Ok(OriginalUri(uri)) = OriginalUri::from_request_parts(parts, state).await;
         match state.auth.check(&parts.headers) {
             Ok(identity) => Ok(Self {
+                uri,
                 csrf: state.csrf.token(&identity),
                 signed_in: state.auth.signs_in() && !identity.is_empty(),
                 identity,
@@ -216,16 +226,56 @@ impl Ctx {
         self.signed_in.then_some(self.csrf.as_str())
     }
 
-    /// Whether a state-changing request may go on: from the console's own page (same
-    /// origin) with this identity's CSRF token.
-    fn allows<D: Dialect>(
+    /// The posted form of a state-changing request, where it may go on: from the console's
+    /// own page (same origin) with this identity's CSRF token (`csrf` reads it from the
+    /// form). Anything else, a missing or unreadable form included, is `None`: refused the
+    /// same way (403) whatever the body.
+    fn allowed<D: Dialect, F>(
         &self,
         shared: &Shared<D>,
         headers: &http::HeaderMap,
-        csrf: &str,
-    ) -> bool {
-        auth::same_origin(headers) && shared.csrf.valid(&self.identity, csrf)
+        form: Result<axum::Form<F>, axum::extract::rejection::FormRejection>,
+        csrf: impl FnOnce(&F) -> &String,
+    ) -> Option<F> {
+        let axum::Form(form) = form.ok()?;
+        let valid =
+            auth::same_origin(&self.uri, headers) && shared.csrf.valid(&self.identity, csrf(&form));
+        valid.then_some(form)
     }
+}
+
+/// Gives a browser without one the cookie that its CSRF tokens are bound to, behind your
+/// own auth (where the console knows no identity of its own): a random id, `HttpOnly`,
+/// `SameSite=Strict`, for the console's path only.
+async fn browser_cookie(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if auth::cookie(request.headers(), auth::BROWSER_COOKIE).is_some() {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let Ok(Base(base)) = Base::from_request_parts(&mut parts, &()).await;
+    let id = auth::random_hex();
+    if let Ok(value) = HeaderValue::from_str(&format!("{}={id}", auth::BROWSER_COOKIE)) {
+        parts.headers.append(http::header::COOKIE, value);
+    }
+    let secure = if views::forwarded_https(&parts.headers) {
+        "; Secure"
+    } else {
+        ""
+    };
+    let mut response = next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await;
+    let cookie = format!(
+        "{}={id}; Path={}; HttpOnly; SameSite=Strict{secure}",
+        auth::BROWSER_COOKIE,
+        html::home(&base)
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response
+            .headers_mut()
+            .append(http::header::SET_COOKIE, value);
+    }
+    response
 }
 
 async fn stylesheet() -> Response {

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, OriginalUri, Path, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -86,6 +87,13 @@ impl ListQuery {
             event_type: Some(self.event_type.clone()),
             event_id: Some(self.event_id.clone()),
         })
+    }
+
+    /// Whether no condition is set.
+    fn is_empty(&self) -> bool {
+        [&self.state, &self.layer, &self.event_type, &self.event_id]
+            .iter()
+            .all(|value| value.trim().is_empty() || value.trim() == "any")
     }
 
     /// The filter as a query string (without `after`).
@@ -417,11 +425,11 @@ pub(super) async fn replay_one<D: Dialect>(
     ctx: Ctx,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    if !ctx.allows(&shared, &headers, &form.csrf) {
+    let Some(_) = ctx.allowed(&shared, &headers, form, |f| &f.csrf) else {
         return forbidden(&ctx);
-    }
+    };
     let back = format!("{}/jobs/{}", ctx.base, url(&id));
     match shared.inbox.replay(&id).await {
         Ok(true) => done(
@@ -453,12 +461,16 @@ pub(super) async fn replay_matching_confirm(ctx: Ctx, Query(query): Query<ListQu
         "Queue again every dead-lettered delivery matching {}? Their handlers run again.",
         query.words()
     );
-    let fields = [
+    let mut fields = vec![
         ("state", query.state.as_str()),
         ("layer", query.layer.as_str()),
         ("type", query.event_type.as_str()),
         ("event_id", query.event_id.as_str()),
     ];
+    if query.is_empty() {
+        // Every dead letter: said in so many words, as the POST requires.
+        fields.push(("all", "yes"));
+    }
     let body = confirm(&Confirm {
         action: &action,
         cancel: &cancel,
@@ -470,10 +482,14 @@ pub(super) async fn replay_matching_confirm(ctx: Ctx, Query(query): Query<ListQu
     Html(page(&ctx.base, "Replay dead letters", ctx.nav(), &body)).into_response()
 }
 
+/// What a replay by filter posts: the filter it confirmed, in the form's body only. With no
+/// filter it replays every dead letter only where `all=yes` says so.
 #[derive(Debug, Deserialize)]
 pub(super) struct ReplayForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    all: String,
     #[serde(flatten)]
     query: ListQuery,
 }
@@ -482,10 +498,30 @@ pub(super) async fn replay_matching<D: Dialect>(
     State(shared): Shared_<D>,
     ctx: Ctx,
     headers: HeaderMap,
-    Form(form): Form<ReplayForm>,
+    OriginalUri(uri): OriginalUri,
+    form: Result<Form<ReplayForm>, FormRejection>,
 ) -> Response {
-    if !ctx.allows(&shared, &headers, &form.csrf) {
+    let Some(form) = ctx.allowed(&shared, &headers, form, |f| &f.csrf) else {
         return forbidden(&ctx);
+    };
+    // The filter is read from one place, the form that was confirmed: one in the query
+    // string would be a second, and was once ignored for an empty one, replaying all.
+    if uri.query().is_some_and(|query| !query.is_empty()) {
+        return message(
+            &ctx.base,
+            StatusCode::BAD_REQUEST,
+            "Not replayed",
+            "A replay's filter goes in the form's body (state, layer, type, event_id), not in \
+             the query string. Nothing was changed.",
+        );
+    }
+    if form.query.is_empty() && form.all != "yes" {
+        return message(
+            &ctx.base,
+            StatusCode::BAD_REQUEST,
+            "Not replayed",
+            "No filter: to replay every dead letter, send all=yes. Nothing was changed.",
+        );
     }
     let filter = match form.query.filter() {
         Ok(filter) => filter,
@@ -554,11 +590,11 @@ pub(super) async fn purge<D: Dialect>(
     State(shared): Shared_<D>,
     ctx: Ctx,
     headers: HeaderMap,
-    Form(form): Form<PurgeQuery>,
+    form: Result<Form<PurgeQuery>, FormRejection>,
 ) -> Response {
-    if !ctx.allows(&shared, &headers, &form.csrf) {
+    let Some(form) = ctx.allowed(&shared, &headers, form, |f| &f.csrf) else {
         return forbidden(&ctx);
-    }
+    };
     let before = match parse_time(&form.before) {
         Ok(before) => before,
         Err(err) => return message(&ctx.base, StatusCode::BAD_REQUEST, "Purge", &err),
@@ -611,9 +647,10 @@ pub(super) async fn login<D: Dialect>(
     State(shared): Shared_<D>,
     Base(base): Base,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    OriginalUri(uri): OriginalUri,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    if !super::auth::same_origin(&headers) {
+    if !super::auth::same_origin(&uri, &headers) {
         return message(
             &base,
             StatusCode::FORBIDDEN,
@@ -621,7 +658,8 @@ pub(super) async fn login<D: Dialect>(
             "Refused: a cross-site sign-in.",
         );
     }
-    let Some(session) = shared.auth.sign_in(&form.token) else {
+    let token = form.map(|Form(form)| form.token).unwrap_or_default();
+    let Some((session, lifetime)) = shared.auth.sign_in(&token) else {
         return login_page(
             &base,
             StatusCode::UNAUTHORIZED,
@@ -634,8 +672,9 @@ pub(super) async fn login<D: Dialect>(
         ""
     };
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path={}; HttpOnly; SameSite=Strict{secure}",
-        home(&base)
+        "{SESSION_COOKIE}={session}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        home(&base),
+        lifetime.as_secs()
     );
     let mut response = Redirect::to(&home(&base)).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -648,11 +687,13 @@ pub(super) async fn logout<D: Dialect>(
     State(shared): Shared_<D>,
     ctx: Ctx,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    if !ctx.allows(&shared, &headers, &form.csrf) {
+    if ctx.allowed(&shared, &headers, form, |f| &f.csrf).is_none() {
         return forbidden(&ctx);
     }
+    // Revoked here and now: the cookie is refused even where it was kept.
+    shared.auth.sign_out(&headers);
     let cookie = format!(
         "{SESSION_COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
         home(&ctx.base)
@@ -666,7 +707,7 @@ pub(super) async fn logout<D: Dialect>(
 
 /// Whether the request reached the proxy in front over HTTPS (or this server directly): the
 /// cookie is then `Secure`.
-fn forwarded_https(headers: &HeaderMap) -> bool {
+pub(super) fn forwarded_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
