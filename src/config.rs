@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::door::Door;
+use crate::event::EventTypeSource;
 use crate::id::IdSource;
 use crate::key::escape_segment;
 use crate::metrics::Meter;
@@ -28,6 +29,7 @@ pub(crate) struct Config {
     /// inbox.
     pub(crate) behind: Behind,
     pub(crate) id_source: IdSource,
+    pub(crate) event_type: EventTypeSource,
     pub(crate) body_limit: usize,
     pub(crate) lease: Duration,
     pub(crate) dedup_window: Duration,

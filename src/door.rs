@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use crate::event::Event;
+use crate::scheme::Scheme;
 use crate::store::BoxFuture;
 
 /// Why a write to the inbox failed: the inbox's own error, boxed, as the layer only logs it.
@@ -35,15 +36,17 @@ pub enum Enqueued {
 /// database. Public in a private module: no one outside the crate can name it.
 #[allow(unreachable_pub)]
 pub trait Door: fmt::Debug + Send + Sync {
-    /// Writes the delivery (`event` and its `headers`, received by the layer `layer`) with
-    /// its dedup mark under `key`, kept for `window`, in one transaction, unless a live mark
-    /// is there already or the queue is over its bound.
+    /// Writes the delivery (`event` and its `headers`, received by the layer `layer` and
+    /// verified by `scheme`, which names the headers it must not store) with its dedup mark
+    /// under `key`, kept for `window`, in one transaction, unless a live mark is there
+    /// already or the queue is over its bound.
     fn enqueue(
         &self,
         event: &Event,
         key: &str,
         layer: &str,
         headers: &HeaderMap,
+        scheme: &dyn Scheme,
         window: Duration,
     ) -> BoxFuture<Result<Enqueued, DoorError>>;
 }

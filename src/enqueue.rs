@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::door::DoorError;
 use crate::door::{Door, Enqueued};
 use crate::event::Event;
+use crate::identify::SchemeOf;
 use crate::reject::{Rejection, RejectionKind};
 use crate::report;
 use crate::response;
@@ -31,11 +32,16 @@ pub(crate) fn write(
         .extensions()
         .get::<Event>()
         .expect("identify puts the event in the request");
+    let scheme = request
+        .extensions()
+        .get::<SchemeOf>()
+        .map_or(&*config.scheme, |of| &*of.0);
     let write = inbox.enqueue(
         event,
         key,
         &config.name,
         request.headers(),
+        scheme,
         config.dedup_window,
     );
     (write, event.shared_id())

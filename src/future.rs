@@ -164,6 +164,7 @@ where
             layer = &*config.name,
             scheme = config.scheme.name(),
             id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
             claimed_id = tracing::field::Empty,
             peer = tracing::field::Empty,
             outcome = tracing::field::Empty,
@@ -227,7 +228,7 @@ where
                             State::answer(response::rejection(config, span, rejection))
                         }
                         (Ok(body), None) => {
-                            let next = identify(config, span, (parts, body), &*config.scheme, None);
+                            let next = identify(config, span, (parts, body), &config.scheme, None);
                             go_on(config, span, next, inner)
                         }
                         (Ok(body), Some(tenants)) => {
@@ -523,7 +524,7 @@ where
 {
     match found {
         Ok(Some(scheme)) => {
-            let next = identify(config, span, request, &*scheme, Some(tenant));
+            let next = identify(config, span, request, &scheme, Some(tenant));
             go_on(config, span, next, inner)
         }
         Ok(None) => {

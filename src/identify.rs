@@ -9,7 +9,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tracing::Span;
 
-use crate::config::Config;
+use crate::config::{Behind, Config};
 use crate::event::Event;
 use crate::id::{IdSource, NoId};
 use crate::reject::{Rejection, RejectionKind};
@@ -35,7 +35,7 @@ pub(crate) fn identify(
     config: &Config,
     span: &Span,
     (mut parts, body): (Parts, Bytes),
-    scheme: &dyn Scheme,
+    scheme: &Arc<dyn Scheme>,
     tenant: Option<&str>,
 ) -> Result<Next, Rejection> {
     if let Some(answer) = scheme.handshake(&parts, &body, None) {
@@ -52,7 +52,7 @@ pub(crate) fn identify(
     }
     let identified = config
         .id_source
-        .resolve(scheme, &parts, &body, &verified)
+        .resolve(&**scheme, &parts, &body, &verified)
         .map_err(|no_id| {
             Rejection::new(match no_id {
                 NoId::Missing => RejectionKind::MissingId,
@@ -73,11 +73,24 @@ pub(crate) fn identify(
     }
     let id = identified.id;
     span.record("id", id.as_str());
+    let event_type = config
+        .event_type
+        .resolve(&**scheme, &parts, &body, &verified);
+    if let Some(event_type) = &event_type {
+        if !span.is_disabled() {
+            span.record("event_type", shown(event_type.as_bytes()).as_str());
+        }
+    }
+    if matches!(config.behind, Behind::Inbox(_)) {
+        // What the inbox must not store of this delivery, named by the scheme that verified
+        // it (a tenant's own, for a per-tenant layer).
+        parts.extensions.insert(SchemeOf(Arc::clone(scheme)));
+    }
     parts.extensions.insert(
         Event::new(
             id,
             verified.timestamp,
-            verified.event_type,
+            event_type,
             body.clone(),
             config.scheme.name(),
         )
@@ -107,17 +120,26 @@ fn record_claimed_id(span: &Span, headers: &http::HeaderMap) {
         .find_map(|name| headers.get(*name))
         .map(http::HeaderValue::as_bytes);
     if let Some(claimed) = claimed {
-        let shown: String = claimed
-            .iter()
-            .take(64)
-            .map(|&byte| {
-                if byte.is_ascii_graphic() {
-                    char::from(byte)
-                } else {
-                    '?'
-                }
-            })
-            .collect();
-        span.record("claimed_id", shown.as_str());
+        span.record("claimed_id", shown(claimed).as_str());
     }
 }
+
+/// What a log line shows of a sender's text: visible ASCII only (`?` for anything else, so
+/// no control character reaches a terminal or a log parser), at most 64 bytes.
+fn shown(text: &[u8]) -> String {
+    text.iter()
+        .take(64)
+        .map(|&byte| {
+            if byte.is_ascii_graphic() || byte == b' ' {
+                char::from(byte)
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// The scheme that verified a delivery bound for an inbox: the door asks it which headers
+/// carry credentials and which body fields hold secrets.
+#[derive(Clone)]
+pub(crate) struct SchemeOf(pub(crate) Arc<dyn Scheme>);

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize as _;
 use serde_json::Value;
 
 /// The values of `fields` at the top level of the JSON object `body`, in order; `None` if the
@@ -79,6 +80,125 @@ impl<'de> Visitor<'de> for Fields<'_, '_> {
     }
 }
 
+/// The value at `path` in the JSON document `body`: object keys and array indexes,
+/// outermost first (`["event", "type"]`; `["value", "0", "changeType"]`). `None` where the
+/// body is not JSON or nothing is there. Only the values on the way are entered, and reading
+/// stops once the value is found: what follows it is neither stored nor read.
+pub(crate) fn at_path<S: AsRef<str>>(body: &[u8], path: &[S]) -> Option<Value> {
+    let mut found = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let read = Path {
+        path,
+        found: &mut found,
+    }
+    .deserialize(&mut deserializer);
+    match read {
+        Ok(()) => deserializer.end().ok()?,
+        // As in `top_level`: the only error after which something is found is the stop.
+        Err(_) if found.is_some() => {}
+        Err(_) => return None,
+    }
+    found
+}
+
+/// The segments of a JSON Pointer (`/data/object/id`), unescaped; a name that is not a
+/// pointer (no leading `/`) is one top-level key.
+pub(crate) fn pointer_path(field: &str) -> Vec<String> {
+    match field.strip_prefix('/') {
+        Some(pointer) => pointer
+            .split('/')
+            .map(|segment| segment.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+        None => vec![field.to_owned()],
+    }
+}
+
+/// Reads the value at `path` into `found`, then stops with [`ALL_FOUND`].
+struct Path<'a, 'f, S> {
+    path: &'a [S],
+    found: &'f mut Option<Value>,
+}
+
+impl<'de, S: AsRef<str>> DeserializeSeed<'de> for Path<'_, '_, S> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.path.is_empty() {
+            *self.found = Some(Value::deserialize(deserializer)?);
+            return Err(serde::de::Error::custom(ALL_FOUND));
+        }
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, S: AsRef<str>> Visitor<'de> for Path<'_, '_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (first, rest) = (self.path[0].as_ref(), &self.path[1..]);
+        let wanted = [first];
+        while let Some(position) = map.next_key_seed(Key(&wanted))? {
+            if position.is_some() {
+                map.next_value_seed(Path {
+                    path: rest,
+                    found: &mut *self.found,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let index = self.path[0].as_ref().parse::<usize>().ok();
+        let rest = &self.path[1..];
+        let mut at = 0;
+        loop {
+            let more = if Some(at) == index {
+                seq.next_element_seed(Path {
+                    path: rest,
+                    found: &mut *self.found,
+                })?
+            } else {
+                seq.next_element::<IgnoredAny>()?.map(drop)
+            };
+            if more.is_none() {
+                return Ok(());
+            }
+            at += 1;
+        }
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
 /// A map key, read as its position among the wanted fields, without allocating it.
 struct Key<'a>(&'a [&'a str]);
 
@@ -133,6 +253,41 @@ mod tests {
         assert_eq!(found[1].as_ref().and_then(id_text).as_deref(), Some("x"));
         // A field that is missing still needs the whole body read.
         assert_eq!(top_level(br#"{"id":"evt_1", !!!"#, &["id", "type"]), None);
+    }
+
+    #[test]
+    fn values_at_a_path() {
+        let body = br#"{"id":"evt","event":{"id":"in","type":"invoice.paid"},"value":[{"a":1},{"changeType":"created"}],"n":7}"#;
+        let text = |path: &[&str]| at_path(body, path).as_ref().and_then(id_text);
+        assert_eq!(text(&["event", "type"]).as_deref(), Some("invoice.paid"));
+        assert_eq!(
+            text(&["value", "1", "changeType"]).as_deref(),
+            Some("created")
+        );
+        assert_eq!(text(&["n"]).as_deref(), Some("7"));
+        assert_eq!(text(&["value", "2", "changeType"]), None);
+        assert_eq!(text(&["value", "x"]), None);
+        assert_eq!(text(&["n", "deeper"]), None);
+        assert_eq!(text(&["missing"]), None);
+        // Reading stops at the value: what follows is not read.
+        assert_eq!(
+            at_path(br#"{"type":"a", !!!"#, &["type"])
+                .as_ref()
+                .and_then(id_text)
+                .as_deref(),
+            Some("a")
+        );
+        assert_eq!(at_path(br#"{"other":1} trailing"#, &["type"]), None);
+        assert_eq!(at_path(b"not json", &["type"]), None);
+        assert_eq!(pointer_path("/data/a~1b/c~0d"), ["data", "a/b", "c~d"]);
+        assert_eq!(pointer_path("type"), ["type"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_body_is_read_or_refused(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = at_path(&body, &["a", "0", "b"]);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use tower_layer::Layer;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Behind, Config, Peer};
+use crate::event::EventTypeSource;
 use crate::id::IdSource;
 use crate::metrics::Meter;
 use crate::scheme::{Scheme, Verified, VerifyError, VerifyErrorKind};
@@ -75,6 +76,7 @@ impl VerifyWebhookLayer {
                 name,
                 behind: Behind::Nothing,
                 id_source: IdSource::default(),
+                event_type: EventTypeSource::default(),
                 body_limit: Self::DEFAULT_BODY_LIMIT,
                 lease: Self::DEFAULT_LEASE,
                 dedup_window: Self::DEFAULT_DEDUP_WINDOW,
@@ -227,6 +229,22 @@ impl VerifyWebhookLayer {
     /// ```
     pub fn with_id_source(mut self, id_source: IdSource) -> Self {
         self.config_mut().id_source = id_source;
+        self
+    }
+
+    /// Sets where a delivery's event type comes from: by default the scheme's (see
+    /// [`EventTypeSource`]).
+    ///
+    /// ```
+    /// use tower_webhook::{scheme::HmacScheme, EventTypeSource, VerifyWebhookLayer};
+    ///
+    /// let layer = VerifyWebhookLayer::new(HmacScheme::stripe("whsec_test")?)
+    ///     // Stripe's `type` is the default; here, the object's own type instead.
+    ///     .with_event_type(EventTypeSource::json_field("/data/object/object"));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    pub fn with_event_type(mut self, source: EventTypeSource) -> Self {
+        self.config_mut().event_type = source;
         self
     }
 

@@ -207,7 +207,7 @@ pub mod testkit;
 mod tx;
 
 pub use body::ResponseBody;
-pub use event::{Event, Unparsed};
+pub use event::{Event, EventTypeSource, Unparsed};
 #[cfg(feature = "axum")]
 pub use event::{EventRejection, EventRejectionKind};
 pub use future::ResponseFuture;

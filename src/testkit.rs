@@ -34,6 +34,7 @@ use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use crate::clock::unix_seconds;
+use crate::scheme::engine::TypeFrom;
 use crate::scheme::{HmacScheme, Scheme, SignError, StandardWebhooks};
 use crate::store::ClaimToken;
 
@@ -375,7 +376,9 @@ impl Sign for HmacScheme {
             }
             "paddle" => set("content-type", "application/json")?,
             _ => {
-                if let (Some(header), Some(event_type)) = (&engine.event_type, event_type) {
+                if let (Some(TypeFrom::Header(header)), Some(event_type)) =
+                    (&engine.event_type, event_type)
+                {
                     headers.insert(header.clone(), HeaderValue::from_str(event_type)?);
                 }
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static(json));

@@ -9,9 +9,12 @@ mod common;
 
 use std::process::Command;
 
-use common::inbox::{no_wait, send_five, send_github, send_github_as, unique, work_five, Five};
+use common::inbox::{
+    no_wait, send_five, send_github, send_github_as, send_signed, unique, work_five, Five,
+};
 use serde_json::Value;
 use tower_webhook::inbox::{Dialect, Inbox, PostgresInbox, SqliteInbox};
+use tower_webhook::testkit::Delivery;
 
 /// Runs `webhook-inbox` on `database` (and `queue`) with `args`: its exit code and output.
 fn run(database: &str, queue: &str, args: &[&str]) -> (i32, String, String) {
@@ -123,6 +126,40 @@ async fn suite<D: Dialect>(inbox: Inbox<D>, database: String, queue: String) {
     assert!(
         out.contains(r"title \u{1b}]0;pwned\u{7} red \u{1b}[31m \u{9b}2J"),
         "{out}"
+    );
+
+    // Event types where the senders put them: Standard Webhooks' and Stripe's in the body's
+    // `type`, so `list --type` and `replay --dead --type` find them.
+    let standard =
+        tower_webhook::scheme::StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+    let paid = Delivery::new(r#"{"type":"invoice.paid","data":{}}"#).id(unique("msg"));
+    assert_eq!(
+        send_signed(&inbox, standard.clone(), "billing", &paid).await,
+        202
+    );
+    let stripe = tower_webhook::scheme::HmacScheme::stripe("whsec_stripe_test").unwrap();
+    let evt = unique("evt");
+    let paid = Delivery::new(format!(
+        r#"{{"id":"{evt}","object":"event","type":"invoice.paid"}}"#
+    ));
+    assert_eq!(send_signed(&inbox, stripe, "stripe", &paid).await, 202);
+    let listed = json(db, q, &["list", "--type", "invoice.paid"]);
+    let layers: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, ["stripe", "billing"], "{listed}");
+    // A type from the body may hold any character: shown escaped in text.
+    let odd = Delivery::new(r#"{"type":"paid\u001b[2J"}"#).id(unique("msg"));
+    assert_eq!(send_signed(&inbox, standard, "odd", &odd).await, 202);
+    let (code, out, _) = run(db, q, &["list", "--layer", "odd"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains('\u{1b}') && out.contains(r"paid\u{1b}[2J"),
+        "{out:?}"
     );
 
     // replay by a delivery id with two jobs, the newer not dead: the dead one is replayed.

@@ -295,10 +295,13 @@ async fn the_console_over_http1_and_http2() {
         .await
         .unwrap()
         .with_retry(no_wait());
+    // A body over the 64 KiB a page shows: cut as received, never parsed whole.
+    let big = format!(r#"{{"n":0,"pad":[{}1]}}"#, "1,".repeat(60_000));
+    let big = send_github(&inbox, "github", "push", &big).await;
     let first = send_github(&inbox, "github", "push", r#"{"n":1,"fail":true}"#).await;
     let second = send_github(&inbox, "github", "push", r#"{"n":2,"fail":true}"#).await;
     let third = send_github(&inbox, "github", "push", r#"{"n":3,"fail":true}"#).await;
-    work_until(&inbox, 0, 3).await;
+    work_until(&inbox, 1, 3).await;
     let state = |id: String| {
         let inbox = inbox.clone();
         async move {
@@ -319,6 +322,19 @@ async fn the_console_over_http1_and_http2() {
         ("authorization", bearer.as_str()),
         ("content-type", "application/x-www-form-urlencoded"),
     ];
+
+    let big_task = task_of(&inbox, &big).await;
+    let (status, _, page) = get(addr, &format!("/inbox/jobs/{big_task}"), &auth).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"body-cut\""), "the cut is said");
+    let shown = page.split("<pre id=\"body\">").nth(1).unwrap();
+    let shown = shown.split("</pre>").next().unwrap();
+    assert!(
+        shown.starts_with(r#"{&quot;n&quot;:0,&quot;pad&quot;:[1,1,"#),
+        "as received: {}",
+        &shown[..80]
+    );
+    assert!(shown.len() <= 64 * 1024 * 6, "at most 64 KiB, escaped");
 
     // Every refused action is a 403, whatever its body: none, an empty form, no token.
     for path in [

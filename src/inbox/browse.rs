@@ -228,11 +228,16 @@ pub struct JobDetail {
     pub summary: JobSummary,
     /// The scheme that verified it (`standard-webhooks`, `stripe`, ...).
     pub scheme: String,
-    /// The delivery's headers as they arrived, but for credentials (`Authorization`,
-    /// `Cookie`), which are never stored.
+    /// The delivery's headers as they arrived, but for those that carry a credential
+    /// (`Authorization`, `Cookie`, a scheme's own token such as GitLab's), which are never
+    /// stored.
     pub headers: Vec<(String, String)>,
-    /// The body, as verified.
+    /// The body, as verified: byte for byte what the handler gets, so it still holds any
+    /// secret the sender puts in it (see [`secret_fields`](Self::secret_fields)).
     pub body: Bytes,
+    /// The fields of the body that hold the sender's secret (Microsoft Graph's
+    /// `clientState`): the console and the command line show them as `[redacted]`.
+    pub secret_fields: Vec<String>,
     /// Every attempt, the first first (a replay starts its count again at 1).
     pub attempts: Vec<AttemptRecord>,
 }
@@ -504,6 +509,10 @@ impl<D: Dialect> Inbox<D> {
             scheme: stored
                 .as_ref()
                 .map(|s| s.scheme.clone())
+                .unwrap_or_default(),
+            secret_fields: stored
+                .as_ref()
+                .map(|s| s.secret_fields.clone())
                 .unwrap_or_default(),
             headers: stored.map(|s| s.headers).unwrap_or_default(),
             body,

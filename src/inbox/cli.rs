@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use super::text::{body_text, parse_time, printable, rfc3339, took};
+use super::text::{body_text, parse_time, printable, redacted, rfc3339, took};
 use super::{
     Dialect, Inbox, InboxError, InboxErrorKind, JobDetail, JobFilter, JobState, JobSummary,
 };
@@ -398,10 +398,8 @@ fn detail_json(detail: &JobDetail) -> Value {
     if let Value::Object(map) = &mut value {
         map.insert("scheme".to_owned(), json!(detail.scheme));
         map.insert("headers".to_owned(), Value::Array(headers));
-        map.insert(
-            "body".to_owned(),
-            json!(String::from_utf8_lossy(&detail.body)),
-        );
+        let body = redacted(&detail.body, &detail.secret_fields);
+        map.insert("body".to_owned(), json!(String::from_utf8_lossy(&body)));
         map.insert("attempt_log".to_owned(), Value::Array(attempts));
     }
     value
@@ -456,7 +454,7 @@ fn detail_text(detail: &JobDetail) -> String {
             line(a.error.as_deref().unwrap_or("")),
         );
     }
-    let body = body_text(&detail.body, usize::MAX).0;
+    let body = body_text(&redacted(&detail.body, &detail.secret_fields), usize::MAX).0;
     let _ = writeln!(out, "\nbody:\n{}", printable(&body, true));
     out
 }

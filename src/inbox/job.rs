@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_millis_i64;
 use crate::event::{Event, Unparsed};
-use crate::scheme::DeliveryId;
+use crate::scheme::{DeliveryId, Scheme};
 
 /// A verified delivery as the inbox keeps it: the payload of its job. Opaque: a worker
 /// built with apalis's own `WorkerBuilder` (see [`Inbox::storage`](super::Inbox::storage))
@@ -34,19 +34,24 @@ pub struct StoredDelivery {
     pub(crate) headers: Vec<(String, String)>,
     /// Base64 (standard, padded): bodies are bytes, and JSON keeps them compact this way.
     pub(crate) body: String,
+    /// The fields of the body that hold the sender's secret
+    /// ([`Scheme::secret_body_fields`]): shown redacted wherever the job is shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) secret_fields: Vec<String>,
 }
 
-/// Headers never stored: credentials a proxy or client may add. The signature headers are
-/// kept (a handler may log them); the delivery was verified with them already.
-const NOT_STORED: [HeaderName; 4] = [
-    http::header::AUTHORIZATION,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::COOKIE,
-    http::header::SET_COOKIE,
-];
-
 impl StoredDelivery {
-    pub(crate) fn new(event: &Event, key: &str, layer: &str, headers: &HeaderMap) -> Self {
+    /// The delivery as the inbox keeps it. The headers that carry a credential (the
+    /// scheme's own, as GitLab's token, and the common ones: see
+    /// [`Scheme::is_credential_header`]) are never stored; the signature headers are (a
+    /// handler may log them; they prove nothing about another body).
+    pub(crate) fn new(
+        event: &Event,
+        key: &str,
+        layer: &str,
+        headers: &HeaderMap,
+        scheme: &dyn Scheme,
+    ) -> Self {
         Self {
             id: event.id().to_owned(),
             key: key.to_owned(),
@@ -58,12 +63,17 @@ impl StoredDelivery {
             received_at: unix_millis_i64(SystemTime::now()),
             headers: headers
                 .iter()
-                .filter(|(name, _)| !NOT_STORED.contains(name))
+                .filter(|(name, _)| !scheme.is_credential_header(name))
                 .filter_map(|(name, value)| {
                     Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
                 })
                 .collect(),
             body: base64::engine::general_purpose::STANDARD.encode(event.body()),
+            secret_fields: scheme
+                .secret_body_fields()
+                .iter()
+                .map(|&field| field.to_owned())
+                .collect(),
         }
     }
 
@@ -151,8 +161,10 @@ impl Job {
         self.received_at
     }
 
-    /// The delivery's headers as they arrived, but for credentials (`Authorization`,
-    /// `Cookie`) and values that are not visible ASCII, which are not stored.
+    /// The delivery's headers as they arrived, but for those that carry a credential
+    /// (`Authorization`, `Cookie`, the scheme's own token header such as GitLab's: see
+    /// [`Scheme::is_credential_header`](crate::scheme::Scheme::is_credential_header)) and
+    /// values that are not visible ASCII, which are not stored.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }

@@ -450,12 +450,13 @@ impl<D: Dialect> Door for Inbox<D> {
         key: &str,
         layer: &str,
         headers: &HeaderMap,
+        scheme: &dyn crate::scheme::Scheme,
         window: Duration,
     ) -> BoxFuture<Result<Enqueued, DoorError>> {
         if self.settings.max_queued == 0 {
             return Box::pin(async { Ok(Enqueued::Full) });
         }
-        let stored = StoredDelivery::new(event, key, layer, headers);
+        let stored = StoredDelivery::new(event, key, layer, headers, scheme);
         let door = Arc::clone(&self.door);
         Box::pin(async move {
             let answer = door.call(door::Entry { stored, window }).await;

@@ -2,6 +2,7 @@
 //! 3339 out in UTC, in with any offset (`time` reads it), bodies pretty-printed where they
 //! are JSON, and sender text made safe for a terminal.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::scheme::timestamp::civil_from_days;
@@ -62,13 +63,13 @@ pub(crate) fn parse_time(text: &str) -> Result<SystemTime, String> {
 /// that reorder what follows them (bidirectional overrides): what a delivery's sender wrote
 /// reaches the operator's terminal as text, never as a command to it. Newlines and tabs are
 /// kept where `lines` says so (a body), escaped elsewhere (one field of one line).
-pub(crate) fn printable(text: &str, lines: bool) -> std::borrow::Cow<'_, str> {
+pub(crate) fn printable(text: &str, lines: bool) -> Cow<'_, str> {
     let unsafe_char = |c: char| {
         (c.is_control() && !(lines && matches!(c, '\n' | '\t')))
             || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     };
     if !text.contains(unsafe_char) {
-        return std::borrow::Cow::Borrowed(text);
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
@@ -78,7 +79,7 @@ pub(crate) fn printable(text: &str, lines: bool) -> std::borrow::Cow<'_, str> {
             out.push(c);
         }
     }
-    std::borrow::Cow::Owned(out)
+    Cow::Owned(out)
 }
 
 /// How long an attempt took, or that it is still running.
@@ -105,6 +106,59 @@ pub(crate) fn body_text(body: &[u8], cap: usize) -> (String, bool) {
         Err(_) => String::from_utf8_lossy(body).into_owned(),
     };
     (text, false)
+}
+
+/// What a secret's value is shown as.
+pub(crate) const REDACTED: &str = "[redacted]";
+
+/// `body` with the values of `fields` shown as [`REDACTED`]: at any depth of a JSON body, or
+/// the fields of a form body (Slack's slash commands). The body as it is where it holds
+/// none of them.
+pub(crate) fn redacted<'b>(body: &'b [u8], fields: &[String]) -> Cow<'b, [u8]> {
+    if fields.is_empty() {
+        return Cow::Borrowed(body);
+    }
+    if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
+        if redact(&mut value, fields) {
+            return Cow::Owned(serde_json::to_vec(&value).unwrap_or_default());
+        }
+        return Cow::Borrowed(body);
+    }
+    let pairs: Vec<_> = form_urlencoded::parse(body).collect();
+    if !pairs
+        .iter()
+        .any(|(name, _)| fields.iter().any(|f| f == name))
+    {
+        return Cow::Borrowed(body);
+    }
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in &pairs {
+        let secret = fields.iter().any(|f| f == name);
+        form.append_pair(name, if secret { REDACTED } else { value });
+    }
+    Cow::Owned(form.finish().into_bytes())
+}
+
+/// Replaces the values of `fields` in `value`, at any depth: whether any was there.
+fn redact(value: &mut serde_json::Value, fields: &[String]) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut any = false;
+            for (name, inner) in map.iter_mut() {
+                if fields.iter().any(|f| f == name) {
+                    *inner = serde_json::Value::String(REDACTED.to_owned());
+                    any = true;
+                } else {
+                    any |= redact(inner, fields);
+                }
+            }
+            any
+        }
+        serde_json::Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, item| redact(item, fields) | any),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +249,24 @@ mod tests {
             printable("plain", false),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn secrets_in_bodies_are_redacted() {
+        let fields = ["clientState".to_owned(), "token".to_owned()];
+        let graph = br#"{"value":[{"clientState":"s3cret","changeType":"created"},{"clientState":"s3cret"}]}"#;
+        let shown = redacted(graph, &fields);
+        let shown = std::str::from_utf8(&shown).unwrap();
+        assert!(
+            !shown.contains("s3cret") && shown.contains("created"),
+            "{shown}"
+        );
+        assert_eq!(shown.matches(REDACTED).count(), 2);
+        let form = redacted(b"token=s3cret&command=%2Fdeploy&text=a+b", &fields);
+        assert_eq!(&*form, b"token=%5Bredacted%5D&command=%2Fdeploy&text=a+b");
+        assert!(matches!(redacted(br#"{"a":1}"#, &fields), Cow::Borrowed(_)));
+        assert!(matches!(redacted(b"plain text", &fields), Cow::Borrowed(_)));
+        assert!(matches!(redacted(graph, &[]), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom, TypeFrom};
 use super::signature::{self, Alg, Key};
 use super::{HmacScheme, InvalidScheme, InvalidSchemeKind};
 
@@ -37,6 +37,7 @@ pub struct HmacSchemeBuilder {
     tolerance: Duration,
     id_header: Option<String>,
     event_type_header: Option<String>,
+    event_type_field: Option<String>,
     keys: Vec<Vec<u8>>,
 }
 
@@ -53,6 +54,7 @@ impl fmt::Debug for HmacSchemeBuilder {
             .field("tolerance", &self.tolerance)
             .field("id_header", &self.id_header)
             .field("event_type_header", &self.event_type_header)
+            .field("event_type_field", &self.event_type_field)
             .field("keys", &self.keys.len())
             .finish()
     }
@@ -70,6 +72,7 @@ impl HmacSchemeBuilder {
             tolerance: super::hmac::FIVE_MINUTES,
             id_header: None,
             event_type_header: None,
+            event_type_field: None,
             keys: Vec::new(),
         }
     }
@@ -225,6 +228,27 @@ impl HmacSchemeBuilder {
     /// ```
     pub fn event_type_header(mut self, name: &str) -> Self {
         self.event_type_header = Some(name.to_owned());
+        self.event_type_field = None;
+        self
+    }
+
+    /// The field of the JSON body that names the kind of event: a top-level key (`type`),
+    /// or a JSON Pointer (`/event/type`). Replaces a header set before, as a header set
+    /// after replaces it.
+    ///
+    /// ```
+    /// use tower_webhook::scheme::HmacScheme;
+    ///
+    /// let scheme = HmacScheme::builder("acme")
+    ///     .signature_header("x-acme-signature")
+    ///     .event_type_field("/event/type")
+    ///     .secret("acme secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_webhook::scheme::InvalidScheme>(())
+    /// ```
+    pub fn event_type_field(mut self, field: &str) -> Self {
+        self.event_type_field = Some(field.to_owned());
+        self.event_type_header = None;
         self
     }
 
@@ -313,7 +337,11 @@ impl HmacSchemeBuilder {
             timestamp: timestamp.map(|name| TimestampFrom::seconds(Header::new(name))),
             tolerance: self.tolerance,
             id: id.map(|name| IdFrom::Header(Header::new(name))),
-            event_type: self.event_type_header.as_deref().map(header).transpose()?,
+            event_type: match (&self.event_type_header, &self.event_type_field) {
+                (Some(name), _) => Some(TypeFrom::Header(header(name)?)),
+                (None, Some(field)) => Some(TypeFrom::Json(crate::json::pointer_path(field))),
+                (None, None) => None,
+            },
             keys,
         }))
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 
-use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom, TypeFrom};
 use super::signature::{self, Alg, Key};
 use super::{
     DeliveryId, Handshake, InvalidSecret, InvalidSecretKind, Scheme, SignError, Verified,
@@ -55,7 +55,7 @@ impl Discord {
                 ))),
                 tolerance: Duration::from_secs(300),
                 id: Some(IdFrom::JsonField("id")),
-                event_type: None,
+                event_type: Some(TypeFrom::json(&["type"])),
                 keys: Vec::new(),
             },
         }
@@ -140,6 +140,15 @@ impl Scheme for Discord {
         verified: &Verified,
     ) -> Option<DeliveryId> {
         self.engine.identify(body, verified)
+    }
+
+    fn event_type(&self, _headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+        self.engine.event_type(body, verified)
+    }
+
+    /// An interaction's `token` answers it for 15 minutes: shown redacted, as a secret.
+    fn secret_body_fields(&self) -> &'static [&'static str] {
+        &["token"]
     }
 
     fn signs_id(&self) -> bool {

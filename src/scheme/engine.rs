@@ -151,6 +151,33 @@ pub(crate) enum IdFrom {
     JsonNested(&'static str, &'static str),
 }
 
+/// Where a sender names the kind of event: a header, or a value of the JSON body (its path
+/// of keys and array indexes).
+#[derive(Debug, Clone)]
+pub(crate) enum TypeFrom {
+    Header(HeaderName),
+    Json(Vec<String>),
+}
+
+impl TypeFrom {
+    pub(crate) fn header(name: &'static str) -> Self {
+        Self::Header(HeaderName::from_static(name))
+    }
+
+    pub(crate) fn json(path: &[&str]) -> Self {
+        Self::Json(path.iter().map(|&key| key.to_owned()).collect())
+    }
+
+    /// The event type of a verified delivery: the header [`Engine::verify`] read already, or
+    /// the body's value.
+    pub(crate) fn read(&self, body: &[u8], verified: &Verified) -> Option<String> {
+        match self {
+            Self::Header(_) => verified.event_type.clone(),
+            Self::Json(path) => json::at_path(body, path).as_ref().and_then(json::id_text),
+        }
+    }
+}
+
 /// The most signature entries one header may carry: a rotation has two or three.
 const MAX_ENTRIES: usize = 32;
 
@@ -171,7 +198,7 @@ pub(crate) struct Engine {
     pub(crate) timestamp: Option<TimestampFrom>,
     pub(crate) tolerance: Duration,
     pub(crate) id: Option<IdFrom>,
-    pub(crate) event_type: Option<HeaderName>,
+    pub(crate) event_type: Option<TypeFrom>,
     pub(crate) keys: Vec<Key>,
 }
 
@@ -250,8 +277,8 @@ impl Engine {
             _ => None,
         };
         let event_type = match &self.event_type {
-            Some(name) => headers.get(name)?.map(|value| text(value).to_owned()),
-            None => None,
+            Some(TypeFrom::Header(name)) => headers.get(name)?.map(|value| text(value).to_owned()),
+            _ => None,
         };
         // The id is made last, in place: a copy of it right after its bytes are written
         // would stall on store forwarding (see `Candidates`).
@@ -280,7 +307,10 @@ impl Engine {
             timestamp_fallback,
             id,
             id_fallback,
-            self.event_type.as_ref(),
+            match &self.event_type {
+                Some(TypeFrom::Header(name)) => Some(name),
+                _ => None,
+            },
         ]
     }
 
@@ -405,6 +435,11 @@ impl Engine {
                 Some(text).filter(|id| !id.is_empty()).map(DeliveryId::from)
             }
         }
+    }
+
+    /// The kind of event of a verified delivery, where this sender names it.
+    pub(crate) fn event_type(&self, body: &[u8], verified: &Verified) -> Option<String> {
+        self.event_type.as_ref()?.read(body, verified)
     }
 
     /// Whether the id [`identify`](Self::identify) returns is covered by the signature.

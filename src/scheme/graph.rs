@@ -105,6 +105,18 @@ impl Scheme for MicrosoftGraph {
         true
     }
 
+    /// The first notification's `changeType` (`created`, `updated`, `deleted`).
+    fn event_type(&self, _: &HeaderMap, body: &[u8], _: &Verified) -> Option<String> {
+        json::at_path(body, &["value", "0", "changeType"])
+            .as_ref()
+            .and_then(json::id_text)
+    }
+
+    /// Every notification carries the subscription's `clientState`, the secret itself.
+    fn secret_body_fields(&self) -> &'static [&'static str] {
+        &["clientState"]
+    }
+
     /// Graph's validation: `POST ?validationToken=<token>`, answered with the token.
     fn handshake(
         &self,

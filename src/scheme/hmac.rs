@@ -7,7 +7,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 
 pub use super::engine::Encoding;
-use super::engine::{Engine, Format, Header, IdFrom, TimestampFrom};
+use super::engine::{Engine, Format, Header, IdFrom, TimestampFrom, TypeFrom};
 use super::handshake::{Answers, Handshake};
 use super::signature::{self, Alg};
 use super::{
@@ -79,7 +79,7 @@ impl HmacScheme {
                 timestamp: Some(TimestampFrom::SignatureHeader),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::JsonField("id")),
-                event_type: None,
+                event_type: Some(TypeFrom::json(&["type"])),
                 keys: Vec::new(),
             },
             secret,
@@ -123,7 +123,7 @@ impl HmacScheme {
                 id: Some(IdFrom::Header(Header::new(HeaderName::from_static(
                     "x-github-delivery",
                 )))),
-                event_type: Some(HeaderName::from_static("x-github-event")),
+                event_type: Some(TypeFrom::header("x-github-event")),
                 keys: Vec::new(),
             },
             secret,
@@ -161,7 +161,7 @@ impl HmacScheme {
                 id: Some(IdFrom::Header(Header::new(HeaderName::from_static(
                     "x-shopify-webhook-id",
                 )))),
-                event_type: Some(HeaderName::from_static("x-shopify-topic")),
+                event_type: Some(TypeFrom::header("x-shopify-topic")),
                 keys: Vec::new(),
             },
             secret,
@@ -201,7 +201,7 @@ impl HmacScheme {
                 ))),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::JsonFieldOrBodyHash("event_id")),
-                event_type: None,
+                event_type: Some(TypeFrom::json(&["event", "type"])),
                 keys: Vec::new(),
             },
             signing_secret,
@@ -236,7 +236,7 @@ impl HmacScheme {
                 timestamp: Some(TimestampFrom::SignatureHeader),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::JsonField("event_id")),
-                event_type: None,
+                event_type: Some(TypeFrom::json(&["event_type"])),
                 keys: Vec::new(),
             },
             secret,
@@ -374,6 +374,18 @@ impl Scheme for HmacScheme {
         verified: &Verified,
     ) -> Option<DeliveryId> {
         self.engine.identify(body, verified)
+    }
+
+    fn event_type(&self, _headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+        self.engine.event_type(body, verified)
+    }
+
+    fn secret_body_fields(&self) -> &'static [&'static str] {
+        match self.answers {
+            // Slack still sends its deprecated verification token in every Events API body.
+            Answers::Slack => &["token"],
+            _ => &[],
+        }
     }
 
     fn signs_id(&self) -> bool {

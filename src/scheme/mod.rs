@@ -80,4 +80,4 @@ pub use sendgrid::SendGrid;
 pub use standard::StandardWebhooks;
 pub use token::SharedToken;
 pub use url_signed::{HubSpot, Square, Twilio};
-pub use verify::{Scheme, Verified};
+pub use verify::{is_common_credential, Scheme, Verified};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom, TypeFrom};
 use super::handshake::Answers;
 use super::hmac::FIVE_MINUTES;
 use super::secret::Digests;
@@ -22,7 +22,7 @@ fn body_only(
     prefix: &str,
     (alg, encoding): (Alg, Encoding),
     id: IdFrom,
-    event_type: Option<&'static str>,
+    event_type: Option<TypeFrom>,
 ) -> Engine {
     Engine {
         name,
@@ -36,7 +36,7 @@ fn body_only(
         timestamp: None,
         tolerance: Duration::ZERO,
         id: Some(id),
-        event_type: event_type.map(HeaderName::from_static),
+        event_type,
         keys: Vec::new(),
     }
 }
@@ -85,7 +85,7 @@ impl HmacScheme {
                 ))),
                 tolerance: FIVE_MINUTES,
                 id: Some(IdFrom::BodyHash),
-                event_type: None,
+                event_type: Some(TypeFrom::json(&["event"])),
                 keys: Vec::new(),
             },
             secret_token,
@@ -119,7 +119,7 @@ impl HmacScheme {
             "sha256=",
             (Alg::HmacSha256, Encoding::Hex),
             IdFrom::BodyHash,
-            None,
+            Some(TypeFrom::json(&["object"])),
         );
         Self::preset(engine, app_secret)
     }
@@ -163,7 +163,7 @@ impl HmacScheme {
             "",
             (Alg::HmacSha256, Encoding::Hex),
             IdFrom::BodyHash,
-            Some("x-event-name"),
+            Some(TypeFrom::header("x-event-name")),
         );
         Self::preset(engine, signing_secret)
     }
@@ -190,7 +190,7 @@ impl HmacScheme {
             "",
             (Alg::HmacSha256, Encoding::Base64),
             id_header("x-wc-webhook-delivery-id"),
-            Some("x-wc-webhook-topic"),
+            Some(TypeFrom::header("x-wc-webhook-topic")),
         );
         Self::preset(engine, secret)
     }
@@ -215,7 +215,7 @@ impl HmacScheme {
             "sha256=",
             (Alg::HmacSha256, Encoding::Base64),
             IdFrom::JsonField("event_id"),
-            None,
+            Some(TypeFrom::json(&["event_type"])),
         );
         Self::preset(engine, secret)
     }
@@ -250,7 +250,7 @@ impl HmacScheme {
                 timestamp: Some(TimestampFrom::SignatureHeader),
                 tolerance: Duration::from_secs(180),
                 id: Some(IdFrom::BodyHash),
-                event_type: None,
+                event_type: Some(TypeFrom::json(&["event"])),
                 keys: Vec::new(),
             },
             signing_key,
@@ -285,7 +285,7 @@ impl HmacScheme {
                 timestamp: None,
                 tolerance: Duration::ZERO,
                 id: Some(IdFrom::BodyHash),
-                event_type: None,
+                event_type: Some(TypeFrom::json(&["event", "event_type"])),
                 keys: Vec::new(),
             },
             secret,
@@ -340,7 +340,7 @@ impl HmacScheme {
             "sha1=",
             (Alg::HmacSha1, Encoding::Hex),
             IdFrom::JsonField("id"),
-            None,
+            Some(TypeFrom::json(&["topic"])),
         );
         Self::preset(engine, client_secret)
     }
@@ -366,7 +366,7 @@ impl HmacScheme {
             "",
             (Alg::HmacSha1, Encoding::Hex),
             IdFrom::JsonField("id"),
-            None,
+            Some(TypeFrom::json(&["type"])),
         );
         Self::preset(engine, secret)
     }
@@ -412,7 +412,7 @@ impl HmacScheme {
                 )),
                 tolerance: Duration::from_secs(10 * 60),
                 id: Some(id_header("twitch-eventsub-message-id")),
-                event_type: Some(HeaderName::from_static("twitch-eventsub-subscription-type")),
+                event_type: Some(TypeFrom::header("twitch-eventsub-subscription-type")),
                 keys: Vec::new(),
             },
             secret,
@@ -448,7 +448,7 @@ impl HmacScheme {
             "",
             (Alg::HmacSha256, Encoding::Hex),
             id_header("linear-delivery"),
-            Some("linear-event"),
+            Some(TypeFrom::header("linear-event")),
         );
         engine.timestamp = Some(TimestampFrom::JsonField(
             "webhookTimestamp",
@@ -483,7 +483,7 @@ impl HmacScheme {
             "",
             (Alg::HmacSha256, Encoding::Hex),
             IdFrom::JsonNested("event", "id"),
-            None,
+            Some(TypeFrom::json(&["event", "type"])),
         );
         Self::preset(engine, shared_secret)
     }

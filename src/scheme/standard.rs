@@ -8,7 +8,7 @@ use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine as _};
 use http::{HeaderMap, HeaderName};
 
-use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom};
+use super::engine::{Encoding, Engine, Format, Header, IdFrom, TimestampFrom, TypeFrom};
 #[cfg(feature = "ed25519")]
 use super::signature::Key;
 use super::signature::{self, Alg};
@@ -83,7 +83,7 @@ impl StandardWebhooks {
                 ))),
                 tolerance: Self::DEFAULT_TOLERANCE,
                 id: Some(IdFrom::Header(header("webhook-id", "svix-id"))),
-                event_type: None,
+                event_type: Some(TypeFrom::json(&["type"])),
                 keys: Vec::new(),
             },
         }
@@ -269,6 +269,10 @@ impl Scheme for StandardWebhooks {
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
         self.engine.verify(headers, body, now)
+    }
+
+    fn event_type(&self, _headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+        self.engine.event_type(body, verified)
     }
 
     fn signs_id(&self) -> bool {

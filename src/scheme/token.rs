@@ -109,6 +109,11 @@ impl Scheme for SharedToken {
         self.name
     }
 
+    /// The token's header is the secret itself: never stored, shown or logged.
+    fn is_credential_header(&self, name: &HeaderName) -> bool {
+        *name == self.header || super::is_common_credential(name)
+    }
+
     fn verify(
         &self,
         headers: &HeaderMap,

@@ -378,6 +378,11 @@ impl Scheme for Square {
         json_field(body, "event_id").map(DeliveryId::from)
     }
 
+    /// The body's `type` (`payment.updated`).
+    fn event_type(&self, _: &HeaderMap, body: &[u8], _: &Verified) -> Option<String> {
+        json_field(body, "type")
+    }
+
     fn signs_id(&self) -> bool {
         true
     }
@@ -567,6 +572,13 @@ impl Scheme for HubSpot {
 
     fn identify(&self, _: &HeaderMap, body: &[u8], _: &Verified) -> Option<DeliveryId> {
         Some(body_hash(body).into())
+    }
+
+    /// The first event's `subscriptionType` (`contact.creation`): HubSpot sends a batch.
+    fn event_type(&self, _: &HeaderMap, body: &[u8], _: &Verified) -> Option<String> {
+        crate::json::at_path(body, &["0", "subscriptionType"])
+            .as_ref()
+            .and_then(crate::json::id_text)
     }
 
     fn signs_id(&self) -> bool {

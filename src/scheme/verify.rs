@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use http::request::Parts;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::{DeliveryId, Handshake, VerifyError};
 
@@ -85,6 +85,51 @@ pub trait Scheme: fmt::Debug + Send + Sync + 'static {
         verified.id.clone()
     }
 
+    /// The kind of event of a verified delivery (`invoice.paid`, `push`), where the sender
+    /// names it: [`Event::event_type`](crate::Event::event_type), the inbox's type column
+    /// and filters, and the delivery's log line.
+    ///
+    /// Runs after [`verify`](Self::verify) succeeded, as [`identify`](Self::identify) does,
+    /// so that verification never parses the body. The default is the type
+    /// [`verify`](Self::verify) found in a header; the built-in schemes whose senders put it
+    /// in the body (Standard Webhooks' and Stripe's `type`, Paddle's `event_type`, ...) read
+    /// it there. [`EventTypeSource`](crate::EventTypeSource) chooses another per layer.
+    fn event_type(&self, headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+        let _ = (headers, body);
+        verified.event_type.clone()
+    }
+
+    /// Whether the request header `name` carries a credential of this sender (a token that
+    /// proves who sent it, as GitLab's `X-Gitlab-Token`), not a signature: an inbox never
+    /// stores it, so neither a worker, the console nor the command line ever shows it. The
+    /// default is [`is_common_credential`]: `Authorization`, `Proxy-Authorization`,
+    /// `Cookie`, `Set-Cookie`, `X-Api-Key` and `X-Auth-Token`. A scheme that reads a
+    /// secret from a header of its own names it here, and keeps the common ones.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_webhook::scheme::{is_common_credential, Scheme, SharedToken};
+    ///
+    /// let gitlab = SharedToken::gitlab("a token")?;
+    /// assert!(gitlab.is_credential_header(&HeaderName::from_static("x-gitlab-token")));
+    /// assert!(gitlab.is_credential_header(&http::header::AUTHORIZATION));
+    /// assert!(!gitlab.is_credential_header(&HeaderName::from_static("x-gitlab-event")));
+    /// assert!(is_common_credential(&http::header::COOKIE));
+    /// # Ok::<(), tower_webhook::scheme::InvalidSecret>(())
+    /// ```
+    fn is_credential_header(&self, name: &HeaderName) -> bool {
+        is_common_credential(name)
+    }
+
+    /// The fields of the JSON body that hold a secret of the sender's (Microsoft Graph's
+    /// `clientState`, Slack's legacy verification `token`), at any depth. The body is stored
+    /// as it was verified, since a worker's handler gets the same bytes as an inline one;
+    /// the console and the command line show these fields' values as `[redacted]`. The
+    /// default is none.
+    fn secret_body_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Whether the signature covers the id that [`identify`](Self::identify) returns: it is
     /// part of the signed content, or it is read from the (signed) body.
     ///
@@ -149,6 +194,18 @@ impl<S: Scheme + ?Sized> Scheme for Box<S> {
         (**self).identify(headers, body, verified)
     }
 
+    fn event_type(&self, headers: &HeaderMap, body: &[u8], verified: &Verified) -> Option<String> {
+        (**self).event_type(headers, body, verified)
+    }
+
+    fn is_credential_header(&self, name: &HeaderName) -> bool {
+        (**self).is_credential_header(name)
+    }
+
+    fn secret_body_fields(&self) -> &'static [&'static str] {
+        (**self).secret_body_fields()
+    }
+
     fn signs_id(&self) -> bool {
         (**self).signs_id()
     }
@@ -161,6 +218,15 @@ impl<S: Scheme + ?Sized> Scheme for Box<S> {
     ) -> Option<Handshake> {
         (**self).handshake(request, body, verified)
     }
+}
+
+/// Whether `name` is a header that carries a credential whatever the sender:
+/// `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`, `X-Api-Key` or
+/// `X-Auth-Token`. What [`Scheme::is_credential_header`] answers by default.
+pub fn is_common_credential(name: &HeaderName) -> bool {
+    use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+    [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, SET_COOKIE].contains(name)
+        || matches!(name.as_str(), "x-api-key" | "x-auth-token")
 }
 
 /// What a scheme learned from a delivery it verified.
@@ -182,7 +248,8 @@ pub struct Verified {
     /// The signed timestamp, in seconds since the Unix epoch, where the scheme has one.
     pub timestamp: Option<i64>,
     /// The kind of event, where the sender names it in a header (GitHub's `X-GitHub-Event`,
-    /// Shopify's `X-Shopify-Topic`).
+    /// Shopify's `X-Shopify-Topic`). One in the body is read after verification, by
+    /// [`Scheme::event_type`].
     pub event_type: Option<String>,
 }
 

@@ -190,6 +190,28 @@ pub async fn send_github_as<D: Dialect>(
     tokio::time::sleep(Duration::from_millis(3)).await;
 }
 
+/// Sends `delivery`, signed by `scheme`, through an inbox layer named `layer`: its status.
+pub async fn send_signed<D: Dialect, S>(
+    inbox: &Inbox<D>,
+    scheme: S,
+    layer: &str,
+    delivery: &Delivery,
+) -> StatusCode
+where
+    S: tower_webhook::testkit::Sign + Clone,
+{
+    let request: Request<Full<Bytes>> = delivery.request(&scheme).unwrap();
+    let service = VerifyWebhookLayer::new(scheme)
+        .with_name(layer)
+        .with_inbox(inbox.clone())
+        .layer(tower::service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        }));
+    let status = service.oneshot(request).await.unwrap().status();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    status
+}
+
 /// A handler that fails every time on a body saying "fail", once on one saying "flaky".
 pub async fn flaky_handler(event: Event, job: tower_webhook::inbox::Job) -> Result<(), String> {
     let body = String::from_utf8_lossy(event.body()).into_owned();

@@ -455,6 +455,32 @@ pub async fn http2(
 ))]
 pub mod inbox;
 
+/// The built-in HMAC scheme named `name`, with `secret`.
+pub fn hmac_scheme(name: &str, secret: &str) -> tower_webhook::scheme::HmacScheme {
+    match name {
+        "stripe" => tower_webhook::scheme::HmacScheme::stripe(secret),
+        "github" => tower_webhook::scheme::HmacScheme::github(secret),
+        "shopify" => tower_webhook::scheme::HmacScheme::shopify(secret),
+        "slack" => tower_webhook::scheme::HmacScheme::slack(secret),
+        "paddle" => tower_webhook::scheme::HmacScheme::paddle(secret),
+        "zoom" => tower_webhook::scheme::HmacScheme::zoom(secret),
+        "meta" => tower_webhook::scheme::HmacScheme::meta(secret),
+        "lemon-squeezy" => tower_webhook::scheme::HmacScheme::lemon_squeezy(secret),
+        "woocommerce" => tower_webhook::scheme::HmacScheme::woocommerce(secret),
+        "typeform" => tower_webhook::scheme::HmacScheme::typeform(secret),
+        "calendly" => tower_webhook::scheme::HmacScheme::calendly(secret),
+        "pagerduty" => tower_webhook::scheme::HmacScheme::pagerduty(secret),
+        "dropbox" => tower_webhook::scheme::HmacScheme::dropbox(secret),
+        "intercom" => tower_webhook::scheme::HmacScheme::intercom(secret),
+        "vercel" => tower_webhook::scheme::HmacScheme::vercel(secret),
+        "twitch" => tower_webhook::scheme::HmacScheme::twitch(secret),
+        "linear" => tower_webhook::scheme::HmacScheme::linear(secret),
+        "coinbase-commerce" => tower_webhook::scheme::HmacScheme::coinbase_commerce(secret),
+        other => panic!("no scheme {other}"),
+    }
+    .unwrap()
+}
+
 /// The PostgreSQL the tests use: `DATABASE_URL`, by default the local server's `test`.
 pub fn database_url() -> String {
     env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::auth::SESSION_COOKIE;
 use super::html::{badge, chart, confirm, esc, home, page, time, url, Confirm};
 use super::{Base, Ctx, Shared};
-use crate::inbox::text::{body_text, parse_time, rfc3339, took};
+use crate::inbox::text::{body_text, parse_time, redacted, rfc3339, took};
 use crate::inbox::{Dialect, InboxError, JobFilter, JobState};
 
 /// The most of a body a page shows.
@@ -380,18 +380,24 @@ pub(super) async fn detail<D: Dialect>(
             esc(value)
         );
     }
-    let (text, cut) = body_text(&job.body, BODY_SHOWN);
-    let _ = write!(
-        body,
-        "</table><h2>Body ({} bytes)</h2><pre id=\"body\">{}</pre>{}",
-        job.body.len(),
-        esc(&text),
+    let _ = write!(body, "</table><h2>Body ({} bytes)</h2>", job.body.len());
+    if job.secret_fields.is_empty() || job.body.len() <= BODY_SHOWN {
+        let shown = redacted(&job.body, &job.secret_fields);
+        let (text, cut) = body_text(&shown, BODY_SHOWN);
+        let _ = write!(body, "<pre id=\"body\">{}</pre>", esc(&text));
         if cut {
-            "<p class=\"muted\">Cut at 64 KiB.</p>"
-        } else {
-            ""
+            body.push_str(
+                "<p class=\"muted\" id=\"body-cut\">Over 64 KiB: its first 64 KiB as \
+                 received, not pretty-printed.</p>",
+            );
         }
-    );
+    } else {
+        // Redacting means reading it whole: a page costs no more than its cap.
+        body.push_str(
+            "<p class=\"muted\" id=\"body-cut\">Not shown: over 64 KiB, and it holds the \
+             sender's secret.</p>",
+        );
+    }
     Html(page(&ctx.base, "Delivery", ctx.nav(), &body)).into_response()
 }
 
