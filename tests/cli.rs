@@ -46,6 +46,59 @@ async fn filled<D: Dialect>(inbox: &Inbox<D>) -> Five {
     five
 }
 
+/// A body's terminal escapes and a type read from the body, through `show` and `list`.
+async fn escapes_and_body_types<D: Dialect>(inbox: &Inbox<D>, db: &str, q: &str) {
+    // A body's terminal escapes are shown as text, not sent to the operator's terminal.
+    let escapes = send_github(
+        inbox,
+        "term",
+        "push",
+        "title \u{1b}]0;pwned\u{7} red \u{1b}[31m \u{9b}2J",
+    )
+    .await;
+    let (code, out, _) = run(db, q, &["show", &escapes]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(['\u{1b}', '\u{7}', '\u{9b}']), "{out:?}");
+    assert!(
+        out.contains(r"title \u{1b}]0;pwned\u{7} red \u{1b}[31m \u{9b}2J"),
+        "{out}"
+    );
+
+    // Event types where the senders put them: Standard Webhooks' and Stripe's in the body's
+    // `type`, so `list --type` and `replay --dead --type` find them.
+    let standard =
+        tower_webhook::scheme::StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+    let paid = Delivery::new(r#"{"type":"invoice.paid","data":{}}"#).id(unique("msg"));
+    assert_eq!(
+        send_signed(inbox, standard.clone(), "billing", &paid).await,
+        202
+    );
+    let stripe = tower_webhook::scheme::HmacScheme::stripe("whsec_stripe_test").unwrap();
+    let evt = unique("evt");
+    let paid = Delivery::new(format!(
+        r#"{{"id":"{evt}","object":"event","type":"invoice.paid"}}"#
+    ));
+    assert_eq!(send_signed(inbox, stripe, "stripe", &paid).await, 202);
+    let listed = json(db, q, &["list", "--type", "invoice.paid"]);
+    let layers: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, ["stripe", "billing"], "{listed}");
+    // A type from the body may hold any character: shown escaped in text.
+    let odd = Delivery::new(r#"{"type":"paid\u001b[2J"}"#).id(unique("msg"));
+    assert_eq!(send_signed(inbox, standard, "odd", &odd).await, 202);
+    let (code, out, _) = run(db, q, &["list", "--layer", "odd"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains('\u{1b}') && out.contains(r"paid\u{1b}[2J"),
+        "{out:?}"
+    );
+}
+
 async fn suite<D: Dialect>(inbox: Inbox<D>, database: String, queue: String) {
     let inbox = inbox.with_retry(no_wait());
     let Five { a1, a2, a3, b2, .. } = filled(&inbox).await;
@@ -112,55 +165,7 @@ async fn suite<D: Dialect>(inbox: Inbox<D>, database: String, queue: String) {
     let (code, _, err) = run(db, q, &["show", "no-such-delivery"]);
     assert_eq!(code, 3, "{err}");
 
-    // A body's terminal escapes are shown as text, not sent to the operator's terminal.
-    let escapes = send_github(
-        &inbox,
-        "term",
-        "push",
-        "title \u{1b}]0;pwned\u{7} red \u{1b}[31m \u{9b}2J",
-    )
-    .await;
-    let (code, out, _) = run(db, q, &["show", &escapes]);
-    assert_eq!(code, 0);
-    assert!(!out.contains(['\u{1b}', '\u{7}', '\u{9b}']), "{out:?}");
-    assert!(
-        out.contains(r"title \u{1b}]0;pwned\u{7} red \u{1b}[31m \u{9b}2J"),
-        "{out}"
-    );
-
-    // Event types where the senders put them: Standard Webhooks' and Stripe's in the body's
-    // `type`, so `list --type` and `replay --dead --type` find them.
-    let standard =
-        tower_webhook::scheme::StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-            .unwrap();
-    let paid = Delivery::new(r#"{"type":"invoice.paid","data":{}}"#).id(unique("msg"));
-    assert_eq!(
-        send_signed(&inbox, standard.clone(), "billing", &paid).await,
-        202
-    );
-    let stripe = tower_webhook::scheme::HmacScheme::stripe("whsec_stripe_test").unwrap();
-    let evt = unique("evt");
-    let paid = Delivery::new(format!(
-        r#"{{"id":"{evt}","object":"event","type":"invoice.paid"}}"#
-    ));
-    assert_eq!(send_signed(&inbox, stripe, "stripe", &paid).await, 202);
-    let listed = json(db, q, &["list", "--type", "invoice.paid"]);
-    let layers: Vec<&str> = listed["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|job| job["layer"].as_str().unwrap())
-        .collect();
-    assert_eq!(layers, ["stripe", "billing"], "{listed}");
-    // A type from the body may hold any character: shown escaped in text.
-    let odd = Delivery::new(r#"{"type":"paid\u001b[2J"}"#).id(unique("msg"));
-    assert_eq!(send_signed(&inbox, standard, "odd", &odd).await, 202);
-    let (code, out, _) = run(db, q, &["list", "--layer", "odd"]);
-    assert_eq!(code, 0);
-    assert!(
-        !out.contains('\u{1b}') && out.contains(r"paid\u{1b}[2J"),
-        "{out:?}"
-    );
+    escapes_and_body_types(&inbox, db, q).await;
 
     // replay by a delivery id with two jobs, the newer not dead: the dead one is replayed.
     send_github_as(&inbox, "mirror", "push", r#"{"n":3}"#, &a3).await;

@@ -286,7 +286,8 @@ fn set_cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Refusals, filters, sessions and HTTP/2, without a browser: the console's actions as a
-/// script or a proxy would send them.
+/// script or a proxy would send them. One server and one inbox, its steps in order.
+#[allow(clippy::too_many_lines)]
 async fn the_console_over_http1_and_http2() {
     let dir =
         std::env::temp_dir().join(format!("tower-webhook-console-http-{}", std::process::id()));
@@ -330,7 +331,7 @@ async fn the_console_over_http1_and_http2() {
     let shown = page.split("<pre id=\"body\">").nth(1).unwrap();
     let shown = shown.split("</pre>").next().unwrap();
     assert!(
-        shown.starts_with(r#"{&quot;n&quot;:0,&quot;pad&quot;:[1,1,"#),
+        shown.starts_with(r"{&quot;n&quot;:0,&quot;pad&quot;:[1,1,"),
         "as received: {}",
         &shown[..80]
     );

@@ -107,6 +107,29 @@ fn fixture(name: &str) -> Vec<Vector> {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The scheme that verifies `v`: `None` for the vectors this walk leaves out.
+fn vector_scheme(v: &Vector) -> Option<Box<dyn Scheme>> {
+    Some(match v.scheme.as_str() {
+        "standard-webhooks-v1a" => return None,
+        "twilio" | "square" | "hubspot" => {
+            let url = v.public_url.as_deref().unwrap();
+            match v.scheme.as_str() {
+                "twilio" => Box::new(Twilio::new(&v.secret, url).unwrap()),
+                "square" => Box::new(Square::new(&v.secret, url).unwrap()),
+                _ => Box::new(HubSpot::new(&v.secret, url).unwrap()),
+            }
+        }
+        "discord" => {
+            Box::new(tower_webhook::scheme::Discord::new(v.public_key.as_deref().unwrap()).unwrap())
+        }
+        "sendgrid" => Box::new(
+            tower_webhook::scheme::SendGrid::new(v.public_key.as_deref().unwrap()).unwrap(),
+        ),
+        "mailgun" => Box::new(Mailgun::new(&v.secret).unwrap()),
+        name => Box::new(common::hmac_scheme(name, &v.secret)),
+    })
+}
+
 /// Every built-in scheme, from its sender's vectors where the crate has them.
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
@@ -128,25 +151,9 @@ fn cases() -> Vec<Case> {
                 .decode(&v.body_base64)
                 .unwrap()
                 .into();
-            let scheme: Box<dyn Scheme> = match v.scheme.as_str() {
-                // Its Ed25519 vectors: the Standard Webhooks case below is signed by the kit.
-                "standard-webhooks-v1a" => continue,
-                "twilio" | "square" | "hubspot" => {
-                    let url = v.public_url.as_deref().unwrap();
-                    match v.scheme.as_str() {
-                        "twilio" => Box::new(Twilio::new(&v.secret, url).unwrap()),
-                        "square" => Box::new(Square::new(&v.secret, url).unwrap()),
-                        _ => Box::new(HubSpot::new(&v.secret, url).unwrap()),
-                    }
-                }
-                "discord" => Box::new(
-                    tower_webhook::scheme::Discord::new(v.public_key.as_deref().unwrap()).unwrap(),
-                ),
-                "sendgrid" => Box::new(
-                    tower_webhook::scheme::SendGrid::new(v.public_key.as_deref().unwrap()).unwrap(),
-                ),
-                "mailgun" => Box::new(Mailgun::new(&v.secret).unwrap()),
-                name => Box::new(common::hmac_scheme(name, &v.secret)),
+            // Its Ed25519 vectors: the Standard Webhooks case below is signed by the kit.
+            let Some(scheme) = vector_scheme(&v) else {
+                continue;
             };
             seen.insert(v.scheme.clone());
             let mut secrets = vec![v.secret.clone()];

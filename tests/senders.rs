@@ -67,15 +67,13 @@ fn headers_of(v: &Vector) -> HeaderMap {
 /// own library's vectors: Stripe's `type`, Slack's `event.type`, ...
 fn body_event_type(scheme: &str, body: &[u8]) -> Option<String> {
     let pointer = match scheme {
-        "stripe" | "vercel" | "standard-webhooks" | "standard-webhooks-v1a" => "/type",
+        "stripe" | "vercel" | "standard-webhooks" | "standard-webhooks-v1a" | "discord" => "/type",
         "paddle" | "typeform" => "/event_type",
-        "slack" => "/event/type",
+        "slack" | "coinbase-commerce" => "/event/type",
         "zoom" | "calendly" => "/event",
-        "discord" => "/type",
         "meta" => "/object",
         "pagerduty" => "/event/event_type",
         "intercom" => "/topic",
-        "coinbase-commerce" => "/event/type",
         _ => return None,
     };
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;

@@ -291,29 +291,7 @@ async fn command<D: Dialect>(inbox: &Inbox<D>, cli: &Cli) -> Result<String, Fail
             let replayed = if *dead {
                 inbox.replay_matching(&filter.filter(None)).await?
             } else {
-                let id = id.as_deref().unwrap_or_default();
-                // A delivery received more than once (a replay's copy, another layer) has
-                // several jobs: the dead one is the one to replay, whichever is newest.
-                let dead = inbox
-                    .jobs(
-                        &JobFilter::default().state(JobState::Dead).event_id(id),
-                        None,
-                        1,
-                    )
-                    .await?;
-                let detail = match dead.jobs.first() {
-                    Some(job) => inbox.job(&job.task_id).await?.ok_or_else(|| {
-                        Failure::NotFound(format!("no job or delivery {id} in this inbox"))
-                    })?,
-                    None => find(inbox, id).await?,
-                };
-                if !inbox.replay(&detail.summary.task_id).await? {
-                    return Err(Failure::NotFound(format!(
-                        "the job {} is {}, not dead-lettered: nothing to replay",
-                        detail.summary.task_id, detail.summary.state
-                    )));
-                }
-                1
+                replay_one(inbox, id.as_deref().unwrap_or_default()).await?
             };
             if json {
                 return Ok(format!("{}\n", json!({ "replayed": replayed })));
@@ -337,6 +315,33 @@ async fn command<D: Dialect>(inbox: &Inbox<D>, cli: &Cli) -> Result<String, Fail
             ))
         }
     }
+}
+
+/// Replays the job `id`, or the dead job of the delivery `id`: a delivery received more
+/// than once (a replay's copy, another layer) has several jobs, and the dead one is the one
+/// to replay, whichever is newest.
+async fn replay_one<D: Dialect>(inbox: &Inbox<D>, id: &str) -> Result<u64, Failure> {
+    let dead = inbox
+        .jobs(
+            &JobFilter::default().state(JobState::Dead).event_id(id),
+            None,
+            1,
+        )
+        .await?;
+    let detail = match dead.jobs.first() {
+        Some(job) => inbox
+            .job(&job.task_id)
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("no job or delivery {id} in this inbox")))?,
+        None => find(inbox, id).await?,
+    };
+    if !inbox.replay(&detail.summary.task_id).await? {
+        return Err(Failure::NotFound(format!(
+            "the job {} is {}, not dead-lettered: nothing to replay",
+            detail.summary.task_id, detail.summary.state
+        )));
+    }
+    Ok(1)
 }
 
 /// The job `id`, or the job of the delivery `id`.
