@@ -179,13 +179,31 @@ impl Held {
 }
 
 /// The answer to a delivery whose handler's transaction did not commit: `503`, so that the
-/// sender retries and the retry does the work. Counted as a completion that failed.
-pub(crate) fn not_committed(config: &Config, span: &Span) -> Response<Bytes> {
+/// sender retries and the retry does the work; or, where the handler ended its `Tx` itself
+/// (`ended`), `500` naming the misuse, logged at error. Counted as a completion that failed.
+pub(crate) fn not_committed(config: &Config, span: &Span, ended: bool) -> Response<Bytes> {
     let _entered = span.enter();
+    if ended {
+        tracing::error!(
+            "the handler ended its Tx itself, so its writes escaped the delivery's completion: \
+             answering 500"
+        );
+        return Rejection::new(RejectionKind::TxEndedByHandler).into_response(config.retry_after);
+    }
     tracing::warn!(
         "the handler's transaction did not commit: answering 503 so that the sender retries"
     );
     Rejection::new(RejectionKind::NotCommitted).into_response(config.retry_after)
+}
+
+/// Whether settling failed because the handler ended its `Tx` itself.
+pub(crate) fn ended_by_handler(answer: Option<&Result<bool, StoreError>>) -> bool {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    if let Some(Err(err)) = answer {
+        return crate::tx::ended_by_handler(err);
+    }
+    let _ = answer;
+    false
 }
 
 /// Records how settling went: the store's answer, or (`None`) none within the store

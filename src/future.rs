@@ -273,10 +273,14 @@ where
                     then,
                 } => {
                     let answer = ready!(settle.as_mut().poll(&config.meter, timeout, cx));
-                    let committed = matches!(answer, Some(Ok(true)));
+                    let lost = match answer {
+                        Some(Ok(true)) => None,
+                        _ if !*commits => None,
+                        ref other => Some(claim::ended_by_handler(other.as_ref())),
+                    };
                     claim::settled(this.config, span, settle, *completing, answer);
                     let then = then.take().expect(POLLED_AFTER_END);
-                    State::then(committed_or_not(config, span, then, *commits && !committed))
+                    State::then(committed_or_not(config, span, then, lost))
                 }
                 StateProj::Enqueueing { mut write, id } => {
                     let answer = ready!(write.as_mut().poll(&config.meter, timeout, cx));
@@ -439,7 +443,8 @@ where
         StoreCall::Ready(result) => {
             config.meter.store_call(call, timer, result.is_err());
             report::settled(config, &result, completing);
-            let lost = settle.commits && !matches!(result, Ok(true));
+            let lost = (settle.commits && !matches!(result, Ok(true)))
+                .then(|| claim::ended_by_handler(Some(&result)));
             State::then(committed_or_not(config, span, then, lost))
         }
         StoreCall::Pending(call_future) => State::Settling {
@@ -452,17 +457,17 @@ where
 }
 
 /// The answer, unless the handler's transaction was to commit with the completion and did
-/// not: then a 503, so that the sender retries.
+/// not (`lost`, saying whether the handler ended it itself): then a 503, so that the sender
+/// retries, or a 500 naming the misuse.
 fn committed_or_not<R, E>(
     config: &Config,
     span: &Span,
     then: Then<Response<R>, E>,
-    not_committed: bool,
+    lost: Option<bool>,
 ) -> Then<Response<R>, E> {
-    if not_committed {
-        Then::Own(claim::not_committed(config, span))
-    } else {
-        then
+    match lost {
+        Some(ended) => Then::Own(claim::not_committed(config, span, ended)),
+        None => then,
     }
 }
 

@@ -75,6 +75,12 @@ pub enum RejectionKind {
     /// copy took it): `503 Service Unavailable` with `Retry-After`. Nothing was committed;
     /// the sender's retry does the work.
     NotCommitted,
+    /// The handler answered 2xx, but ended its [`Tx`](crate::Tx) itself (a `COMMIT` or
+    /// `ROLLBACK` run through it), so its writes escaped the delivery's completion: `500
+    /// Internal Server Error`, naming the misuse. The claim is released and the sender's retry
+    /// runs the handler again; the writes it committed by hand stay. A bug in the handler:
+    /// write through the `Tx` and let the layer commit it.
+    TxEndedByHandler,
 }
 
 impl Rejection {
@@ -99,13 +105,14 @@ impl Rejection {
             RejectionKind::StoreUnavailable | RejectionKind::NotCommitted => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            RejectionKind::TxEndedByHandler => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// A short, stable name for why: `signature`, `timestamp`, `malformed`, `too_large`,
-    /// `unreadable`, `missing_id`, `not_json`, `in_flight`, `store_unavailable`, `inbox_full` or
-    /// `not_committed`. A bounded
-    /// set, fit for a metric label; [`Stats`](crate::Stats) counts by it.
+    /// `unreadable`, `missing_id`, `not_json`, `in_flight`, `store_unavailable`, `inbox_full`,
+    /// `not_committed` or `tx_ended_by_handler`. A bounded set, fit for a metric label;
+    /// [`Stats`](crate::Stats) counts by it.
     ///
     /// ```
     /// # use http::Response;
@@ -134,6 +141,7 @@ impl Rejection {
             RejectionKind::StoreUnavailable => "store_unavailable",
             RejectionKind::InboxFull => "inbox_full",
             RejectionKind::NotCommitted => "not_committed",
+            RejectionKind::TxEndedByHandler => "tx_ended_by_handler",
         }
     }
 
@@ -198,6 +206,11 @@ impl fmt::Display for Rejection {
             RejectionKind::NotCommitted => {
                 f.write_str("the handler's transaction did not commit, retry later")
             }
+            RejectionKind::TxEndedByHandler => f.write_str(
+                "the handler ended its Tx itself (a COMMIT or ROLLBACK through it), so its \
+                 writes escaped the delivery's completion: write through the Tx and let the \
+                 layer commit it",
+            ),
         }
     }
 }

@@ -60,6 +60,9 @@ enum Then {
     Hang,
     /// Sleeps this many milliseconds, then answers 204.
     Sleep(u64),
+    /// Runs this statement (`COMMIT` or `ROLLBACK`) through the `Tx`, ending it by hand,
+    /// then answers 204: a misuse the layer must refuse to take as done.
+    EndByHand(&'static str),
 }
 
 /// Generates the suite for one database: `$db` the sqlx database, `$store` how a store and
@@ -107,6 +110,11 @@ macro_rules! suite {
                     .unwrap();
             }
 
+            /// Ends the handler's transaction by hand, as a misusing handler does.
+            async fn end_by_hand(tx: &mut Tx<Db>, statement: &'static str) {
+                sqlx::query(statement).execute(&mut **tx).await.unwrap();
+            }
+
             /// An app whose handler inserts a row in its `Tx`, then does what `plan` says
             /// for the run it is; `runs` counts the runs.
             fn app(
@@ -130,6 +138,10 @@ macro_rules! suite {
                             Then::Hang => std::future::pending().await,
                             Then::Sleep(ms) => {
                                 tokio::time::sleep(Duration::from_millis(ms)).await;
+                                StatusCode::NO_CONTENT
+                            }
+                            Then::EndByHand(statement) => {
+                                end_by_hand(&mut tx, statement).await;
                                 StatusCode::NO_CONTENT
                             }
                         }
@@ -312,6 +324,40 @@ macro_rules! suite {
                 assert_eq!(case.runs_and_rows().await, (2, 1));
             }
 
+            pub(super) async fn inline_a_tx_the_handler_ended_answers_500_naming_it() {
+                let plan = |run| match run {
+                    1 => Then::EndByHand("COMMIT"),
+                    2 => Then::EndByHand("ROLLBACK"),
+                    _ => Then::Answer(204),
+                };
+                let case = Case::new(plan, None).await;
+                for (run, rows) in [(1, 1), (2, 1)] {
+                    let request: http::Request<Body> =
+                        case.delivery.request(&common::scheme()).unwrap();
+                    let response = case.app.clone().oneshot(request).await.unwrap();
+                    assert_eq!(
+                        response.status(),
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "run {run}"
+                    );
+                    let rejection = response
+                        .extensions()
+                        .get::<tower_webhook::Rejection>()
+                        .cloned()
+                        .unwrap();
+                    assert_eq!(rejection.reason(), "tx_ended_by_handler");
+                    let text = common::body_text(response).await;
+                    assert!(text.contains("ended its Tx itself"), "{text}");
+                    // Not marked done: the row the first run committed by hand stays (its
+                    // writes escaped), the second's was rolled back by hand, and neither
+                    // recorded the delivery as handled.
+                    assert_eq!(case.rows().await, rows, "run {run}");
+                }
+                assert_eq!(case.send().await, StatusCode::NO_CONTENT);
+                assert_eq!(case.send().await, StatusCode::OK);
+                assert_eq!(case.runs_and_rows().await, (3, 2));
+            }
+
             pub(super) async fn inline_concurrent_deliveries_behind_a_slow_handler() {
                 let (layer, pool) = store().await;
                 let name = unique("fx").replace('-', "_");
@@ -403,6 +449,56 @@ macro_rules! suite {
                     1,
                     "only the fourth attempt committed"
                 );
+            }
+
+            pub(super) async fn inbox_a_tx_the_handler_ended_fails_its_attempt() {
+                let inbox = inbox().await;
+                let pool = inbox.pool().clone();
+                let name = unique("fx").replace('-', "_");
+                create(&pool, &name).await;
+                let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+                let handler = {
+                    let name = name.clone();
+                    move |event: Event, job: tower_webhook::inbox::Job, mut tx: Tx<Db>| {
+                        let name = name.clone();
+                        async move {
+                            insert(&mut tx, &name, event.id(), None).await;
+                            match job.attempt() {
+                                1 => end_by_hand(&mut tx, "COMMIT").await,
+                                2 => end_by_hand(&mut tx, "ROLLBACK").await,
+                                _ => {}
+                            }
+                            Ok::<_, String>(())
+                        }
+                    }
+                };
+                let worker = tokio::spawn(inbox.worker(handler).concurrency(2).run());
+                let delivery = Delivery::new("{}").id(unique("evt"));
+                let id = common::inbox::delivery_id(&delivery);
+                let sent = common::inbox::send(&layer, &delivery).await.0;
+                assert_eq!(sent, StatusCode::ACCEPTED);
+                let counts = done(&inbox, 1).await;
+                worker.abort();
+                assert_eq!((counts.done, counts.dead), (1, 0), "{counts:?}");
+                // The first attempt's row, committed by hand, stays; the second's was rolled
+                // back by hand; the third's committed with the job.
+                assert_eq!(rows(&pool, &name, &id).await, 2);
+                let filter = tower_webhook::inbox::JobFilter::default();
+                let page = inbox.jobs(&filter, None, 10).await.unwrap();
+                let job = inbox.job(&page.jobs[0].task_id).await.unwrap().unwrap();
+                let failed: Vec<_> = job
+                    .attempts
+                    .iter()
+                    .filter(|attempt| attempt.outcome.as_str() == "failed")
+                    .map(|attempt| (attempt.attempt, attempt.error.clone().unwrap_or_default()))
+                    .collect();
+                assert_eq!(failed.len(), 2, "{:?}", job.attempts);
+                for (attempt, error) in failed {
+                    assert!(
+                        error.contains("ended its Tx itself"),
+                        "attempt {attempt}: {error}"
+                    );
+                }
             }
 
             pub(super) async fn inbox_a_slow_handler_neither_blocks_the_door_nor_deadlocks() {
@@ -596,6 +692,88 @@ async fn postgres_a_job_taken_over_cannot_commit() {
     );
 }
 
+/// Three workers whose slots wait on 2-second `Tx` handlers, on a pool of eight, are neither
+/// starved of the connections their listeners hold nor taken for dead: every job runs once.
+/// (Before: apalis's heartbeat goes with its fetches, which stop while the slots are busy,
+/// and the listeners' connections were counted among the handlers' turns; jobs were taken
+/// back from live workers and run again.)
+async fn postgres_busy_workers_on_a_small_pool_are_not_taken_for_dead() {
+    use tower_webhook::inbox::PostgresInbox;
+    let queue = unique("tx-queue");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&common::database_url())
+        .await
+        .unwrap();
+    let inbox = PostgresInbox::new(pool)
+        .await
+        .unwrap()
+        .with_queue(&queue)
+        .with_heartbeat(Duration::from_secs(1))
+        .with_retry(
+            tower_webhook::inbox::RetryPolicy::exponential(Duration::ZERO, 1, Duration::ZERO)
+                .with_attempts(6),
+        );
+    let pool = inbox.pool().clone();
+    let name = unique("fx").replace('-', "_");
+    for sql in tables(&name) {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let handler = {
+        let name = name.clone();
+        move |event: Event, mut tx: Tx<sqlx::Postgres>| {
+            let name = name.clone();
+            async move {
+                let sql = format!("INSERT INTO {name} (event_id) VALUES ($1)");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(event.id())
+                    .execute(&mut *tx)
+                    .await?;
+                // Longer than two heartbeats: the worker must be seen alive meanwhile.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok::<_, sqlx::Error>(())
+            }
+        }
+    };
+    let workers: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(inbox.worker(handler.clone()).concurrency(4).run()))
+        .collect();
+    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+    for _ in 0..12 {
+        let delivery = Delivery::new("{}").id(unique("evt"));
+        assert_eq!(
+            common::inbox::send(&layer, &delivery).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    let counts = common::inbox::read_until(
+        60,
+        || async { inbox.counts().await.unwrap() },
+        |counts| counts.done + counts.dead >= 12,
+    )
+    .await;
+    for worker in workers {
+        worker.abort();
+    }
+    assert_eq!((counts.done, counts.dead), (12, 0), "{counts:?}");
+    let not_done: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT outcome, error FROM webhook_inbox_attempts WHERE queue = $1 AND outcome <> 'done'",
+    )
+    .bind(&queue)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(not_done.is_empty(), "attempts not done: {not_done:?}");
+    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {name}")))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 12, "each job ran once");
+}
+
 /// The extractor on a route whose layer has no store on its database answers 500, naming
 /// what is missing.
 async fn the_extractor_without_a_store_answers_500() {
@@ -609,6 +787,8 @@ async fn the_extractor_without_a_store_answers_500() {
             .connect_lazy(&common::database_url())
             .unwrap(),
     );
+    // Its table made here: on a fresh database the claim would otherwise fail first (503).
+    postgres.create_table().await.unwrap();
     let other_database = VerifyWebhookLayer::new(common::scheme()).with_store(postgres);
     for layer in [memory, other_database] {
         let app = Router::new().route("/webhooks", post(handler)).layer(layer);
@@ -652,8 +832,10 @@ fn main() -> std::process::ExitCode {
         inline_a_lost_lease_cannot_commit,
         inline_a_copy_in_flight_is_refused_at_once,
         inline_a_failed_commit_answers_503_and_the_retry_does_the_work,
+        inline_a_tx_the_handler_ended_answers_500_naming_it,
         inline_concurrent_deliveries_behind_a_slow_handler,
         inbox_commits_with_the_job_and_rolls_back_failed_attempts,
+        inbox_a_tx_the_handler_ended_fails_its_attempt,
         inbox_a_slow_handler_neither_blocks_the_door_nor_deadlocks,
     );
     trials.push(common::trial(
@@ -663,6 +845,10 @@ fn main() -> std::process::ExitCode {
     on_postgres.push(common::trial(
         "postgres::inbox_a_job_taken_over_cannot_commit",
         postgres_a_job_taken_over_cannot_commit,
+    ));
+    on_postgres.push(common::trial(
+        "postgres::inbox_busy_workers_on_a_small_pool_are_not_taken_for_dead",
+        postgres_busy_workers_on_a_small_pool_are_not_taken_for_dead,
     ));
     let url = common::database_url();
     trials.extend(common::needing(

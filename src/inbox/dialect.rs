@@ -40,7 +40,7 @@ pub trait Dialect: Backend {}
 #[allow(unreachable_pub)]
 pub trait Backend: Sized + Send + Sync + 'static {
     /// The database: the inbox's pool is a `sqlx::Pool` of it, its transactions sqlx's.
-    type Db: sqlx::Database;
+    type Db: sqlx::Database + crate::tx::StillOpen;
     /// The store the dedup marks go through.
     type Store: Clone + fmt::Debug + Send + Sync + 'static;
     /// The apalis storage of the inbox's jobs.
@@ -58,7 +58,7 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// The turns of the database's writers among handlers' transactions, shared by the
     /// clones of `store`.
-    fn writers(store: &Self::Store) -> std::sync::Arc<tokio::sync::Semaphore>;
+    fn writers(store: &Self::Store) -> std::sync::Arc<crate::tx::Writers>;
 
     /// Whether a database error code is worth a retry (the inbox is unavailable, not broken).
     fn transient(code: &str) -> bool;
@@ -213,6 +213,8 @@ pub struct Statements {
     pub complete: &'static str,
     /// task id, attempt number: a row if the job was done so by that attempt.
     pub done: &'static str,
+    /// queue, worker: the worker seen alive now (its heartbeat, beside apalis's).
+    pub alive: &'static str,
     /// queue, worker, silence: id, status, attempts, max attempts, holder.
     pub orphans: &'static str,
     /// id, holder, reason.

@@ -89,6 +89,7 @@ const STATEMENTS: Statements = Statements {
         WHERE id = $1 AND lock_by = $2 AND status = 'Running' AND attempts::BIGINT = $3",
     done: "SELECT 1::BIGINT FROM apalis.jobs
         WHERE id = $1 AND status = 'Done' AND lock_by IS NULL AND attempts::BIGINT = $2",
+    alive: "UPDATE apalis.workers SET last_seen = now() WHERE worker_type = $1 AND id = $2",
     // Jobs taken by workers of this queue silent for $3 seconds, other than $2.
     orphans: "SELECT jobs.id, jobs.status, jobs.attempts::BIGINT, jobs.max_attempts::BIGINT, jobs.lock_by
         FROM apalis.jobs AS jobs JOIN apalis.workers AS workers ON jobs.lock_by = workers.id
@@ -293,7 +294,7 @@ impl Backend for Postgres {
     // Concurrent transactions wait for the bound's counter only to commit.
     const ONE_WRITER: bool = false;
 
-    fn writers(store: &PostgresStore) -> std::sync::Arc<tokio::sync::Semaphore> {
+    fn writers(store: &PostgresStore) -> std::sync::Arc<crate::tx::Writers> {
         std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
     }
 

@@ -11,7 +11,7 @@ use super::dialect::Arg::{Int, MaybeText, Secs, Text};
 use super::dialect::Dialect;
 use super::dialect::{Backend, Pool};
 use super::door;
-use super::error::InboxError;
+use super::error::{InboxError, InboxErrorKind};
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
 use super::worker::{self, Handler, JobService, Worker, DEFAULT_ATTEMPT_TIMEOUT};
@@ -363,6 +363,16 @@ impl<D: Dialect> Inbox<D> {
         (me, fence): (&str, i64),
         attempt: u32,
     ) -> Result<bool, InboxError> {
+        match tx.still_open().await {
+            Ok(true) => {}
+            ended => {
+                roll_back(tx).await;
+                return Err(match ended {
+                    Err(err) => D::error(err),
+                    Ok(_) => InboxError::new(InboxErrorKind::Worker, crate::tx::EndedByHandler),
+                });
+            }
+        }
         let attempt = i64::from(attempt);
         let args = [Text(task_id), Text(me), Int(fence), Int(attempt)];
         match D::execute_on(&mut tx, D::SQL.complete, &args).await {
@@ -384,6 +394,15 @@ impl<D: Dialect> Inbox<D> {
     }
 
     /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
+    /// Tells the queue that the worker `me` is alive. apalis's own heartbeat goes with its
+    /// fetches, which stop while every one of the worker's slots is busy: a worker whose jobs
+    /// all waited for a turn among the handlers' transactions (or simply ran long) fell
+    /// silent and was taken for dead, its jobs run again.
+    pub(crate) async fn keep_alive(&self, me: &str) -> Result<u64, InboxError> {
+        let args = [Text(&self.settings.queue), Text(me)];
+        D::execute(&self.pool, D::SQL.alive, &args).await
+    }
+
     pub(crate) async fn sweep_jobs(
         &self,
         me: &str,

@@ -91,6 +91,8 @@ const STATEMENTS: Statements = Statements {
             attempts = ?4, lock_by = NULL, lock_at = NULL
         WHERE id = ?1 AND lock_by = ?2 AND status = 'Running' AND attempts = ?3",
     done: "SELECT 1 FROM Jobs WHERE id = ?1 AND status = 'Done' AND lock_by IS NULL AND attempts = ?2",
+    alive: "UPDATE Workers SET last_seen = CAST(strftime('%s', 'now') AS INTEGER)
+        WHERE worker_type = ?1 AND id = ?2",
     // Jobs taken by workers of this queue silent for ?3 seconds, other than ?2.
     orphans: "SELECT Jobs.id, Jobs.status, Jobs.attempts, Jobs.max_attempts, Jobs.lock_by
         FROM Jobs JOIN Workers ON Jobs.lock_by = Workers.id
@@ -249,7 +251,7 @@ impl Backend for Sqlite {
     const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
     const ONE_WRITER: bool = true;
 
-    fn writers(store: &SqliteStore) -> std::sync::Arc<tokio::sync::Semaphore> {
+    fn writers(store: &SqliteStore) -> std::sync::Arc<crate::tx::Writers> {
         std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
     }
 

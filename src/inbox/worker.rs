@@ -25,7 +25,7 @@ use super::queue::End;
 use super::Inbox;
 use crate::event::Event;
 use crate::store::BoxFuture;
-use crate::tx::{roll_back, Slot, Taken, Tx};
+use crate::tx::{roll_back_checked, Slot, Taken, Tx};
 
 /// An error a handler returns, boxed.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -256,6 +256,18 @@ where
         let name = self.name.unwrap_or_else(unique_name);
         let service = JobService::new(&name, self.handler, self.inbox.clone(), self.timeout);
         let signal = signal.shared();
+        let mut held_back = D::writers(&self.inbox.store).hold_back();
+        if held_back.short > 0 {
+            tracing::warn!(
+                max_connections = self.inbox.pool.options().get_max_connections(),
+                "the inbox's pool is too small for its running workers: each holds {} \
+                 connection besides its handlers' transactions, and 3 are kept for the door, \
+                 fetches and heartbeats; size the pool as 3 + {} per worker + the `Tx` \
+                 handlers to run at once",
+                crate::tx::Writers::PER_WORKER,
+                crate::tx::Writers::PER_WORKER,
+            );
+        }
         let mut sweeping = std::pin::pin!(watch(self.inbox.clone(), name.clone()));
         let ran = loop {
             let run = D::run(
@@ -266,7 +278,15 @@ where
                 service.clone(),
                 Box::pin(signal.clone()),
             );
-            let ran = match select(run, sweeping.as_mut()).await {
+            // The turns held back are taken as the handlers' transactions end, beside the
+            // run; once held, they are kept until the worker stops.
+            let running = async {
+                match select(run, std::pin::pin!(held_back.hold())).await {
+                    Either::Left((ran, _)) => ran,
+                    Either::Right(((), run)) => run.await,
+                }
+            };
+            let ran = match select(std::pin::pin!(running), sweeping.as_mut()).await {
                 Either::Left((ran, _)) => ran,
                 Either::Right((never, _)) => match never {},
             };
@@ -282,6 +302,7 @@ where
         };
         self.inbox.ends.wait_a_while().await;
         release(&self.inbox, name).await;
+        drop(held_back);
         ran
     }
 }
@@ -303,6 +324,9 @@ pub(crate) async fn release<D: Dialect>(inbox: &Inbox<D>, name: String) {
 pub(crate) async fn watch<D: Dialect>(inbox: Inbox<D>, me: String) -> std::convert::Infallible {
     let every = inbox.settings.heartbeat;
     loop {
+        if let Err(err) = inbox.keep_alive(&me).await {
+            tracing::warn!(error = %err, "could not tell the queue this worker is alive");
+        }
         match inbox.sweep_jobs(&me, every * 2).await {
             Ok(0) => {}
             Ok(jobs) => tracing::warn!(
@@ -723,7 +747,11 @@ where
     };
     let slot = H::TRANSACTION.then(|| {
         let writers = D::writers(&attempt.inbox.store);
-        Slot::new(attempt.inbox.pool.clone(), D::BEGIN, writers)
+        Slot::new(
+            attempt.inbox.pool.clone(),
+            D::BEGIN,
+            Arc::clone(writers.turns()),
+        )
     });
     // The wait for a writer's turn counts against the attempt's deadline.
     let tx = match &slot {
@@ -754,7 +782,7 @@ where
             }
         }
         Some(Taken::Open(tx)) => {
-            roll_back(tx).await;
+            roll_back_checked(tx).await;
             ran
         }
         Some(Taken::StillLent) => Ran::Failed(

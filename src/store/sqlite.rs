@@ -48,7 +48,7 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     /// The file's one writer among handlers' transactions (`Tx`): they wait for it here,
     /// without a connection, rather than in SQLite's busy handler holding one.
-    writers: Arc<tokio::sync::Semaphore>,
+    writers: Arc<crate::tx::Writers>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -118,7 +118,7 @@ impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self {
             clock: Arc::new(SystemClock),
-            writers: crate::tx::writers(&pool, true),
+            writers: crate::tx::Writers::new(&pool, true),
             pool,
         }
     }
@@ -282,7 +282,7 @@ impl IdempotencyStore for SqliteStore {
         // answers without a write, so a copy of a delivery in flight or handled is told at
         // once (readers never wait for the lock). Otherwise the claim's one statement does
         // it all: a read first would cost every fresh claim more than it saves.
-        if self.writers.available_permits() == 0 {
+        if self.writers.turns().available_permits() == 0 {
             let live: Option<bool> = sqlx::query_scalar(LIVE)
                 .bind(&*key)
                 .bind(self.now())
@@ -346,7 +346,7 @@ impl crate::tx::TxStore for SqliteStore {
         &self.pool
     }
 
-    fn tx_writers(&self) -> &Arc<tokio::sync::Semaphore> {
+    fn tx_writers(&self) -> &Arc<crate::tx::Writers> {
         &self.writers
     }
 

@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use sqlx::{Database, Pool};
 
-use super::{roll_back, Finish, Offered, Orphan, Slot, Taken, Transactions};
-use crate::store::{BoxFuture, ClaimToken, IdempotencyStore, StoreError};
+use super::{
+    roll_back, roll_back_checked, EndedByHandler, Finish, Offered, Orphan, Slot, Taken,
+    Transactions,
+};
+use crate::store::{BoxFuture, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind};
 
 /// A store on a SQL database: a handler's transaction can be opened on its pool, and the
 /// claim completed in it.
 pub(crate) trait TxStore: IdempotencyStore + Clone {
-    type Db: Database;
+    type Db: Database + super::StillOpen;
     /// The statement that begins a handler's transaction, where not the database's default.
     const BEGIN: Option<&'static str>;
 
@@ -22,7 +25,7 @@ pub(crate) trait TxStore: IdempotencyStore + Clone {
 
     /// The turns of the database's writers (see [`writers`](super::writers)), shared by the
     /// store's clones.
-    fn tx_writers(&self) -> &Arc<tokio::sync::Semaphore>;
+    fn tx_writers(&self) -> &Arc<super::Writers>;
 
     /// Completes the claim of `key` held by `token` in `conn` (the handler's transaction),
     /// as [`IdempotencyStore::complete`] does: `false` where `token` no longer holds it.
@@ -50,7 +53,7 @@ impl<S: TxStore> fmt::Debug for Of<S> {
 impl<S: TxStore> Transactions for Of<S> {
     fn offer(&self, extensions: &mut http::Extensions) -> Arc<dyn Offered> {
         let pool = self.0.tx_pool().clone();
-        let slot = Slot::new(pool, S::BEGIN, Arc::clone(self.0.tx_writers()));
+        let slot = Slot::new(pool, S::BEGIN, Arc::clone(self.0.tx_writers().turns()));
         extensions.insert(Arc::clone(&slot));
         Arc::new(Offer {
             slot,
@@ -79,12 +82,22 @@ impl<S: TxStore> Offered for Offer<S> {
         };
         if !complete {
             return Finish::Open(Box::pin(async move {
-                roll_back(tx).await;
+                roll_back_checked(tx).await;
                 Ok(true)
             }));
         }
         let store = Arc::clone(&self.store);
         Finish::Open(Box::pin(async move {
+            match tx.still_open().await {
+                Ok(true) => {}
+                ended => {
+                    roll_back(tx).await;
+                    return Err(match ended {
+                        Err(err) => S::error(err),
+                        Ok(_) => StoreError::new(StoreErrorKind::Backend, EndedByHandler),
+                    });
+                }
+            }
             match store.complete_in(&mut tx, &key, &token, keep_for).await {
                 Ok(true) => tx.commit().await.map(|()| true).map_err(S::error),
                 fenced => {

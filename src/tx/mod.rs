@@ -15,6 +15,8 @@ pub(crate) use offer::{transactions, Finish, Offered, Transactions};
 mod extract;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod inline;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod probe;
 // Lent out only through the extractor (axum) or a worker (the inbox).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(
@@ -27,6 +29,8 @@ mod slot;
 pub use extract::TxRejection;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use inline::TxStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use probe::{ended_by_handler, EndedByHandler, StillOpen};
 #[cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres")))]
 pub(crate) use slot::LendError;
 #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
@@ -34,4 +38,4 @@ pub(crate) use slot::Open;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use slot::Tx;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use slot::{roll_back, writers, Orphan, Slot, Taken};
+pub(crate) use slot::{roll_back, roll_back_checked, Orphan, Slot, Taken, Writers};

@@ -87,7 +87,7 @@ pub struct PostgresStore {
     /// the last setting; each setter starts anew.
     batchers: Arc<OnceLock<Batchers>>,
     /// How many handlers' transactions (`Tx`) may be open at once on the pool.
-    writers: Arc<tokio::sync::Semaphore>,
+    writers: Arc<crate::tx::Writers>,
 }
 
 /// The queue of each kind of call, and its statements under way.
@@ -131,7 +131,7 @@ impl PostgresStore {
             max_batch: Self::DEFAULT_MAX_BATCH,
             max_statements: Self::DEFAULT_MAX_STATEMENTS,
             batchers: Arc::default(),
-            writers: crate::tx::writers(&pool, false),
+            writers: crate::tx::Writers::new(&pool, false),
             pool,
         }
     }
@@ -579,7 +579,7 @@ impl crate::tx::TxStore for PostgresStore {
         &self.pool
     }
 
-    fn tx_writers(&self) -> &Arc<tokio::sync::Semaphore> {
+    fn tx_writers(&self) -> &Arc<crate::tx::Writers> {
         &self.writers
     }
 
