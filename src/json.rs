@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde::Deserialize as _;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The values of `fields` at the top level of the JSON object `body`, in order; `None` if the
@@ -80,11 +80,9 @@ impl<'de> Visitor<'de> for Fields<'_, '_> {
     }
 }
 
-/// The value at `path` in the JSON document `body`: object keys and array indexes,
-/// outermost first (`["event", "type"]`; `["value", "0", "changeType"]`). `None` where the
-/// body is not JSON or nothing is there. Only the values on the way are entered, and reading
-/// stops once the value is found: what follows it is neither stored nor read.
-pub(crate) fn at_path<S: AsRef<str>>(body: &[u8], path: &[S]) -> Option<Value> {
+/// The text at `path` as [`id_text`] makes it (a string, or a number's or a boolean's
+/// digits), read straight into the one `String` it returns: no `Value` between.
+pub(crate) fn text_at<S: AsRef<str>>(body: &[u8], path: &[S]) -> Option<String> {
     let mut found = None;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let read = Path {
@@ -94,11 +92,10 @@ pub(crate) fn at_path<S: AsRef<str>>(body: &[u8], path: &[S]) -> Option<Value> {
     .deserialize(&mut deserializer);
     match read {
         Ok(()) => deserializer.end().ok()?,
-        // As in `top_level`: the only error after which something is found is the stop.
         Err(_) if found.is_some() => {}
         Err(_) => return None,
     }
-    found
+    found.and_then(|Text(text)| text)
 }
 
 /// The segments of a JSON Pointer (`/data/object/id`), unescaped; a name that is not a
@@ -114,24 +111,78 @@ pub(crate) fn pointer_path(field: &str) -> Vec<String> {
 }
 
 /// Reads the value at `path` into `found`, then stops with [`ALL_FOUND`].
-struct Path<'a, 'f, S> {
+struct Path<'a, 'f, S, T> {
     path: &'a [S],
-    found: &'f mut Option<Value>,
+    found: &'f mut Option<T>,
 }
 
-impl<'de, S: AsRef<str>> DeserializeSeed<'de> for Path<'_, '_, S> {
+impl<'de, S: AsRef<str>, T: Deserialize<'de>> DeserializeSeed<'de> for Path<'_, '_, S, T> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         if self.path.is_empty() {
-            *self.found = Some(Value::deserialize(deserializer)?);
+            *self.found = Some(T::deserialize(deserializer)?);
             return Err(serde::de::Error::custom(ALL_FOUND));
         }
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de, S: AsRef<str>> Visitor<'de> for Path<'_, '_, S> {
+/// A value's text as [`id_text`] makes it, read without a `Value`: `None` for a null, an
+/// array or an object.
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Text, E> {
+        Ok(Text(Some(text.to_owned())))
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Text, E> {
+        Ok(Text(Some(value.to_string())))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Text, E> {
+        Ok(Text(Some(value.to_string())))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Text, E> {
+        Ok(Text(Some(value.to_string())))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Text, E> {
+        Ok(Text(Some(Value::from(value).to_string())))
+    }
+
+    fn visit_unit<E>(self) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    }
+}
+
+impl<'de, S: AsRef<str>, T: Deserialize<'de>> Visitor<'de> for Path<'_, '_, S, T> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,7 +309,7 @@ mod tests {
     #[test]
     fn values_at_a_path() {
         let body = br#"{"id":"evt","event":{"id":"in","type":"invoice.paid"},"value":[{"a":1},{"changeType":"created"}],"n":7}"#;
-        let text = |path: &[&str]| at_path(body, path).as_ref().and_then(id_text);
+        let text = |path: &[&str]| text_at(body, path);
         assert_eq!(text(&["event", "type"]).as_deref(), Some("invoice.paid"));
         assert_eq!(
             text(&["value", "1", "changeType"]).as_deref(),
@@ -271,14 +322,20 @@ mod tests {
         assert_eq!(text(&["missing"]), None);
         // Reading stops at the value: what follows is not read.
         assert_eq!(
-            at_path(br#"{"type":"a", !!!"#, &["type"])
-                .as_ref()
-                .and_then(id_text)
-                .as_deref(),
+            text_at(br#"{"type":"a", !!!"#, &["type"]).as_deref(),
             Some("a")
         );
-        assert_eq!(at_path(br#"{"other":1} trailing"#, &["type"]), None);
-        assert_eq!(at_path(b"not json", &["type"]), None);
+        assert_eq!(text_at(br#"{"other":1} trailing"#, &["type"]), None);
+        assert_eq!(text_at(b"not json", &["type"]), None);
+        assert_eq!(text_at(br#"{"type":{"a":[1]},"b":2}"#, &["type"]), None);
+        assert_eq!(
+            text_at(br#"{"type":1.5}"#, &["type"]).as_deref(),
+            Some("1.5")
+        );
+        assert_eq!(
+            text_at(br#"{"type":"a\"b"}"#, &["type"]).as_deref(),
+            Some("a\"b")
+        );
         assert_eq!(pointer_path("/data/a~1b/c~0d"), ["data", "a/b", "c~d"]);
         assert_eq!(pointer_path("type"), ["type"]);
     }
@@ -286,7 +343,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_body_is_read_or_refused(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
-            let _ = at_path(&body, &["a", "0", "b"]);
+            let _ = text_at(&body, &["a", "0", "b"]);
         }
     }
 

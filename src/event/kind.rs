@@ -119,7 +119,7 @@ impl EventTypeSource {
                 .get(name)
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned),
-            Source::Json(path) => json::at_path(body, path).as_ref().and_then(json::id_text),
+            Source::Json(path) => json::text_at(body, path),
             Source::Custom(f) => f(parts, body),
             Source::None => None,
         };

@@ -173,7 +173,7 @@ impl TypeFrom {
     pub(crate) fn read(&self, body: &[u8], verified: &Verified) -> Option<String> {
         match self {
             Self::Header(_) => verified.event_type.clone(),
-            Self::Json(path) => json::at_path(body, path).as_ref().and_then(json::id_text),
+            Self::Json(path) => json::text_at(body, path),
         }
     }
 }

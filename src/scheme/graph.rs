@@ -107,9 +107,7 @@ impl Scheme for MicrosoftGraph {
 
     /// The first notification's `changeType` (`created`, `updated`, `deleted`).
     fn event_type(&self, _: &HeaderMap, body: &[u8], _: &Verified) -> Option<String> {
-        json::at_path(body, &["value", "0", "changeType"])
-            .as_ref()
-            .and_then(json::id_text)
+        json::text_at(body, &["value", "0", "changeType"])
     }
 
     /// Every notification carries the subscription's `clientState`, the secret itself.

@@ -576,9 +576,7 @@ impl Scheme for HubSpot {
 
     /// The first event's `subscriptionType` (`contact.creation`): HubSpot sends a batch.
     fn event_type(&self, _: &HeaderMap, body: &[u8], _: &Verified) -> Option<String> {
-        crate::json::at_path(body, &["0", "subscriptionType"])
-            .as_ref()
-            .and_then(crate::json::id_text)
+        crate::json::text_at(body, &["0", "subscriptionType"])
     }
 
     fn signs_id(&self) -> bool {
