@@ -33,6 +33,11 @@ impl StillOpen for sqlx::Postgres {
                 Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("25P01") => {
                     Ok(false)
                 }
+                // Open, but aborted by a statement that failed: still the handler's, and it
+                // can only roll back (a completion in it fails, and nothing commits).
+                Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("25P02") => {
+                    Ok(true)
+                }
                 Err(err) => Err(err),
             }
         })
