@@ -358,21 +358,17 @@ impl<D: Dialect> Inbox<D> {
     /// the end of an attempt taken over, guarded by the holder, then leaves the job as it is.
     pub(crate) async fn complete_in(
         &self,
-        mut tx: Open<D::Db>,
+        tx: Open<D::Db>,
         task_id: &str,
         (me, fence): (&str, i64),
         attempt: u32,
     ) -> Result<bool, InboxError> {
-        match tx.still_open().await {
-            Ok(true) => {}
-            ended => {
-                roll_back(tx).await;
-                return Err(match ended {
-                    Err(err) => D::error(err),
-                    Ok(_) => InboxError::new(InboxErrorKind::Worker, crate::tx::EndedByHandler),
-                });
-            }
-        }
+        let mut tx = tx.or_roll_back().await.map_err(|err| {
+            err.map_or_else(
+                || InboxError::new(InboxErrorKind::Worker, crate::tx::EndedByHandler),
+                D::error,
+            )
+        })?;
         let attempt = i64::from(attempt);
         let args = [Text(task_id), Text(me), Int(fence), Int(attempt)];
         match D::execute_on(&mut tx, D::SQL.complete, &args).await {

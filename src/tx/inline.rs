@@ -75,7 +75,7 @@ impl<S: TxStore> Offered for Offer<S> {
         token: ClaimToken,
         keep_for: Duration,
     ) -> Finish {
-        let mut tx = match self.slot.take() {
+        let tx = match self.slot.take() {
             Taken::NotBegun => return Finish::NotBegun,
             Taken::StillLent => return Finish::Kept,
             Taken::Open(tx) => tx,
@@ -88,16 +88,12 @@ impl<S: TxStore> Offered for Offer<S> {
         }
         let store = Arc::clone(&self.store);
         Finish::Open(Box::pin(async move {
-            match tx.still_open().await {
-                Ok(true) => {}
-                ended => {
-                    roll_back(tx).await;
-                    return Err(match ended {
-                        Err(err) => S::error(err),
-                        Ok(_) => StoreError::new(StoreErrorKind::Backend, EndedByHandler),
-                    });
-                }
-            }
+            let mut tx = tx.or_roll_back().await.map_err(|err| {
+                err.map_or_else(
+                    || StoreError::new(StoreErrorKind::Backend, EndedByHandler),
+                    S::error,
+                )
+            })?;
             match store.complete_in(&mut tx, &key, &token, keep_for).await {
                 Ok(true) => tx.commit().await.map(|()| true).map_err(S::error),
                 fenced => {

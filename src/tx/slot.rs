@@ -113,6 +113,18 @@ impl<DB: super::StillOpen> Open<DB> {
         }
         Ok(open)
     }
+
+    /// The transaction, where the handler left it open; otherwise rolled back, with the
+    /// probe's error, or `None` where the handler ended it.
+    pub(crate) async fn or_roll_back(mut self) -> Result<Self, Option<sqlx::Error>> {
+        match self.still_open().await {
+            Ok(true) => Ok(self),
+            ended => {
+                roll_back(self).await;
+                Err(ended.err())
+            }
+        }
+    }
 }
 
 /// Rolls back what the handler left, first asking whether it is still open: a handler that
