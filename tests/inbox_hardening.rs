@@ -213,6 +213,51 @@ async fn handled_inline(inline: &VerifyWebhookLayer, delivery: &Delivery) -> usi
 
 /// Item 7, PostgreSQL: the inbox writes its marks to the table of the store it was given, so
 /// an inline layer on that store sees the queued delivery as done.
+/// A worker stopped at any point of its fetches and heartbeats leaves none of its pool's
+/// connections inside a transaction: a `BEGIN` cancelled in flight (sqlx before 0.9.1) kept
+/// its session open, and every later statement on that connection ran in it, never
+/// committed (a purge or a replay reported done and undone).
+async fn postgres_a_stopped_worker_leaves_no_transaction_open() {
+    const CONNECTIONS: u32 = 3;
+    let pool = pg::postgres::PgPoolOptions::new()
+        .max_connections(CONNECTIONS)
+        .connect(&common::database_url())
+        .await
+        .unwrap();
+    let inbox = PostgresInbox::new(pool.clone())
+        .await
+        .unwrap()
+        .with_queue(&unique("test-queue"));
+    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+    for round in 0..40u64 {
+        let delivery = Delivery::new("{}").id(unique("open"));
+        assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+        let stop = tokio::time::sleep(Duration::from_micros(round * 500));
+        inbox
+            .worker(|_: Event| async { Ok::<_, Infallible>(()) })
+            .run_until(stop)
+            .await
+            .unwrap();
+        // Every connection at once: each one the pool holds is asked in turn. In a
+        // transaction begun before, its start is earlier than the statement's.
+        let mut held = Vec::new();
+        for _ in 0..CONNECTIONS {
+            held.push(pool.acquire().await.unwrap());
+        }
+        for conn in &mut held {
+            let row = pg::raw_sql("SELECT now() = statement_timestamp()")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            let outside: bool = pg::Row::get(&row, 0);
+            assert!(
+                outside,
+                "round {round}: a connection left inside a transaction"
+            );
+        }
+    }
+}
+
 async fn postgres_marks_go_to_the_stores_table() {
     let Place::Postgres(queue) = Place::postgres() else {
         unreachable!()
@@ -524,6 +569,7 @@ fn main() -> std::process::ExitCode {
     postgres_trials.extend(trials![
         two_receivers_on_two_pools_share_one_bound,
         postgres_marks_go_to_the_stores_table,
+        postgres_a_stopped_worker_leaves_no_transaction_open,
     ]);
     let mut trials = sqlite_trials;
     trials.extend(common::needing(
