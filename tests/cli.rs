@@ -270,6 +270,91 @@ fn usage_and_unreachable() {
     assert!(err.starts_with("error: "), "{err}");
 }
 
+/// Every command pointed at a database that holds no inbox: refused (exit 1, saying so), and
+/// the database left as it was: an SQLite file byte for byte (no table, no WAL switch), a
+/// PostgreSQL database without apalis's schema or the inbox's tables.
+async fn foreign_databases_are_left_alone(dir: std::path::PathBuf, postgres: Option<String>) {
+    use tower_webhook::store::sqlite::sqlx as lite;
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notes.db");
+    let options = lite::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = lite::SqlitePool::connect_with(options).await.unwrap();
+    lite::query("CREATE TABLE notes (body TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    lite::query("INSERT INTO notes VALUES ('mine')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let before = std::fs::read(&path).unwrap();
+    let commands: [&[&str]; 7] = [
+        &["counts"],
+        &["list"],
+        &["show", "x"],
+        &["replay", "x"],
+        &["replay", "--dead", "--layer", "x"],
+        &["purge", "--older-than", "1d"],
+        &["list", "--json"],
+    ];
+    for database in [
+        path.display().to_string(),
+        format!("sqlite://{}", path.display()),
+        format!("sqlite://{}?mode=rwc", path.display()),
+    ] {
+        for args in commands {
+            let (code, _, err) = run(&database, "q", args);
+            assert_eq!(code, 1, "{database} {args:?}: {err}");
+            assert!(err.contains("holds no webhook inbox"), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+        }
+    }
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the file was changed"
+    );
+    let wal = dir.join("notes.db-wal");
+    assert!(!wal.exists(), "switched to WAL");
+    let Some(url) = postgres else { return };
+    let admin = tower_webhook::store::postgres::sqlx::PgPool::connect(&url)
+        .await
+        .unwrap();
+    let name = format!("tw_foreign_{}", std::process::id());
+    let sql = |text: String| async {
+        tower_webhook::store::postgres::sqlx::query(
+            tower_webhook::store::postgres::sqlx::AssertSqlSafe(text),
+        )
+        .execute(&admin)
+        .await
+        .unwrap();
+    };
+    sql(format!("DROP DATABASE IF EXISTS {name}")).await;
+    sql(format!("CREATE DATABASE {name}")).await;
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let foreign = format!("{base}/{name}");
+    for args in commands {
+        let (code, _, err) = run(&foreign, "q", args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("holds no webhook inbox"), "{args:?}: {err}");
+    }
+    let pool = tower_webhook::store::postgres::sqlx::PgPool::connect(&foreign)
+        .await
+        .unwrap();
+    let created: i64 = tower_webhook::store::postgres::sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(created, 0, "something was created in the foreign database");
+    sql(format!("DROP DATABASE {name}")).await;
+}
+
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let url = common::database_url();
@@ -297,6 +382,11 @@ fn main() -> std::process::ExitCode {
             }
         }),
     ];
+    trials.push(common::trial("foreign_databases_are_left_alone", {
+        let (dir, url) = (dir.join("foreign"), url.clone());
+        let postgres = reachable.is_ok().then_some(url);
+        move || foreign_databases_are_left_alone(dir, postgres)
+    }));
     trials.extend(common::needing(
         "PostgreSQL",
         "DATABASE_URL",

@@ -206,7 +206,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<String, Failure> {
     let database = &cli.database;
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        let inbox = PostgresInbox::connect(database).await?;
+        let inbox = PostgresInbox::connect_existing(database).await?;
         command(&inbox.with_queue(&cli.queue), &cli).await
     } else {
         // A mistyped path would otherwise make a new, empty inbox.
@@ -219,8 +219,13 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             )));
         }
         let inbox = match database.strip_prefix("sqlite://") {
-            Some(_) => SqliteInbox::connect(database).await?,
-            None => SqliteInbox::open(database).await?,
+            Some(_) => {
+                SqliteInbox::attach(database.parse().map_err(|err| {
+                    InboxError::new(InboxErrorKind::Unavailable, format!("{database}: {err}"))
+                })?)
+                .await?
+            }
+            None => SqliteInbox::open_existing(database).await?,
         };
         command(&inbox.with_queue(&cli.queue), &cli).await
     }

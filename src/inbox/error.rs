@@ -33,6 +33,9 @@ pub enum InboxErrorKind {
     Database,
     /// A worker could not run: the queue failed to start it or to fetch jobs.
     Worker,
+    /// The database holds no inbox: one opened to be looked at (`open_existing`,
+    /// `connect_existing`) lacks the inbox's tables, and nothing was created in it.
+    NoInbox,
 }
 
 impl InboxError {
@@ -70,6 +73,31 @@ impl InboxError {
         let unavailable = sqlx_error_kind(&err, transient) == StoreErrorKind::Unavailable;
         Self::database(err, unavailable)
     }
+
+    /// Refuses the database at `place` unless every one of `tables` is `present`: one
+    /// opened to be looked at must hold an inbox already.
+    pub(crate) fn unless_inbox(
+        place: &str,
+        tables: &[&str],
+        present: &[String],
+    ) -> Result<(), Self> {
+        let missing: Vec<&str> = tables
+            .iter()
+            .copied()
+            .filter(|table| !present.iter().any(|there| there == table))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Self::new(
+            InboxErrorKind::NoInbox,
+            format!(
+                "{place} holds no webhook inbox (no table {}); nothing was created in it. \
+                 Point at the database the receiver's inbox writes to",
+                missing.join(", ")
+            ),
+        ))
+    }
 }
 
 impl From<StoreError> for InboxError {
@@ -86,6 +114,7 @@ impl fmt::Display for InboxError {
             InboxErrorKind::Unavailable => "inbox database unavailable",
             InboxErrorKind::Database => "inbox database failed",
             InboxErrorKind::Worker => "inbox worker failed",
+            InboxErrorKind::NoInbox => "no inbox there",
         };
         write!(f, "{what}: {}", self.source)
     }

@@ -221,6 +221,39 @@ impl Inbox<Postgres> {
     }
 }
 
+impl Inbox<Postgres> {
+    /// Connects to the inbox already in the database at `url`, creating and changing
+    /// nothing: no schema, table, trigger or migration, and none of the locks that take. A
+    /// database that holds no inbox is refused. For tools that look at an inbox receivers
+    /// keep (the `webhook-inbox` command line).
+    pub async fn connect_existing(url: &str) -> Result<Self, InboxError> {
+        let store = PostgresStore::connect(url).await?;
+        let pool = store.pool().clone();
+        let present: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM unnest($1::TEXT[]) AS name WHERE to_regclass(name) IS NOT NULL",
+        )
+        .bind(INBOX_TABLES)
+        .fetch_all(&pool)
+        .await
+        .map_err(Postgres::error)?;
+        let place = sqlx::query_scalar::<_, String>("SELECT current_database()")
+            .fetch_one(&pool)
+            .await
+            .map_err(Postgres::error)?;
+        InboxError::unless_inbox(&format!("database {place}"), &INBOX_TABLES, &present)?;
+        Ok(Self::from_parts(pool, store))
+    }
+}
+
+/// The tables a database holding an inbox has: apalis's, the bound's and the attempts'
+/// (the dedup marks' may have a name of the app's own).
+const INBOX_TABLES: [&str; 4] = [
+    "apalis.jobs",
+    "apalis.workers",
+    "webhook_inbox_depth",
+    "webhook_inbox_attempts",
+];
+
 /// Whether everything of [`BROWSE_SCHEMA`] and [`EVENT_ID_INDEX`] is there.
 const BROWSE_SCHEMA_READY: &str = "SELECT
     (SELECT COUNT(*) FROM pg_class WHERE relname IN ('webhook_inbox_attempts',

@@ -186,6 +186,15 @@ const BROWSE_SCHEMA: [&str; 7] = [
         ((CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.\"webhook.id\"') END))",
 ];
 
+/// The tables an SQLite file holding an inbox has: apalis's, the bound's and the attempts'
+/// (the dedup marks' may be elsewhere).
+const INBOX_TABLES: [&str; 4] = [
+    "Jobs",
+    "Workers",
+    "webhook_inbox_depth",
+    "webhook_inbox_attempts",
+];
+
 impl Inbox<Sqlite> {
     /// Opens (or creates) the inbox in the SQLite file at `path`: apalis's tables, migrated
     /// to the current schema, and the dedup marks.
@@ -197,6 +206,40 @@ impl Inbox<Sqlite> {
     pub async fn connect(url: &str) -> Result<Self, InboxError> {
         let options = url.parse::<SqliteConnectOptions>().map_err(Sqlite::error)?;
         Self::open_with(options).await
+    }
+
+    /// Opens the inbox already in the SQLite file at `path`, creating and changing nothing:
+    /// no file, table or migration, and the file's journal mode left as it is. A file that
+    /// holds no inbox is refused. For tools that look at an inbox a receiver keeps (the
+    /// `webhook-inbox` command line), where a mistyped path must not become a new one, nor
+    /// an unrelated database be written to.
+    pub async fn open_existing(path: impl AsRef<std::path::Path>) -> Result<Self, InboxError> {
+        Self::attach(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    /// [`open_existing`](Self::open_existing) with the file and its options read from an
+    /// sqlx URL (`sqlite://webhooks.db`); a `mode=rwc` in it creates nothing either.
+    pub(crate) async fn attach(options: SqliteConnectOptions) -> Result<Self, InboxError> {
+        let name = options.get_filename().display().to_string();
+        let options = options
+            .create_if_missing(false)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await
+            .map_err(Sqlite::error)?;
+        let present: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&INBOX_TABLES).unwrap_or_default())
+        .fetch_all(&pool)
+        .await
+        .map_err(Sqlite::error)?;
+        InboxError::unless_inbox(&name, &INBOX_TABLES, &present)?;
+        let store = SqliteStore::new(pool.clone());
+        Ok(Self::from_parts(pool, store))
     }
 
     async fn open_with(options: SqliteConnectOptions) -> Result<Self, InboxError> {
