@@ -9,7 +9,10 @@
 //! answer at the 50th and 99th percentiles, and the answers that were not 2xx. The burst
 //! rows send 2 000 at once over 256 connections under the default bound; the commit-to-start
 //! rows send one delivery at a time to an idle inbox and time its handler's start from the
-//! 202. The CPU columns are per answer, read from `/proc`: this process's (the server and
+//! 202. The "beside Tx handlers" rows send 400 deliveries at a steady 40 a second, each on a
+//! connection of its own, to an SQLite inbox whose worker runs `Tx` handlers that hold the
+//! file's write lock for 20 or 100 ms: the door's latency beside them, an answer later than 3 s
+//! counted as not 2xx (the sender would have sent it again). The CPU columns are per answer, read from `/proc`: this process's (the server and
 //! the load's own client; the inline rows show the client's share) and PostgreSQL's. Not criterion: one row is a whole server under
 //! load, and what matters is its throughput and tail. Run it on a quiet machine; compare
 //! rows of one run, not runs.
@@ -37,6 +40,11 @@ const STEADY: (usize, usize) = (32, 8_000);
 const BURST: (usize, usize) = (256, 2_000);
 /// Deliveries sent one at a time to an idle inbox, for the delay from commit to start.
 const STARTS: usize = 40;
+/// A steady sender beside busy `Tx` handlers: deliveries a second, and how many.
+const PACED: (u32, usize) = (40, 400);
+/// How long the paced sender waits for an answer before it counts a timeout (and a sender
+/// would send again).
+const SENDER_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn layer() -> VerifyWebhookLayer {
     VerifyWebhookLayer::new(StandardWebhooks::new(SECRET).unwrap())
@@ -135,6 +143,94 @@ async fn load(
         refused: refused.load(Ordering::Relaxed),
         cpu_us: (per_answer(own - cpu.0), per_answer(postgres - cpu.1)),
     }
+}
+
+/// Sends `count` signed deliveries at `per_second`, each on a connection of its own
+/// (opened on schedule, as a sender's are), whatever the answers before: the sorted
+/// latencies, and how many were not 2xx or took longer than [`SENDER_TIMEOUT`].
+async fn paced(addr: std::net::SocketAddr, label: &str, (per_second, count): (u32, usize)) -> Load {
+    let scheme = StandardWebhooks::new(SECRET).unwrap();
+    let started = Instant::now();
+    let cpu = cpu_ticks();
+    let mut tasks = Vec::with_capacity(count);
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second);
+    for n in 0..count {
+        ticks.tick().await;
+        let request: http::Request<Full<Bytes>> =
+            Delivery::new(format!(r#"{{"type":"bench","n":{n}}}"#))
+                .id(format!("paced-{label}-{}-{n}", std::process::id()))
+                .uri("/webhooks")
+                .request(&scheme)
+                .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(connection);
+            let response = sender.send_request(request).await.unwrap();
+            let took = sent.elapsed();
+            let ok = matches!(
+                response.status(),
+                StatusCode::ACCEPTED | StatusCode::NO_CONTENT
+            );
+            (took, ok && took < SENDER_TIMEOUT)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    let mut refused = 0;
+    for task in tasks {
+        let (took, ok) = task.await.unwrap();
+        latencies.push(took);
+        refused += usize::from(!ok);
+    }
+    let elapsed = started.elapsed();
+    let (own, postgres) = cpu_ticks();
+    latencies.sort();
+    let answers = f64::from(u32::try_from(count).unwrap_or(u32::MAX));
+    let per_answer =
+        |ticks: u64| f64::from(u32::try_from(ticks).unwrap_or(u32::MAX)) * 1e4 / answers;
+    Load {
+        rate: answers / elapsed.as_secs_f64(),
+        latencies,
+        refused,
+        cpu_us: (per_answer(own - cpu.0), per_answer(postgres - cpu.1)),
+    }
+}
+
+/// An SQLite inbox at [`PACED`] with a worker whose `Tx` handlers write a row and hold the
+/// transaction (the file's one write lock) for `hold`: the door's latency beside them.
+async fn beside_tx_handlers(dir: &std::path::Path, hold: Duration) -> Load {
+    use tower_webhook::store::sqlite::sqlx as lite;
+    use tower_webhook::Tx;
+    let name = format!("tx-{}ms", hold.as_millis());
+    let inbox = SqliteInbox::open(dir.join(format!("{name}.db")))
+        .await
+        .unwrap()
+        .with_max_queued(u64::MAX);
+    lite::query("CREATE TABLE IF NOT EXISTS handled (id TEXT PRIMARY KEY)")
+        .execute(inbox.pool())
+        .await
+        .unwrap();
+    let handler = move |event: Event, mut tx: Tx<lite::Sqlite>| async move {
+        lite::query("INSERT INTO handled (id) VALUES (?)")
+            .bind(event.id())
+            .execute(&mut *tx)
+            .await?;
+        tokio::time::sleep(hold).await;
+        Ok::<_, lite::Error>(())
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handler).run_until(async {
+        let _ = stopped.await;
+    }));
+    let app = Router::new()
+        .route("/webhooks", post(accepted))
+        .layer(layer().with_inbox(inbox));
+    let load = paced(serve(app).await, &name, PACED).await;
+    let _ = stop.send(());
+    let _ = worker.await;
+    load
 }
 
 /// What a row of load measured.
@@ -320,6 +416,11 @@ async fn sqlite_rows(dir: &std::path::Path) {
     let inbox = SqliteInbox::open(dir.join("start.db")).await.unwrap();
     let delays = commit_to_start(inbox.clone(), inbox, "sqlite").await;
     start_row("commit to start, SqliteInbox", &delays);
+
+    for hold in [20, 100] {
+        let load = beside_tx_handlers(dir, Duration::from_millis(hold)).await;
+        row(&format!("SqliteInbox 40/s, {hold} ms Tx handlers"), &load);
+    }
 }
 
 /// The PostgreSQL rows, where it is reachable.

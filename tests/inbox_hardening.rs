@@ -213,6 +213,91 @@ async fn handled_inline(inline: &VerifyWebhookLayer, delivery: &Delivery) -> usi
 
 /// Item 7, PostgreSQL: the inbox writes its marks to the table of the store it was given, so
 /// an inline layer on that store sees the queued delivery as done.
+/// On SQLite, a delivery at the door goes before the `Tx` handlers waiting for the file's
+/// write lock: it waits for the transaction in progress only. Two handlers hold their
+/// transactions until told; the door's delivery arrives while the first holds its own and
+/// the second waits; once the first ends, the delivery is acknowledged while the second
+/// still holds the lock it took after. (Before, the second took the lock first and the
+/// door waited out SQLite's busy timeout: a 503.)
+async fn sqlite_the_door_goes_before_waiting_tx_handlers() {
+    use tokio::sync::{mpsc, oneshot};
+    use tower_webhook::Tx;
+    let Place::Sqlite(path) = Place::sqlite() else {
+        unreachable!()
+    };
+    let inbox = SqliteInbox::open(&path).await.unwrap();
+    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+    for _ in 0..2 {
+        let delivery = Delivery::new(r#"{"hold":true}"#).id(unique("held"));
+        assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+    }
+    // Each handler says it holds its transaction, and waits for its release.
+    let (holding, mut held) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let handler = move |event: Event, mut tx: Tx<lite::Sqlite>| {
+        let holding = holding.clone();
+        async move {
+            lite::query("CREATE TABLE IF NOT EXISTS held (id TEXT)")
+                .execute(&mut *tx)
+                .await?;
+            lite::query("INSERT INTO held VALUES (?)")
+                .bind(event.id())
+                .execute(&mut *tx)
+                .await?;
+            let (release, released) = oneshot::channel();
+            if holding.send(release).is_ok() {
+                let _ = released.await;
+            }
+            Ok::<_, lite::Error>(())
+        }
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handler).concurrency(2).run_until(async {
+        let _ = stopped.await;
+    }));
+    let first = held.recv().await.unwrap();
+    let door = tokio::spawn({
+        let layer = layer.clone();
+        async move {
+            let delivery = Delivery::new("{}").id(unique("door"));
+            send(&layer, &delivery).await.0
+        }
+    });
+    // Time for the delivery to reach the door and wait there, behind the first handler
+    // and beside the second, which waits for its turn.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !door.is_finished(),
+        "the door waits for the transaction in progress"
+    );
+    let _ = first.send(());
+    let second = tokio::time::timeout(Duration::from_secs(30), held.recv())
+        .await
+        .expect("the second handler runs")
+        .unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(30), door)
+        .await
+        .expect("the door answers while the second handler holds the lock")
+        .unwrap();
+    assert_eq!(answered, StatusCode::ACCEPTED);
+    let _ = second.send(());
+    // The door's own job runs too; its handler is released as it asks.
+    let third = tokio::time::timeout(Duration::from_secs(30), held.recv())
+        .await
+        .expect("the third job runs")
+        .unwrap();
+    let _ = third.send(());
+    let counts = read_until(
+        20,
+        || inbox.counts(),
+        |counts| counts.as_ref().is_ok_and(|c| c.done == 3),
+    )
+    .await
+    .unwrap();
+    assert_eq!((counts.done, counts.dead), (3, 0), "{counts:?}");
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}
+
 /// A worker stopped at any point of its fetches and heartbeats leaves none of its pool's
 /// connections inside a transaction: a `BEGIN` cancelled in flight (sqlx before 0.9.1) kept
 /// its session open, and every later statement on that connection ran in it, never
@@ -565,6 +650,10 @@ fn main() -> std::process::ExitCode {
     sqlite_trials.push(common::trial(
         "sqlite::marks_follow_the_stores_clock",
         sqlite_marks_follow_the_stores_clock,
+    ));
+    sqlite_trials.push(common::trial(
+        "sqlite::the_door_goes_before_waiting_tx_handlers",
+        sqlite_the_door_goes_before_waiting_tx_handlers,
     ));
     postgres_trials.extend(trials![
         two_receivers_on_two_pools_share_one_bound,

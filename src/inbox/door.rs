@@ -134,6 +134,11 @@ impl<D: Dialect> Writes<D> {
         order.sort_by(|&a, &b| entries[a].stored.key.cmp(&entries[b].stored.key));
         let mut answers = vec![Enqueued::Duplicate; entries.len()];
         let mut fresh = Vec::with_capacity(entries.len());
+        // With one writer (SQLite), the batch goes before every handler transaction waiting
+        // to begin: the door waits for the one in progress at most.
+        let _turn = D::writers(&self.store)
+            .door_turn(crate::tx::Writers::DOOR_PATIENCE)
+            .await;
         // Made durable by the marks' statement.
         let mut tx = self.pool.begin().await.map_err(D::error)?;
         // The first of each key is marked; its copies answer as it does.

@@ -747,11 +747,7 @@ where
     };
     let slot = H::TRANSACTION.then(|| {
         let writers = D::writers(&attempt.inbox.store);
-        Slot::new(
-            attempt.inbox.pool.clone(),
-            D::BEGIN,
-            Arc::clone(writers.turns()),
-        )
+        Slot::new(attempt.inbox.pool.clone(), D::BEGIN, writers)
     });
     // The wait for a writer's turn counts against the attempt's deadline.
     let tx = match &slot {

@@ -53,7 +53,7 @@ impl<S: TxStore> fmt::Debug for Of<S> {
 impl<S: TxStore> Transactions for Of<S> {
     fn offer(&self, extensions: &mut http::Extensions) -> Arc<dyn Offered> {
         let pool = self.0.tx_pool().clone();
-        let slot = Slot::new(pool, S::BEGIN, Arc::clone(self.0.tx_writers().turns()));
+        let slot = Slot::new(pool, S::BEGIN, Arc::clone(self.0.tx_writers()));
         extensions.insert(Arc::clone(&slot));
         Arc::new(Offer {
             slot,

@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use sqlx::{Database, Pool, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -94,7 +95,15 @@ impl<DB: Database> fmt::Debug for Tx<DB> {
 /// An open transaction, and its turn among the database's writers, given up when it ends.
 pub(crate) struct Open<DB: Database> {
     tx: Transaction<'static, DB>,
+    _turn: Turn,
+}
+
+/// A handler transaction's turn among the database's writers. With one writer, also its
+/// place in the handlers' lane: the turn is given up first, so that a door batch waiting
+/// for it goes before the next handler, which waits in the lane (fields drop in order).
+pub(crate) struct Turn {
     _turn: OwnedSemaphorePermit,
+    _lane: Option<OwnedSemaphorePermit>,
 }
 
 impl<DB: Database> Open<DB> {
@@ -158,6 +167,12 @@ impl<DB: Database> DerefMut for Open<DB> {
 #[allow(unreachable_pub)]
 pub struct Writers {
     turns: Arc<Semaphore>,
+    /// With one writer, the handlers' transactions wait here, one at a time, before they
+    /// wait for a turn: so at most one of them is ever queued for the turn, and a door
+    /// batch asking for it goes before every other handler (SQLite's busy handler, where
+    /// they would otherwise meet, lets whoever asks last after a commit go first, and the
+    /// door, sleeping in it, lost to handler after handler).
+    lane: Option<Arc<Semaphore>>,
     /// The turns running workers may still hold back: all but one. `None` with one writer,
     /// whose transactions wait for the file's lock, not for a connection.
     spare: Option<AtomicU32>,
@@ -173,6 +188,9 @@ impl Writers {
     /// connection: the door answered in 1.5 s (p50) instead of 3 ms, and 35 of 150 jobs
     /// ended dead, their workers taken for dead.
     pub(crate) const PER_WORKER: u32 = 1;
+    /// How long the door waits for its turn before it meets the database's lock instead:
+    /// SQLite's busy timeout, the crate's pools' own.
+    pub(crate) const DOOR_PATIENCE: Duration = Duration::from_secs(5);
 
     pub(crate) fn new<DB: Database>(pool: &Pool<DB>, one_writer: bool) -> Arc<Self> {
         let turns = if one_writer {
@@ -185,6 +203,7 @@ impl Writers {
         };
         Arc::new(Self {
             turns: Arc::new(Semaphore::new(usize::try_from(turns).unwrap_or(1))),
+            lane: one_writer.then(|| Arc::new(Semaphore::new(1))),
             spare: (!one_writer).then(|| AtomicU32::new(turns - 1)),
         })
     }
@@ -192,6 +211,30 @@ impl Writers {
     /// The turns, one taken by each open transaction.
     pub(crate) fn turns(&self) -> &Arc<Semaphore> {
         &self.turns
+    }
+
+    /// Waits for a handler transaction's turn: with one writer, after its place in the
+    /// handlers' lane, so that the door goes first.
+    pub(crate) async fn handler_turn(&self) -> Result<Turn, tokio::sync::AcquireError> {
+        let lane = match &self.lane {
+            Some(lane) => Some(Arc::clone(lane).acquire_owned().await?),
+            None => None,
+        };
+        let turn = Arc::clone(&self.turns).acquire_owned().await?;
+        Ok(Turn {
+            _turn: turn,
+            _lane: lane,
+        })
+    }
+
+    /// With one writer, the door's turn: ahead of every handler transaction but the one in
+    /// progress. `None` with a server's many writers, or after `patience` (a handler
+    /// holding the turn while it waits for the door itself): the door then meets the
+    /// database's own lock and its busy timeout.
+    pub(crate) async fn door_turn(&self, patience: Duration) -> Option<OwnedSemaphorePermit> {
+        self.lane.as_ref()?;
+        let turn = Arc::clone(&self.turns).acquire_owned();
+        tokio::time::timeout(patience, turn).await.ok()?.ok()
     }
 
     /// Holds back the connections a running worker needs besides its handlers'
@@ -266,7 +309,7 @@ pub(crate) struct Slot<DB: Database> {
     begin: Option<&'static str>,
     /// The turns of the database's writers: a transaction waits for one before it takes a
     /// connection.
-    writers: Arc<Semaphore>,
+    writers: Arc<Writers>,
     state: Mutex<State<DB>>,
 }
 
@@ -323,7 +366,7 @@ impl<DB: Database> Slot<DB> {
     pub(crate) fn new(
         pool: Pool<DB>,
         begin: Option<&'static str>,
-        writers: Arc<Semaphore>,
+        writers: Arc<Writers>,
     ) -> Arc<Self> {
         Arc::new(Self {
             pool,
@@ -350,8 +393,9 @@ impl<DB: Database> Slot<DB> {
         // Dropped before it began (the handler's future was), or failed: the slot is as if
         // the handler had never asked.
         let unbegun = Unbegun(self);
-        let turn = Arc::clone(&self.writers)
-            .acquire_owned()
+        let turn = self
+            .writers
+            .handler_turn()
             .await
             .map_err(|_| LendError::Closed)?;
         let began = match self.begin {
