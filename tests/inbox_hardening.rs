@@ -213,6 +213,73 @@ async fn handled_inline(inline: &VerifyWebhookLayer, delivery: &Delivery) -> usi
 
 /// Item 7, PostgreSQL: the inbox writes its marks to the table of the store it was given, so
 /// an inline layer on that store sees the queued delivery as done.
+/// On SQLite, a `Tx` handler that holds the file's write lock for three times the busy
+/// timeout, beside twenty short `Tx` jobs: the worker's fetches and heartbeats meet the lock
+/// and wait, and no attempt is dropped for it. Each job runs once, none is dead-lettered.
+/// (Before, the fetch's `SQLITE_BUSY` stopped the worker, its restart dropped every attempt
+/// in flight, and the slow job ran again and again until dead, "its worker died".)
+async fn sqlite_a_tx_held_past_the_busy_timeout_stops_nothing() {
+    use tower_webhook::Tx;
+    let Place::Sqlite(path) = Place::sqlite() else {
+        unreachable!()
+    };
+    let inbox = SqliteInbox::open(&path)
+        .await
+        .unwrap()
+        .with_retry(quick(3, Duration::ZERO));
+    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+    let slow = Delivery::new(r#"{"slow":true}"#).id(unique("slow"));
+    assert_eq!(send(&layer, &slow).await.0, StatusCode::ACCEPTED);
+    for _ in 0..20 {
+        let short = Delivery::new("{}").id(unique("short"));
+        assert_eq!(send(&layer, &short).await.0, StatusCode::ACCEPTED);
+    }
+    let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handler = {
+        let runs = Arc::clone(&runs);
+        move |event: Event, mut tx: Tx<lite::Sqlite>| {
+            runs.lock().unwrap().push(event.id().to_owned());
+            async move {
+                lite::query("CREATE TABLE IF NOT EXISTS effects (id TEXT PRIMARY KEY)")
+                    .execute(&mut *tx)
+                    .await?;
+                lite::query("INSERT INTO effects VALUES (?)")
+                    .bind(event.id())
+                    .execute(&mut *tx)
+                    .await?;
+                if event.body().starts_with(br#"{"slow""#) {
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                }
+                Ok::<_, lite::Error>(())
+            }
+        }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handler).concurrency(4).run_until(async {
+        let _ = stopped.await;
+    }));
+    let counts = read_until(
+        60,
+        || inbox.counts(),
+        |counts| counts.as_ref().is_ok_and(|c| c.done + c.dead == 21),
+    )
+    .await
+    .unwrap();
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    assert_eq!((counts.done, counts.dead), (21, 0), "{counts:?}");
+    let runs = runs.lock().unwrap().clone();
+    let mut once = runs.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(runs.len(), once.len(), "a job ran twice: {runs:?}");
+    let effects: i64 = lite::query_scalar("SELECT COUNT(*) FROM effects")
+        .fetch_one(inbox.pool())
+        .await
+        .unwrap();
+    assert_eq!(effects, 21);
+}
+
 /// On SQLite, a delivery at the door goes before the `Tx` handlers waiting for the file's
 /// write lock: it waits for the transaction in progress only. Two handlers hold their
 /// transactions until told; the door's delivery arrives while the first holds its own and
@@ -654,6 +721,10 @@ fn main() -> std::process::ExitCode {
     sqlite_trials.push(common::trial(
         "sqlite::the_door_goes_before_waiting_tx_handlers",
         sqlite_the_door_goes_before_waiting_tx_handlers,
+    ));
+    sqlite_trials.push(common::trial(
+        "sqlite::a_tx_held_past_the_busy_timeout_stops_nothing",
+        sqlite_a_tx_held_past_the_busy_timeout_stops_nothing,
     ));
     postgres_trials.extend(trials![
         two_receivers_on_two_pools_share_one_bound,

@@ -296,6 +296,9 @@ where
                 Err(err) if signal.peek().is_none() => {
                     tracing::warn!(error = %err, "the inbox worker stopped; starting it again in a second");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    // What it fetched and never started would wait for this worker's stop:
+                    // the next run fetches only what is queued.
+                    release(&self.inbox, name.clone()).await;
                 }
                 ran => break ran,
             }
@@ -442,7 +445,7 @@ where
         let ctx = Arc::clone(task.ctx());
         let stored = task.args;
         let timeout = self.timeout;
-        Box::pin(async move {
+        let attempt = async move {
             let retry = inbox.settings.retry;
             let task_id = ctx.task_id().map(ToString::to_string).unwrap_or_default();
             let span = tracing::info_span!(
@@ -522,6 +525,16 @@ where
                 );
             }
             ran.report((attempt, max_attempts), delay)
+        };
+        // Each attempt runs in a task of its own. A queue that fails under the worker (a
+        // fetch or heartbeat refused: SQLite busy past its timeout behind a long `Tx`, a
+        // connection lost) ends apalis's worker, and the worker starts again; the attempts
+        // in flight go on to their ends rather than being dropped with it.
+        let running = tokio::spawn(attempt);
+        Box::pin(async move {
+            running
+                .await
+                .unwrap_or_else(|err| Err(Box::new(err) as BoxError))
         })
     }
 }
