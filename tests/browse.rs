@@ -246,6 +246,91 @@ async fn browse_suite<D: Dialect>(inbox: Inbox<D>) {
     assert!(inbox.job(&flaky.summary.task_id).await.unwrap().is_none());
 }
 
+/// A running job put back in the queue under its attempt (as apalis's recovery of a silent
+/// worker's jobs does: `Running` to `Pending`, the holder cleared, an attempt counted): that
+/// attempt's record ends there, failed and saying why, and the next attempt's is its own.
+/// Before, the first record stayed open and the second attempt's end closed both, done
+/// twice. `take_back` runs that statement on the job of the given id.
+async fn attempts_exact_through_a_takeover<D: Dialect, F, Fut>(inbox: Inbox<D>, take_back: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use tokio::sync::{mpsc, oneshot};
+    let inbox = inbox.with_retry(no_wait());
+    let id = common::inbox::send_github(&inbox, "github", "push", r#"{"n":1}"#).await;
+    let task_id = inbox
+        .jobs(&JobFilter::default().event_id(&id), None, 1)
+        .await
+        .unwrap()
+        .jobs[0]
+        .task_id
+        .clone();
+    // The first attempt waits until it is told, after the takeover; the second succeeds.
+    let (started, mut first) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let handler = move |_: tower_webhook::Event, job: tower_webhook::inbox::Job| {
+        let started = started.clone();
+        async move {
+            if job.attempt() == 1 {
+                let (release, released) = oneshot::channel();
+                let _ = started.send(release);
+                let _ = released.await;
+            }
+            Ok::<_, std::convert::Infallible>(())
+        }
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handler).run_until(async {
+        let _ = stopped.await;
+    }));
+    let release = first.recv().await.unwrap();
+    take_back(task_id.clone()).await;
+    let done = common::inbox::read_until(
+        20,
+        || inbox.counts(),
+        |counts| counts.as_ref().is_ok_and(|c| c.done == 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.done, 1, "{done:?}");
+    let _ = release.send(());
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    let job = inbox.job(&task_id).await.unwrap().unwrap();
+    let outcomes: Vec<AttemptOutcome> = job.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [AttemptOutcome::Failed, AttemptOutcome::Done],
+        "{job:?}"
+    );
+    assert_eq!(
+        job.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(
+        job.attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("taken back")),
+        "{:?}",
+        job.attempts[0]
+    );
+    assert!(job.attempts.iter().all(|a| a.duration.is_some()));
+    let activity = inbox.activity(Duration::from_secs(300), 1).await.unwrap();
+    assert_eq!(
+        (activity.handled[0], activity.failed[0]),
+        (1, 1),
+        "{activity:?}"
+    );
+}
+
+/// A running job put back in the queue as apalis's recovery of a silent worker's jobs puts
+/// it back.
+const TAKE_BACK_SQLITE: &str = "UPDATE Jobs SET status = 'Pending', lock_by = NULL,
+    lock_at = NULL, attempts = attempts + 1 WHERE id = ?1 AND status = 'Running'";
+const TAKE_BACK_POSTGRES: &str = "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL,
+    lock_at = NULL, attempts = attempts + 1 WHERE id = $1 AND status = 'Running'";
+
 async fn sqlite_inbox() -> SqliteInbox {
     let dir = std::env::temp_dir().join(format!("tower-webhook-browse-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -265,17 +350,51 @@ fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reachable = runtime.block_on(common::inbox::postgres_reachable());
     let clean = reachable.is_ok();
-    let mut trials = vec![common::trial("sqlite::browse", || async {
-        browse_suite(sqlite_inbox().await).await;
-    })];
+    let mut trials = vec![
+        common::trial("sqlite::browse", || async {
+            browse_suite(sqlite_inbox().await).await;
+        }),
+        common::trial("sqlite::attempts_exact_through_a_takeover", || async {
+            let inbox = sqlite_inbox().await;
+            let pool = inbox.pool().clone();
+            attempts_exact_through_a_takeover(inbox, |id| {
+                let pool = pool.clone();
+                async move {
+                    tower_webhook::store::sqlite::sqlx::query(TAKE_BACK_SQLITE)
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+            })
+            .await;
+        }),
+    ];
     trials.extend(common::needing(
         "PostgreSQL",
         "DATABASE_URL",
         &common::database_url(),
         reachable,
-        vec![common::trial("postgres::browse", || async {
-            browse_suite(postgres_inbox().await).await;
-        })],
+        vec![
+            common::trial("postgres::browse", || async {
+                browse_suite(postgres_inbox().await).await;
+            }),
+            common::trial("postgres::attempts_exact_through_a_takeover", || async {
+                let inbox = postgres_inbox().await;
+                let pool = inbox.pool().clone();
+                attempts_exact_through_a_takeover(inbox, |id| {
+                    let pool = pool.clone();
+                    async move {
+                        tower_webhook::store::postgres::sqlx::query(TAKE_BACK_POSTGRES)
+                            .bind(id)
+                            .execute(&pool)
+                            .await
+                            .unwrap();
+                    }
+                })
+                .await;
+            }),
+        ],
     ));
     let code = common::run(trials);
     if clean {

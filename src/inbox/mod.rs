@@ -105,6 +105,14 @@ mod shared;
 mod text;
 mod worker;
 
+/// The error of an attempt whose running job was put back in the queue under it (apalis's
+/// recovery of a silent worker's jobs), a literal for the triggers' SQL of both dialects.
+macro_rules! taken_back {
+    () => {
+        "its worker stopped answering; the job was taken back and runs again"
+    };
+}
+
 #[cfg(feature = "inbox-postgres")]
 mod postgres;
 #[cfg(feature = "inbox-sqlite")]

@@ -137,7 +137,7 @@ const SET_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = $2 WHERE queue = 
 
 /// What the inbox keeps to be looked at: each attempt of each job (written by a trigger on
 /// the job's state, in the statement that changes it), and the index of the deliveries' ids.
-const BROWSE_SCHEMA: [&str; 7] = [
+const BROWSE_SCHEMA: [&str; 9] = [
     "SELECT pg_advisory_xact_lock(7245091368231790171)",
     // The index's first build reads every job there is: longer than a store's statement
     // timeout on a big table.
@@ -187,6 +187,29 @@ const BROWSE_SCHEMA: [&str; 7] = [
             EXECUTE FUNCTION webhook_inbox_attempt();
             CREATE TRIGGER webhook_inbox_attempts_gone AFTER DELETE
             ON apalis.jobs FOR EACH ROW EXECUTE FUNCTION webhook_inbox_attempt();
+        END IF;
+    END $$",
+    // A running job put back in the queue by anything but its attempt's end (apalis's own
+    // recovery of a silent worker's jobs): the attempt ended there, cut short. Otherwise
+    // its record stayed open, and the next attempt's end closed both with its outcome.
+    concat!(
+        "CREATE OR REPLACE FUNCTION webhook_inbox_attempt_taken() RETURNS trigger
+        LANGUAGE plpgsql AS $$ BEGIN
+            UPDATE webhook_inbox_attempts
+            SET ended_at = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT,
+                outcome = 'failed', error = '",
+        taken_back!(),
+        "' WHERE job_id = NEW.id AND ended_at IS NULL;
+            RETURN NEW;
+        END $$"
+    ),
+    "DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'webhook_inbox_attempt_taken'
+                AND tgrelid = 'apalis.jobs'::regclass) THEN
+            CREATE TRIGGER webhook_inbox_attempt_taken AFTER UPDATE OF status
+            ON apalis.jobs FOR EACH ROW
+            WHEN (OLD.status = 'Running' AND NEW.status NOT IN ('Running', 'Done', 'Failed', 'Killed'))
+            EXECUTE FUNCTION webhook_inbox_attempt_taken();
         END IF;
     END $$",
 ];
@@ -258,9 +281,11 @@ const INBOX_TABLES: [&str; 4] = [
 const BROWSE_SCHEMA_READY: &str = "SELECT
     (SELECT COUNT(*) FROM pg_class WHERE relname IN ('webhook_inbox_attempts',
         'webhook_inbox_attempts_job', 'webhook_inbox_attempts_by_end', 'webhook_jobs_delivery')) = 4
-    AND EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'webhook_inbox_attempt')
+    AND (SELECT COUNT(*) FROM pg_proc
+        WHERE proname IN ('webhook_inbox_attempt', 'webhook_inbox_attempt_taken')) = 2
     AND (SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'apalis.jobs'::regclass
-        AND tgname IN ('webhook_inbox_attempt_edges', 'webhook_inbox_attempts_gone')) = 2";
+        AND tgname IN ('webhook_inbox_attempt_edges', 'webhook_inbox_attempts_gone',
+            'webhook_inbox_attempt_taken')) = 3";
 
 /// Creates what the inbox keeps to be looked at, where it is not there yet. Once it is, a
 /// start takes no lock: the statements that create it lock apalis's table and the

@@ -143,7 +143,7 @@ macro_rules! now_ms {
 
 /// What the inbox keeps to be looked at: each attempt of each job (written by triggers on
 /// the job's state, in the statement that changes it), and the index of the deliveries' ids.
-const BROWSE_SCHEMA: [&str; 7] = [
+const BROWSE_SCHEMA: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS webhook_inbox_attempts (
         job_id TEXT NOT NULL,
         queue TEXT NOT NULL,
@@ -175,6 +175,20 @@ const BROWSE_SCHEMA: [&str; 7] = [
                     ELSE 'failed' END,
                 error = CASE WHEN NEW.status = 'Done' THEN NULL ELSE NEW.last_result END
             WHERE job_id = NEW.id AND ended_at IS NULL;
+        END"
+    ),
+    // A running job put back in the queue by anything but its attempt's end (apalis's own
+    // recovery of a silent worker's jobs): the attempt ended there, cut short. Otherwise
+    // its record stayed open, and the next attempt's end closed both with its outcome.
+    concat!(
+        "CREATE TRIGGER IF NOT EXISTS webhook_inbox_attempt_taken AFTER UPDATE OF status ON Jobs
+        WHEN OLD.status = 'Running' AND NEW.status NOT IN ('Running', 'Done', 'Failed', 'Killed')
+        BEGIN
+            UPDATE webhook_inbox_attempts SET ended_at = ",
+        now_ms!(),
+        ", outcome = 'failed', error = '",
+        taken_back!(),
+        "' WHERE job_id = NEW.id AND ended_at IS NULL;
         END"
     ),
     "CREATE TRIGGER IF NOT EXISTS webhook_inbox_attempts_gone AFTER DELETE ON Jobs BEGIN
