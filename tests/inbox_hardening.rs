@@ -211,8 +211,95 @@ async fn handled_inline(inline: &VerifyWebhookLayer, delivery: &Delivery) -> usi
     runs.runs(&common::inbox::delivery_id(delivery))
 }
 
-/// Item 7, PostgreSQL: the inbox writes its marks to the table of the store it was given, so
-/// an inline layer on that store sees the queued delivery as done.
+/// A job whose start was written as its connection failed: it reads `Running`, held by a
+/// worker that lives and heartbeats but runs no attempt of it (the worker took the start
+/// for failed). The worker takes it back itself after two heartbeats, the lost attempt
+/// counted, and runs it. (Before, only the jobs of dead workers were taken back: this one
+/// waited for as long as its worker lived.)
+async fn a_job_its_live_worker_lost_is_taken_back(place: Place) {
+    const NAME: &str = "stranding-worker";
+    let runs = Arc::new(AtomicU32::new(0));
+    on_inbox!(&place, quick(3, Duration::ZERO), |inbox| {
+        let inbox = inbox.with_heartbeat(Duration::from_secs(1));
+        let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+        let delivery = Delivery::new("{}").id(unique("stranded"));
+        assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+        // Not to be fetched before it is stranded: due in an hour.
+        let name = format!("{NAME}-{}", unique("w"));
+        let (postpone, registered, strand) = match &place {
+            Place::Sqlite(_) => (
+                "UPDATE Jobs SET run_at = run_at + 3600 WHERE job_type = ?1",
+                "SELECT COUNT(*) FROM Workers WHERE id = ?1",
+                "UPDATE Jobs SET status = 'Running', lock_by = ?1,
+                    lock_at = CAST(strftime('%s', 'now') AS INTEGER), run_at = run_at - 3600
+                WHERE job_type = ?2",
+            ),
+            Place::Postgres(_) => (
+                "UPDATE apalis.jobs SET run_at = run_at + interval '1 hour' WHERE job_type = $1",
+                "SELECT COUNT(*) FROM apalis.workers WHERE id = $1",
+                "UPDATE apalis.jobs SET status = 'Running', lock_by = $1, lock_at = now(),
+                    run_at = run_at - interval '1 hour'
+                WHERE job_type = $2",
+            ),
+        };
+        let queue = match &place {
+            Place::Sqlite(_) => tower_webhook::inbox::DEFAULT_QUEUE.to_owned(),
+            Place::Postgres(queue) => queue.clone(),
+        };
+        // `sqlx::query` takes its database from the pool: one statement for either inbox.
+        lite::query(postpone)
+            .bind(&queue)
+            .execute(inbox.pool())
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(
+            inbox
+                .worker(counting::<Unparsed>(&runs))
+                .name(name.clone())
+                .run_until(async {
+                    let _ = stopped.await;
+                }),
+        );
+        // The worker registered, then its start "committed" as its connection failed.
+        let seen = read_until(
+            20,
+            || {
+                lite::query_scalar::<_, i64>(registered)
+                    .bind(&name)
+                    .fetch_one(inbox.pool())
+            },
+            |seen| matches!(seen, Ok(1)),
+        )
+        .await;
+        assert!(matches!(seen, Ok(1)), "the worker registers: {seen:?}");
+        lite::query(strand)
+            .bind(&name)
+            .bind(&queue)
+            .execute(inbox.pool())
+            .await
+            .unwrap();
+        let counts = read_until(
+            20,
+            || inbox.counts(),
+            |counts| counts.as_ref().is_ok_and(|c| c.done == 1),
+        )
+        .await
+        .unwrap();
+        let _ = stop.send(());
+        worker.await.unwrap().unwrap();
+        assert_eq!((counts.done, counts.dead), (1, 0), "{counts:?}");
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let rows = jobs(&place).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1),
+        ("Done", 2),
+        "the lost attempt counted: {rows:?}"
+    );
+}
+
 /// On SQLite, a `Tx` handler that holds the file's write lock for three times the busy
 /// timeout, beside twenty short `Tx` jobs: the worker's fetches and heartbeats meet the lock
 /// and wait, and no attempt is dropped for it. Each job runs once, none is dead-lettered.
@@ -410,6 +497,8 @@ async fn postgres_a_stopped_worker_leaves_no_transaction_open() {
     }
 }
 
+/// Item 7, PostgreSQL: the inbox writes its marks to the table of the store it was given, so
+/// an inline layer on that store sees the queued delivery as done.
 async fn postgres_marks_go_to_the_stores_table() {
     let Place::Postgres(queue) = Place::postgres() else {
         unreachable!()
@@ -711,6 +800,9 @@ fn main() -> std::process::ExitCode {
         }),
         both("a_stop_at_any_point_puts_fetched_jobs_back", |p| {
             Box::pin(a_stop_at_any_point_puts_fetched_jobs_back(p))
+        }),
+        both("a_job_its_live_worker_lost_is_taken_back", |p| {
+            Box::pin(a_job_its_live_worker_lost_is_taken_back(p))
         }),
     ];
     let (mut sqlite_trials, mut postgres_trials): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();

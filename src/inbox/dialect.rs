@@ -217,6 +217,10 @@ pub struct Statements {
     pub alive: &'static str,
     /// queue, worker, silence: id, status, attempts, max attempts, holder.
     pub orphans: &'static str,
+    /// queue, worker, age: the jobs that worker holds running, started that long ago or
+    /// more (id, status, attempts, max attempts, holder): with the attempts it runs, they
+    /// are its own; any other was lost (a start committed as its connection failed).
+    pub stranded: &'static str,
     /// id, holder, reason.
     pub orphan_dead: &'static str,
     /// id, holder, reason, delay.

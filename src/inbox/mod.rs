@@ -99,6 +99,7 @@ mod handoff;
 mod job;
 mod meter;
 mod queue;
+mod running;
 mod settings;
 mod shared;
 #[cfg(any(feature = "cli", feature = "console"))]

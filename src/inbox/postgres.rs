@@ -95,6 +95,9 @@ const STATEMENTS: Statements = Statements {
         FROM apalis.jobs AS jobs JOIN apalis.workers AS workers ON jobs.lock_by = workers.id
         WHERE jobs.job_type = $1 AND jobs.status IN ('Running', 'Queued') AND workers.id <> $2
         AND now() - workers.last_seen >= make_interval(secs => $3)",
+    stranded: "SELECT id, status, attempts::BIGINT, max_attempts::BIGINT, lock_by FROM apalis.jobs
+        WHERE job_type = $1 AND lock_by = $2 AND status = 'Running'
+        AND lock_at <= now() - make_interval(secs => $3)",
     orphan_dead: "UPDATE apalis.jobs SET status = 'Killed', attempts = attempts + 1,
             lock_by = NULL, lock_at = NULL, done_at = now(), last_result = $3::jsonb
         WHERE id = $1 AND lock_by = $2 AND status = 'Running'",

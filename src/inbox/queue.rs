@@ -38,6 +38,8 @@ pub struct Inbox<D: Dialect> {
     wake: Arc<tokio::sync::watch::Sender<u64>>,
     /// The ends of attempts being written by this process's workers.
     pub(crate) ends: Arc<worker::Ends>,
+    /// The jobs whose attempts this process's workers run.
+    pub(crate) running: Arc<super::running::Running>,
 }
 
 impl<D: Dialect> Clone for Inbox<D> {
@@ -49,6 +51,7 @@ impl<D: Dialect> Clone for Inbox<D> {
             door: Arc::clone(&self.door),
             wake: Arc::clone(&self.wake),
             ends: Arc::clone(&self.ends),
+            running: Arc::clone(&self.running),
         }
     }
 }
@@ -79,6 +82,7 @@ impl<D: Dialect> Inbox<D> {
             store,
             wake,
             ends: Arc::default(),
+            running: Arc::default(),
         }
     }
 
@@ -428,6 +432,38 @@ impl<D: Dialect> Inbox<D> {
             taken += D::execute(&self.pool, sql, &args).await?;
         }
         self.restore_abandoned().await?;
+        Ok(taken)
+    }
+
+    /// Takes back the jobs `me` holds running, started `older` ago or more, that no attempt
+    /// of this process runs: their start committed as its connection failed, or their end
+    /// could not be written, and `me`, alive, would hold them for as long as it lives (its
+    /// heartbeat never lapses). Each counts the attempt, as any takeover does.
+    pub(crate) async fn sweep_stranded(
+        &self,
+        me: &str,
+        older: Duration,
+    ) -> Result<u64, InboxError> {
+        let queue = &*self.settings.queue;
+        let args = [Text(queue), Text(me), Secs(older)];
+        let rows: Vec<OrphanTuple> = D::fetch(&self.pool, D::SQL.stranded, &args).await?;
+        let mut taken = 0;
+        for row in rows.into_iter().map(OrphanRow::from) {
+            if self.running.contains(&row.id) {
+                continue;
+            }
+            let fate = Orphan::lost(row.attempts, row.max_attempts, self.settings.retry);
+            let (id, holder) = (Text(&row.id), Text(&row.holder));
+            let (sql, args) = match &fate {
+                Orphan::Dead(reason) => (D::SQL.orphan_dead, vec![id, holder, Text(reason)]),
+                Orphan::Retry { reason, delay } => (
+                    D::SQL.orphan_retry,
+                    vec![id, holder, Text(reason), Secs(*delay)],
+                ),
+                Orphan::Unfetch => continue,
+            };
+            taken += D::execute(&self.pool, sql, &args).await?;
+        }
         Ok(taken)
     }
 

@@ -122,12 +122,36 @@ impl Orphan {
         if status != "Running" {
             return Self::Unfetch;
         }
+        Self::ended(
+            attempts,
+            max,
+            retry,
+            super::worker::WORKER_DIED,
+            "its worker died during attempt",
+        )
+    }
+
+    /// The fate of a running job whose attempt its live worker lost (it runs no attempt of
+    /// it), after `attempts` attempts before (of `max`).
+    pub(crate) fn lost(attempts: i64, max: i64, retry: super::RetryPolicy) -> Self {
+        Self::ended(
+            attempts,
+            max,
+            retry,
+            "its worker lost its last attempt (its start or end was not written)",
+            "its worker lost attempt",
+        )
+    }
+
+    /// An attempt that ended without its end written: dead past the last (`last` says why),
+    /// else a failure (`during` and its number say why) run again after its backoff.
+    fn ended(attempts: i64, max: i64, retry: super::RetryPolicy, last: &str, during: &str) -> Self {
         let attempt = attempts.saturating_add(1);
         if attempt >= max {
-            return Self::Dead(result(super::worker::WORKER_DIED));
+            return Self::Dead(result(last));
         }
         Self::Retry {
-            reason: result(&format!("its worker died during attempt {attempt}")),
+            reason: result(&format!("{during} {attempt}")),
             delay: retry.delay_after(u32::try_from(attempt).unwrap_or(u32::MAX)),
         }
     }

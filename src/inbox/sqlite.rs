@@ -98,6 +98,9 @@ const STATEMENTS: Statements = Statements {
         FROM Jobs JOIN Workers ON Jobs.lock_by = Workers.id
         WHERE Jobs.job_type = ?1 AND Jobs.status IN ('Running', 'Queued') AND Workers.id <> ?2
         AND CAST(strftime('%s', 'now') AS INTEGER) - Workers.last_seen >= ?3",
+    stranded: "SELECT id, status, attempts, max_attempts, lock_by FROM Jobs
+        WHERE job_type = ?1 AND lock_by = ?2 AND status = 'Running'
+        AND lock_at <= CAST(strftime('%s', 'now') AS INTEGER) - ?3",
     orphan_dead: "UPDATE Jobs SET status = 'Killed', attempts = attempts + 1,
             lock_by = NULL, lock_at = NULL, done_at = CAST(strftime('%s', 'now') AS INTEGER),
             last_result = ?3

@@ -22,6 +22,7 @@ use super::error::{InboxError, InboxErrorKind};
 use super::job::{from_epoch_millis, Job, Payload, StoredDelivery};
 use super::meter;
 use super::queue::End;
+use super::running::Held;
 use super::Inbox;
 use crate::event::Event;
 use crate::store::BoxFuture;
@@ -338,6 +339,14 @@ pub(crate) async fn watch<D: Dialect>(inbox: Inbox<D>, me: String) -> std::conve
             ),
             Err(err) => tracing::warn!(error = %err, "could not look for the jobs of dead workers"),
         }
+        match inbox.sweep_stranded(&me, every * 2).await {
+            Ok(0) => {}
+            Ok(jobs) => tracing::warn!(
+                jobs,
+                "took back jobs this worker held but no longer ran (their start or end was lost with a connection)"
+            ),
+            Err(err) => tracing::warn!(error = %err, "could not look for the jobs this worker lost"),
+        }
         if meter::ON {
             if let Ok(counts) = inbox.counts().await {
                 meter::depth(&inbox.settings.queue, &counts);
@@ -448,6 +457,9 @@ where
         let attempt = async move {
             let retry = inbox.settings.retry;
             let task_id = ctx.task_id().map(ToString::to_string).unwrap_or_default();
+            // Runs here from before its start is written until its end is: a job this
+            // worker holds running and does not run here was lost.
+            let held = inbox.running.enter(&task_id);
             let span = tracing::info_span!(
                 "webhook_job",
                 id = %stored.id,
@@ -471,7 +483,7 @@ where
                         let _entered = span.enter();
                         tracing::warn!(error = %err, "could not start the webhook job; it goes back to the queue");
                     }
-                    put_back(&inbox, task_id, me, span);
+                    put_back(&inbox, task_id, me, span, held);
                     return Err(Box::new(err) as BoxError);
                 }
             };
@@ -519,7 +531,7 @@ where
                     &inbox,
                     task_id,
                     (Arc::clone(&me), fence),
-                    attempt,
+                    (attempt, held),
                     end,
                     &span,
                 );
@@ -611,12 +623,13 @@ fn write_end<D: Dialect>(
     inbox: &Inbox<D>,
     task_id: String,
     holder: (Arc<str>, i64),
-    attempt: u32,
+    (attempt, held): (u32, Held),
     end: End,
     span: &tracing::Span,
 ) {
     let queue = inbox.clone();
     let write = async move {
+        let _held = held;
         let holder = (&*holder.0, holder.1);
         match settle(|| queue.end_job(&task_id, holder, attempt, &end)).await {
             Ok(true) => {}
@@ -631,9 +644,16 @@ fn write_end<D: Dialect>(
 
 /// Puts the job `task_id`, fetched by `me` but not started, back in the queue as it was, for
 /// any worker: beside the attempt, as an end is.
-fn put_back<D: Dialect>(inbox: &Inbox<D>, task_id: String, me: Arc<str>, span: tracing::Span) {
+fn put_back<D: Dialect>(
+    inbox: &Inbox<D>,
+    task_id: String,
+    me: Arc<str>,
+    span: tracing::Span,
+    held: Held,
+) {
     let queue = inbox.clone();
     let put_back = async move {
+        let _held = held;
         if let Err(err) = settle(|| queue.unfetch_job(&task_id, &me)).await {
             tracing::error!(error = %err, "could not put the webhook job back; it goes back once this worker stops or its heartbeat lapses");
         }
