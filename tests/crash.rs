@@ -201,6 +201,60 @@ impl Effects {
     }
 }
 
+/// The sender's tasks, and what they tell.
+struct Sending {
+    senders: Vec<tokio::task::JoinHandle<()>>,
+    acknowledged: Arc<Mutex<HashSet<String>>>,
+    attempts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A sender of a delivery per id (its body padded with `pad` bytes), [`CONCURRENCY`] at a
+/// time, each retried until it gets a 2xx. Each try goes to the next of `addrs` after the
+/// last one's, as a sender's retries land on whichever replica a balancer picks.
+fn send_retrying(ids: &[String], addrs: &[std::net::SocketAddr], pad: usize) -> Sending {
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (ids, addrs, acknowledged, attempts, next) = (
+            ids.to_vec(),
+            addrs.to_vec(),
+            Arc::clone(&acknowledged),
+            Arc::clone(&attempts),
+            Arc::clone(&next),
+        );
+        senders.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(id) = ids.get(n) else { return };
+                let body = format!(
+                    r#"{{"type":"crash.test","n":{n},"pad":"{}"}}"#,
+                    "x".repeat(pad)
+                );
+                let delivery = Delivery::new(body).id(id.clone());
+                for turn in n.. {
+                    attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let request = delivery.request(&common::scheme()).unwrap();
+                    if post(addrs[turn % addrs.len()], request)
+                        .await
+                        .is_some_and(|s| (200..300).contains(&s))
+                    {
+                        acknowledged.lock().unwrap().insert(id.clone());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }));
+    }
+    Sending {
+        senders,
+        acknowledged,
+        attempts,
+    }
+}
+
 async fn run(backend: &str, env: Vec<(&'static str, String)>) -> Outcome {
     run_with(backend, env, None).await
 }
@@ -223,43 +277,12 @@ async fn run_with(
     let ids: Vec<String> = (0..DELIVERIES)
         .map(|n| format!("crash-{run_id}-{n}"))
         .collect();
-    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
-    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-
     // The sender: 32 at a time, each delivery retried until it gets a 2xx.
-    let mut senders = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (ids, acknowledged, attempts, next) = (
-            ids.clone(),
-            Arc::clone(&acknowledged),
-            Arc::clone(&attempts),
-            Arc::clone(&next),
-        );
-        senders.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(id) = ids.get(n) else { return };
-                let body = format!(
-                    r#"{{"type":"crash.test","n":{n},"pad":"{}"}}"#,
-                    "x".repeat(960)
-                );
-                let delivery = Delivery::new(body).id(id.clone());
-                loop {
-                    attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let request = delivery.request(&common::scheme()).unwrap();
-                    if post(addr, request)
-                        .await
-                        .is_some_and(|s| (200..300).contains(&s))
-                    {
-                        acknowledged.lock().unwrap().insert(id.clone());
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }));
-    }
+    let Sending {
+        senders,
+        acknowledged,
+        attempts,
+    } = send_retrying(&ids, &[addr], 960);
 
     // The killer: SIGKILL mid-run, three times, each followed by a restart.
     for _ in 0..KILLS {
@@ -700,6 +723,153 @@ async fn postgres_dead_workers_jobs_come_back_within_three_heartbeats() {
     assert!(back <= Duration::from_secs(16), "{back:?}");
 }
 
+/// The soak: a retrying sender of [`SOAK_DELIVERIES`] over two receivers on one PostgreSQL
+/// queue, `Tx` handlers, each receiver killed (SIGKILL) once mid-run and PostgreSQL itself stopped
+/// with `-m immediate` and started again twice. Every acknowledged delivery handled, its
+/// `Tx` row exactly once, none dead-lettered. It stops the shared server, so it is not run
+/// by `cargo test` (CI runs suites side by side on one server): run it alone with
+///
+///     cargo test --all-features --test crash -- --ignored soak
+async fn postgres_soak_through_kills_and_a_database_restart() {
+    let queue = format!("soak-{}-{}", std::process::id(), unique_suffix());
+    let env = vec![
+        ("WEBHOOK_INBOX", "postgres".to_owned()),
+        ("DATABASE_URL", common::database_url()),
+        ("WEBHOOK_INBOX_QUEUE", queue.clone()),
+        ("HANDLER_EFFECT", "tx".to_owned()),
+        ("HANDLER_DELAY_MS", "20".to_owned()),
+    ];
+    let free = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let addrs = [free(), free()];
+    let runs = Runs::default();
+    let with_bind = |addr: std::net::SocketAddr| {
+        let mut env = env.clone();
+        env.push(("BIND", addr.to_string()));
+        env
+    };
+    let receivers: Arc<Mutex<[Option<Receiver>; 2]>> = Arc::new(Mutex::new([
+        Some(Receiver::start(&with_bind(addrs[0]), &runs)),
+        Some(Receiver::start(&with_bind(addrs[1]), &runs)),
+    ]));
+    let prefix = format!("soak-{}-{}-", std::process::id(), unique_suffix());
+    let ids: Vec<String> = (0..SOAK_DELIVERIES)
+        .map(|n| format!("{prefix}{n}"))
+        .collect();
+    let started = Instant::now();
+    let Sending {
+        senders,
+        acknowledged,
+        attempts,
+    } = send_retrying(&ids, &addrs, 0);
+    // The chaos, a few seconds apart: a receiver killed and restarted, the database stopped
+    // at once and started again, the other receiver, the database again.
+    let kill = |which: usize| {
+        let old = receivers.lock().unwrap()[which].take();
+        if let Some(old) = old {
+            old.kill();
+        }
+        receivers.lock().unwrap()[which] = Some(Receiver::start(&with_bind(addrs[which]), &runs));
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    kill(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    restart_postgres_immediately().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kill(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    restart_postgres_immediately().await;
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(600), sender)
+            .await
+            .expect("every delivery acknowledged within 10 minutes")
+            .unwrap();
+    }
+    let sent_in = started.elapsed();
+    let acknowledged: HashSet<String> = acknowledged.lock().unwrap().clone();
+    let effects = Effects::Postgres;
+    let lost = unhandled(&acknowledged, &runs, Some(&effects), &prefix).await;
+    let rows = effects.rows(&prefix).await;
+    let inbox = tower_webhook::inbox::PostgresInbox::connect(&common::database_url())
+        .await
+        .unwrap()
+        .with_queue(&queue);
+    let counts = inbox.counts().await.unwrap();
+    for receiver in receivers.lock().unwrap().iter_mut() {
+        if let Some(receiver) = receiver.take() {
+            receiver.kill();
+        }
+    }
+    let twice = rows.values().filter(|n| **n >= 2).count();
+    println!(
+        "soak (postgres): {SOAK_DELIVERIES} deliveries in {sent_in:.1?}, {} acknowledged, {} \
+         lost, {} rows in demo_effects, {twice} ids with two or more, {} send attempts; \
+         the queue: {counts:?}; 2 SIGKILLs, 2 PostgreSQL stops (-m immediate)",
+        acknowledged.len(),
+        lost.len(),
+        rows.values().sum::<i64>(),
+        attempts.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    remove_rows(inbox.pool(), &queue, &prefix).await;
+    assert_eq!(acknowledged.len(), SOAK_DELIVERIES);
+    assert!(
+        lost.is_empty(),
+        "{} lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(twice, 0, "done twice");
+    assert_eq!(rows.len(), SOAK_DELIVERIES, "a row for every delivery");
+    assert_eq!(counts.dead, 0, "dead-lettered by the chaos: {counts:?}");
+}
+
+/// Deletes the jobs of `queue` and the `demo_effects` rows of ids starting with `prefix`.
+async fn remove_rows(
+    pool: &tower_webhook::store::postgres::sqlx::PgPool,
+    queue: &str,
+    prefix: &str,
+) {
+    use tower_webhook::store::postgres::sqlx;
+    let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+        .bind(queue)
+        .execute(pool)
+        .await;
+    let _ = sqlx::query("DELETE FROM demo_effects WHERE position($1 in event_id) = 1")
+        .bind(prefix)
+        .execute(pool)
+        .await;
+}
+
+/// Deliveries of the soak.
+const SOAK_DELIVERIES: usize = 3_000;
+
+/// Stops the local PostgreSQL cluster at once (`-m immediate`: no checkpoint, every
+/// connection cut) and starts it again.
+async fn restart_postgres_immediately() {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("a Debian PostgreSQL cluster")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .next()
+        .expect("a PostgreSQL version");
+    let ctl = |args: &[&str]| {
+        let status = Command::new("pg_ctlcluster")
+            .arg("--skip-systemctl-redirect")
+            .arg(&version)
+            .arg("main")
+            .args(args)
+            .status()
+            .expect("pg_ctlcluster runs");
+        assert!(status.success(), "pg_ctlcluster {args:?}: {status}");
+    };
+    ctl(&["stop", "-m", "immediate"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ctl(&["start"]);
+    println!("soak: PostgreSQL stopped (-m immediate) and started again");
+}
+
 fn main() -> std::process::ExitCode {
     let reachable = tokio::runtime::Runtime::new().unwrap().block_on(async {
         tower_webhook::inbox::PostgresInbox::connect(&common::database_url())
@@ -747,6 +917,12 @@ fn main() -> std::process::ExitCode {
             common::trial("postgres_inbox_tx_effects_exactly_once", || {
                 postgres_tx_effects_exactly_once(true)
             }),
+            // It stops the shared server: run alone, with `-- --ignored soak`.
+            common::trial(
+                "postgres_soak_through_kills_and_a_database_restart",
+                postgres_soak_through_kills_and_a_database_restart,
+            )
+            .with_ignored_flag(true),
         ],
     ));
     common::run(trials)
