@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use apalis_core::task::Task;
 
+use super::attempt::JobService;
 use super::error::InboxError;
-use super::worker::{Handler, JobService};
+use super::handler::Handler;
 use super::Settings;
 use crate::store::{BoxFuture, Marked};
 

@@ -85,6 +85,7 @@
 //! # }
 //! ```
 
+mod attempt;
 mod browse;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
@@ -94,7 +95,9 @@ pub mod cli;
 pub mod console;
 mod dialect;
 mod door;
+mod ends;
 mod error;
+mod handler;
 mod handoff;
 mod job;
 mod meter;
@@ -119,12 +122,14 @@ mod postgres;
 #[cfg(feature = "inbox-sqlite")]
 mod sqlite;
 
+pub use attempt::{JobService, DEFAULT_ATTEMPT_TIMEOUT};
 pub use browse::{
     Activity, AttemptOutcome, AttemptRecord, JobDetail, JobFilter, JobPage, JobState, JobSummary,
     UnknownState, MAX_PAGE,
 };
 pub use dialect::Dialect;
 pub use error::{InboxError, InboxErrorKind};
+pub use handler::{BoxError, Handler};
 pub use handoff::accepted;
 pub use job::{Counts, DeadLetter, Job, Payload, StoredDelivery};
 #[cfg(feature = "inbox-postgres")]
@@ -138,4 +143,4 @@ pub use settings::{
 #[cfg(feature = "inbox-sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "inbox-sqlite")))]
 pub use sqlite::{Sqlite, SqliteInbox};
-pub use worker::{BoxError, Handler, JobService, Worker, DEFAULT_ATTEMPT_TIMEOUT};
+pub use worker::Worker;

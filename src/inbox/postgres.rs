@@ -10,11 +10,12 @@ use sqlx::postgres::PgArguments;
 use sqlx::{Arguments as _, PgPool, Postgres as Db};
 use tower::limit::ConcurrencyLimitLayer;
 
+use super::attempt::JobService;
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
 use super::error::InboxError;
+use super::handler::Handler;
 use super::job::StoredDelivery;
 use super::shared::{self, METADATA_PREFIX};
-use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::postgres::transient;
 use crate::store::{BoxFuture, Marked, PostgresStore};

@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use super::attempt::{JobService, DEFAULT_ATTEMPT_TIMEOUT};
 use super::dialect::Arg::{Int, MaybeText, Secs, Text};
 use super::dialect::Dialect;
 use super::dialect::{Backend, Pool};
 use super::door;
 use super::error::{InboxError, InboxErrorKind};
+use super::handler::Handler;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
-use super::worker::{self, Handler, JobService, Worker, DEFAULT_ATTEMPT_TIMEOUT};
+use super::worker::{self, Worker};
 use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
@@ -37,7 +39,7 @@ pub struct Inbox<D: Dialect> {
     /// Tells this process's workers that the door committed jobs.
     wake: Arc<tokio::sync::watch::Sender<u64>>,
     /// The ends of attempts being written by this process's workers.
-    pub(crate) ends: Arc<worker::Ends>,
+    pub(crate) ends: Arc<super::ends::Ends>,
     /// The jobs whose attempts this process's workers run.
     pub(crate) running: Arc<super::running::Running>,
 }

@@ -126,7 +126,7 @@ impl Orphan {
             attempts,
             max,
             retry,
-            super::worker::WORKER_DIED,
+            super::attempt::WORKER_DIED,
             "its worker died during attempt",
         )
     }

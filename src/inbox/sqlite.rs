@@ -11,11 +11,12 @@ use sqlx::Arguments as _;
 use sqlx::{Sqlite as Db, SqlitePool};
 use tower::limit::ConcurrencyLimitLayer;
 
+use super::attempt::JobService;
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
 use super::error::InboxError;
+use super::handler::Handler;
 use super::job::StoredDelivery;
 use super::shared::{self, METADATA_PREFIX};
-use super::worker::{Handler, JobService};
 use super::{Inbox, Settings};
 use crate::store::sqlite::{open_pool, transient, BEGIN_IMMEDIATE};
 use crate::store::{BoxFuture, Marked, SqliteStore};
