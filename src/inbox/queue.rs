@@ -227,7 +227,10 @@ impl<D: Dialect> Inbox<D> {
     }
 
     /// Every heartbeat, takes back the jobs of workers other than `worker` whose heartbeat
-    /// lapsed twice: run it beside a worker of your own making. Never returns.
+    /// lapsed twice, and the jobs `worker` holds running but runs no attempt of (its start
+    /// or end lost with a connection): run it beside a worker of your own making, on this
+    /// inbox or a clone of the one its [`service`](Self::service) came from (they share the
+    /// attempts in flight). Never returns.
     pub async fn watch(&self, worker: &str) {
         match worker::watch(self.clone(), worker.to_owned()).await {}
     }

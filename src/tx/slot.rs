@@ -2,8 +2,11 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 use std::time::Duration;
 
 use sqlx::{Database, Pool, Transaction};
@@ -175,6 +178,10 @@ pub struct Writers {
     lane: Option<Arc<Semaphore>>,
     /// The turns running workers may still hold back: all but one. `None` with one writer,
     /// whose transactions wait for the file's lock, not for a connection.
+    #[cfg_attr(
+        not(any(feature = "inbox-sqlite", feature = "inbox-postgres")),
+        allow(dead_code)
+    )]
     spare: Option<AtomicU32>,
 }
 
@@ -187,9 +194,11 @@ impl Writers {
     /// pool of ten with 3-second `Tx` handlers left the door, fetches and heartbeats no
     /// connection: the door answered in 1.5 s (p50) instead of 3 ms, and 35 of 150 jobs
     /// ended dead, their workers taken for dead.
+    #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
     pub(crate) const PER_WORKER: u32 = 1;
     /// How long the door waits for its turn before it meets the database's lock instead:
     /// SQLite's busy timeout, the crate's pools' own.
+    #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
     pub(crate) const DOOR_PATIENCE: Duration = Duration::from_secs(5);
 
     pub(crate) fn new<DB: Database>(pool: &Pool<DB>, one_writer: bool) -> Arc<Self> {
@@ -209,6 +218,7 @@ impl Writers {
     }
 
     /// The turns, one taken by each open transaction.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn turns(&self) -> &Arc<Semaphore> {
         &self.turns
     }
@@ -231,6 +241,7 @@ impl Writers {
     /// progress. `None` with a server's many writers, or after `patience` (a handler
     /// holding the turn while it waits for the door itself): the door then meets the
     /// database's own lock and its busy timeout.
+    #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
     pub(crate) async fn door_turn(&self, patience: Duration) -> Option<OwnedSemaphorePermit> {
         self.lane.as_ref()?;
         let turn = Arc::clone(&self.turns).acquire_owned();
@@ -241,6 +252,7 @@ impl Writers {
     /// transactions, for as long as the returned guard lives: `PER_WORKER` turns, or what
     /// is left of them while one turn stays (then `short` says how many were missing). The
     /// turns are taken as transactions give them back, ahead of transactions asking later.
+    #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
     pub(crate) fn hold_back(self: &Arc<Self>) -> HeldBack {
         let (mut taken, mut short) = (0, 0);
         if let Some(spare) = &self.spare {
@@ -265,6 +277,7 @@ impl Writers {
 }
 
 /// The wait for the turns a worker holds back.
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 type HoldBack = std::pin::Pin<
     Box<
         dyn std::future::Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>>
@@ -273,6 +286,7 @@ type HoldBack = std::pin::Pin<
 >;
 
 /// Turns held back for a running worker: given back, and spare again, when dropped.
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 pub(crate) struct HeldBack {
     writers: Arc<Writers>,
     taken: u32,
@@ -282,6 +296,7 @@ pub(crate) struct HeldBack {
     held: Option<OwnedSemaphorePermit>,
 }
 
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 impl HeldBack {
     /// Waits until the turns are held (as transactions end), then holds them until dropped.
     /// Cancel-safe: a wait dropped keeps its place, and the next call goes on with it.
@@ -293,6 +308,7 @@ impl HeldBack {
     }
 }
 
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 impl Drop for HeldBack {
     fn drop(&mut self) {
         if let Some(spare) = &self.writers.spare {
