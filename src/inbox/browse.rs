@@ -8,16 +8,9 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use bytes::Bytes;
-
-use super::dialect::Arg::{self, Int, Text};
-use super::dialect::{Backend, Dialect};
-use super::error::InboxError;
-use super::job::{from_epoch_millis, last_error, StoredDelivery};
-use super::Inbox;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,7 +50,7 @@ impl JobState {
     }
 
     /// The condition on apalis's columns that picks the jobs in this state.
-    fn condition(self) -> &'static str {
+    pub(super) fn condition(self) -> &'static str {
         match self {
             Self::Queued => "status IN ('Pending', 'Queued')",
             Self::Running => "status = 'Running'",
@@ -67,7 +60,7 @@ impl JobState {
         }
     }
 
-    fn of(status: &str, attempts: i64, max_attempts: i64) -> Self {
+    pub(super) fn of(status: &str, attempts: i64, max_attempts: i64) -> Self {
         match status {
             "Running" => Self::Running,
             "Done" => Self::Done,
@@ -168,7 +161,7 @@ impl JobFilter {
     }
 
     /// Empty texts are no condition: what a form left blank.
-    fn normalized(&self) -> Self {
+    pub(super) fn normalized(&self) -> Self {
         let set = |text: &Option<String>| {
             text.as_deref()
                 .map(str::trim)
@@ -188,7 +181,7 @@ impl JobFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JobSummary {
-    /// The queue's id of the job: what [`Inbox::job`] and [`Inbox::replay`] take.
+    /// The queue's id of the job: what [`Inbox::job`](super::Inbox::job) and [`Inbox::replay`](super::Inbox::replay) take.
     pub task_id: String,
     /// The delivery's id.
     pub event_id: String,
@@ -266,7 +259,7 @@ impl AttemptOutcome {
         }
     }
 
-    fn of(name: &str) -> Self {
+    pub(super) fn of(name: &str) -> Self {
         match name {
             "done" => Self::Done,
             "failed" => Self::Failed,
@@ -318,351 +311,12 @@ pub struct Activity {
     pub dead_lettered: Vec<u64>,
 }
 
-/// The largest page [`Inbox::jobs`] returns.
+/// The largest page [`Inbox::jobs`](super::Inbox::jobs) returns.
 pub const MAX_PAGE: u32 = 500;
-
-/// A statement put together from fixed parts, each value an argument.
-struct Sql<'a, D> {
-    text: String,
-    args: Vec<Arg<'a>>,
-    dialect: std::marker::PhantomData<D>,
-}
-
-impl<'a, D: Backend> Sql<'a, D> {
-    fn new(text: impl Into<String>) -> Self {
-        Self {
-            text: text.into(),
-            args: Vec::new(),
-            dialect: std::marker::PhantomData,
-        }
-    }
-
-    /// `arg`'s placeholder, the argument bound.
-    fn arg(&mut self, arg: Arg<'a>) -> String {
-        self.args.push(arg);
-        format!("{}{}", D::PARAM, self.args.len())
-    }
-
-    fn push(&mut self, text: &str) {
-        self.text.push_str(text);
-    }
-
-    /// ` AND`s the conditions of `filter`, on a queue's jobs.
-    fn matching(&mut self, queue: &'a str, filter: &'a JobFilter) {
-        let queue = self.arg(Text(queue));
-        self.push(&format!(" WHERE job_type = {queue}"));
-        if let Some(state) = filter.state {
-            self.push(&format!(" AND {}", state.condition()));
-        }
-        for (name, value) in [("layer", &filter.layer), ("event_type", &filter.event_type)] {
-            if let Some(value) = value {
-                let value = self.arg(Text(value));
-                self.push(&format!(" AND {} = {value}", D::field(name)));
-            }
-        }
-        if let Some(id) = &filter.event_id {
-            let id = self.arg(Text(id));
-            self.push(&format!(" AND ({} = {id} OR id = {id})", D::field("id")));
-        }
-    }
-}
-
-/// A listing's row: id, status, attempts, max attempts, last result, event id, layer,
-/// event type, tenant, received at.
-type SummaryRow = (
-    String,
-    String,
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
-
-fn summary(row: SummaryRow) -> JobSummary {
-    let (task_id, status, attempts, max_attempts, result, event_id, layer, kind, tenant, at) = row;
-    JobSummary {
-        task_id,
-        event_id: event_id.unwrap_or_default(),
-        layer: layer.unwrap_or_default(),
-        event_type: kind,
-        tenant,
-        state: JobState::of(&status, attempts, max_attempts),
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        max_attempts: u32::try_from(max_attempts).unwrap_or(0),
-        received_at: from_epoch_millis(at.unwrap_or(0)),
-        last_error: result.as_deref().map(last_error),
-    }
-}
-
-/// Milliseconds since the Unix epoch, as the attempts are kept.
-fn millis(at: SystemTime) -> i64 {
-    i64::try_from(crate::clock::unix_millis(at)).unwrap_or(i64::MAX)
-}
-
-/// The smallest ULID of the millisecond `at`: ids below it were made before.
-fn ulid_floor(at: SystemTime) -> String {
-    const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let ms = crate::clock::unix_millis(at).min((1 << 48) - 1);
-    let mut text = String::with_capacity(26);
-    for i in (0..10).rev() {
-        let digit = usize::try_from((ms >> (i * 5)) & 31).unwrap_or(0);
-        text.push(char::from(CROCKFORD[digit]));
-    }
-    text.push_str("0000000000000000");
-    text
-}
-
-impl<D: Dialect> Inbox<D> {
-    /// The jobs `filter` matches, newest first: at most `limit` (up to [`MAX_PAGE`]), older
-    /// than the job `after` (the `next` of the page before) where given.
-    ///
-    /// ```no_run
-    /// use tower_webhook::inbox::{JobFilter, JobState, SqliteInbox};
-    ///
-    /// # async fn run(inbox: SqliteInbox) -> Result<(), tower_webhook::inbox::InboxError> {
-    /// let dead = JobFilter::default().state(JobState::Dead);
-    /// let mut page = inbox.jobs(&dead, None, 50).await?;
-    /// loop {
-    ///     for job in &page.jobs {
-    ///         println!("{} {} {:?}", job.event_id, job.layer, job.last_error);
-    ///     }
-    ///     let Some(next) = page.next else { break };
-    ///     page = inbox.jobs(&dead, Some(&next), 50).await?;
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn jobs(
-        &self,
-        filter: &JobFilter,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<JobPage, InboxError> {
-        let filter = filter.normalized();
-        let limit = limit.clamp(1, MAX_PAGE);
-        let field = D::field;
-        let mut sql = Sql::<D>::new(format!(
-            "SELECT id, status, CAST(attempts AS BIGINT), CAST(max_attempts AS BIGINT), {}, {}, {}, {}, {}, CAST({} AS BIGINT) FROM {}",
-            D::LAST_RESULT,
-            field("id"),
-            field("layer"),
-            field("event_type"),
-            field("tenant"),
-            field("received_at"),
-            D::JOBS,
-        ));
-        sql.matching(&self.settings.queue, &filter);
-        if let Some(after) = after {
-            let after = sql.arg(Text(after));
-            sql.push(&format!(" AND id < {after}"));
-        }
-        // One more than asked: whether there is a next page.
-        let n = sql.arg(Int(i64::from(limit) + 1));
-        sql.push(&format!(" ORDER BY id DESC LIMIT {n}"));
-        let rows: Vec<SummaryRow> = D::fetch_built(&self.pool, sql.text, &sql.args).await?;
-        let mut jobs: Vec<JobSummary> = rows.into_iter().map(summary).collect();
-        let next = if jobs.len() > limit as usize {
-            jobs.truncate(limit as usize);
-            jobs.last().map(|job| job.task_id.clone())
-        } else {
-            None
-        };
-        Ok(JobPage { jobs, next })
-    }
-
-    /// The job `task_id` of this inbox's queue, whole: `None` where there is none.
-    pub async fn job(&self, task_id: &str) -> Result<Option<JobDetail>, InboxError> {
-        let args = [Text(&self.settings.queue), Text(task_id)];
-        let rows: Vec<DetailRow> = D::fetch(&self.pool, D::SQL.job, &args).await?;
-        let Some((id, status, attempts, max_attempts, result, job)) = rows.into_iter().next()
-        else {
-            return Ok(None);
-        };
-        let stored = serde_json::from_slice::<StoredDelivery>(&job).ok();
-        let body = stored
-            .as_ref()
-            .and_then(|s| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(&s.body)
-                    .ok()
-            })
-            .map_or_else(|| Bytes::from(job.clone()), Bytes::from);
-        let summary = summary((
-            id,
-            status,
-            attempts,
-            max_attempts,
-            result,
-            stored.as_ref().map(|s| s.id.clone()),
-            stored.as_ref().map(|s| s.layer.clone()),
-            stored.as_ref().and_then(|s| s.event_type.clone()),
-            stored.as_ref().and_then(|s| s.tenant.clone()),
-            stored.as_ref().map(|s| s.received_at),
-        ));
-        let rows: Vec<AttemptRow> = D::fetch(&self.pool, D::SQL.attempts, &[Text(task_id)]).await?;
-        Ok(Some(JobDetail {
-            summary,
-            scheme: stored
-                .as_ref()
-                .map(|s| s.scheme.clone())
-                .unwrap_or_default(),
-            secret_fields: stored
-                .as_ref()
-                .map(|s| s.secret_fields.clone())
-                .unwrap_or_default(),
-            headers: stored.map(|s| s.headers).unwrap_or_default(),
-            body,
-            attempts: rows.into_iter().map(attempt).collect(),
-        }))
-    }
-
-    /// Queues again, with all their attempts, the dead-lettered jobs `filter` matches (its
-    /// state, where set, must be [`JobState::Dead`]): how many.
-    pub async fn replay_matching(&self, filter: &JobFilter) -> Result<u64, InboxError> {
-        let filter = filter.normalized();
-        if filter.state.is_some_and(|state| state != JobState::Dead) {
-            return Ok(0);
-        }
-        let mut sql = Sql::<D>::new(format!("UPDATE {} SET {}", D::JOBS, D::REPLAY_SET));
-        let filter = filter.state(JobState::Dead);
-        sql.matching(&self.settings.queue, &filter);
-        let replayed = D::execute_built(&self.pool, sql.text, &sql.args).await?;
-        self.count_replayed(replayed).await?;
-        Ok(replayed)
-    }
-
-    /// Deletes the jobs done before `before`, with their attempts: how many. Dedup marks
-    /// are kept (they expire on their own: see [`purge`](Self::purge)).
-    pub async fn purge_done_before(&self, before: SystemTime) -> Result<u64, InboxError> {
-        let args = [Text(&self.settings.queue), Int(millis(before))];
-        D::execute(&self.pool, D::SQL.purge_before, &args).await
-    }
-
-    /// What the inbox did in the `buckets` spans of `bucket` up to now, the oldest first.
-    pub async fn activity(&self, bucket: Duration, buckets: u32) -> Result<Activity, InboxError> {
-        let bucket = bucket.max(Duration::from_secs(1));
-        let buckets = buckets.clamp(1, 1_000);
-        let since = SystemTime::now()
-            .checked_sub(bucket * buckets)
-            .unwrap_or(UNIX_EPOCH)
-            .max(UNIX_EPOCH);
-        self.activity_from(since, bucket, buckets).await
-    }
-
-    /// What the inbox did in the `buckets` spans of `bucket` from `since` (the last one
-    /// open-ended: it takes in everything after its start). A chart that keeps the buckets
-    /// that have closed asks only for the open ones.
-    pub async fn activity_from(
-        &self,
-        since: SystemTime,
-        bucket: Duration,
-        buckets: u32,
-    ) -> Result<Activity, InboxError> {
-        let bucket = bucket.max(Duration::from_secs(1));
-        let buckets = buckets.clamp(1, 1_000);
-        let since = since.max(UNIX_EPOCH);
-        let len = buckets as usize;
-        let mut activity = Activity {
-            since,
-            bucket,
-            accepted: vec![0; len],
-            handled: vec![0; len],
-            failed: vec![0; len],
-            dead_lettered: vec![0; len],
-        };
-        // Accepted: the jobs whose ids (ULIDs: the time they were made, first) fall in
-        // each bucket, counted on the ids' index.
-        let mut sql = Sql::<D>::new("SELECT CASE");
-        let bounds: Vec<String> = (1..buckets)
-            .map(|i| ulid_floor(since + bucket * i))
-            .collect();
-        for (i, bound) in bounds.iter().enumerate() {
-            let bound = sql.arg(Text(bound));
-            sql.push(&format!(" WHEN id < {bound} THEN {i}"));
-        }
-        // One bucket: a CASE of no WHEN is not SQL.
-        sql.push(&format!(" WHEN 1 = 0 THEN 0 ELSE {} END", buckets - 1));
-        sql.push(&format!(", COUNT(*) FROM {}", D::JOBS));
-        let queue = sql.arg(Text(&self.settings.queue));
-        let floor = ulid_floor(since);
-        let floor = sql.arg(Text(&floor));
-        sql.push(&format!(
-            " WHERE job_type = {queue} AND id >= {floor} GROUP BY 1"
-        ));
-        let rows: Vec<(i32, i64)> = D::fetch_built(&self.pool, sql.text, &sql.args).await?;
-        for (i, count) in rows {
-            if let Some(slot) = usize::try_from(i)
-                .ok()
-                .and_then(|i| activity.accepted.get_mut(i))
-            {
-                *slot = u64::try_from(count).unwrap_or(0);
-            }
-        }
-        let bucket_ms = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
-        let args = [
-            Text(&self.settings.queue),
-            Int(millis(since)),
-            Int(bucket_ms),
-        ];
-        let rows: Vec<(i64, String, i64)> = D::fetch(&self.pool, D::SQL.ended, &args).await?;
-        for (i, outcome, count) in rows {
-            let series = match AttemptOutcome::of(&outcome) {
-                AttemptOutcome::Done => &mut activity.handled,
-                AttemptOutcome::Failed => &mut activity.failed,
-                AttemptOutcome::Dead => &mut activity.dead_lettered,
-                AttemptOutcome::Running => continue,
-            };
-            if let Some(slot) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) {
-                *slot += u64::try_from(count).unwrap_or(0);
-            }
-        }
-        Ok(activity)
-    }
-}
-
-/// One job's row: id, status, attempts, max attempts, last result, job.
-type DetailRow = (String, String, i64, i64, Option<String>, Vec<u8>);
-
-/// An attempt's row: attempt, worker, started at, ended at, outcome, error.
-type AttemptRow = (
-    i64,
-    Option<String>,
-    i64,
-    Option<i64>,
-    String,
-    Option<String>,
-);
-
-fn attempt((number, worker, started, ended, outcome, error): AttemptRow) -> AttemptRecord {
-    AttemptRecord {
-        attempt: u32::try_from(number).unwrap_or(0),
-        worker,
-        started_at: from_epoch_millis(started),
-        duration: ended.map(|ended| {
-            Duration::from_millis(u64::try_from(ended.saturating_sub(started)).unwrap_or(0))
-        }),
-        outcome: AttemptOutcome::of(&outcome),
-        error: error.as_deref().map(last_error),
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_ulid_floor_orders_as_its_time() {
-        let at = UNIX_EPOCH + Duration::from_millis(1_765_000_000_123);
-        let floor = ulid_floor(at);
-        assert_eq!(floor.len(), 26);
-        assert!(ulid_floor(at - Duration::from_millis(1)) < floor);
-        assert!(floor < ulid_floor(at + Duration::from_millis(1)));
-        assert_eq!(ulid_floor(UNIX_EPOCH), "0".repeat(26));
-    }
 
     #[test]
     fn states_read_back_from_their_names() {

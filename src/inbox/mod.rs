@@ -102,6 +102,7 @@ mod handoff;
 mod job;
 mod meter;
 mod queue;
+mod read;
 mod running;
 mod settings;
 mod shared;
