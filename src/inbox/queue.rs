@@ -398,7 +398,6 @@ impl<D: Dialect> Inbox<D> {
         }
     }
 
-    /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
     /// Tells the queue that the worker `me` is alive. apalis's own heartbeat goes with its
     /// fetches, which stop while every one of the worker's slots is busy: a worker whose jobs
     /// all waited for a turn among the handlers' transactions (or simply ran long) fell
@@ -408,6 +407,7 @@ impl<D: Dialect> Inbox<D> {
         D::execute(&self.pool, D::SQL.alive, &args).await
     }
 
+    /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
     pub(crate) async fn sweep_jobs(
         &self,
         me: &str,
@@ -420,24 +420,28 @@ impl<D: Dialect> Inbox<D> {
         for row in rows.into_iter().map(OrphanRow::from) {
             let retry = self.settings.retry;
             let fate = Orphan::of(&row.status, row.attempts, row.max_attempts, retry);
-            let (id, holder) = (Text(&row.id), Text(&row.holder));
-            // Each statement checks that the dead worker still holds the job: of two
-            // workers sweeping at once, one takes it.
-            let (sql, args) = match &fate {
-                Orphan::Unfetch => (
-                    D::SQL.unfetch,
-                    vec![Text(queue), holder, MaybeText(Some(&row.id))],
-                ),
-                Orphan::Dead(reason) => (D::SQL.orphan_dead, vec![id, holder, Text(reason)]),
-                Orphan::Retry { reason, delay } => (
-                    D::SQL.orphan_retry,
-                    vec![id, holder, Text(reason), Secs(*delay)],
-                ),
-            };
-            taken += D::execute(&self.pool, sql, &args).await?;
+            taken += self.take_back(&row, &fate).await?;
         }
         self.restore_abandoned().await?;
         Ok(taken)
+    }
+
+    /// Writes `fate` on the job of `row`, while its holder still holds it (of two workers
+    /// sweeping at once, one takes it): how many jobs it took back.
+    async fn take_back(&self, row: &OrphanRow, fate: &Orphan) -> Result<u64, InboxError> {
+        let (id, holder) = (Text(&row.id), Text(&row.holder));
+        let (sql, args) = match fate {
+            Orphan::Unfetch => (
+                D::SQL.unfetch,
+                vec![Text(&self.settings.queue), holder, MaybeText(Some(&row.id))],
+            ),
+            Orphan::Dead(reason) => (D::SQL.orphan_dead, vec![id, holder, Text(reason)]),
+            Orphan::Retry { reason, delay } => (
+                D::SQL.orphan_retry,
+                vec![id, holder, Text(reason), Secs(*delay)],
+            ),
+        };
+        D::execute(&self.pool, sql, &args).await
     }
 
     /// Takes back the jobs `me` holds running, started `older` ago or more, that no attempt
@@ -458,16 +462,7 @@ impl<D: Dialect> Inbox<D> {
                 continue;
             }
             let fate = Orphan::lost(row.attempts, row.max_attempts, self.settings.retry);
-            let (id, holder) = (Text(&row.id), Text(&row.holder));
-            let (sql, args) = match &fate {
-                Orphan::Dead(reason) => (D::SQL.orphan_dead, vec![id, holder, Text(reason)]),
-                Orphan::Retry { reason, delay } => (
-                    D::SQL.orphan_retry,
-                    vec![id, holder, Text(reason), Secs(*delay)],
-                ),
-                Orphan::Unfetch => continue,
-            };
-            taken += D::execute(&self.pool, sql, &args).await?;
+            taken += self.take_back(&row, &fate).await?;
         }
         Ok(taken)
     }

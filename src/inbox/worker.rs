@@ -160,7 +160,8 @@ pub(crate) async fn release<D: Dialect>(inbox: &Inbox<D>, name: String) {
 }
 
 /// Every heartbeat, takes back the jobs of workers (other than `me`) whose heartbeat lapsed
-/// twice. Never ends: run it beside the worker `me`.
+/// twice, and those `me` holds running but runs no attempt of. Never ends: run it beside the
+/// worker `me`.
 pub(crate) async fn watch<D: Dialect>(inbox: Inbox<D>, me: String) -> std::convert::Infallible {
     let every = inbox.settings.heartbeat;
     loop {
