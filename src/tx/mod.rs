@@ -24,6 +24,12 @@ mod probe;
     allow(dead_code, unused_imports)
 )]
 mod slot;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(
+    not(any(feature = "axum", feature = "inbox-sqlite", feature = "inbox-postgres")),
+    allow(dead_code, unused_imports)
+)]
+mod writers;
 
 #[cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres")))]
 pub use extract::TxRejection;
@@ -38,4 +44,6 @@ pub(crate) use slot::Open;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use slot::Tx;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use slot::{roll_back, roll_back_checked, Orphan, Slot, Taken, Writers};
+pub(crate) use slot::{roll_back, roll_back_checked, Orphan, Slot, Taken};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use writers::Writers;
