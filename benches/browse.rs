@@ -3,8 +3,8 @@
 //!
 //!     cargo bench --bench browse --all-features
 //!
-//! The jobs are written straight into apalis's table (as the door writes them, one
-//! statement for all, with the inbox's index and triggers in place): 97 % done, 2 %
+//! The jobs are written straight into the inbox's table (as the door writes them, one
+//! statement for all, with the inbox's indexes in place): 97 % done, 2 %
 //! dead-lettered, 1 % queued, over five layers (one of them rare: 1 in 1 000) and twenty
 //! event types, each with one attempt. `found`: the jobs of the page, the attempts of the
 //! job, the done jobs counted, the deliveries accepted / attempts handled. Not criterion: a row is one query on a
@@ -36,56 +36,56 @@ fn sqlite_fill(queue: &str) -> Vec<String> {
     let prefix = prefix();
     vec![format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {JOBS})
-        INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, done_at, last_result, metadata)
-        SELECT CAST(json_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
+        INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type, received_at,
+            delivery, state, attempt, max_attempts, run_at, finished_at, last_error)
+        SELECT '{prefix}' || printf('%016d', i), '{queue}', 'evt_' || i,
+            CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
+            'type.' || (i % 20), 1764900000000 + i,
+            CAST(json_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
                 'layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
                 'event_type', 'type.' || (i % 20), 'received_at', 1764900000000 + i,
                 'headers', json_array(), 'body', 'e30=') AS BLOB),
-            '{prefix}' || printf('%016d', i), '{queue}',
-            CASE WHEN i % 100 = 0 THEN 'Pending' WHEN i % 50 = 1 THEN 'Failed' ELSE 'Done' END,
+            CASE WHEN i % 100 = 0 THEN 'queued' WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END,
             CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
-            1764900000, 1764900000 + i / 10,
-            CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}' END,
-            json_object('webhook.id', 'evt_' || i,
-                'webhook.layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
-                'webhook.event_type', 'type.' || (i % 20), 'webhook.received_at', CAST(1764900000000 + i AS TEXT))
+            1764900000000, 1764900000000 + i * 100,
+            CASE WHEN i % 50 = 1 THEN 'the handler failed' END
         FROM n"
     ), format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {JOBS})
-        INSERT INTO webhook_inbox_attempts (job_id, queue, attempt, worker, started_at, ended_at, outcome)
+        INSERT INTO webhook_inbox_job_attempts (job_id, queue, attempt, worker, started_at, ended_at, outcome)
         SELECT '{prefix}' || printf('%016d', i), '{queue}', 1, 'bench',
             (strftime('%s', 'now') - 86400) * 1000 + i * 86, (strftime('%s', 'now') - 86400) * 1000 + i * 86 + 5,
             CASE WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END
         FROM n"
-    )]
+    ), "ANALYZE".to_owned()]
 }
 
 /// The same on PostgreSQL.
 fn postgres_fill(queue: &str) -> Vec<String> {
     let prefix = prefix();
     vec![format!(
-        "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, done_at, last_result, metadata)
-        SELECT convert_to(json_build_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
+        "INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type, received_at,
+            delivery, state, attempt, max_attempts, run_at, finished_at, last_error)
+        SELECT '{prefix}' || lpad(i::text, 16, '0'), '{queue}', 'evt_' || i,
+            CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
+            'type.' || (i % 20), 1764900000000 + i,
+            convert_to(json_build_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
                 'layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
                 'event_type', 'type.' || (i % 20), 'received_at', 1764900000000 + i,
                 'headers', json_build_array(), 'body', 'e30=')::text, 'UTF8'),
-            '{prefix}' || lpad(i::text, 16, '0'), '{queue}',
-            CASE WHEN i % 100 = 0 THEN 'Pending' WHEN i % 50 = 1 THEN 'Failed' ELSE 'Done' END,
+            CASE WHEN i % 100 = 0 THEN 'queued' WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END,
             CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
-            now(), now(),
-            CASE WHEN i % 50 = 1 THEN '{{\"Err\":\"the handler failed\"}}'::jsonb END,
-            hstore(ARRAY['webhook.id', 'webhook.layer', 'webhook.event_type', 'webhook.received_at'],
-                ARRAY['evt_' || i, CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
-                    'type.' || (i % 20), (1764900000000 + i)::text])
+            1764900000000, 1764900000000 + i * 100,
+            CASE WHEN i % 50 = 1 THEN 'the handler failed' END
         FROM generate_series(1, {JOBS}) AS i"
     ), format!(
-        "INSERT INTO webhook_inbox_attempts (job_id, queue, attempt, worker, started_at, ended_at, outcome)
+        "INSERT INTO webhook_inbox_job_attempts (job_id, queue, attempt, worker, started_at, ended_at, outcome)
         SELECT '{prefix}' || lpad(i::text, 16, '0'), '{queue}', 1, 'bench',
             (extract(epoch FROM now())::BIGINT - 86400) * 1000 + i * 86,
             (extract(epoch FROM now())::BIGINT - 86400) * 1000 + i * 86 + 5,
             CASE WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END
         FROM generate_series(1, {JOBS}) AS i",
-    ), "ANALYZE apalis.jobs".to_owned(), "ANALYZE webhook_inbox_attempts".to_owned()]
+    ), "ANALYZE webhook_inbox_jobs".to_owned(), "ANALYZE webhook_inbox_job_attempts".to_owned()]
 }
 
 /// Times `op` [`RUNS`] times (each must succeed): the median, the worst, and its answer.
@@ -231,8 +231,8 @@ async fn main() {
     // What a run stopped midway left behind goes first.
     let leftovers = [
         "SET LOCAL statement_timeout = 0",
-        "DELETE FROM webhook_inbox_attempts WHERE queue LIKE 'bench-browse-%'",
-        "DELETE FROM apalis.jobs WHERE job_type LIKE 'bench-browse-%'",
+        "DELETE FROM webhook_inbox_job_attempts WHERE queue LIKE 'bench-browse-%'",
+        "DELETE FROM webhook_inbox_jobs WHERE queue LIKE 'bench-browse-%'",
     ];
     let fill = leftovers
         .into_iter()
@@ -252,8 +252,8 @@ async fn main() {
     let mut tx = inbox.pool().begin().await.unwrap();
     for cleanup in [
         "SET LOCAL statement_timeout = 0",
-        "DELETE FROM webhook_inbox_attempts WHERE queue = $1",
-        "DELETE FROM apalis.jobs WHERE job_type = $1",
+        "DELETE FROM webhook_inbox_job_attempts WHERE queue = $1",
+        "DELETE FROM webhook_inbox_jobs WHERE queue = $1",
     ] {
         let query = tower_webhook::store::postgres::sqlx::query(cleanup);
         let query = if cleanup.contains("$1") {

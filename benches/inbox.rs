@@ -489,7 +489,7 @@ async fn postgres_rows(url: &str) {
             start_row("commit to start, PostgresInbox elsewhere", &delays);
 
             // The bench's jobs and marks are of no use: remove them.
-            let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type LIKE $1 || '%'")
+            let _ = sqlx::query("DELETE FROM webhook_inbox_jobs WHERE queue LIKE $1 || '%'")
                 .bind(&queue)
                 .execute(inbox.pool())
                 .await;

@@ -160,7 +160,7 @@
 //! - `redis`: [`store::RedisStore`].
 //! - `postgres`: [`store::PostgresStore`], and `Tx<Postgres>` on it.
 //! - `sqlite`: `store::SqliteStore`, and `Tx<Sqlite>` on it.
-//! - `inbox-sqlite`, `inbox-postgres`: the `inbox` module, on apalis.
+//! - `inbox-sqlite`, `inbox-postgres`: the `inbox` module, on the inbox's own tables.
 //! - `console`: `inbox::console`, the inbox's operator page, an axum `Router` to nest.
 //! - `cli`: `inbox::cli` and the `webhook-inbox` binary, the same operations from a terminal.
 //! - `ed25519`: Standard Webhooks `v1a` signatures

@@ -246,11 +246,11 @@ async fn browse_suite<D: Dialect>(inbox: Inbox<D>) {
     assert!(inbox.job(&flaky.summary.task_id).await.unwrap().is_none());
 }
 
-/// A running job put back in the queue under its attempt (as apalis's recovery of a silent
-/// worker's jobs does: `Running` to `Pending`, the holder cleared, an attempt counted): that
-/// attempt's record ends there, failed and saying why, and the next attempt's is its own.
-/// Before, the first record stayed open and the second attempt's end closed both, done
-/// twice. `take_back` runs that statement on the job of the given id.
+/// A running job taken back under its attempt (its lease lapsed, held by a worker that no
+/// longer answers): that attempt's record ends there, failed and saying why, and the next
+/// attempt's is its own. Before, the first record stayed open and the second attempt's end
+/// closed both, done twice. `take_back` makes the job of the given id look held by a silent
+/// worker, its lease lapsed; the worker's sweep does the rest.
 async fn attempts_exact_through_a_takeover<D: Dialect, F, Fut>(inbox: Inbox<D>, take_back: F)
 where
     F: Fn(String) -> Fut,
@@ -324,12 +324,9 @@ where
     );
 }
 
-/// A running job put back in the queue as apalis's recovery of a silent worker's jobs puts
-/// it back.
-const TAKE_BACK_SQLITE: &str = "UPDATE Jobs SET status = 'Pending', lock_by = NULL,
-    lock_at = NULL, attempts = attempts + 1 WHERE id = ?1 AND status = 'Running'";
-const TAKE_BACK_POSTGRES: &str = "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL,
-    lock_at = NULL, attempts = attempts + 1 WHERE id = $1 AND status = 'Running'";
+/// A running job held by a silent worker, its lease lapsed.
+const TAKE_BACK: &str = "UPDATE webhook_inbox_jobs SET holder = 'a-silent-worker',
+    lease_until = 0 WHERE id = $1 AND state = 'running'";
 
 async fn sqlite_inbox() -> SqliteInbox {
     let dir = std::env::temp_dir().join(format!("tower-webhook-browse-{}", std::process::id()));
@@ -360,7 +357,7 @@ fn main() -> std::process::ExitCode {
             attempts_exact_through_a_takeover(inbox, |id| {
                 let pool = pool.clone();
                 async move {
-                    tower_webhook::store::sqlite::sqlx::query(TAKE_BACK_SQLITE)
+                    tower_webhook::store::sqlite::sqlx::query(TAKE_BACK)
                         .bind(id)
                         .execute(&pool)
                         .await
@@ -385,7 +382,7 @@ fn main() -> std::process::ExitCode {
                 attempts_exact_through_a_takeover(inbox, |id| {
                     let pool = pool.clone();
                     async move {
-                        tower_webhook::store::postgres::sqlx::query(TAKE_BACK_POSTGRES)
+                        tower_webhook::store::postgres::sqlx::query(TAKE_BACK)
                             .bind(id)
                             .execute(&pool)
                             .await

@@ -456,7 +456,7 @@ async fn postgres_tx_effects_exactly_once(inbox: bool) {
         use tower_webhook::store::postgres::sqlx;
         // This trial's rows only: the other PostgreSQL trials of this process run at once.
         let run = format!("crash-{mode}-{}-", std::process::id());
-        let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+        let _ = sqlx::query("DELETE FROM webhook_inbox_jobs WHERE queue = $1")
             .bind(&queue)
             .execute(&pool)
             .await;
@@ -503,7 +503,7 @@ async fn postgres_survives_sigkill() {
     if let Ok(inbox) = tower_webhook::inbox::PostgresInbox::connect(&common::database_url()).await {
         use tower_webhook::store::postgres::sqlx;
         let run = format!("-{}-", std::process::id());
-        let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+        let _ = sqlx::query("DELETE FROM webhook_inbox_jobs WHERE queue = $1")
             .bind(&queue)
             .execute(inbox.pool())
             .await;
@@ -670,7 +670,7 @@ async fn postgres_poison_job_is_dead_lettered(death: Death) {
 /// Deletes a queue's jobs from the shared test database.
 async fn remove_queue(inbox: &tower_webhook::inbox::PostgresInbox, queue: &str) {
     use tower_webhook::store::postgres::sqlx;
-    let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+    let _ = sqlx::query("DELETE FROM webhook_inbox_jobs WHERE queue = $1")
         .bind(queue)
         .execute(inbox.pool())
         .await;
@@ -832,7 +832,7 @@ async fn remove_rows(
     prefix: &str,
 ) {
     use tower_webhook::store::postgres::sqlx;
-    let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+    let _ = sqlx::query("DELETE FROM webhook_inbox_jobs WHERE queue = $1")
         .bind(queue)
         .execute(pool)
         .await;

@@ -533,8 +533,8 @@ macro_rules! inbox_suite {
 async fn poison_sqlite(inbox: SqliteInbox, on: bool) -> SqliteInbox {
     if on {
         tower_webhook::store::sqlite::sqlx::query(
-            "CREATE TRIGGER poison BEFORE INSERT ON Jobs
-             WHEN CAST(NEW.job AS TEXT) LIKE '%\"id\":\"poison-%'
+            "CREATE TRIGGER poison BEFORE INSERT ON webhook_inbox_jobs
+             WHEN CAST(NEW.delivery AS TEXT) LIKE '%\"id\":\"poison-%'
              BEGIN SELECT RAISE(ABORT, 'a poisoned row'); END",
         )
         .execute(inbox.pool())
@@ -553,7 +553,7 @@ async fn poison_postgres(inbox: PostgresInbox, on: bool) -> PostgresInbox {
             format!(
                 "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN
-                    IF position('\"id\":\"poison-{pid}-' in convert_from(NEW.job, 'UTF8')) > 0 THEN
+                    IF position('\"id\":\"poison-{pid}-' in convert_from(NEW.delivery, 'UTF8')) > 0 THEN
                         RAISE EXCEPTION 'a poisoned row';
                     END IF;
                     RETURN NEW;
@@ -561,13 +561,13 @@ async fn poison_postgres(inbox: PostgresInbox, on: bool) -> PostgresInbox {
                 pid = std::process::id()
             ),
             format!(
-                "CREATE TRIGGER {name} BEFORE INSERT ON apalis.jobs
+                "CREATE TRIGGER {name} BEFORE INSERT ON webhook_inbox_jobs
                 FOR EACH ROW EXECUTE FUNCTION {name}()"
             ),
         ]
     } else {
         vec![
-            format!("DROP TRIGGER IF EXISTS {name} ON apalis.jobs"),
+            format!("DROP TRIGGER IF EXISTS {name} ON webhook_inbox_jobs"),
             format!("DROP FUNCTION IF EXISTS {name}()"),
         ]
     };

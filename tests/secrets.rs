@@ -230,7 +230,7 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// What a job's row reads as text, its job and metadata columns.
+/// What a job's row reads as text, its stored delivery and the columns listings read.
 type RowFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
 
 /// The text of `response`'s body.
@@ -350,7 +350,9 @@ fn main() -> std::process::ExitCode {
                 Box::pin(async move {
                     use tower_webhook::store::sqlite::sqlx;
                     let (job, metadata): (String, Option<String>) = sqlx::query_as(
-                        "SELECT CAST(job AS TEXT), CAST(metadata AS TEXT) FROM Jobs WHERE id = ?",
+                        "SELECT CAST(delivery AS TEXT), event_id || layer \
+                         || coalesce(event_type, '') || coalesce(tenant, '') \
+                         FROM webhook_inbox_jobs WHERE id = ?",
                     )
                     .bind(task)
                     .fetch_one(inbox.pool())
@@ -379,8 +381,9 @@ fn main() -> std::process::ExitCode {
                     Box::pin(async move {
                         use tower_webhook::store::postgres::sqlx;
                         let (row,): (String,) = sqlx::query_as(
-                            "SELECT convert_from(job, 'UTF8') || coalesce(metadata::text, '') \
-                             FROM apalis.jobs WHERE id = $1",
+                            "SELECT convert_from(delivery, 'UTF8') || event_id || layer \
+                             || coalesce(event_type, '') || coalesce(tenant, '') \
+                             FROM webhook_inbox_jobs WHERE id = $1",
                         )
                         .bind(task)
                         .fetch_one(inbox.pool())

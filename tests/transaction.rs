@@ -652,8 +652,8 @@ async fn postgres_a_job_taken_over_cannot_commit() {
         .expect("the first attempt ran");
     // What the sweep does to the job of a worker that seems dead.
     let taken_back = sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL,
-            attempts = attempts + 1 WHERE job_type = $1",
+        "UPDATE webhook_inbox_jobs SET state = 'retrying', holder = NULL, lease_until = NULL,
+            run_at = 0 WHERE queue = $1",
     )
     .bind(&queue)
     .execute(&pool)
@@ -668,17 +668,17 @@ async fn postgres_a_job_taken_over_cannot_commit() {
     )
     .await;
     assert_eq!(counts.done, 1, "{counts:?}");
-    // The job done by a `Tx` has no holder: apalis's acknowledgements, late ones of the run
-    // taken over included, cannot reopen it (which would run it, and insert, again).
+    // The job done by a `Tx` has no holder: a late end of the run taken over cannot reopen
+    // it (which would run it, and insert, again).
     tokio::time::sleep(Duration::from_secs(1)).await;
     worker.abort();
     let (status, held): (String, bool) =
-        sqlx::query_as("SELECT status, lock_by IS NOT NULL FROM apalis.jobs WHERE job_type = $1")
+        sqlx::query_as("SELECT state, holder IS NOT NULL FROM webhook_inbox_jobs WHERE queue = $1")
             .bind(&queue)
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!((status.as_str(), held), ("Done", false));
+    assert_eq!((status.as_str(), held), ("done", false));
     let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM {name} WHERE event_id = $1"
     )))
@@ -760,7 +760,7 @@ async fn postgres_busy_workers_on_a_small_pool_are_not_taken_for_dead() {
     }
     assert_eq!((counts.done, counts.dead), (12, 0), "{counts:?}");
     let not_done: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT outcome, error FROM webhook_inbox_attempts WHERE queue = $1 AND outcome <> 'done'",
+        "SELECT outcome, error FROM webhook_inbox_job_attempts WHERE queue = $1 AND outcome <> 'done'",
     )
     .bind(&queue)
     .fetch_all(&pool)

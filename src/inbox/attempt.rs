@@ -1,81 +1,25 @@
-//! One attempt of a job: the service apalis calls, the handler under its deadline, and
-//! what becomes of the job.
+//! One attempt of a job: the handler under its deadline, and what becomes of the job.
 
 use std::error::Error;
 use std::fmt;
-use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use apalis_core::error::AbortError;
-use apalis_core::task::Task;
 use futures_util::FutureExt as _;
-use tower_service::Service;
 use tracing::Instrument as _;
 
 use super::dialect::Dialect;
-use super::ends::{put_back, write_end};
+use super::ends::write_end;
 use super::handler::{BoxError, Handler};
 use super::job::{from_epoch_millis, Job, Payload, StoredDelivery};
+use super::lease::Fate;
 use super::meter;
-use super::queue::End;
+use super::rows::Taken;
+use super::running::Held;
 use super::Inbox;
 use crate::event::Event;
-use crate::store::BoxFuture;
-use crate::tx::{roll_back_checked, Slot, Taken, Tx};
-
-/// The service apalis calls with each job of an inbox: decodes it into an [`Event`], runs
-/// the handler under the attempt's deadline, and turns its outcome into apalis's (done,
-/// failed and put off by the backoff, or killed: dead-lettered at once).
-///
-/// [`Inbox::worker`](super::Inbox::worker) builds its workers from it; to compose your own
-/// with apalis's `WorkerBuilder` and its layers, take it from
-/// [`Inbox::service`](super::Inbox::service) (see [`Inbox::storage`](super::Inbox::storage)).
-#[allow(unreachable_pub)]
-pub struct JobService<H, A, D: Dialect> {
-    /// The worker's name, which holds the jobs it fetched.
-    name: Arc<str>,
-    handler: Arc<H>,
-    inbox: Inbox<D>,
-    timeout: Duration,
-    _args: PhantomData<fn() -> A>,
-}
-
-impl<H, A, D: Dialect> JobService<H, A, D> {
-    /// The service of the worker named `name` (it guards the jobs that worker fetched),
-    /// running `handler` on the jobs of `inbox`, each attempt cut at `timeout`.
-    pub(crate) fn new(name: &str, handler: Arc<H>, inbox: Inbox<D>, timeout: Duration) -> Self {
-        Self {
-            name: Arc::from(name),
-            handler,
-            inbox,
-            timeout,
-            _args: PhantomData,
-        }
-    }
-
-    /// Gives each attempt at most `limit` (default [`DEFAULT_ATTEMPT_TIMEOUT`]), as
-    /// [`Worker::attempt_timeout`](super::Worker::attempt_timeout) does.
-    #[must_use]
-    pub fn attempt_timeout(mut self, limit: Duration) -> Self {
-        self.timeout = limit;
-        self
-    }
-}
-
-impl<H, A, D: Dialect> Clone for JobService<H, A, D> {
-    fn clone(&self) -> Self {
-        Self {
-            name: Arc::clone(&self.name),
-            handler: Arc::clone(&self.handler),
-            inbox: self.inbox.clone(),
-            timeout: self.timeout,
-            _args: PhantomData,
-        }
-    }
-}
+use crate::tx::{roll_back_checked, Slot, Taken as TxTaken, Tx};
 
 /// How a job's attempt ended.
 enum Ran {
@@ -88,127 +32,71 @@ enum Ran {
     Lost,
     /// The handler's error (kept as it is, with its source), or why the attempt failed.
     Failed(BoxError),
+    /// No retry can help (a body its type does not fit): dead-lettered at once.
     Dead(String),
 }
 
-impl<H, A, D> Service<Task<StoredDelivery>> for JobService<H, A, D>
-where
+/// Runs the attempt the worker `me` took of `taken` (counted as running here by `held`)
+/// with `handler`, cut at `timeout`, and writes its end.
+pub(crate) async fn run<D, H, A>(
+    inbox: Inbox<D>,
+    handler: Arc<H>,
+    me: Arc<str>,
+    (taken, held): (Taken, Held),
+    timeout: Duration,
+) where
+    D: Dialect,
     H: Handler<A, D::Db>,
     A: 'static,
-    D: Dialect,
 {
-    type Response = ();
-    type Error = BoxError;
-    type Future = BoxFuture<Result<(), BoxError>>;
-
-    // Always ready: the worker's concurrency is tower's `ConcurrencyLimit` around this
-    // service, which apalis polls before it fetches a job.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, task: Task<StoredDelivery>) -> Self::Future {
-        let handler = Arc::clone(&self.handler);
-        let inbox = self.inbox.clone();
-        let me = Arc::clone(&self.name);
-        let ctx = Arc::clone(task.ctx());
-        let stored = task.args;
-        let timeout = self.timeout;
-        let attempt = async move {
-            let retry = inbox.settings.retry;
-            let task_id = ctx.task_id().map(ToString::to_string).unwrap_or_default();
-            // Runs here from before its start is written until its end is: a job this
-            // worker holds running and does not run here was lost.
-            let held = inbox.running.enter(&task_id);
-            let span = tracing::info_span!(
-                "webhook_job",
-                id = %stored.id,
-                attempt = tracing::field::Empty,
-                layer = %stored.layer,
-                task = %task_id,
-            );
-            let fence = match inbox.start_job(&task_id, &me).await {
-                Ok(Some(fence)) => fence,
-                Ok(None) => {
-                    // Taken back while this worker seemed dead (its heartbeat lapsed):
-                    // another worker has it now.
-                    let _entered = span.enter();
-                    tracing::warn!(
-                        "webhook job taken back from this worker before it started; not run here"
-                    );
-                    return Ok(());
-                }
-                Err(err) => {
-                    {
-                        let _entered = span.enter();
-                        tracing::warn!(error = %err, "could not start the webhook job; it goes back to the queue");
-                    }
-                    put_back(&inbox, task_id, me, span, held);
-                    return Err(Box::new(err) as BoxError);
-                }
-            };
-            // The attempts the job had when it started, and this one.
-            let attempt = u32::try_from(fence.saturating_add(1)).unwrap_or(u32::MAX);
-            span.record("attempt", attempt);
-            let max_attempts = ctx
-                .max_attempts()
-                .and_then(|max| u32::try_from(max).ok())
-                .unwrap_or_else(|| retry.attempts());
-            let started = std::time::Instant::now();
+    let retry = inbox.settings.retry;
+    let stored = serde_json::from_slice::<StoredDelivery>(&taken.delivery);
+    let (event_id, layer) = match &stored {
+        Ok(stored) => (stored.id.clone(), stored.layer.clone()),
+        Err(_) => (String::new(), String::new()),
+    };
+    let attempt = u32::try_from(taken.attempt).unwrap_or(u32::MAX);
+    let max_attempts = u32::try_from(taken.max_attempts).unwrap_or(u32::MAX);
+    let span = tracing::info_span!(
+        "webhook_job",
+        id = %event_id,
+        attempt,
+        layer = %layer,
+        task = %taken.id,
+    );
+    let started = std::time::Instant::now();
+    let ran = match stored {
+        Err(err) => Ran::Dead(format!("the stored delivery does not read back: {err}")),
+        Ok(stored) => {
             if attempt == 1 {
                 let now = crate::clock::unix_millis(std::time::SystemTime::now());
                 let waited = i64::try_from(now).unwrap_or(i64::MAX) - stored.received_at;
                 let waited = u64::try_from(waited).unwrap_or(0);
                 meter::start_delay(&stored.layer, Duration::from_millis(waited));
             }
-            let ran = if attempt > max_attempts {
-                // Its worker died during the last attempt (the queue took the job back
-                // without looking at its attempts): running it again could take this worker
-                // down too, for ever.
-                Ran::Dead(WORKER_DIED.to_owned())
-            } else {
-                let attempt = Attempt {
-                    inbox: &inbox,
-                    me: &me,
-                    task_id: &task_id,
-                    fence,
-                    number: (attempt, max_attempts),
-                    timeout,
-                };
-                run_once(&*handler, &stored, attempt)
-                    .instrument(span.clone())
-                    .await
+            let attempt = Attempt {
+                inbox: &inbox,
+                me: &me,
+                task_id: &taken.id,
+                number: (attempt, max_attempts),
+                timeout,
             };
-            let delay = retry.delay_after(attempt);
-            meter::attempt(
-                &stored.layer,
-                ran.outcome(attempt >= max_attempts),
-                started.elapsed(),
-            );
-            let _entered = span.enter();
-            if let Some(end) = ran.end(delay) {
-                write_end(
-                    &inbox,
-                    task_id,
-                    (Arc::clone(&me), fence),
-                    (attempt, held),
-                    end,
-                    &span,
-                );
-            }
-            ran.report((attempt, max_attempts), delay)
-        };
-        // Each attempt runs in a task of its own. A queue that fails under the worker (a
-        // fetch or heartbeat refused: SQLite busy past its timeout behind a long `Tx`, a
-        // connection lost) ends apalis's worker, and the worker starts again; the attempts
-        // in flight go on to their ends rather than being dropped with it.
-        let running = tokio::spawn(attempt);
-        Box::pin(async move {
-            running
+            run_once(&*handler, &stored, attempt)
+                .instrument(span.clone())
                 .await
-                .unwrap_or_else(|err| Err(Box::new(err) as BoxError))
-        })
+        }
+    };
+    let delay = retry.delay_after(attempt);
+    meter::attempt(
+        &layer,
+        ran.outcome(attempt >= max_attempts),
+        started.elapsed(),
+    );
+    let _entered = span.enter();
+    if let Some(fate) = ran.fate(attempt >= max_attempts, delay) {
+        write_end(&inbox, taken.id, (me, taken.attempt), (fate, held), &span);
     }
+    ran.report((attempt, max_attempts), delay);
 }
 
 impl Ran {
@@ -225,58 +113,44 @@ impl Ran {
         }
     }
 
-    /// The end the worker writes for this outcome (none where the handler's transaction
-    /// wrote it, or the job is no longer this attempt's), the job run again after `delay`
-    /// if it failed with attempts left.
-    fn end(&self, delay: Duration) -> Option<End> {
+    /// The fate the worker writes for this outcome (none where the handler's transaction
+    /// wrote it, or the job is no longer this attempt's): a failure run again after
+    /// `delay`, or dead-lettered where it was the `last` attempt.
+    fn fate(&self, last: bool, delay: Duration) -> Option<Fate> {
         match self {
-            Self::Done => Some(End::Done),
+            Self::Done => Some(Fate::Done),
             Self::Committed | Self::Lost => None,
-            Self::Failed(error) => Some(End::Failed {
-                killed: false,
-                reason: error.to_string(),
+            Self::Failed(error) if last => Some(Fate::Dead(error.to_string())),
+            Self::Failed(error) => Some(Fate::Retry {
+                error: error.to_string(),
                 delay,
             }),
-            Self::Dead(reason) => Some(End::Failed {
-                killed: true,
-                reason: reason.clone(),
-                delay: Duration::ZERO,
-            }),
+            Self::Dead(reason) => Some(Fate::Dead(reason.clone())),
         }
     }
 
-    /// Logs the outcome of attempt `attempt` of `max_attempts`, and answers apalis with it.
-    fn report(self, (attempt, max_attempts): (u32, u32), delay: Duration) -> Result<(), BoxError> {
+    /// Logs the outcome of attempt `attempt` of `max_attempts`.
+    fn report(self, (attempt, max_attempts): (u32, u32), delay: Duration) {
         match self {
             Ran::Lost => {
-                // Its heartbeat lapsed and the job was taken back while the handler ran:
+                // Its lease lapsed and the job was taken back while the handler ran:
                 // nothing of this run committed, and the run that holds the job now does
                 // the work.
                 tracing::warn!("webhook job taken back from this worker while it ran; its transaction rolled back");
-                Err("the job was taken back from this worker while it ran".into())
             }
-            Ran::Done | Ran::Committed => {
-                tracing::info!("webhook job handled");
-                Ok(())
-            }
+            Ran::Done | Ran::Committed => tracing::info!("webhook job handled"),
             Ran::Dead(error) => {
                 tracing::error!(%error, "webhook job dead-lettered at once: no retry can help");
-                Err(Box::new(AbortError::new(error)) as BoxError)
             }
             Ran::Failed(error) if attempt >= max_attempts => {
                 tracing::error!(%error, "webhook job failed its last attempt; dead-lettered");
-                Err(error)
             }
             Ran::Failed(error) => {
                 tracing::warn!(%error, retry_in_ms = crate::report::millis(delay), "webhook job failed; it will run again");
-                Err(error)
             }
         }
     }
 }
-
-/// The reason a job whose worker died during its last attempt is dead-lettered with.
-pub(crate) const WORKER_DIED: &str = "its worker died during the last attempt";
 
 /// How long an attempt may run unless the worker says otherwise: five minutes.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -287,9 +161,6 @@ struct Attempt<'a, D: Dialect> {
     /// The worker, which holds the job.
     me: &'a str,
     task_id: &'a str,
-    /// The job's count of attempts when this attempt started: with `me`, what the handler's
-    /// transaction completes the job under.
-    fence: i64,
     /// This attempt's number, and how many the job gets.
     number: (u32, u32),
     timeout: Duration,
@@ -334,24 +205,20 @@ where
     };
     let ran = run_handler(handler, event, job, tx, attempt.timeout).await;
     match slot.map(|slot| slot.take()) {
-        None | Some(Taken::NotBegun) => ran,
-        Some(Taken::Open(tx)) if matches!(ran, Ran::Done) => {
-            let inbox = attempt.inbox;
-            let holder = (attempt.me, attempt.fence);
-            match inbox
-                .complete_in(tx, attempt.task_id, holder, attempt.number.0)
-                .await
-            {
+        None | Some(TxTaken::NotBegun) => ran,
+        Some(TxTaken::Open(tx)) if matches!(ran, Ran::Done) => {
+            let holder = (attempt.me, i64::from(attempt.number.0));
+            match attempt.inbox.complete_in(tx, attempt.task_id, holder).await {
                 Ok(true) => Ran::Committed,
                 Ok(false) => Ran::Lost,
                 Err(err) => Ran::Failed(Box::new(err)),
             }
         }
-        Some(Taken::Open(tx)) => {
+        Some(TxTaken::Open(tx)) => {
             roll_back_checked(tx).await;
             ran
         }
-        Some(Taken::StillLent) => Ran::Failed(
+        Some(TxTaken::StillLent) => Ran::Failed(
             "the handler still held its Tx when it returned: nothing was committed".into(),
         ),
     }

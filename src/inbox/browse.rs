@@ -48,28 +48,6 @@ impl JobState {
             Self::Done => "done",
         }
     }
-
-    /// The condition on apalis's columns that picks the jobs in this state.
-    pub(super) fn condition(self) -> &'static str {
-        match self {
-            Self::Queued => "status IN ('Pending', 'Queued')",
-            Self::Running => "status = 'Running'",
-            Self::Retrying => "(status = 'Failed' AND attempts < max_attempts)",
-            Self::Dead => "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))",
-            Self::Done => "status = 'Done'",
-        }
-    }
-
-    pub(super) fn of(status: &str, attempts: i64, max_attempts: i64) -> Self {
-        match status {
-            "Running" => Self::Running,
-            "Done" => Self::Done,
-            "Killed" => Self::Dead,
-            "Failed" if attempts >= max_attempts => Self::Dead,
-            "Failed" => Self::Retrying,
-            _ => Self::Queued,
-        }
-    }
 }
 
 impl fmt::Display for JobState {
@@ -324,8 +302,5 @@ mod tests {
             assert_eq!(state.as_str().parse::<JobState>(), Ok(state));
         }
         assert!("finished".parse::<JobState>().is_err());
-        assert_eq!(JobState::of("Failed", 3, 3), JobState::Dead);
-        assert_eq!(JobState::of("Failed", 1, 3), JobState::Retrying);
-        assert_eq!(JobState::of("Pending", 0, 3), JobState::Queued);
     }
 }

@@ -1,23 +1,21 @@
 //! What differs between the databases an inbox runs on: the pool, the dedup store, the
-//! apalis storage, and each statement. Everything else is written once, in `queue.rs`,
-//! over a [`Dialect`].
+//! schema and each statement of the queue. The queue's state machine is written once, in
+//! `queue.rs`, over a [`Dialect`]; its statements are each dialect's, side by side in
+//! `sqlite.rs` and `postgres.rs`.
 
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use apalis_core::task::Task;
-
-use super::attempt::JobService;
 use super::error::InboxError;
-use super::handler::Handler;
-use super::Settings;
 use crate::store::{BoxFuture, Marked};
 
 /// The pool of a dialect's database.
 pub(crate) type Pool<D> = sqlx::Pool<<D as Backend>::Db>;
 /// An open transaction on a dialect's database.
 pub(crate) type DbTx<D> = sqlx::Transaction<'static, <D as Backend>::Db>;
+/// A connection of a dialect's database.
+pub(crate) type Conn<D> = <<D as Backend>::Db as sqlx::Database>::Connection;
 
 /// A database an [`Inbox`](super::Inbox) runs on: [`Sqlite`](super::Sqlite) or
 /// [`Postgres`](super::Postgres). Sealed: name it in your own generic code, to write the app
@@ -44,8 +42,6 @@ pub trait Backend: Sized + Send + Sync + 'static {
     type Db: sqlx::Database + crate::tx::StillOpen;
     /// The store the dedup marks go through.
     type Store: Clone + fmt::Debug + Send + Sync + 'static;
-    /// The apalis storage of the inbox's jobs.
-    type Storage: Send + 'static;
 
     /// The inbox's name in `Debug`.
     const NAME: &'static str;
@@ -54,7 +50,8 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// 100 ms a turn), which made the tail.
     const ONE_WRITER: bool;
 
-    /// The statement that begins a handler's transaction, where not the database's default.
+    /// The statement that begins a transaction that writes, where not the database's
+    /// default (SQLite's `BEGIN IMMEDIATE`: a reader that turns writer could deadlock).
     const BEGIN: Option<&'static str>;
 
     /// The turns of the database's writers among handlers' transactions, shared by the
@@ -77,12 +74,6 @@ pub trait Backend: Sized + Send + Sync + 'static {
         tx: &mut DbTx<Self>,
         keys: &[(&str, Duration)],
     ) -> impl Future<Output = Result<Vec<Marked>, InboxError>> + Send;
-    /// Writes `tasks` to `queue` in `tx`.
-    fn push(
-        tx: &mut DbTx<Self>,
-        queue: &str,
-        tasks: Vec<Task<Vec<u8>>>,
-    ) -> impl Future<Output = Result<(), InboxError>> + Send;
     /// Counts the `added` jobs just written in `tx` against the bound `max`: whether they
     /// fit. The check is part of the transaction, so it holds for every process on the
     /// database.
@@ -96,152 +87,115 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// The statements on the queue's jobs, each with its arguments in the order
     /// [`Statements`] gives.
     const SQL: Statements;
+    /// Now, in milliseconds since the Unix epoch, as an SQL expression: the time every
+    /// statement of the queue reads, the database's clock (one for every machine).
+    const NOW: &'static str;
+    /// The schema's migrations, in order: the statements of each. The version of a schema
+    /// is the number of migrations it has had.
+    const MIGRATIONS: &'static [&'static [&'static str]];
+    /// Whether the schema's table of versions is there (a count: 0 or 1), read without a
+    /// lock.
+    const SCHEMA_TABLE: &'static str;
+    /// The first statement of a migration's transaction: one migrating process at a time.
+    const MIGRATION_LOCK: Option<&'static str>;
 
     /// Runs `sql` with `args` on `conn` (one of the pool's, or a transaction's): how many
     /// rows it changed.
     fn execute_on(
-        conn: &mut <Self::Db as sqlx::Database>::Connection,
-        sql: &'static str,
+        conn: &mut Conn<Self>,
+        sql: &str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<u64, InboxError>> + Send;
-    /// Runs `sql` with `args` on a connection of `pool`: how many rows it changed.
-    fn execute(
-        pool: &Pool<Self>,
-        sql: &'static str,
-        args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        async move {
-            let mut conn = pool.acquire().await.map_err(Self::error)?;
-            Self::execute_on(&mut conn, sql, args).await
-        }
-    }
-    /// The rows `sql` reads with `args`.
-    fn fetch<T: Row>(
-        pool: &Pool<Self>,
-        sql: &'static str,
+    /// The rows `sql` reads with `args` on `conn`.
+    fn fetch_on<T: Row>(
+        conn: &mut Conn<Self>,
+        sql: &str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<T>, InboxError>> + Send;
-    /// The table of the queue's jobs.
-    const JOBS: &'static str;
-    /// What comes before the number of a statement's argument: `?` or `$`.
-    const PARAM: char;
-    /// The job's last result, as text.
-    const LAST_RESULT: &'static str;
-    /// What a replay sets on a dead-lettered job: queued again now, attempts from zero.
-    const REPLAY_SET: &'static str;
-    /// The field `name` of the delivery a job carries, as the door wrote it in the job's
-    /// metadata, as an SQL expression: NULL where the job is not a delivery (another
-    /// queue's, in apalis's shared table). The expression of `"id"` is the one the inbox
-    /// indexes.
-    fn field(name: &str) -> String;
-    /// The rows `sql`, a statement put together at run time, reads with `args`.
-    fn fetch_built<T: Row>(
-        pool: &Pool<Self>,
-        sql: String,
-        args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<Vec<T>, InboxError>> + Send;
-    /// Runs `sql`, a statement put together at run time, with `args`: how many rows it
-    /// changed.
-    fn execute_built(
-        pool: &Pool<Self>,
-        sql: String,
-        args: &[Arg<'_>],
-    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
     /// Deletes the expired dedup marks of `store`.
     fn cleanup(store: &Self::Store) -> impl Future<Output = Result<(), InboxError>> + Send;
 
-    /// The apalis storage of the queue of `settings` in `pool`, fetching up to `batch` jobs
-    /// at a time, as soon as `wakeups` changes or the queue's own wake-ups say, or every poll
-    /// interval.
-    fn storage(
+    /// The statement (its argument: the queue) that tells the workers of every process,
+    /// once the door's transaction commits, that jobs are waiting: one a batch.
+    const NOTIFY: Option<&'static str>;
+    /// Tells `wake` whenever any process commits jobs to `queue` (PostgreSQL's
+    /// `LISTEN`/`NOTIFY`); SQLite, where only this process writes, never does. Never ends.
+    fn listen(
         pool: &Pool<Self>,
-        settings: &Settings,
-        batch: usize,
-        wakeups: tokio::sync::watch::Receiver<u64>,
-    ) -> Self::Storage;
-
-    /// Runs an apalis worker (its name, and how many jobs it runs at once and fetches at a
-    /// time) on the queue of `settings` in `pool`, with `service`, until `signal` resolves.
-    fn run<H, A>(
-        pool: &Pool<Self>,
-        settings: &Settings,
-        worker: (String, usize),
-        wakeups: tokio::sync::watch::Receiver<u64>,
-        service: JobService<H, A, Self>,
-        signal: BoxFuture<()>,
-    ) -> BoxFuture<Result<(), InboxError>>
-    where
-        Self: Dialect,
-        H: Handler<A, Self::Db>,
-        A: 'static;
+        queue: &str,
+        wake: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    ) -> BoxFuture<()>;
 }
 
-/// A value bound to a statement. Each dialect binds a number of seconds as its queue keeps
-/// them: whole seconds (rounded up) in SQLite, fractions in PostgreSQL.
+/// A value bound to a statement.
 #[derive(Debug, Clone, Copy)]
 #[allow(unreachable_pub)]
 pub enum Arg<'a> {
     Text(&'a str),
     MaybeText(Option<&'a str>),
     Int(i64),
-    Secs(Duration),
+    Bytes(&'a [u8]),
+}
+
+impl Arg<'_> {
+    /// `span` in whole milliseconds, as the queue keeps times.
+    pub(crate) fn millis(span: Duration) -> Self {
+        Arg::Int(i64::try_from(span.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 /// The statements a dialect runs on its queue, by what they do. The arguments of each, in
-/// order, are given beside it.
+/// order, are given beside it; every time is in milliseconds since the Unix epoch, and
+/// every span in milliseconds.
+///
+/// A job's states: `queued` (never tried), `running` (held by a worker, under a lease),
+/// `retrying` (failed, waiting for its backoff), `dead`, `done`. Its `attempt` counts the
+/// attempts started; with the holder, it fences each write of an attempt's end.
 #[derive(Debug)]
 #[allow(unreachable_pub)]
 pub struct Statements {
-    /// queue: waiting, running, failed, dead, done.
+    /// queue: waiting (queued or retrying), running, retrying, dead, done.
     pub counts: &'static str,
-    /// queue, limit: id, job, attempts, last result, the most recent first.
+    /// queue, limit: id, delivery, attempt, last error; the most recent first.
     pub dead: &'static str,
-    /// queue, task id or none for every one.
+    /// queue, job id or none for every one: dead jobs queued again, attempts from zero.
     pub replay: &'static str,
     /// queue, jobs: counts jobs added against the bound.
     pub bump_depth: &'static str,
-    /// queue, age.
-    pub purge: &'static str,
-    /// task id, worker, attempts at the start, this attempt's number, status (`Failed` or
-    /// `Killed`), result, delay: the attempt's failure, while this worker holds this
-    /// attempt; its holder cleared, and the job run again after the delay if it has
-    /// attempts left.
-    pub finish: &'static str,
-    /// task id, worker: the job's attempts, the fence of its completion.
-    pub start: &'static str,
-    /// task id, worker, attempts at the start, this attempt's number: the job done, in the
-    /// handler's transaction, while this worker holds this attempt; its holder cleared.
-    pub complete: &'static str,
-    /// task id, attempt number: a row if the job was done so by that attempt.
+    /// queue, worker, limit, lease: takes and starts the jobs due, the oldest first (the
+    /// attempt counted, the lease set): id, delivery, attempt, max attempts.
+    pub take: &'static str,
+    /// job ids (a JSON array of text): records the start of the attempt each holds.
+    pub started: &'static str,
+    /// worker, job ids (a JSON array of text), lease: renews the leases of the jobs the
+    /// worker runs.
+    pub renew: &'static str,
+    /// queue: the running jobs whose lease lapsed: id, attempt, max attempts, holder.
+    pub lapsed: &'static str,
+    /// job id, holder, attempt, state (`done`, `retrying` or `dead`), error, delay, lapsed
+    /// only (1 or 0): the attempt's end, while that holder holds that attempt (and, where
+    /// lapsed only, while its lease is lapsed): the holder cleared, the job run again after
+    /// the delay if retrying.
+    pub end: &'static str,
+    /// job id, attempt, outcome (`done`, `failed`, `dead`), error: closes the attempt's
+    /// record.
+    pub end_attempt: &'static str,
+    /// job id, attempt: a row if the job was done by that attempt.
     pub done: &'static str,
-    /// queue, worker: the worker seen alive now (its heartbeat, beside apalis's).
-    pub alive: &'static str,
-    /// queue, worker, silence: id, status, attempts, max attempts, holder.
-    pub orphans: &'static str,
-    /// queue, worker, age: the jobs that worker holds running, started that long ago or
-    /// more (id, status, attempts, max attempts, holder): with the attempts it runs, they
-    /// are its own; any other was lost (a start committed as its connection failed).
-    pub stranded: &'static str,
-    /// id, holder, reason.
-    pub orphan_dead: &'static str,
-    /// id, holder, reason, delay.
-    pub orphan_retry: &'static str,
-    /// queue, worker, task id or none for every one.
-    pub unfetch: &'static str,
-    /// queue, the marker apalis writes on an abandoned job.
-    pub unmark_abandoned: &'static str,
-    /// queue, task id: id, status, attempts, max attempts, last result, job.
+    /// queue, job id: id, state, attempt, max attempts, last error, delivery.
     pub job: &'static str,
-    /// task id: attempt, worker, started at, ended at (ms), outcome, error; in order.
+    /// job id: attempt, worker, started at, ended at, outcome, error; in order.
     pub attempts: &'static str,
-    /// queue, a time (ms since the epoch): deletes the jobs done before it.
+    /// queue, a time: deletes the attempts of the jobs done before it.
+    pub purge_attempts: &'static str,
+    /// queue, a time: deletes the jobs done before it.
     pub purge_before: &'static str,
-    /// queue, since (ms), bucket (ms): bucket, outcome, attempts ended in it.
+    /// queue, since, bucket: bucket, outcome, attempts ended in it.
     pub ended: &'static str,
 }
 
-/// A row every dialect reads: a tuple of plain columns. Each dialect's reading is a
-/// supertrait, empty where its feature is off.
+/// A row every dialect reads. Each dialect's reading is a supertrait, empty where its
+/// feature is off.
 #[allow(unreachable_pub)]
 pub trait Row: FromSqlite + FromPostgres + Send + Unpin {}
 
@@ -272,3 +226,32 @@ impl<T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>> FromPostgres for T {}
 pub trait FromPostgres {}
 #[cfg(not(feature = "inbox-postgres"))]
 impl<T> FromPostgres for T {}
+
+/// Runs `sql` with `args` on a connection of `pool`: how many rows it changed.
+pub(crate) async fn execute<D: Backend>(
+    pool: &Pool<D>,
+    sql: &str,
+    args: &[Arg<'_>],
+) -> Result<u64, InboxError> {
+    let mut conn = pool.acquire().await.map_err(D::error)?;
+    D::execute_on(&mut conn, sql, args).await
+}
+
+/// The rows `sql` reads with `args` on a connection of `pool`.
+pub(crate) async fn fetch<D: Backend, T: Row>(
+    pool: &Pool<D>,
+    sql: &str,
+    args: &[Arg<'_>],
+) -> Result<Vec<T>, InboxError> {
+    let mut conn = pool.acquire().await.map_err(D::error)?;
+    D::fetch_on(&mut conn, sql, args).await
+}
+
+/// A transaction that writes, begun as the dialect begins those.
+pub(crate) async fn begin<D: Backend>(pool: &Pool<D>) -> Result<DbTx<D>, InboxError> {
+    match D::BEGIN {
+        Some(statement) => pool.begin_with(statement).await,
+        None => pool.begin().await,
+    }
+    .map_err(D::error)
+}

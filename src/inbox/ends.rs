@@ -1,5 +1,4 @@
-//! The ends of attempts, and the put-backs of jobs not started, written beside the attempts
-//! and waited for when a worker stops.
+//! The ends of attempts, written beside the attempts and waited for when a worker stops.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -10,67 +9,40 @@ use tracing::Instrument as _;
 
 use super::dialect::Dialect;
 use super::error::{InboxError, InboxErrorKind};
-use super::queue::End;
+use super::lease::Fate;
 use super::running::Held;
 use super::Inbox;
 
-/// Writes the end of the attempt `attempt` of the job `task_id`, held by `holder`, beside
-/// the attempt rather than in it: a worker told to stop waits for its running attempts
-/// before it lets go of a fetch in flight, whose transaction may hold SQLite's write lock
-/// (see [`Ends`]).
+/// Writes `fate` as the end of attempt `attempt` of the job `task_id`, held by `me`, beside
+/// the attempt: retried while the database is unavailable (the attempt's slot is free
+/// meanwhile), and waited for when the worker stops. The job counts as running here, its
+/// lease renewed, until its end is written.
 pub(crate) fn write_end<D: Dialect>(
     inbox: &Inbox<D>,
     task_id: String,
-    holder: (Arc<str>, i64),
-    (attempt, held): (u32, Held),
-    end: End,
+    (me, attempt): (Arc<str>, i64),
+    (fate, held): (Fate, Held),
     span: &tracing::Span,
 ) {
     let queue = inbox.clone();
     let write = async move {
         let _held = held;
-        let holder = (&*holder.0, holder.1);
-        match settle(|| queue.end_job(&task_id, holder, attempt, &end)).await {
+        match settle(|| queue.end_job(&task_id, (&me, attempt), &fate)).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!("webhook job taken back from this worker while it ran; its end is written by the run that holds it"),
-            // It stays with this worker: taken back, and run again, once the worker stops
-            // or its heartbeat lapses.
+            // Its lease lapses once this worker stops renewing it: taken back, and run
+            // again.
             Err(err) => tracing::error!(error = %err, "could not write the end of the webhook job"),
         }
     };
     inbox.ends.spawn(write.instrument(span.clone()));
 }
 
-/// Puts the job `task_id`, fetched by `me` but not started, back in the queue as it was, for
-/// any worker: beside the attempt, as an end is.
-pub(crate) fn put_back<D: Dialect>(
-    inbox: &Inbox<D>,
-    task_id: String,
-    me: Arc<str>,
-    span: tracing::Span,
-    held: Held,
-) {
-    let queue = inbox.clone();
-    let put_back = async move {
-        let _held = held;
-        if let Err(err) = settle(|| queue.unfetch_job(&task_id, &me)).await {
-            tracing::error!(error = %err, "could not put the webhook job back; it goes back once this worker stops or its heartbeat lapses");
-        }
-    };
-    inbox.ends.spawn(put_back.instrument(span));
-}
-
 /// How long a stopping worker waits for the ends of its attempts to be written.
 const ENDS_WAIT: Duration = Duration::from_secs(30);
 
 /// The ends of attempts being written, shared by an inbox's clones: a worker that stops
-/// waits for them before it puts back what it fetched.
-///
-/// A worker told to stop waits for its running attempts before apalis lets go of the fetch
-/// it may have in flight. On SQLite that fetch's transaction can hold the file's write lock
-/// meanwhile: an end written inside the attempt would wait for it, and the worker for the
-/// attempt, for ever. Written beside the attempt, the end waits only until the worker has
-/// stopped fetching.
+/// waits for them.
 #[derive(Debug, Default)]
 pub(crate) struct Ends {
     pending: std::sync::atomic::AtomicUsize,
@@ -91,8 +63,8 @@ impl Ends {
     }
 
     /// Waits until no end is being written, for at most [`ENDS_WAIT`]: the database may be
-    /// gone for good. What is not written by then stays with this worker, and goes back to
-    /// the queue once its heartbeat lapses.
+    /// gone for good. What is not written by then goes back to the queue once its lease
+    /// lapses.
     pub(crate) async fn wait_a_while(&self) {
         if tokio::time::timeout(ENDS_WAIT, self.wait()).await.is_err() {
             tracing::warn!(
@@ -117,7 +89,7 @@ impl Ends {
 }
 
 /// Runs `write` until it is done or fails for good: the end of a job must reach the queue,
-/// or the job stays held by this worker until it stops. While the database is unavailable,
+/// or the job runs again once its lease lapses. While the database is unavailable,
 /// a worker has nothing else to do.
 async fn settle<T, F, Fut>(mut write: F) -> Result<T, InboxError>
 where

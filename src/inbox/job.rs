@@ -9,15 +9,15 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::rows::{CountsRow, DeadRow};
 use crate::clock::unix_millis_i64;
 use crate::event::{Event, Unparsed};
 use crate::scheme::{DeliveryId, Scheme};
 
-/// A verified delivery as the inbox keeps it: the payload of its job. Opaque: a worker
-/// built with apalis's own `WorkerBuilder` (see [`Inbox::storage`](super::Inbox::storage))
-/// passes it through, and [`JobService`](super::JobService) turns it into an [`Event`].
+/// A verified delivery as the inbox keeps it: the payload of its job, which a worker turns
+/// back into an [`Event`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredDelivery {
+pub(crate) struct StoredDelivery {
     pub(crate) id: String,
     pub(crate) key: String,
     pub(crate) scheme: String,
@@ -188,35 +188,17 @@ pub struct DeadLetter {
     pub received_at: SystemTime,
 }
 
-impl DeadLetter {
-    pub(crate) fn from_row(
-        task_id: String,
-        job: &[u8],
-        attempts: i64,
-        last_result: Option<String>,
-    ) -> Self {
-        let stored = serde_json::from_slice::<StoredDelivery>(job).ok();
+impl From<DeadRow> for DeadLetter {
+    fn from(row: DeadRow) -> Self {
+        let stored = serde_json::from_slice::<StoredDelivery>(&row.delivery).ok();
         Self {
-            task_id,
+            task_id: row.id,
             id: stored.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
             layer: stored.as_ref().map(|s| s.layer.clone()).unwrap_or_default(),
-            attempts: u32::try_from(attempts).unwrap_or(0),
-            last_error: last_result.map(|text| last_error(&text)),
+            attempts: u32::try_from(row.attempt).unwrap_or(0),
+            last_error: row.last_error,
             received_at: from_epoch_millis(stored.map_or(0, |s| s.received_at)),
         }
-    }
-}
-
-/// The error text out of apalis's stored result (`{"Err": "..."}`), or the text as it is,
-/// without the name apalis puts before an error that ends a job at once.
-pub(crate) fn last_error(result: &str) -> String {
-    let text = serde_json::from_str::<serde_json::Value>(result)
-        .ok()
-        .and_then(|value| value.get("Err")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| result.to_owned());
-    match text.strip_prefix("AbortError: ") {
-        Some(reason) => reason.to_owned(),
-        None => text,
     }
 }
 
@@ -234,6 +216,19 @@ pub struct Counts {
     pub dead: u64,
     /// Finished.
     pub done: u64,
+}
+
+impl From<CountsRow> for Counts {
+    fn from(row: CountsRow) -> Self {
+        let n = |count: i64| u64::try_from(count).unwrap_or(0);
+        Self {
+            queued: n(row.waiting),
+            running: n(row.running),
+            failed: n(row.retrying),
+            dead: n(row.dead),
+            done: n(row.done),
+        }
+    }
 }
 
 /// What a worker's handler takes: `Event` for the raw body, or `Event<T>` for a payload of a

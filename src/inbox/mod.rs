@@ -42,21 +42,21 @@
 //! One type serves both databases: [`SqliteInbox`] is [`Inbox`]`<`[`Sqlite`]`>` and
 //! [`PostgresInbox`] is `Inbox<`[`Postgres`]`>`, so an app generic over the [`Dialect`] is
 //! written once whichever database it runs on. Every operation reports an [`InboxError`].
-//! A worker of your own, built with apalis's `WorkerBuilder` and tower's layers, takes the
-//! same pieces [`Inbox::worker`] is built from: [`Inbox::storage`], [`Inbox::service`] and
-//! [`Inbox::watch`].
 //!
-//! A worker killed mid-job (SIGKILL, a lost machine) loses nothing: its jobs are taken again
-//! once its heartbeat lapses (twice the [heartbeat](SqliteInbox::with_heartbeat), 5 s by
-//! default), a running one as a failed attempt retried after its backoff, so a handler may
+//! A worker killed mid-job (SIGKILL, a lost machine) loses nothing: each job a worker runs
+//! is leased to it for twice the [heartbeat](SqliteInbox::with_heartbeat) (5 s by default)
+//! and renewed while its attempt runs; a lease that lapses is taken back by any worker, the
+//! cut-short run counted as a failed attempt and retried after its backoff, so a handler may
 //! run more than once for one delivery, as at-least-once delivery allows. A job whose
 //! worker died during its last attempt is dead-lettered ("its worker died during the last
 //! attempt"), not run again. Each attempt has a deadline
 //! ([`Worker::attempt_timeout`], 5 minutes by default).
 //!
-//! The queue is [apalis](https://docs.rs/apalis-core)'s, on SQLite ([`SqliteInbox`], feature
-//! `inbox-sqlite`: one file, no service) or PostgreSQL ([`PostgresInbox`], feature
-//! `inbox-postgres`: any number of receivers and workers on any number of machines).
+//! The queue is the inbox's own: its tables, migrated by version, and one lease state
+//! machine written once over each database's statements, on SQLite ([`SqliteInbox`],
+//! feature `inbox-sqlite`: one file, no service) or PostgreSQL ([`PostgresInbox`], feature
+//! `inbox-postgres`: any number of receivers and workers on any number of machines, each
+//! worker taking jobs with `FOR UPDATE SKIP LOCKED`).
 //!
 //! ```no_run
 //! use axum::{routing::post, Router};
@@ -100,30 +100,24 @@ mod error;
 mod handler;
 mod handoff;
 mod job;
+mod lease;
 mod meter;
 mod queue;
 mod read;
+mod rows;
 mod running;
+mod schema;
 mod settings;
-mod shared;
 #[cfg(any(feature = "cli", feature = "console"))]
 mod text;
 mod worker;
-
-/// The error of an attempt whose running job was put back in the queue under it (apalis's
-/// recovery of a silent worker's jobs), a literal for the triggers' SQL of both dialects.
-macro_rules! taken_back {
-    () => {
-        "its worker stopped answering; the job was taken back and runs again"
-    };
-}
 
 #[cfg(feature = "inbox-postgres")]
 mod postgres;
 #[cfg(feature = "inbox-sqlite")]
 mod sqlite;
 
-pub use attempt::{JobService, DEFAULT_ATTEMPT_TIMEOUT};
+pub use attempt::DEFAULT_ATTEMPT_TIMEOUT;
 pub use browse::{
     Activity, AttemptOutcome, AttemptRecord, JobDetail, JobFilter, JobPage, JobState, JobSummary,
     UnknownState, MAX_PAGE,
@@ -132,7 +126,7 @@ pub use dialect::Dialect;
 pub use error::{InboxError, InboxErrorKind};
 pub use handler::{BoxError, Handler};
 pub use handoff::accepted;
-pub use job::{Counts, DeadLetter, Job, Payload, StoredDelivery};
+pub use job::{Counts, DeadLetter, Job, Payload};
 #[cfg(feature = "inbox-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "inbox-postgres")))]
 pub use postgres::{Postgres, PostgresInbox};

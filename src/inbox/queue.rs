@@ -7,21 +7,18 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use super::attempt::{JobService, DEFAULT_ATTEMPT_TIMEOUT};
-use super::dialect::Arg::{Int, MaybeText, Secs, Text};
-use super::dialect::Dialect;
-use super::dialect::{Backend, Pool};
+use super::dialect::Arg::{Int, MaybeText, Text};
+use super::dialect::{self, Dialect, Pool};
 use super::door;
-use super::error::{InboxError, InboxErrorKind};
+use super::error::InboxError;
 use super::handler::Handler;
 use super::job::{Counts, DeadLetter, StoredDelivery};
-use super::shared::{self, DeadRow, Orphan, OrphanRow, OrphanTuple};
-use super::worker::{self, Worker};
+use super::rows::{CountsRow, DeadRow};
+use super::worker::Worker;
 use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
 use crate::store::BoxFuture;
-use crate::tx::{roll_back, Open};
 
 /// An inbox: the layer writes each verified delivery to it and answers `202 Accepted` once
 /// the write is committed; [workers](Self::worker) run the handler later, with retries.
@@ -37,7 +34,7 @@ pub struct Inbox<D: Dialect> {
     /// The layer's writes, batched.
     door: Arc<door::Door<D>>,
     /// Tells this process's workers that the door committed jobs.
-    wake: Arc<tokio::sync::watch::Sender<u64>>,
+    pub(crate) wake: Arc<tokio::sync::watch::Sender<u64>>,
     /// The ends of attempts being written by this process's workers.
     pub(crate) ends: Arc<super::ends::Ends>,
     /// The jobs whose attempts this process's workers run.
@@ -129,12 +126,13 @@ impl<D: Dialect> Inbox<D> {
         self.with_door()
     }
 
-    /// How often workers tell the queue they are alive (default
-    /// [`DEFAULT_HEARTBEAT`](super::DEFAULT_HEARTBEAT), at least a second). A worker silent
-    /// for twice that is taken for dead, and its jobs run again.
+    /// How often workers renew the leases of the attempts they run, and take back the jobs
+    /// whose lease lapsed (default [`DEFAULT_HEARTBEAT`](super::DEFAULT_HEARTBEAT), at least
+    /// a second). A lease lasts twice that: a job whose worker died, or runs it no more, is
+    /// taken back and runs again.
     #[must_use]
     pub fn with_heartbeat(mut self, every: Duration) -> Self {
-        self.settings.heartbeat = shared::heartbeat(every);
+        self.settings.heartbeat = every.max(Duration::from_secs(1));
         self
     }
 
@@ -178,89 +176,22 @@ impl<D: Dialect> Inbox<D> {
         Worker::new(self.clone(), handler)
     }
 
-    /// The apalis storage of this inbox's queue, fetching up to `batch` jobs at a time: with
-    /// [`service`](Self::service) and [`watch`](Self::watch), the pieces of a worker built
-    /// with apalis's own `WorkerBuilder` and layers. [`worker`](Self::worker) is made of them.
-    ///
-    /// ```no_run
-    /// # async fn run(inbox: tower_webhook::inbox::SqliteInbox) -> Result<(), Box<dyn std::error::Error>> {
-    /// use apalis_core::worker::builder::WorkerBuilder;
-    /// use tower::limit::ConcurrencyLimitLayer;
-    /// use tower_webhook::Event;
-    ///
-    /// let name = "billing-worker-1"; // unique among running workers
-    /// let worker = WorkerBuilder::new(name)
-    ///     .backend(inbox.storage(8))
-    ///     .layer(ConcurrencyLimitLayer::new(8))
-    ///     .build(inbox.service(name, |event: Event| async move {
-    ///         println!("handled {}", event.id());
-    ///         Ok::<_, std::io::Error>(())
-    ///     }));
-    /// // Takes back the jobs of workers that died, while this one runs.
-    /// tokio::spawn({
-    ///     let inbox = inbox.clone();
-    ///     async move { inbox.watch(name).await }
-    /// });
-    /// worker.run().await?;
-    /// inbox.release(name).await;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn storage(&self, batch: usize) -> <D as Backend>::Storage {
-        D::storage(&self.pool, &self.settings, batch.max(1), self.wakeups())
-    }
-
-    /// The service that runs `handler` on this inbox's jobs, for the worker named `worker`
-    /// (the name given to apalis's `WorkerBuilder`): each attempt under
-    /// [`DEFAULT_ATTEMPT_TIMEOUT`] unless told otherwise. See [`storage`](Self::storage).
-    pub fn service<H, A>(&self, worker: &str, handler: H) -> JobService<H, A, D>
-    where
-        H: Handler<A, D::Db>,
-        A: 'static,
-    {
-        JobService::new(
-            worker,
-            Arc::new(handler),
-            self.clone(),
-            DEFAULT_ATTEMPT_TIMEOUT,
-        )
-    }
-
-    /// Every heartbeat, takes back the jobs of workers other than `worker` whose heartbeat
-    /// lapsed twice, and the jobs `worker` holds running but runs no attempt of (its start
-    /// or end lost with a connection): run it beside a worker of your own making, on this
-    /// inbox or a clone of the one its [`service`](Self::service) came from (they share the
-    /// attempts in flight). Never returns.
-    pub async fn watch(&self, worker: &str) {
-        match worker::watch(self.clone(), worker.to_owned()).await {}
-    }
-
-    /// Waits (up to 30 s) for the ends of the attempts this process's workers ran to be
-    /// written, then puts back the jobs the stopped worker `worker` fetched but never
-    /// started.
-    pub async fn release(&self, worker: &str) {
-        self.ends.wait_a_while().await;
-        worker::release(self, worker.to_owned()).await;
-    }
-
     /// How many jobs the queue holds, by state.
     pub async fn counts(&self) -> Result<Counts, InboxError> {
         let args = [Text(&self.settings.queue)];
-        let counts: Vec<(i64, i64, i64, i64, i64)> =
-            D::fetch(&self.pool, D::SQL.counts, &args).await?;
-        Ok(shared::counts(
-            counts.into_iter().next().unwrap_or_default(),
-        ))
+        let rows: Vec<CountsRow> = dialect::fetch::<D, _>(&self.pool, D::SQL.counts, &args).await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(Counts::from)
+            .unwrap_or_default())
     }
 
     /// The dead-lettered jobs, the most recent first, at most `limit`.
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, InboxError> {
         let args = [Text(&self.settings.queue), Int(i64::from(limit))];
-        let rows: Vec<DeadRow> = D::fetch(&self.pool, D::SQL.dead, &args).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, job, attempts, last)| DeadLetter::from_row(id, &job, attempts, last))
-            .collect())
+        let rows: Vec<DeadRow> = dialect::fetch::<D, _>(&self.pool, D::SQL.dead, &args).await?;
+        Ok(rows.into_iter().map(DeadLetter::from).collect())
     }
 
     /// Queues the dead-lettered job `task_id` again, with all its attempts; whether there
@@ -277,7 +208,7 @@ impl<D: Dialect> Inbox<D> {
     async fn replay_where(&self, task_id: Option<&str>) -> Result<u64, InboxError> {
         let queue = &*self.settings.queue;
         let args = [Text(queue), MaybeText(task_id)];
-        let replayed = D::execute(&self.pool, D::SQL.replay, &args).await?;
+        let replayed = dialect::execute::<D>(&self.pool, D::SQL.replay, &args).await?;
         self.count_replayed(replayed).await?;
         Ok(replayed)
     }
@@ -286,212 +217,35 @@ impl<D: Dialect> Inbox<D> {
     pub(crate) async fn count_replayed(&self, replayed: u64) -> Result<(), InboxError> {
         let added = Int(i64::try_from(replayed).unwrap_or(i64::MAX));
         let args = [Text(&self.settings.queue), added];
-        D::execute(&self.pool, D::SQL.bump_depth, &args).await?;
+        dialect::execute::<D>(&self.pool, D::SQL.bump_depth, &args).await?;
         Ok(())
     }
 
     /// Deletes finished jobs older than `age`, and expired dedup marks; how many jobs. Run
     /// it now and then (hourly): finished jobs only take room.
     pub async fn purge(&self, age: Duration) -> Result<u64, InboxError> {
-        let args = [Text(&self.settings.queue), Secs(age)];
-        let purged = D::execute(&self.pool, D::SQL.purge, &args).await?;
+        let before = std::time::SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let purged = self.purge_done_before(before).await?;
         D::cleanup(&self.store).await?;
         Ok(purged)
     }
 
-    /// Writes the end of an attempt whose handler committed no transaction: the job
-    /// `task_id` done, or failed, while `me` still holds the attempt it started with `fence`
-    /// attempts. Whether it did: `false` where the job was taken back meanwhile (the run
-    /// that holds it now writes its own end). The holder is cleared with it.
-    ///
-    /// The worker writes every end itself, rather than apalis: apalis's are guarded by the
-    /// worker's name only, and one written late (they go out in batches) would land on the
-    /// next attempt of the same job, fetched again by the same worker.
-    pub(crate) async fn end_job(
+    /// Deletes the jobs done before `before`, with their attempts: how many. Dedup marks
+    /// are kept (they expire on their own: see [`purge`](Self::purge)).
+    pub async fn purge_done_before(
         &self,
-        task_id: &str,
-        (me, fence): (&str, i64),
-        attempt: u32,
-        end: &End,
-    ) -> Result<bool, InboxError> {
-        let attempt = Int(i64::from(attempt));
-        let head = [Text(task_id), Text(me), Int(fence), attempt];
-        let ended = match end {
-            End::Done => D::execute(&self.pool, D::SQL.complete, &head).await?,
-            End::Failed {
-                killed,
-                reason,
-                delay,
-            } => {
-                let status = if *killed { "Killed" } else { "Failed" };
-                let result = shared::result(reason);
-                let mut args = head.to_vec();
-                args.extend([Text(status), Text(&result), Secs(*delay)]);
-                D::execute(&self.pool, D::SQL.finish, &args).await?
-            }
-        };
-        Ok(ended == 1)
-    }
-
-    /// Puts the job `task_id`, fetched by `me` but not started, back in the queue as it
-    /// was; whether it was there.
-    pub(crate) async fn unfetch_job(&self, task_id: &str, me: &str) -> Result<bool, InboxError> {
-        Ok(self.unfetch(me, Some(task_id)).await? == 1)
-    }
-
-    /// Puts the jobs `me` fetched but never started (`task_id` alone, or every one) back,
-    /// attempts unchanged: how many.
-    async fn unfetch(&self, me: &str, task_id: Option<&str>) -> Result<u64, InboxError> {
-        let args = [Text(&self.settings.queue), Text(me), MaybeText(task_id)];
-        D::execute(&self.pool, D::SQL.unfetch, &args).await
-    }
-
-    /// Marks the job `task_id`, fetched by `me`, as running, before its handler starts: its
-    /// count of attempts (with `me`, the fence of its completion), or `None` when `me` no
-    /// longer holds it. Written before the handler starts (apalis's own mark, turned off,
-    /// came after), so that a handler that takes its process down still has its attempt
-    /// counted, and a poison job uses its attempts up.
-    pub(crate) async fn start_job(
-        &self,
-        task_id: &str,
-        me: &str,
-    ) -> Result<Option<i64>, InboxError> {
-        let args = [Text(task_id), Text(me)];
-        let rows: Vec<(i64,)> = D::fetch(&self.pool, D::SQL.start, &args).await?;
-        Ok(rows.first().map(|&(attempts,)| attempts))
-    }
-
-    /// Writes the job `task_id` done by attempt `attempt` in `tx`, the handler's
-    /// transaction, while `me` still holds the attempt it started with `fence` attempts, and
-    /// commits: `false` (rolled back) where it does not. The job's holder is cleared with it:
-    /// the end of an attempt taken over, guarded by the holder, then leaves the job as it is.
-    pub(crate) async fn complete_in(
-        &self,
-        tx: Open<D::Db>,
-        task_id: &str,
-        (me, fence): (&str, i64),
-        attempt: u32,
-    ) -> Result<bool, InboxError> {
-        let mut tx = tx.or_roll_back().await.map_err(|err| {
-            err.map_or_else(
-                || InboxError::new(InboxErrorKind::Worker, crate::tx::EndedByHandler),
-                D::error,
-            )
-        })?;
-        let attempt = i64::from(attempt);
-        let args = [Text(task_id), Text(me), Int(fence), Int(attempt)];
-        match D::execute_on(&mut tx, D::SQL.complete, &args).await {
-            Ok(1) => {}
-            held => {
-                roll_back(tx).await;
-                return held.map(|_| false);
-            }
-        }
-        let Err(err) = tx.commit().await else {
-            return Ok(true);
-        };
-        // The commit's answer was lost, not necessarily the commit: the job says which.
-        let args = [Text(task_id), Int(attempt)];
-        match D::fetch::<(i64,)>(&self.pool, D::SQL.done, &args).await {
-            Ok(rows) if !rows.is_empty() => Ok(true),
-            _ => Err(D::error(err)),
-        }
-    }
-
-    /// Tells the queue that the worker `me` is alive. apalis's own heartbeat goes with its
-    /// fetches, which stop while every one of the worker's slots is busy: a worker whose jobs
-    /// all waited for a turn among the handlers' transactions (or simply ran long) fell
-    /// silent and was taken for dead, its jobs run again.
-    pub(crate) async fn keep_alive(&self, me: &str) -> Result<u64, InboxError> {
-        let args = [Text(&self.settings.queue), Text(me)];
-        D::execute(&self.pool, D::SQL.alive, &args).await
-    }
-
-    /// Takes back the jobs of workers silent for `dead_after`, other than `me`.
-    pub(crate) async fn sweep_jobs(
-        &self,
-        me: &str,
-        dead_after: Duration,
+        before: std::time::SystemTime,
     ) -> Result<u64, InboxError> {
-        let queue = &*self.settings.queue;
-        let args = [Text(queue), Text(me), Secs(dead_after)];
-        let mut taken = 0;
-        let rows: Vec<OrphanTuple> = D::fetch(&self.pool, D::SQL.orphans, &args).await?;
-        for row in rows.into_iter().map(OrphanRow::from) {
-            let retry = self.settings.retry;
-            let fate = Orphan::of(&row.status, row.attempts, row.max_attempts, retry);
-            taken += self.take_back(&row, &fate).await?;
-        }
-        self.restore_abandoned().await?;
-        Ok(taken)
+        let before = i64::try_from(crate::clock::unix_millis(before)).unwrap_or(i64::MAX);
+        let args = [Text(&self.settings.queue), Int(before)];
+        let mut tx = dialect::begin::<D>(&self.pool).await?;
+        D::execute_on(&mut tx, D::SQL.purge_attempts, &args).await?;
+        let purged = D::execute_on(&mut tx, D::SQL.purge_before, &args).await?;
+        tx.commit().await.map_err(D::error)?;
+        Ok(purged)
     }
-
-    /// Writes `fate` on the job of `row`, while its holder still holds it (of two workers
-    /// sweeping at once, one takes it): how many jobs it took back.
-    async fn take_back(&self, row: &OrphanRow, fate: &Orphan) -> Result<u64, InboxError> {
-        let (id, holder) = (Text(&row.id), Text(&row.holder));
-        let (sql, args) = match fate {
-            Orphan::Unfetch => (
-                D::SQL.unfetch,
-                vec![Text(&self.settings.queue), holder, MaybeText(Some(&row.id))],
-            ),
-            Orphan::Dead(reason) => (D::SQL.orphan_dead, vec![id, holder, Text(reason)]),
-            Orphan::Retry { reason, delay } => (
-                D::SQL.orphan_retry,
-                vec![id, holder, Text(reason), Secs(*delay)],
-            ),
-        };
-        D::execute(&self.pool, sql, &args).await
-    }
-
-    /// Takes back the jobs `me` holds running, started `older` ago or more, that no attempt
-    /// of this process runs: their start committed as its connection failed, or their end
-    /// could not be written, and `me`, alive, would hold them for as long as it lives (its
-    /// heartbeat never lapses). Each counts the attempt, as any takeover does.
-    pub(crate) async fn sweep_stranded(
-        &self,
-        me: &str,
-        older: Duration,
-    ) -> Result<u64, InboxError> {
-        let queue = &*self.settings.queue;
-        let args = [Text(queue), Text(me), Secs(older)];
-        let rows: Vec<OrphanTuple> = D::fetch(&self.pool, D::SQL.stranded, &args).await?;
-        let mut taken = 0;
-        for row in rows.into_iter().map(OrphanRow::from) {
-            if self.running.contains(&row.id) {
-                continue;
-            }
-            let fate = Orphan::lost(row.attempts, row.max_attempts, self.settings.retry);
-            taken += self.take_back(&row, &fate).await?;
-        }
-        Ok(taken)
-    }
-
-    /// Puts the jobs `me` fetched but never started back, attempts unchanged.
-    pub(crate) async fn unfetch_jobs(&self, me: &str) -> Result<u64, InboxError> {
-        let unfetched = self.unfetch(me, None).await?;
-        Ok(unfetched + self.restore_abandoned().await?)
-    }
-
-    /// Takes back the attempt apalis adds to a job fetched but not started when its worker
-    /// stops: the job never ran.
-    async fn restore_abandoned(&self) -> Result<u64, InboxError> {
-        let args = [Text(&self.settings.queue), Text(shared::ABANDONED)];
-        D::execute(&self.pool, D::SQL.unmark_abandoned, &args).await
-    }
-}
-
-/// How an attempt ended, as [`Inbox::end_job`] writes it.
-#[derive(Debug, Clone)]
-pub(crate) enum End {
-    Done,
-    /// Failed for `reason`: dead-lettered at once where `killed`, else run again after
-    /// `delay` while the job has attempts left, dead-lettered after its last.
-    Failed {
-        killed: bool,
-        reason: String,
-        delay: Duration,
-    },
 }
 
 impl<D: Dialect> Door for Inbox<D> {

@@ -12,9 +12,10 @@ use super::browse::{
     MAX_PAGE,
 };
 use super::dialect::Arg::{self, Int, Text};
-use super::dialect::{Backend, Dialect};
+use super::dialect::{self, Backend, Dialect};
 use super::error::InboxError;
-use super::job::{from_epoch_millis, last_error, StoredDelivery};
+use super::job::{from_epoch_millis, StoredDelivery};
+use super::rows::{AcceptedRow, AttemptRow, DetailRow, EndedRow, SummaryRow};
 use super::Inbox;
 
 /// A statement put together from fixed parts, each value an argument.
@@ -36,7 +37,7 @@ impl<'a, D: Backend> Sql<'a, D> {
     /// `arg`'s placeholder, the argument bound.
     fn arg(&mut self, arg: Arg<'a>) -> String {
         self.args.push(arg);
-        format!("{}{}", D::PARAM, self.args.len())
+        format!("${}", self.args.len())
     }
 
     fn push(&mut self, text: &str) {
@@ -46,51 +47,36 @@ impl<'a, D: Backend> Sql<'a, D> {
     /// ` AND`s the conditions of `filter`, on a queue's jobs.
     fn matching(&mut self, queue: &'a str, filter: &'a JobFilter) {
         let queue = self.arg(Text(queue));
-        self.push(&format!(" WHERE job_type = {queue}"));
+        self.push(&format!(" WHERE queue = {queue}"));
         if let Some(state) = filter.state {
-            self.push(&format!(" AND {}", state.condition()));
+            let state = self.arg(Text(state.as_str()));
+            self.push(&format!(" AND state = {state}"));
         }
         for (name, value) in [("layer", &filter.layer), ("event_type", &filter.event_type)] {
             if let Some(value) = value {
                 let value = self.arg(Text(value));
-                self.push(&format!(" AND {} = {value}", D::field(name)));
+                self.push(&format!(" AND {name} = {value}"));
             }
         }
         if let Some(id) = &filter.event_id {
             let id = self.arg(Text(id));
-            self.push(&format!(" AND ({} = {id} OR id = {id})", D::field("id")));
+            self.push(&format!(" AND (event_id = {id} OR id = {id})"));
         }
     }
 }
 
-/// A listing's row: id, status, attempts, max attempts, last result, event id, layer,
-/// event type, tenant, received at.
-type SummaryRow = (
-    String,
-    String,
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
-
 fn summary(row: SummaryRow) -> JobSummary {
-    let (task_id, status, attempts, max_attempts, result, event_id, layer, kind, tenant, at) = row;
     JobSummary {
-        task_id,
-        event_id: event_id.unwrap_or_default(),
-        layer: layer.unwrap_or_default(),
-        event_type: kind,
-        tenant,
-        state: JobState::of(&status, attempts, max_attempts),
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        max_attempts: u32::try_from(max_attempts).unwrap_or(0),
-        received_at: from_epoch_millis(at.unwrap_or(0)),
-        last_error: result.as_deref().map(last_error),
+        task_id: row.id,
+        event_id: row.event_id,
+        layer: row.layer,
+        event_type: row.event_type,
+        tenant: row.tenant,
+        state: row.state.parse().unwrap_or(JobState::Queued),
+        attempts: u32::try_from(row.attempt).unwrap_or(0),
+        max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
+        received_at: from_epoch_millis(row.received_at),
+        last_error: row.last_error,
     }
 }
 
@@ -140,17 +126,10 @@ impl<D: Dialect> Inbox<D> {
     ) -> Result<JobPage, InboxError> {
         let filter = filter.normalized();
         let limit = limit.clamp(1, MAX_PAGE);
-        let field = D::field;
-        let mut sql = Sql::<D>::new(format!(
-            "SELECT id, status, CAST(attempts AS BIGINT), CAST(max_attempts AS BIGINT), {}, {}, {}, {}, {}, CAST({} AS BIGINT) FROM {}",
-            D::LAST_RESULT,
-            field("id"),
-            field("layer"),
-            field("event_type"),
-            field("tenant"),
-            field("received_at"),
-            D::JOBS,
-        ));
+        let mut sql = Sql::<D>::new(
+            "SELECT id, state, attempt, max_attempts, last_error, event_id, layer, event_type, \
+             tenant, received_at FROM webhook_inbox_jobs",
+        );
         sql.matching(&self.settings.queue, &filter);
         if let Some(after) = after {
             let after = sql.arg(Text(after));
@@ -159,7 +138,8 @@ impl<D: Dialect> Inbox<D> {
         // One more than asked: whether there is a next page.
         let n = sql.arg(Int(i64::from(limit) + 1));
         sql.push(&format!(" ORDER BY id DESC LIMIT {n}"));
-        let rows: Vec<SummaryRow> = D::fetch_built(&self.pool, sql.text, &sql.args).await?;
+        let rows: Vec<SummaryRow> =
+            dialect::fetch::<D, _>(&self.pool, &sql.text, &sql.args).await?;
         let mut jobs: Vec<JobSummary> = rows.into_iter().map(summary).collect();
         let next = if jobs.len() > limit as usize {
             jobs.truncate(limit as usize);
@@ -173,12 +153,11 @@ impl<D: Dialect> Inbox<D> {
     /// The job `task_id` of this inbox's queue, whole: `None` where there is none.
     pub async fn job(&self, task_id: &str) -> Result<Option<JobDetail>, InboxError> {
         let args = [Text(&self.settings.queue), Text(task_id)];
-        let rows: Vec<DetailRow> = D::fetch(&self.pool, D::SQL.job, &args).await?;
-        let Some((id, status, attempts, max_attempts, result, job)) = rows.into_iter().next()
-        else {
+        let rows: Vec<DetailRow> = dialect::fetch::<D, _>(&self.pool, D::SQL.job, &args).await?;
+        let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let stored = serde_json::from_slice::<StoredDelivery>(&job).ok();
+        let stored = serde_json::from_slice::<StoredDelivery>(&row.delivery).ok();
         let body = stored
             .as_ref()
             .and_then(|s| {
@@ -186,20 +165,21 @@ impl<D: Dialect> Inbox<D> {
                     .decode(&s.body)
                     .ok()
             })
-            .map_or_else(|| Bytes::from(job.clone()), Bytes::from);
-        let summary = summary((
-            id,
-            status,
-            attempts,
-            max_attempts,
-            result,
-            stored.as_ref().map(|s| s.id.clone()),
-            stored.as_ref().map(|s| s.layer.clone()),
-            stored.as_ref().and_then(|s| s.event_type.clone()),
-            stored.as_ref().and_then(|s| s.tenant.clone()),
-            stored.as_ref().map(|s| s.received_at),
-        ));
-        let rows: Vec<AttemptRow> = D::fetch(&self.pool, D::SQL.attempts, &[Text(task_id)]).await?;
+            .map_or_else(|| Bytes::from(row.delivery.clone()), Bytes::from);
+        let summary = JobSummary {
+            task_id: row.id,
+            event_id: stored.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+            layer: stored.as_ref().map(|s| s.layer.clone()).unwrap_or_default(),
+            event_type: stored.as_ref().and_then(|s| s.event_type.clone()),
+            tenant: stored.as_ref().and_then(|s| s.tenant.clone()),
+            state: row.state.parse().unwrap_or(JobState::Queued),
+            attempts: u32::try_from(row.attempt).unwrap_or(0),
+            max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
+            received_at: from_epoch_millis(stored.as_ref().map_or(0, |s| s.received_at)),
+            last_error: row.last_error,
+        };
+        let rows: Vec<AttemptRow> =
+            dialect::fetch::<D, _>(&self.pool, D::SQL.attempts, &[Text(task_id)]).await?;
         Ok(Some(JobDetail {
             summary,
             scheme: stored
@@ -223,19 +203,16 @@ impl<D: Dialect> Inbox<D> {
         if filter.state.is_some_and(|state| state != JobState::Dead) {
             return Ok(0);
         }
-        let mut sql = Sql::<D>::new(format!("UPDATE {} SET {}", D::JOBS, D::REPLAY_SET));
+        let mut sql = Sql::<D>::new(format!(
+            "UPDATE webhook_inbox_jobs SET state = 'queued', attempt = 0, holder = NULL, \
+             lease_until = NULL, last_error = NULL, finished_at = NULL, run_at = {}",
+            D::NOW
+        ));
         let filter = filter.state(JobState::Dead);
         sql.matching(&self.settings.queue, &filter);
-        let replayed = D::execute_built(&self.pool, sql.text, &sql.args).await?;
+        let replayed = dialect::execute::<D>(&self.pool, &sql.text, &sql.args).await?;
         self.count_replayed(replayed).await?;
         Ok(replayed)
-    }
-
-    /// Deletes the jobs done before `before`, with their attempts: how many. Dedup marks
-    /// are kept (they expire on their own: see [`purge`](Self::purge)).
-    pub async fn purge_done_before(&self, before: SystemTime) -> Result<u64, InboxError> {
-        let args = [Text(&self.settings.queue), Int(millis(before))];
-        D::execute(&self.pool, D::SQL.purge_before, &args).await
     }
 
     /// What the inbox did in the `buckets` spans of `bucket` up to now, the oldest first.
@@ -272,7 +249,7 @@ impl<D: Dialect> Inbox<D> {
         };
         // Accepted: the jobs whose ids (ULIDs: the time they were made, first) fall in
         // each bucket, counted on the ids' index.
-        let mut sql = Sql::<D>::new("SELECT CASE");
+        let mut sql = Sql::<D>::new("SELECT CAST(CASE");
         let bounds: Vec<String> = (1..buckets)
             .map(|i| ulid_floor(since + bucket * i))
             .collect();
@@ -281,21 +258,25 @@ impl<D: Dialect> Inbox<D> {
             sql.push(&format!(" WHEN id < {bound} THEN {i}"));
         }
         // One bucket: a CASE of no WHEN is not SQL.
-        sql.push(&format!(" WHEN 1 = 0 THEN 0 ELSE {} END", buckets - 1));
-        sql.push(&format!(", COUNT(*) FROM {}", D::JOBS));
+        sql.push(&format!(
+            " WHEN 1 = 0 THEN 0 ELSE {} END AS BIGINT)",
+            buckets - 1
+        ));
+        sql.push(", COUNT(*) FROM webhook_inbox_jobs");
         let queue = sql.arg(Text(&self.settings.queue));
         let floor = ulid_floor(since);
         let floor = sql.arg(Text(&floor));
         sql.push(&format!(
-            " WHERE job_type = {queue} AND id >= {floor} GROUP BY 1"
+            " WHERE queue = {queue} AND id >= {floor} GROUP BY 1"
         ));
-        let rows: Vec<(i32, i64)> = D::fetch_built(&self.pool, sql.text, &sql.args).await?;
-        for (i, count) in rows {
-            if let Some(slot) = usize::try_from(i)
+        let rows: Vec<AcceptedRow> =
+            dialect::fetch::<D, _>(&self.pool, &sql.text, &sql.args).await?;
+        for row in rows {
+            if let Some(slot) = usize::try_from(row.bucket)
                 .ok()
                 .and_then(|i| activity.accepted.get_mut(i))
             {
-                *slot = u64::try_from(count).unwrap_or(0);
+                *slot = u64::try_from(row.jobs).unwrap_or(0);
             }
         }
         let bucket_ms = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
@@ -304,8 +285,13 @@ impl<D: Dialect> Inbox<D> {
             Int(millis(since)),
             Int(bucket_ms),
         ];
-        let rows: Vec<(i64, String, i64)> = D::fetch(&self.pool, D::SQL.ended, &args).await?;
-        for (i, outcome, count) in rows {
+        let rows: Vec<EndedRow> = dialect::fetch::<D, _>(&self.pool, D::SQL.ended, &args).await?;
+        for EndedRow {
+            bucket: i,
+            outcome,
+            attempts: count,
+        } in rows
+        {
             let series = match AttemptOutcome::of(&outcome) {
                 AttemptOutcome::Done => &mut activity.handled,
                 AttemptOutcome::Failed => &mut activity.failed,
@@ -320,29 +306,16 @@ impl<D: Dialect> Inbox<D> {
     }
 }
 
-/// One job's row: id, status, attempts, max attempts, last result, job.
-type DetailRow = (String, String, i64, i64, Option<String>, Vec<u8>);
-
-/// An attempt's row: attempt, worker, started at, ended at, outcome, error.
-type AttemptRow = (
-    i64,
-    Option<String>,
-    i64,
-    Option<i64>,
-    String,
-    Option<String>,
-);
-
-fn attempt((number, worker, started, ended, outcome, error): AttemptRow) -> AttemptRecord {
+fn attempt(row: AttemptRow) -> AttemptRecord {
     AttemptRecord {
-        attempt: u32::try_from(number).unwrap_or(0),
-        worker,
-        started_at: from_epoch_millis(started),
-        duration: ended.map(|ended| {
-            Duration::from_millis(u64::try_from(ended.saturating_sub(started)).unwrap_or(0))
+        attempt: u32::try_from(row.attempt).unwrap_or(0),
+        worker: row.worker,
+        started_at: from_epoch_millis(row.started_at),
+        duration: row.ended_at.map(|ended| {
+            Duration::from_millis(u64::try_from(ended.saturating_sub(row.started_at)).unwrap_or(0))
         }),
-        outcome: AttemptOutcome::of(&outcome),
-        error: error.as_deref().map(last_error),
+        outcome: AttemptOutcome::of(&row.outcome),
+        error: row.error,
     }
 }
 

@@ -1,31 +1,44 @@
-//! The attempts this process's workers are running, by job: what lets a worker tell a job
-//! it holds and runs from one it holds and lost.
+//! The attempts this process's workers are running, by job and worker: the leases each
+//! worker renews, so that a job it holds and no longer runs lapses and is taken back.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The jobs of an inbox whose attempts run in this process, from before their start is
-/// written until their end is (or the attempt is given up). Shared by the inbox's clones.
+/// The jobs of an inbox whose attempts run in this process, with the worker that runs each,
+/// from their start until their end is written (or the attempt is given up). Shared by the
+/// inbox's clones.
 #[derive(Debug, Default)]
-pub(crate) struct Running(Mutex<HashSet<String>>);
+pub(crate) struct Running(Mutex<HashMap<String, Arc<str>>>);
 
 impl Running {
-    /// Counts the job `task_id` as running here until the returned guard is dropped.
-    pub(crate) fn enter(self: &Arc<Self>, task_id: &str) -> Held {
-        self.lock().insert(task_id.to_owned());
+    /// Counts the job `task_id` as run here by the worker `me` until the returned guard is
+    /// dropped.
+    pub(crate) fn enter(self: &Arc<Self>, task_id: &str, me: &Arc<str>) -> Held {
+        self.lock().insert(task_id.to_owned(), Arc::clone(me));
         Held {
             running: Arc::clone(self),
             task_id: task_id.to_owned(),
         }
     }
 
-    /// Whether an attempt of the job `task_id` runs here.
-    pub(crate) fn contains(&self, task_id: &str) -> bool {
-        self.lock().contains(task_id)
+    /// Whether the worker `holder` runs an attempt of the job `task_id` here.
+    pub(crate) fn runs(&self, task_id: &str, holder: &str) -> bool {
+        self.lock()
+            .get(task_id)
+            .is_some_and(|worker| &**worker == holder)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // Nothing panics under this lock: a poisoned one still holds a whole set.
+    /// The jobs whose attempts the worker `me` runs here.
+    pub(crate) fn ids_of(&self, me: &str) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, worker)| &***worker == me)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<str>>> {
+        // Nothing panics under this lock: a poisoned one still holds a whole map.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -50,10 +63,14 @@ mod tests {
     #[test]
     fn a_job_runs_here_while_held() {
         let running = Arc::new(Running::default());
-        let held = running.enter("job-1");
-        assert!(running.contains("job-1"));
-        assert!(!running.contains("job-2"));
+        let me: Arc<str> = Arc::from("worker-1");
+        let held = running.enter("job-1", &me);
+        assert!(running.runs("job-1", "worker-1"));
+        assert!(!running.runs("job-1", "worker-2"));
+        assert!(!running.runs("job-2", "worker-1"));
+        assert_eq!(running.ids_of("worker-1"), ["job-1"]);
+        assert!(running.ids_of("worker-2").is_empty());
         drop(held);
-        assert!(!running.contains("job-1"));
+        assert!(!running.runs("job-1", "worker-1"));
     }
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use futures_util::FutureExt as _;
+use tokio::sync::Semaphore;
 
-use super::attempt::{JobService, DEFAULT_ATTEMPT_TIMEOUT};
+use super::attempt::DEFAULT_ATTEMPT_TIMEOUT;
 use super::dialect::Dialect;
 use super::error::InboxError;
 use super::handler::Handler;
@@ -72,31 +72,36 @@ where
         self
     }
 
-    /// Names the worker in the queue's table of workers and in its logs. Names must be
-    /// unique among running workers; the default is made unique from the process id.
+    /// Names the worker: the holder of the jobs it runs, in the attempts' records and its
+    /// logs. Names must be unique among running workers; the default is made unique from
+    /// the process id.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
-    /// Runs until the process ends, or the queue fails.
+    /// Runs until the process ends.
     pub async fn run(self) -> Result<(), InboxError> {
         self.run_until(std::future::pending()).await
     }
 
     /// Runs until `signal` resolves (Ctrl-C, say), then stops taking jobs and waits for the
-    /// running ones to finish; jobs fetched but not started go back to the queue.
+    /// running ones to finish and their ends to be written.
+    ///
+    /// A database that fails under the worker (busy, restarting, unreachable) stops
+    /// nothing: the worker looks again after a pause, and the attempts running go on to
+    /// their ends, written once the database answers.
     pub async fn run_until(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), InboxError> {
-        let name = self.name.unwrap_or_else(unique_name);
-        let service = JobService::new(&name, self.handler, self.inbox.clone(), self.timeout);
-        let signal = signal.shared();
-        let mut held_back = D::writers(&self.inbox.store).hold_back();
+        let name: Arc<str> = Arc::from(self.name.unwrap_or_else(unique_name));
+        let inbox = self.inbox;
+        let signal = Box::pin(signal);
+        let mut held_back = D::writers(&inbox.store).hold_back();
         if held_back.short > 0 {
             tracing::warn!(
-                max_connections = self.inbox.pool.options().get_max_connections(),
+                max_connections = inbox.pool.options().get_max_connections(),
                 "the inbox's pool is too small for its running workers: each holds {} \
                  connection besides its handlers' transactions, and 3 are kept for the door, \
                  fetches and heartbeats; size the pool as 3 + {} per worker + the `Tx` \
@@ -105,84 +110,139 @@ where
                 crate::tx::Writers::PER_WORKER,
             );
         }
-        let mut sweeping = std::pin::pin!(watch(self.inbox.clone(), name.clone()));
-        let ran = loop {
-            let run = D::run(
-                &self.inbox.pool,
-                &self.inbox.settings,
-                (name.clone(), self.concurrency),
-                self.inbox.wakeups(),
-                service.clone(),
-                Box::pin(signal.clone()),
-            );
-            // The turns held back are taken as the handlers' transactions end, beside the
-            // run; once held, they are kept until the worker stops.
-            let running = async {
-                match select(run, std::pin::pin!(held_back.hold())).await {
-                    Either::Left((ran, _)) => ran,
-                    Either::Right(((), run)) => run.await,
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let taking = take_jobs(
+            &inbox,
+            (&name, &slots, stopped),
+            (&self.handler, self.timeout),
+        );
+        let stopping = async move {
+            signal.await;
+            let _ = stop.send(true);
+        };
+        let sweeping = watch(inbox.clone(), Arc::clone(&name));
+        let listening = D::listen(&inbox.pool, &inbox.settings.queue, Arc::clone(&inbox.wake));
+        // The turns held back are taken as the handlers' transactions end, beside the rest;
+        // once held, they are kept until the worker stops.
+        let beside = async {
+            futures_util::future::join3(sweeping, listening, held_back.hold()).await;
+        };
+        let working = futures_util::future::join(taking, stopping);
+        let _ = select(std::pin::pin!(working), std::pin::pin!(beside)).await;
+        // Stopped taking jobs: wait for the attempts running, then for their ends.
+        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
+        let _ = slots.acquire_many(all).await;
+        inbox.ends.wait_a_while().await;
+        drop(held_back);
+        Ok(())
+    }
+}
+
+/// Takes the jobs due whenever the worker `me` has free `slots`, and runs each in a task of
+/// its own with `handler` under `timeout`, as soon as the door commits (in this process,
+/// or on PostgreSQL in any) or every poll interval. Never ends.
+async fn take_jobs<D, H, A>(
+    inbox: &Inbox<D>,
+    (me, slots, mut stop): (&Arc<str>, &Arc<Semaphore>, Stop),
+    (handler, timeout): (&Arc<H>, Duration),
+) where
+    D: Dialect,
+    H: Handler<A, D::Db>,
+    A: 'static,
+{
+    let mut wakeups = inbox.wakeups();
+    let mut pause = PAUSE;
+    loop {
+        let Some(Ok(first)) = until_stopped(&mut stop, Arc::clone(slots).acquire_owned()).await
+        else {
+            return;
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
+            permits.push(permit);
+        }
+        wakeups.borrow_and_update();
+        // Never cut short by the stop: a take cancelled as it commits would leave its jobs
+        // running and held by no attempt until their lease lapsed.
+        let taken = match inbox.take(me, permits.len()).await {
+            Ok(taken) => {
+                pause = PAUSE;
+                taken
+            }
+            Err(err) => {
+                // Busy, restarting, unreachable: look again after a pause, longer each time.
+                tracing::warn!(error = %err, retry_in_ms = crate::report::millis(pause), "could not take jobs from the inbox's queue; trying again");
+                drop(permits);
+                if until_stopped(&mut stop, tokio::time::sleep(pause))
+                    .await
+                    .is_none()
+                {
+                    return;
                 }
-            };
-            let ran = match select(std::pin::pin!(running), sweeping.as_mut()).await {
-                Either::Left((ran, _)) => ran,
-                Either::Right((never, _)) => match never {},
-            };
-            match ran {
-                // The queue failed under it (the database went away): start again, as a
-                // worker must outlive an outage, until it is told to stop.
-                Err(err) if signal.peek().is_none() => {
-                    tracing::warn!(error = %err, "the inbox worker stopped; starting it again in a second");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    // What it fetched and never started would wait for this worker's stop:
-                    // the next run fetches only what is queued.
-                    release(&self.inbox, name.clone()).await;
-                }
-                ran => break ran,
+                pause = (pause * 2).min(MAX_PAUSE);
+                continue;
             }
         };
-        self.inbox.ends.wait_a_while().await;
-        release(&self.inbox, name).await;
-        drop(held_back);
-        ran
-    }
-}
-
-/// Puts back the jobs the stopped worker `name` fetched but never started: a stop while it
-/// was fetching can leave some.
-pub(crate) async fn release<D: Dialect>(inbox: &Inbox<D>, name: String) {
-    match inbox.unfetch_jobs(&name).await {
-        Ok(0) => {}
-        Ok(jobs) => tracing::info!(jobs, "jobs fetched but not started went back to the queue"),
-        Err(err) => {
-            tracing::warn!(error = %err, "could not put back the jobs fetched but not started; they go back once this worker's heartbeat lapses");
+        let all_slots_filled = taken.len() == permits.len();
+        for (job, permit) in taken.into_iter().zip(permits.drain(..)) {
+            let held = inbox.running.enter(&job.id, me);
+            let attempt = super::attempt::run(
+                inbox.clone(),
+                Arc::clone(handler),
+                Arc::clone(me),
+                (job, held),
+                timeout,
+            );
+            tokio::spawn(async move {
+                attempt.await;
+                drop(permit);
+            });
+        }
+        drop(permits);
+        if !all_slots_filled {
+            // Nothing more is due: wait for a commit, or the next look.
+            let look = tokio::time::timeout(inbox.settings.poll_interval, wakeups.changed());
+            if until_stopped(&mut stop, look).await.is_none() {
+                return;
+            }
         }
     }
 }
 
-/// Every heartbeat, takes back the jobs of workers (other than `me`) whose heartbeat lapsed
-/// twice, and those `me` holds running but runs no attempt of. Never ends: run it beside the
-/// worker `me`.
-pub(crate) async fn watch<D: Dialect>(inbox: Inbox<D>, me: String) -> std::convert::Infallible {
+/// Turns true when the worker is told to stop.
+type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// What `future` gives, unless the worker is told to stop first.
+async fn until_stopped<F: Future>(stop: &mut Stop, future: F) -> Option<F::Output> {
+    let stopped = stop.wait_for(|stopped| *stopped);
+    match select(std::pin::pin!(future), std::pin::pin!(stopped)).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
+    }
+}
+
+/// The first pause after the queue failed under a worker; it doubles up to [`MAX_PAUSE`].
+const PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two looks at a queue that fails.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Every heartbeat, renews the leases of the attempts the worker `me` runs, and takes back
+/// the jobs whose lease lapsed (their worker died, or runs them no more). Never ends: run
+/// beside the worker.
+async fn watch<D: Dialect>(inbox: Inbox<D>, me: Arc<str>) {
     let every = inbox.settings.heartbeat;
     loop {
-        if let Err(err) = inbox.keep_alive(&me).await {
-            tracing::warn!(error = %err, "could not tell the queue this worker is alive");
+        if let Err(err) = inbox.renew(&me).await {
+            tracing::warn!(error = %err, "could not renew the leases of this worker's jobs");
         }
-        match inbox.sweep_jobs(&me, every * 2).await {
+        match inbox.sweep(&me).await {
             Ok(0) => {}
             Ok(jobs) => tracing::warn!(
                 jobs,
-                "took back the jobs of a worker whose heartbeat lapsed"
+                "took back jobs whose lease lapsed (their worker died, or lost them)"
             ),
-            Err(err) => tracing::warn!(error = %err, "could not look for the jobs of dead workers"),
-        }
-        match inbox.sweep_stranded(&me, every * 2).await {
-            Ok(0) => {}
-            Ok(jobs) => tracing::warn!(
-                jobs,
-                "took back jobs this worker held but no longer ran (their start or end was lost with a connection)"
-            ),
-            Err(err) => tracing::warn!(error = %err, "could not look for the jobs this worker lost"),
+            Err(err) => tracing::warn!(error = %err, "could not look for jobs whose lease lapsed"),
         }
         if meter::ON {
             if let Ok(counts) = inbox.counts().await {

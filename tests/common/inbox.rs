@@ -141,10 +141,11 @@ pub async fn remove_this_runs_rows() {
         return;
     };
     let tag = format!("-{}-", std::process::id());
-    let _ = sqlx::query("DELETE FROM apalis.jobs WHERE job_type LIKE 'test-queue' || $1 || '%'")
-        .bind(&tag)
-        .execute(inbox.pool())
-        .await;
+    let _ =
+        sqlx::query("DELETE FROM webhook_inbox_jobs WHERE queue LIKE 'test-queue' || $1 || '%'")
+            .bind(&tag)
+            .execute(inbox.pool())
+            .await;
     let _ =
         sqlx::query("DELETE FROM webhook_claims WHERE position(convert_to($1, 'UTF8') in key) > 0")
             .bind(&tag)
