@@ -90,6 +90,8 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Now, in milliseconds since the Unix epoch, as an SQL expression: the time every
     /// statement of the queue reads, the database's clock (one for every machine).
     const NOW: &'static str;
+    /// What a replay sets on a dead job: queued again now, attempts from zero.
+    const REPLAYED: &'static str;
     /// The schema's migrations, in order: the statements of each. The version of a schema
     /// is the number of migrations it has had.
     const MIGRATIONS: &'static [&'static [&'static str]];
@@ -163,23 +165,26 @@ pub struct Statements {
     /// queue, jobs: counts jobs added against the bound.
     pub bump_depth: &'static str,
     /// queue, worker, limit, lease: takes and starts the jobs due, the oldest first (the
-    /// attempt counted, the lease set): id, delivery, attempt, max attempts.
+    /// attempt counted, the lease set; where `started` is none, the start recorded too):
+    /// id, delivery, attempt, max attempts.
     pub take: &'static str,
-    /// job ids (a JSON array of text): records the start of the attempt each holds.
-    pub started: &'static str,
+    /// job ids (a JSON array of text): records the start of the attempt each holds, in the
+    /// take's transaction; none where `take` records it itself, in one statement.
+    pub started: Option<&'static str>,
     /// worker, job ids (a JSON array of text), lease: renews the leases of the jobs the
     /// worker runs.
     pub renew: &'static str,
     /// queue: the running jobs whose lease lapsed: id, attempt, max attempts, holder.
     pub lapsed: &'static str,
     /// job id, holder, attempt, state (`done`, `retrying` or `dead`), error, delay, lapsed
-    /// only (1 or 0): the attempt's end, while that holder holds that attempt (and, where
-    /// lapsed only, while its lease is lapsed): the holder cleared, the job run again after
-    /// the delay if retrying.
+    /// only (1 or 0), outcome (`done`, `failed`, `dead`): the attempt's end, while that
+    /// holder holds that attempt (and, where lapsed only, while its lease is lapsed): the
+    /// holder cleared, the job run again after the delay if retrying; where `end_attempt`
+    /// is none, the attempt's record closed too. A row (its id) if it ended.
     pub end: &'static str,
-    /// job id, attempt, outcome (`done`, `failed`, `dead`), error: closes the attempt's
-    /// record.
-    pub end_attempt: &'static str,
+    /// job id, attempt, outcome, error: closes the attempt's record, in the end's
+    /// transaction; none where `end` closes it itself, in one statement.
+    pub end_attempt: Option<&'static str>,
     /// job id, attempt: a row if the job was done by that attempt.
     pub done: &'static str,
     /// queue, job id: id, state, attempt, max attempts, last error, delivery.

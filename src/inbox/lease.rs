@@ -63,8 +63,9 @@ fn id_list(ids: &[String]) -> String {
 }
 
 /// Writes `fate` as the end of attempt `attempt` of the job `id` held by `holder`, on
-/// `conn` (in a transaction): whether that holder held that attempt (and, where
-/// `lapsed_only`, its lease had lapsed). The attempt's record is closed with it.
+/// `conn` (in a transaction where the dialect closes the attempt's record in a statement of
+/// its own): whether that holder held that attempt (and, where `lapsed_only`, its lease had
+/// lapsed). The attempt's record is closed with it.
 async fn write_end<D: Backend>(
     conn: &mut Conn<D>,
     (id, holder, attempt): (&str, &str, i64),
@@ -80,13 +81,39 @@ async fn write_end<D: Backend>(
         MaybeText(error),
         Arg::millis(delay),
         Int(i64::from(lapsed_only)),
+        Text(outcome),
     ];
-    if D::execute_on(conn, D::SQL.end, &args).await? != 1 {
+    let ended: Vec<(String,)> = D::fetch_on(conn, D::SQL.end, &args).await?;
+    if ended.is_empty() {
         return Ok(false);
     }
-    let args = [Text(id), Int(attempt), Text(outcome), MaybeText(error)];
-    D::execute_on(conn, D::SQL.end_attempt, &args).await?;
+    if let Some(end_attempt) = D::SQL.end_attempt {
+        let args = [Text(id), Int(attempt), Text(outcome), MaybeText(error)];
+        D::execute_on(conn, end_attempt, &args).await?;
+    }
     Ok(true)
+}
+
+/// Writes `fate` as the end of attempt `attempt` of the job `id` held by `holder`, in a
+/// transaction of its own where the dialect needs one: whether it ended.
+async fn end_alone<D: Backend>(
+    pool: &super::dialect::Pool<D>,
+    holder: (&str, &str, i64),
+    fate: &Fate,
+    lapsed_only: bool,
+) -> Result<bool, InboxError> {
+    if D::SQL.end_attempt.is_none() {
+        let mut conn = pool.acquire().await.map_err(D::error)?;
+        return write_end::<D>(&mut conn, holder, fate, lapsed_only).await;
+    }
+    let mut tx = dialect::begin::<D>(pool).await?;
+    if write_end::<D>(&mut tx, holder, fate, lapsed_only).await? {
+        tx.commit().await.map_err(D::error)?;
+        Ok(true)
+    } else {
+        tx.rollback().await.map_err(D::error)?;
+        Ok(false)
+    }
 }
 
 impl<D: Dialect> Inbox<D> {
@@ -103,6 +130,9 @@ impl<D: Dialect> Inbox<D> {
             limit,
             Arg::millis(lease),
         ];
+        let Some(started) = D::SQL.started else {
+            return dialect::fetch::<D, _>(&self.pool, D::SQL.take, &args).await;
+        };
         let mut tx = dialect::begin::<D>(&self.pool).await?;
         let taken: Vec<Taken> = D::fetch_on(&mut tx, D::SQL.take, &args).await?;
         if taken.is_empty() {
@@ -110,7 +140,7 @@ impl<D: Dialect> Inbox<D> {
             return Ok(taken);
         }
         let ids: Vec<String> = taken.iter().map(|job| job.id.clone()).collect();
-        D::execute_on(&mut tx, D::SQL.started, &[Text(&id_list(&ids))]).await?;
+        D::execute_on(&mut tx, started, &[Text(&id_list(&ids))]).await?;
         tx.commit().await.map_err(D::error)?;
         Ok(taken)
     }
@@ -140,14 +170,8 @@ impl<D: Dialect> Inbox<D> {
                 continue;
             }
             let fate = Fate::lapsed(job.attempt, job.max_attempts, self.settings.retry);
-            let mut tx = dialect::begin::<D>(&self.pool).await?;
             let holder = (&*job.id, &*job.holder, job.attempt);
-            if write_end::<D>(&mut tx, holder, &fate, true).await? {
-                tx.commit().await.map_err(D::error)?;
-                taken += 1;
-            } else {
-                tx.rollback().await.map_err(D::error)?;
-            }
+            taken += u64::from(end_alone::<D>(&self.pool, holder, &fate, true).await?);
         }
         Ok(taken)
     }
@@ -161,14 +185,7 @@ impl<D: Dialect> Inbox<D> {
         (me, attempt): (&str, i64),
         fate: &Fate,
     ) -> Result<bool, InboxError> {
-        let mut tx = dialect::begin::<D>(&self.pool).await?;
-        if write_end::<D>(&mut tx, (task_id, me, attempt), fate, false).await? {
-            tx.commit().await.map_err(D::error)?;
-            Ok(true)
-        } else {
-            tx.rollback().await.map_err(D::error)?;
-            Ok(false)
-        }
+        end_alone::<D>(&self.pool, (task_id, me, attempt), fate, false).await
     }
 
     /// Writes the job `task_id` done by attempt `attempt` in `tx`, the handler's

@@ -108,6 +108,7 @@ mod rows;
 mod running;
 mod schema;
 mod settings;
+mod sql;
 #[cfg(any(feature = "cli", feature = "console"))]
 mod text;
 mod worker;

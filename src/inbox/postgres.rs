@@ -7,7 +7,7 @@ use sqlx::{Arguments as _, PgConnection, PgPool, Postgres as Db};
 
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
 use super::error::InboxError;
-use super::Inbox;
+use super::{sql, Inbox};
 use crate::store::postgres::transient;
 use crate::store::{BoxFuture, Marked, PostgresStore};
 
@@ -54,40 +54,30 @@ macro_rules! now {
 
 /// The statements on the queue's jobs (see [`Statements`] for their arguments).
 const STATEMENTS: Statements = Statements {
-    counts: "SELECT
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state IN ('queued', 'retrying')),
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'running'),
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'retrying'),
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'dead'),
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'done')",
-    dead: "SELECT id, delivery, attempt, last_error FROM webhook_inbox_jobs
-        WHERE queue = $1 AND state = 'dead' ORDER BY finished_at DESC LIMIT $2",
-    replay: concat!(
-        "UPDATE webhook_inbox_jobs SET state = 'queued', attempt = 0, holder = NULL,
-            lease_until = NULL, last_error = NULL, finished_at = NULL, run_at = ",
-        now!(),
-        " WHERE queue = $1 AND state = 'dead' AND ($2::TEXT IS NULL OR id = $2)"
-    ),
-    bump_depth: "UPDATE webhook_inbox_depth SET jobs = jobs + $2 WHERE queue = $1",
-    // Workers on every machine take at once: each skips the rows another is taking.
+    replay: sql::replay!(now!()),
+    // Workers on every machine take at once: each skips the rows another is taking. The
+    // starts are recorded in the same statement: one round trip, one commit.
     take: concat!(
-        "UPDATE webhook_inbox_jobs AS jobs SET state = 'running', attempt = jobs.attempt + 1,
-            holder = $2, lease_until = ",
+        "WITH taken AS (
+            UPDATE webhook_inbox_jobs AS jobs SET state = 'running', attempt = jobs.attempt + 1,
+                holder = $2, lease_until = ",
         now!(),
         " + $4
-        FROM (SELECT id FROM webhook_inbox_jobs
-            WHERE queue = $1 AND state IN ('queued', 'retrying') AND run_at <= ",
+            FROM (SELECT id FROM webhook_inbox_jobs
+                WHERE queue = $1 AND state IN ('queued', 'retrying') AND run_at <= ",
         now!(),
         " ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED) AS due
-        WHERE jobs.id = due.id
-        RETURNING jobs.id, jobs.delivery, jobs.attempt, jobs.max_attempts"
-    ),
-    started: concat!(
-        "INSERT INTO webhook_inbox_job_attempts (job_id, queue, attempt, worker, started_at)
-        SELECT id, queue, attempt, holder, ",
+            WHERE jobs.id = due.id
+            RETURNING jobs.id, jobs.queue, jobs.delivery, jobs.attempt, jobs.max_attempts
+        ), started AS (
+            INSERT INTO webhook_inbox_job_attempts (job_id, queue, attempt, worker, started_at)
+            SELECT id, queue, attempt, $2, ",
         now!(),
-        " FROM webhook_inbox_jobs WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+        " FROM taken
+        )
+        SELECT id, delivery, attempt, max_attempts FROM taken"
     ),
+    started: None,
     renew: concat!(
         "UPDATE webhook_inbox_jobs SET lease_until = ",
         now!(),
@@ -95,52 +85,26 @@ const STATEMENTS: Statements = Statements {
         WHERE holder = $1 AND state = 'running'
         AND id IN (SELECT jsonb_array_elements_text($2::jsonb))"
     ),
-    lapsed: concat!(
-        "SELECT id, attempt, max_attempts, holder FROM webhook_inbox_jobs
-        WHERE queue = $1 AND state = 'running' AND lease_until < ",
-        now!()
-    ),
+    lapsed: sql::lapsed!(now!()),
+    // The attempt's record closed in the same statement: one round trip, one commit.
     end: concat!(
-        "UPDATE webhook_inbox_jobs SET state = $4, holder = NULL, lease_until = NULL,
-            last_error = $5, finished_at = ",
+        "WITH ended AS (",
+        sql::end_job!(now!()),
+        "
+            RETURNING id, attempt
+        ), closed AS (
+            UPDATE webhook_inbox_job_attempts AS attempts SET ended_at = ",
         now!(),
-        ", run_at = ",
-        now!(),
-        " + $6
-        WHERE id = $1 AND holder = $2 AND attempt = $3 AND state = 'running'
-        AND ($7 = 0 OR lease_until < ",
-        now!(),
-        ")"
+        ", outcome = $8, error = $5
+            FROM ended WHERE attempts.job_id = ended.id AND attempts.attempt = ended.attempt
+            AND attempts.ended_at IS NULL
+        )
+        SELECT id FROM ended"
     ),
-    end_attempt: concat!(
-        "UPDATE webhook_inbox_job_attempts SET ended_at = ",
-        now!(),
-        ", outcome = $3, error = $4
-        WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL"
-    ),
-    done: "SELECT 1::BIGINT FROM webhook_inbox_jobs WHERE id = $1 AND state = 'done' AND attempt = $2",
-    job: "SELECT id, state, attempt, max_attempts, last_error, delivery FROM webhook_inbox_jobs
-        WHERE queue = $1 AND id = $2",
-    attempts: "SELECT attempt, worker, started_at, ended_at, outcome, error
-        FROM webhook_inbox_job_attempts WHERE job_id = $1 ORDER BY started_at, attempt",
-    purge_attempts: "DELETE FROM webhook_inbox_job_attempts WHERE job_id IN
-        (SELECT id FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'done' AND finished_at < $2)",
-    purge_before: "DELETE FROM webhook_inbox_jobs
-        WHERE queue = $1 AND state = 'done' AND finished_at < $2",
-    ended: "SELECT (ended_at - $2) / $3, outcome, COUNT(*)
-        FROM webhook_inbox_job_attempts WHERE queue = $1 AND ended_at >= $2
-        GROUP BY 1, 2",
+    end_attempt: None,
+    ..sql::SHARED
 };
 
-// Jobs waiting or running: what the bound counts.
-const DEPTH: &str = "SELECT COUNT(*) FROM webhook_inbox_jobs
-    WHERE queue = $1 AND state IN ('queued', 'retrying', 'running')";
-// The bound's counter: jobs this queue took in since its last count, plus that count. It is
-// counted again when it reaches the bound (workers finish jobs without telling it). Its row
-// is updated last in each enqueue's transaction and stays locked until the commit: the
-// check and the write are one step for every receiver on the database.
-const ADMIT: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $3
-    WHERE queue = $1 AND jobs + $3 <= $2 RETURNING jobs";
 const ENSURE_DEPTH: &str =
     "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES ($1, 0) ON CONFLICT (queue) DO NOTHING";
 const LOCK_DEPTH: &str = "SELECT jobs FROM webhook_inbox_depth WHERE queue = $1 FOR UPDATE";
@@ -149,74 +113,17 @@ const SET_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = $2 WHERE queue = 
 /// The channel the door notifies once a batch commits, with the queue's name.
 const CHANNEL: &str = "webhook_inbox";
 
-/// The schema, migration by migration. Every index names the statements that read it.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE webhook_inbox_jobs (
-        id TEXT PRIMARY KEY,
-        queue TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        layer TEXT NOT NULL,
-        event_type TEXT,
-        tenant TEXT,
-        received_at BIGINT NOT NULL,
-        delivery BYTEA NOT NULL,
-        state TEXT NOT NULL DEFAULT 'queued',
-        attempt BIGINT NOT NULL DEFAULT 0,
-        max_attempts BIGINT NOT NULL,
-        run_at BIGINT NOT NULL,
-        holder TEXT,
-        lease_until BIGINT,
-        last_error TEXT,
-        finished_at BIGINT
-    )",
-    // `take`.
-    "CREATE INDEX webhook_inbox_jobs_due ON webhook_inbox_jobs (queue, run_at)
-        WHERE state IN ('queued', 'retrying')",
-    // `lapsed` (the sweep).
-    "CREATE INDEX webhook_inbox_jobs_leased ON webhook_inbox_jobs (queue, lease_until)
-        WHERE state = 'running'",
-    // A listing of every job, newest first; the activity's deliveries accepted.
-    "CREATE INDEX webhook_inbox_jobs_listed ON webhook_inbox_jobs (queue, id)",
-    // A listing by state; `counts`, `dead`, the bound's count, `replay`.
-    "CREATE INDEX webhook_inbox_jobs_by_state ON webhook_inbox_jobs (queue, state, id)",
-    // A listing by layer.
-    "CREATE INDEX webhook_inbox_jobs_by_layer ON webhook_inbox_jobs (queue, layer, id)",
-    // A listing by event type.
-    "CREATE INDEX webhook_inbox_jobs_by_type ON webhook_inbox_jobs (queue, event_type, id)",
-    // A listing by event id.
-    "CREATE INDEX webhook_inbox_jobs_by_event ON webhook_inbox_jobs (event_id)",
-    // `purge_before`, `purge_attempts`.
-    "CREATE INDEX webhook_inbox_jobs_finished ON webhook_inbox_jobs (queue, finished_at)
-        WHERE state = 'done'",
-    "CREATE TABLE webhook_inbox_job_attempts (
-        job_id TEXT NOT NULL,
-        queue TEXT NOT NULL,
-        attempt BIGINT NOT NULL,
-        worker TEXT,
-        started_at BIGINT NOT NULL,
-        ended_at BIGINT,
-        outcome TEXT NOT NULL DEFAULT 'running',
-        error TEXT
-    )",
-    // `attempts`, `end_attempt`, `purge_attempts`.
-    "CREATE INDEX webhook_inbox_job_attempts_job ON webhook_inbox_job_attempts (job_id, attempt)",
-    // `ended` (the activity).
-    "CREATE INDEX webhook_inbox_job_attempts_by_end
-        ON webhook_inbox_job_attempts (queue, ended_at, outcome)",
-    "CREATE TABLE IF NOT EXISTS webhook_inbox_depth (
-        queue TEXT PRIMARY KEY,
-        jobs BIGINT NOT NULL
-    )",
-]];
-
-/// The tables a database holding an inbox has (the dedup marks' may have a name of the
-/// app's own).
-const INBOX_TABLES: [&str; 4] = [
-    "webhook_inbox_jobs",
-    "webhook_inbox_job_attempts",
-    "webhook_inbox_depth",
-    "webhook_inbox_schema",
-];
+/// The schema, migration by migration.
+const MIGRATIONS: &[&[&str]] = &[sql::first_migration!(
+    int: "BIGINT",
+    bytes: "BYTEA",
+    options: " WITH (toast_tuple_target = 128)",
+    after_jobs: [
+        // The stored delivery (a kilobyte or more) out of line, uncompressed, from the
+        // insert on: each change of the job's state copies the small row, not the delivery.
+        "ALTER TABLE webhook_inbox_jobs ALTER COLUMN delivery SET STORAGE EXTERNAL"
+    ]
+)];
 
 impl Inbox<Postgres> {
     /// Connects to the database at `url` (a pool of its own, as
@@ -246,7 +153,7 @@ impl Inbox<Postgres> {
         let present: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM unnest($1::TEXT[]) AS name WHERE to_regclass(name) IS NOT NULL",
         )
-        .bind(INBOX_TABLES)
+        .bind(sql::INBOX_TABLES)
         .fetch_all(&pool)
         .await
         .map_err(Postgres::error)?;
@@ -254,7 +161,7 @@ impl Inbox<Postgres> {
             .fetch_one(&pool)
             .await
             .map_err(Postgres::error)?;
-        InboxError::unless_inbox(&format!("database {place}"), &INBOX_TABLES, &present)?;
+        InboxError::unless_inbox(&format!("database {place}"), &sql::INBOX_TABLES, &present)?;
         Ok(Self::from_parts(pool, store))
     }
 }
@@ -307,7 +214,7 @@ impl Backend for Postgres {
         max: i64,
         added: i64,
     ) -> Result<bool, InboxError> {
-        let counted: Option<i64> = sqlx::query_scalar(ADMIT)
+        let counted: Option<i64> = sqlx::query_scalar(sql::ADMIT)
             .bind(queue)
             .bind(max)
             .bind(added)
@@ -327,7 +234,7 @@ impl Backend for Postgres {
                 .await
                 .map_err(Postgres::error)?;
         }
-        let jobs: i64 = sqlx::query_scalar(DEPTH)
+        let jobs: i64 = sqlx::query_scalar(sql::DEPTH)
             .bind(queue)
             .fetch_one(&mut **tx)
             .await
@@ -343,6 +250,7 @@ impl Backend for Postgres {
 
     const SQL: Statements = STATEMENTS;
     const NOW: &'static str = now!();
+    const REPLAYED: &'static str = sql::replayed!(now!());
     const MIGRATIONS: &'static [&'static [&'static str]] = MIGRATIONS;
     const SCHEMA_TABLE: &'static str =
         "SELECT CASE WHEN to_regclass('webhook_inbox_schema') IS NULL THEN 0 ELSE 1 END::BIGINT";

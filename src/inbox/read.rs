@@ -203,11 +203,7 @@ impl<D: Dialect> Inbox<D> {
         if filter.state.is_some_and(|state| state != JobState::Dead) {
             return Ok(0);
         }
-        let mut sql = Sql::<D>::new(format!(
-            "UPDATE webhook_inbox_jobs SET state = 'queued', attempt = 0, holder = NULL, \
-             lease_until = NULL, last_error = NULL, finished_at = NULL, run_at = {}",
-            D::NOW
-        ));
+        let mut sql = Sql::<D>::new(format!("UPDATE webhook_inbox_jobs SET {}", D::REPLAYED));
         let filter = filter.state(JobState::Dead);
         sql.matching(&self.settings.queue, &filter);
         let replayed = dialect::execute::<D>(&self.pool, &sql.text, &sql.args).await?;

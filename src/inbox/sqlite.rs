@@ -8,7 +8,7 @@ use sqlx::{Sqlite as Db, SqliteConnection};
 
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
 use super::error::InboxError;
-use super::Inbox;
+use super::{sql, Inbox};
 use crate::store::sqlite::{open_pool, transient, BEGIN_IMMEDIATE};
 use crate::store::{BoxFuture, Marked, SqliteStore};
 
@@ -50,23 +50,7 @@ macro_rules! now {
 
 /// The statements on the queue's jobs (see [`Statements`] for their arguments).
 const STATEMENTS: Statements = Statements {
-    // Each state counted on the index of (queue, state): a million done jobs are a count of
-    // index entries, not a read of each job.
-    counts: "SELECT
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state IN ('queued', 'retrying')),
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'running'),
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'retrying'),
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'dead'),
-            (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'done')",
-    dead: "SELECT id, delivery, attempt, last_error FROM webhook_inbox_jobs
-        WHERE queue = $1 AND state = 'dead' ORDER BY finished_at DESC LIMIT $2",
-    replay: concat!(
-        "UPDATE webhook_inbox_jobs SET state = 'queued', attempt = 0, holder = NULL,
-            lease_until = NULL, last_error = NULL, finished_at = NULL, run_at = ",
-        now!(),
-        " WHERE queue = $1 AND state = 'dead' AND ($2 IS NULL OR id = $2)"
-    ),
-    bump_depth: "UPDATE webhook_inbox_depth SET jobs = jobs + $2 WHERE queue = $1",
+    replay: sql::replay!(now!()),
     // The file's one writer makes the choice and the update one step.
     take: concat!(
         "UPDATE webhook_inbox_jobs SET state = 'running', attempt = attempt + 1, holder = $2,
@@ -79,132 +63,39 @@ const STATEMENTS: Statements = Statements {
         " ORDER BY run_at LIMIT $3)
         RETURNING id, delivery, attempt, max_attempts"
     ),
-    started: concat!(
+    started: Some(concat!(
         "INSERT INTO webhook_inbox_job_attempts (job_id, queue, attempt, worker, started_at)
         SELECT id, queue, attempt, holder, ",
         now!(),
         " FROM webhook_inbox_jobs WHERE id IN (SELECT value FROM json_each($1))"
-    ),
+    )),
     renew: concat!(
         "UPDATE webhook_inbox_jobs SET lease_until = ",
         now!(),
         " + $3
         WHERE holder = $1 AND state = 'running' AND id IN (SELECT value FROM json_each($2))"
     ),
-    lapsed: concat!(
-        "SELECT id, attempt, max_attempts, holder FROM webhook_inbox_jobs
-        WHERE queue = $1 AND state = 'running' AND lease_until < ",
-        now!()
-    ),
-    end: concat!(
-        "UPDATE webhook_inbox_jobs SET state = $4, holder = NULL, lease_until = NULL,
-            last_error = $5, finished_at = ",
-        now!(),
-        ", run_at = ",
-        now!(),
-        " + $6
-        WHERE id = $1 AND holder = $2 AND attempt = $3 AND state = 'running'
-        AND ($7 = 0 OR lease_until < ",
-        now!(),
-        ")"
-    ),
-    end_attempt: concat!(
+    lapsed: sql::lapsed!(now!()),
+    end: concat!(sql::end_job!(now!()), " RETURNING id"),
+    end_attempt: Some(concat!(
         "UPDATE webhook_inbox_job_attempts SET ended_at = ",
         now!(),
         ", outcome = $3, error = $4
         WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL"
-    ),
-    done: "SELECT 1 FROM webhook_inbox_jobs WHERE id = $1 AND state = 'done' AND attempt = $2",
-    job: "SELECT id, state, attempt, max_attempts, last_error, delivery FROM webhook_inbox_jobs
-        WHERE queue = $1 AND id = $2",
-    attempts: "SELECT attempt, worker, started_at, ended_at, outcome, error
-        FROM webhook_inbox_job_attempts WHERE job_id = $1 ORDER BY started_at, attempt",
-    purge_attempts: "DELETE FROM webhook_inbox_job_attempts WHERE job_id IN
-        (SELECT id FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'done' AND finished_at < $2)",
-    purge_before: "DELETE FROM webhook_inbox_jobs
-        WHERE queue = $1 AND state = 'done' AND finished_at < $2",
-    ended: "SELECT (ended_at - $2) / $3, outcome, COUNT(*)
-        FROM webhook_inbox_job_attempts WHERE queue = $1 AND ended_at >= $2
-        GROUP BY 1, 2",
+    )),
+    ..sql::SHARED
 };
 
-// Jobs waiting or running: what the bound counts.
-const DEPTH: &str = "SELECT COUNT(*) FROM webhook_inbox_jobs
-    WHERE queue = $1 AND state IN ('queued', 'retrying', 'running')";
-// The bound's counter: jobs this queue took in since its last count, plus that count. It is
-// counted again when it reaches the bound (workers finish jobs without telling it).
-const ADMIT: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $3
-    WHERE queue = $1 AND jobs + $3 <= $2 RETURNING jobs";
 const SET_DEPTH: &str = "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES ($1, $2)
     ON CONFLICT (queue) DO UPDATE SET jobs = excluded.jobs";
 
-/// The schema, migration by migration. Every index names the statements that read it.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE webhook_inbox_jobs (
-        id TEXT PRIMARY KEY NOT NULL,
-        queue TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        layer TEXT NOT NULL,
-        event_type TEXT,
-        tenant TEXT,
-        received_at INTEGER NOT NULL,
-        delivery BLOB NOT NULL,
-        state TEXT NOT NULL DEFAULT 'queued',
-        attempt INTEGER NOT NULL DEFAULT 0,
-        max_attempts INTEGER NOT NULL,
-        run_at INTEGER NOT NULL,
-        holder TEXT,
-        lease_until INTEGER,
-        last_error TEXT,
-        finished_at INTEGER
-    )",
-    // `take`.
-    "CREATE INDEX webhook_inbox_jobs_due ON webhook_inbox_jobs (queue, run_at)
-        WHERE state IN ('queued', 'retrying')",
-    // `lapsed` (the sweep).
-    "CREATE INDEX webhook_inbox_jobs_leased ON webhook_inbox_jobs (queue, lease_until)
-        WHERE state = 'running'",
-    // A listing of every job, newest first; the activity's deliveries accepted.
-    "CREATE INDEX webhook_inbox_jobs_listed ON webhook_inbox_jobs (queue, id)",
-    // A listing by state; `counts`, `dead`, the bound's count, `replay`.
-    "CREATE INDEX webhook_inbox_jobs_by_state ON webhook_inbox_jobs (queue, state, id)",
-    // A listing by layer.
-    "CREATE INDEX webhook_inbox_jobs_by_layer ON webhook_inbox_jobs (queue, layer, id)",
-    // A listing by event type.
-    "CREATE INDEX webhook_inbox_jobs_by_type ON webhook_inbox_jobs (queue, event_type, id)",
-    // A listing by event id.
-    "CREATE INDEX webhook_inbox_jobs_by_event ON webhook_inbox_jobs (event_id)",
-    // `purge_before`, `purge_attempts`.
-    "CREATE INDEX webhook_inbox_jobs_finished ON webhook_inbox_jobs (queue, finished_at)
-        WHERE state = 'done'",
-    "CREATE TABLE webhook_inbox_job_attempts (
-        job_id TEXT NOT NULL,
-        queue TEXT NOT NULL,
-        attempt INTEGER NOT NULL,
-        worker TEXT,
-        started_at INTEGER NOT NULL,
-        ended_at INTEGER,
-        outcome TEXT NOT NULL DEFAULT 'running',
-        error TEXT
-    )",
-    // `attempts`, `end_attempt`, `purge_attempts`.
-    "CREATE INDEX webhook_inbox_job_attempts_job ON webhook_inbox_job_attempts (job_id, attempt)",
-    // `ended` (the activity).
-    "CREATE INDEX webhook_inbox_job_attempts_by_end
-        ON webhook_inbox_job_attempts (queue, ended_at, outcome)",
-    "CREATE TABLE IF NOT EXISTS webhook_inbox_depth (
-        queue TEXT PRIMARY KEY,
-        jobs INTEGER NOT NULL
-    )",
-]];
-
-/// The tables an SQLite file holding an inbox has (the dedup marks' may be elsewhere).
-const INBOX_TABLES: [&str; 4] = [
-    "webhook_inbox_jobs",
-    "webhook_inbox_job_attempts",
-    "webhook_inbox_depth",
-    "webhook_inbox_schema",
-];
+/// The schema, migration by migration.
+const MIGRATIONS: &[&[&str]] = &[sql::first_migration!(
+    int: "INTEGER",
+    bytes: "BLOB",
+    options: "",
+    after_jobs: []
+)];
 
 impl Inbox<Sqlite> {
     /// Opens (or creates) the inbox in the SQLite file at `path`: its tables, migrated to
@@ -244,11 +135,11 @@ impl Inbox<Sqlite> {
         let present: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (SELECT value FROM json_each(?))",
         )
-        .bind(serde_json::to_string(&INBOX_TABLES).unwrap_or_default())
+        .bind(serde_json::to_string(&sql::INBOX_TABLES).unwrap_or_default())
         .fetch_all(&pool)
         .await
         .map_err(Sqlite::error)?;
-        InboxError::unless_inbox(&name, &INBOX_TABLES, &present)?;
+        InboxError::unless_inbox(&name, &sql::INBOX_TABLES, &present)?;
         let store = SqliteStore::new(pool.clone());
         Ok(Self::from_parts(pool, store))
     }
@@ -309,7 +200,7 @@ impl Backend for Sqlite {
         max: i64,
         added: i64,
     ) -> Result<bool, InboxError> {
-        let counted: Option<i64> = sqlx::query_scalar(ADMIT)
+        let counted: Option<i64> = sqlx::query_scalar(sql::ADMIT)
             .bind(queue)
             .bind(max)
             .bind(added)
@@ -321,7 +212,7 @@ impl Backend for Sqlite {
         }
         // At the bound by the counter (or no counter yet): count the jobs, these
         // included. SQLite's one writer makes the count and the write one step.
-        let jobs: i64 = sqlx::query_scalar(DEPTH)
+        let jobs: i64 = sqlx::query_scalar(sql::DEPTH)
             .bind(queue)
             .fetch_one(&mut **tx)
             .await
@@ -337,6 +228,7 @@ impl Backend for Sqlite {
 
     const SQL: Statements = STATEMENTS;
     const NOW: &'static str = now!();
+    const REPLAYED: &'static str = sql::replayed!(now!());
     const MIGRATIONS: &'static [&'static [&'static str]] = MIGRATIONS;
     const SCHEMA_TABLE: &'static str = "SELECT COUNT(*) FROM sqlite_master
         WHERE type = 'table' AND name = 'webhook_inbox_schema'";

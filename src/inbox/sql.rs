@@ -1,0 +1,201 @@
+//! What the dialects' schemas and statements share word for word: the first migration,
+//! written once with each database's names for its types, and the statements that read the
+//! same in both.
+
+use super::dialect::Statements;
+
+/// The first migration of the inbox's schema, with the database's `$int` (64-bit) and
+/// `$bytes` types, `$options` after the jobs table, and `$after_jobs` (statements run once
+/// it is made). Every index names the statements that read it.
+macro_rules! first_migration {
+    (int: $int:literal, bytes: $bytes:literal, options: $options:literal, after_jobs: [$($after_jobs:literal),*]) => {
+        &[
+            concat!(
+                "CREATE TABLE webhook_inbox_jobs (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    queue TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    layer TEXT NOT NULL,
+                    event_type TEXT,
+                    tenant TEXT,
+                    received_at ", $int, " NOT NULL,
+                    delivery ", $bytes, " NOT NULL,
+                    state TEXT NOT NULL DEFAULT 'queued',
+                    attempt ", $int, " NOT NULL DEFAULT 0,
+                    max_attempts ", $int, " NOT NULL,
+                    run_at ", $int, " NOT NULL,
+                    holder TEXT,
+                    lease_until ", $int, ",
+                    last_error TEXT,
+                    finished_at ", $int, "
+                )", $options
+            ),
+            $($after_jobs,)*
+            // `take`.
+            "CREATE INDEX webhook_inbox_jobs_due ON webhook_inbox_jobs (queue, run_at)
+                WHERE state IN ('queued', 'retrying')",
+            // `lapsed` (the sweep).
+            "CREATE INDEX webhook_inbox_jobs_leased ON webhook_inbox_jobs (queue, lease_until)
+                WHERE state = 'running'",
+            // A listing of every job, newest first; the activity's deliveries accepted.
+            "CREATE INDEX webhook_inbox_jobs_listed ON webhook_inbox_jobs (queue, id)",
+            // A listing by state; `counts`, `dead`, the bound's count, `replay`.
+            "CREATE INDEX webhook_inbox_jobs_by_state ON webhook_inbox_jobs (queue, state, id)",
+            // A listing by layer.
+            "CREATE INDEX webhook_inbox_jobs_by_layer ON webhook_inbox_jobs (queue, layer, id)",
+            // A listing by event type.
+            "CREATE INDEX webhook_inbox_jobs_by_type ON webhook_inbox_jobs (queue, event_type, id)",
+            // A listing by event id.
+            "CREATE INDEX webhook_inbox_jobs_by_event ON webhook_inbox_jobs (event_id)",
+            // `purge_before`, `purge_attempts`.
+            "CREATE INDEX webhook_inbox_jobs_finished ON webhook_inbox_jobs (queue, finished_at)
+                WHERE state = 'done'",
+            concat!(
+                "CREATE TABLE webhook_inbox_job_attempts (
+                    job_id TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    attempt ", $int, " NOT NULL,
+                    worker TEXT,
+                    started_at ", $int, " NOT NULL,
+                    ended_at ", $int, ",
+                    outcome TEXT NOT NULL DEFAULT 'running',
+                    error TEXT
+                )"
+            ),
+            // `attempts`, `end_attempt`, `purge_attempts`.
+            "CREATE INDEX webhook_inbox_job_attempts_job
+                ON webhook_inbox_job_attempts (job_id, attempt)",
+            // `ended` (the activity).
+            "CREATE INDEX webhook_inbox_job_attempts_by_end
+                ON webhook_inbox_job_attempts (queue, ended_at, outcome)",
+            concat!(
+                "CREATE TABLE IF NOT EXISTS webhook_inbox_depth (
+                    queue TEXT PRIMARY KEY,
+                    jobs ", $int, " NOT NULL
+                )"
+            ),
+        ]
+    };
+}
+pub(crate) use first_migration;
+
+/// What a replay sets on a dead job, with the database's expression of `$now`: queued
+/// again now, attempts from zero.
+macro_rules! replayed {
+    ($now:expr) => {
+        concat!(
+            "state = 'queued', attempt = 0, holder = NULL, lease_until = NULL, ",
+            "last_error = NULL, finished_at = NULL, run_at = ",
+            $now
+        )
+    };
+}
+pub(crate) use replayed;
+
+/// The statement `replay`, with the database's expression of `$now`.
+macro_rules! replay {
+    ($now:expr) => {
+        concat!(
+            "UPDATE webhook_inbox_jobs SET ",
+            $crate::inbox::sql::replayed!($now),
+            " WHERE queue = $1 AND state = 'dead' AND (CAST($2 AS TEXT) IS NULL OR id = $2)"
+        )
+    };
+}
+pub(crate) use replay;
+
+/// The statement `lapsed`, with the database's expression of `$now`.
+macro_rules! lapsed {
+    ($now:expr) => {
+        concat!(
+            "SELECT id, attempt, max_attempts, holder FROM webhook_inbox_jobs
+            WHERE queue = $1 AND state = 'running' AND lease_until < ",
+            $now
+        )
+    };
+}
+pub(crate) use lapsed;
+
+/// The update of the job that `end` makes (its arguments are `end`'s), with the database's
+/// expression of `$now`.
+macro_rules! end_job {
+    ($now:expr) => {
+        concat!(
+            "UPDATE webhook_inbox_jobs SET state = $4, holder = NULL, lease_until = NULL,
+                last_error = $5, finished_at = ",
+            $now,
+            ", run_at = ",
+            $now,
+            " + $6
+            WHERE id = $1 AND holder = $2 AND attempt = $3 AND state = 'running'
+            AND ($7 = 0 OR lease_until < ",
+            $now,
+            ")"
+        )
+    };
+}
+pub(crate) use end_job;
+
+/// The statements that read the same in both dialects; each dialect's own fill the rest
+/// (`..sql::SHARED` after them).
+pub(crate) const SHARED: Statements = Statements {
+    counts: COUNTS,
+    dead: DEAD,
+    bump_depth: BUMP_DEPTH,
+    done: DONE,
+    job: JOB,
+    attempts: ATTEMPTS,
+    purge_attempts: PURGE_ATTEMPTS,
+    purge_before: PURGE_BEFORE,
+    ended: ENDED,
+    // Each dialect's own.
+    replay: "",
+    take: "",
+    started: None,
+    renew: "",
+    lapsed: "",
+    end: "",
+    end_attempt: None,
+};
+
+/// Each state counted on the index of (queue, state): a million done jobs are a count of
+/// index entries, not a read of each job.
+const COUNTS: &str = "SELECT
+    (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state IN ('queued', 'retrying')),
+    (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'running'),
+    (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'retrying'),
+    (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'dead'),
+    (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'done')";
+const DEAD: &str = "SELECT id, delivery, attempt, last_error FROM webhook_inbox_jobs
+    WHERE queue = $1 AND state = 'dead' ORDER BY finished_at DESC LIMIT $2";
+const BUMP_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $2 WHERE queue = $1";
+const DONE: &str = "SELECT CAST(1 AS BIGINT) FROM webhook_inbox_jobs
+    WHERE id = $1 AND state = 'done' AND attempt = $2";
+const JOB: &str = "SELECT id, state, attempt, max_attempts, last_error, delivery
+    FROM webhook_inbox_jobs WHERE queue = $1 AND id = $2";
+const ATTEMPTS: &str = "SELECT attempt, worker, started_at, ended_at, outcome, error
+    FROM webhook_inbox_job_attempts WHERE job_id = $1 ORDER BY started_at, attempt";
+const PURGE_ATTEMPTS: &str = "DELETE FROM webhook_inbox_job_attempts WHERE job_id IN
+    (SELECT id FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'done' AND finished_at < $2)";
+const PURGE_BEFORE: &str = "DELETE FROM webhook_inbox_jobs
+    WHERE queue = $1 AND state = 'done' AND finished_at < $2";
+const ENDED: &str = "SELECT (ended_at - $2) / $3, outcome, COUNT(*)
+    FROM webhook_inbox_job_attempts WHERE queue = $1 AND ended_at >= $2
+    GROUP BY 1, 2";
+
+/// Jobs waiting or running: what the bound counts.
+pub(crate) const DEPTH: &str = "SELECT COUNT(*) FROM webhook_inbox_jobs
+    WHERE queue = $1 AND state IN ('queued', 'retrying', 'running')";
+/// The bound's counter: jobs this queue took in since its last count, plus that count. It
+/// is counted again when it reaches the bound (workers finish jobs without telling it).
+pub(crate) const ADMIT: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $3
+    WHERE queue = $1 AND jobs + $3 <= $2 RETURNING jobs";
+
+/// The tables a database holding an inbox has (the dedup marks' may be elsewhere, or have a
+/// name of the app's own).
+pub(crate) const INBOX_TABLES: [&str; 4] = [
+    "webhook_inbox_jobs",
+    "webhook_inbox_job_attempts",
+    "webhook_inbox_depth",
+    "webhook_inbox_schema",
+];
