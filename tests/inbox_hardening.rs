@@ -706,6 +706,50 @@ async fn a_stop_at_any_point_puts_fetched_jobs_back(place: Place) {
     }
 }
 
+/// The inbox's schema is its own and versioned: a second open migrates nothing (one
+/// version row, the jobs kept), a file whose schema is newer than this build is refused
+/// with an error that says so, and nothing of apalis's is created.
+async fn sqlite_the_schema_is_versioned() {
+    let Place::Sqlite(path) = Place::sqlite() else {
+        unreachable!()
+    };
+    let inbox = SqliteInbox::open(&path).await.unwrap();
+    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+    let delivery = Delivery::new("{}").id(unique("schema"));
+    assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+    let again = SqliteInbox::open(&path).await.unwrap();
+    assert_eq!(again.counts().await.unwrap().queued, 1);
+    let tables: Vec<String> =
+        lite::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(again.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "webhook_claims",
+            "webhook_inbox_depth",
+            "webhook_inbox_job_attempts",
+            "webhook_inbox_jobs",
+            "webhook_inbox_schema",
+        ]
+    );
+    let versions: Vec<i64> = lite::query_scalar("SELECT version FROM webhook_inbox_schema")
+        .fetch_all(again.pool())
+        .await
+        .unwrap();
+    assert_eq!(versions, [1], "migrated once");
+    lite::query("INSERT INTO webhook_inbox_schema (version) VALUES (99)")
+        .execute(again.pool())
+        .await
+        .unwrap();
+    let refused = SqliteInbox::open(&path).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("newer than this build"),
+        "{refused}"
+    );
+}
+
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reachable = runtime.block_on(async {
@@ -745,6 +789,10 @@ fn main() -> std::process::ExitCode {
         }),
     ];
     let (mut sqlite_trials, mut postgres_trials): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+    sqlite_trials.push(common::trial(
+        "sqlite::the_schema_is_versioned",
+        sqlite_the_schema_is_versioned,
+    ));
     sqlite_trials.push(common::trial(
         "sqlite::marks_follow_the_stores_clock",
         sqlite_marks_follow_the_stores_clock,
