@@ -218,12 +218,12 @@ pub use response::{Duplicate, DUPLICATE_HEADER};
 pub use service::VerifyWebhook;
 pub use stats::{Stats, StatsSnapshot};
 pub use tenant::{Tenant, TenantError, TenantFrom, Tenants};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
-pub use tx::Tx;
 #[cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres")))]
 #[cfg_attr(
     docsrs,
     doc(cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres"))))
 )]
 pub use tx::TxRejection;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use tx::{SqlKind, SqlRow, SqlValue, Tx};

@@ -409,6 +409,10 @@ macro_rules! suite {
                 .await
             }
 
+            pub(super) async fn inbox_one_tx_handler_for_either_database() {
+                super::one_tx_handler_for_either_database(inbox().await).await;
+            }
+
             pub(super) async fn inbox_commits_with_the_job_and_rolls_back_failed_attempts() {
                 let inbox = inbox().await;
                 let pool = inbox.pool().clone();
@@ -588,6 +592,126 @@ suite!(
             .with_queue(&unique("tx-queue"))
     }
 );
+
+/// The handler of `one_tx_handler_for_either_database`, generic over the dialect: its row
+/// in `table` once per delivery (the first attempt of a flaky one fails after its insert),
+/// or, for the probe, every row of `table` sent to `rows`.
+async fn record_once<D: tower_webhook::inbox::Dialect>(
+    table: String,
+    rows: tokio::sync::mpsc::UnboundedSender<Vec<tower_webhook::SqlRow>>,
+    (event, job, mut tx): (
+        Event<serde_json::Value>,
+        tower_webhook::inbox::Job,
+        Tx<D::Db>,
+    ),
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tower_webhook::SqlValue;
+    tx.execute(
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {table} \
+             (event_id TEXT NOT NULL, attempt BIGINT NOT NULL, note TEXT)"
+        ),
+        &[],
+    )
+    .await?;
+    if event.payload()["probe"] == true {
+        let all = tx
+            .fetch_all(
+                &format!("SELECT event_id, attempt, note FROM {table} ORDER BY event_id"),
+                &[],
+            )
+            .await?;
+        let _ = rows.send(all);
+        return Ok(());
+    }
+    let seen = tx
+        .fetch_all(
+            &format!("SELECT COUNT(*) FROM {table} WHERE event_id = $1"),
+            &[event.id().into()],
+        )
+        .await?;
+    assert_eq!(seen[0].get(0), Some(&SqlValue::Int(0)), "done once");
+    let inserted = tx
+        .execute(
+            &format!("INSERT INTO {table} (event_id, attempt, note) VALUES ($1, $2, $3)"),
+            &[event.id().into(), job.attempt().into(), None::<&str>.into()],
+        )
+        .await?;
+    assert_eq!(inserted, 1);
+    if event.payload()["flaky"] == true && job.attempt() == 1 {
+        return Err("the first attempt fails after its insert".into());
+    }
+    Ok(())
+}
+
+/// #30, item 6: one `Tx` handler, written once over the dialect with the `Tx`'s neutral
+/// statements (no bound, no macro), run on either database: each delivery's row once,
+/// the failed attempt's rolled back, a NULL and an integer read back.
+async fn one_tx_handler_for_either_database<D: tower_webhook::inbox::Dialect>(
+    inbox: tower_webhook::inbox::Inbox<D>,
+) {
+    use tower_webhook::SqlValue;
+    let table = unique("neutral").replace('-', "_");
+    let (rows, mut read) = tokio::sync::mpsc::unbounded_channel::<Vec<tower_webhook::SqlRow>>();
+    let handler = {
+        let table = table.clone();
+        move |event: Event<serde_json::Value>, job: tower_webhook::inbox::Job, tx: Tx<D::Db>| {
+            record_once::<D>(table.clone(), rows.clone(), (event, job, tx))
+        }
+    };
+    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+    let worker = tokio::spawn(inbox.worker(handler).concurrency(1).run());
+    let bodies = [
+        r#"{"flaky":false}"#,
+        r#"{"flaky":true}"#,
+        r#"{"flaky":false}"#,
+    ];
+    let mut ids = Vec::new();
+    for (n, body) in bodies.iter().enumerate() {
+        let delivery = Delivery::new(*body).id(format!("{table}-{n}"));
+        ids.push(common::inbox::delivery_id(&delivery));
+        assert_eq!(
+            common::inbox::send(&layer, &delivery).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    let counts = common::inbox::read_until(
+        30,
+        || async { inbox.counts().await.unwrap() },
+        |counts| counts.done >= 3,
+    )
+    .await;
+    assert_eq!((counts.done, counts.dead), (3, 0), "{counts:?}");
+    let probe = Delivery::new(r#"{"probe":true}"#).id(format!("{table}-probe"));
+    assert_eq!(
+        common::inbox::send(&layer, &probe).await.0,
+        StatusCode::ACCEPTED
+    );
+    let all = tokio::time::timeout(Duration::from_secs(30), read.recv())
+        .await
+        .expect("the probe ran")
+        .unwrap();
+    worker.abort();
+    let read: Vec<(String, i64, bool)> = all
+        .iter()
+        .map(|row| {
+            (
+                row.get(0).and_then(SqlValue::as_str).unwrap().to_owned(),
+                row.get(1).and_then(SqlValue::as_i64).unwrap(),
+                row.get(2).is_some_and(SqlValue::is_null),
+            )
+        })
+        .collect();
+    assert_eq!(
+        read,
+        [
+            (ids[0].clone(), 1, true),
+            (ids[1].clone(), 2, true),
+            (ids[2].clone(), 1, true),
+        ],
+        "each delivery once, the failed attempt's row rolled back"
+    );
+}
 
 /// A fresh SQLite file of this run.
 fn file(what: &str) -> std::path::PathBuf {
@@ -837,6 +961,7 @@ fn main() -> std::process::ExitCode {
         inbox_commits_with_the_job_and_rolls_back_failed_attempts,
         inbox_a_tx_the_handler_ended_fails_its_attempt,
         inbox_a_slow_handler_neither_blocks_the_door_nor_deadlocks,
+        inbox_one_tx_handler_for_either_database,
     );
     trials.push(common::trial(
         "the_extractor_without_a_store_answers_500",

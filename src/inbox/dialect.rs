@@ -39,7 +39,7 @@ pub trait Dialect: Backend {}
 #[allow(unreachable_pub)]
 pub trait Backend: Sized + Send + Sync + 'static {
     /// The database: the inbox's pool is a `sqlx::Pool` of it, its transactions sqlx's.
-    type Db: sqlx::Database + crate::tx::StillOpen;
+    type Db: sqlx::Database + crate::tx::Neutral;
     /// The store the dedup marks go through.
     type Store: Clone + fmt::Debug + Send + Sync + 'static;
 

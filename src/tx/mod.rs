@@ -16,6 +16,8 @@ mod extract;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod inline;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod neutral;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod probe;
 // Lent out only through the extractor (axum) or a worker (the inbox).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -35,6 +37,10 @@ mod writers;
 pub use extract::TxRejection;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use inline::TxStore;
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+pub(crate) use neutral::Neutral;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use neutral::{SqlKind, SqlRow, SqlValue};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use probe::{ended_by_handler, EndedByHandler, StillOpen};
 #[cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres")))]
