@@ -34,9 +34,11 @@
 //! keeps the buckets that have closed, so a page load reads only the open ones. Every value from a delivery is escaped; secrets are never stored, so never
 //! shown. Server-rendered HTML: no JavaScript, no asset pipeline, no CDN.
 
+mod actions;
 mod auth;
 mod charts;
 mod html;
+mod session;
 mod views;
 
 use std::sync::Arc;
@@ -112,18 +114,21 @@ impl<D: Dialect> Console<D> {
             .route("/jobs/{id}", get(views::detail::<D>))
             .route(
                 "/jobs/{id}/replay",
-                get(views::replay_one_confirm).post(views::replay_one::<D>),
+                get(actions::replay_one_confirm).post(actions::replay_one::<D>),
             )
             .route(
                 "/replay",
-                get(views::replay_matching_confirm).post(views::replay_matching::<D>),
+                get(actions::replay_matching_confirm).post(actions::replay_matching::<D>),
             )
-            .route("/purge", get(views::purge_confirm).post(views::purge::<D>))
+            .route(
+                "/purge",
+                get(actions::purge_confirm).post(actions::purge::<D>),
+            )
             .route(
                 "/login",
-                get(views::login_form::<D>).post(views::login::<D>),
+                get(session::login_form::<D>).post(session::login::<D>),
             )
-            .route("/logout", post(views::logout::<D>))
+            .route("/logout", post(session::logout::<D>))
             .route("/console.css", get(stylesheet))
             .fallback(not_found)
             .with_state(shared);
@@ -197,7 +202,7 @@ impl<D: Dialect> FromRequestParts<Arc<Shared<D>>> for Ctx {
                 base,
             }),
             Err(auth::Refused::SignIn) => {
-                Err(views::login_page(&base, StatusCode::UNAUTHORIZED, None))
+                Err(session::login_page(&base, StatusCode::UNAUTHORIZED, None))
             }
             Err(auth::Refused::Basic) => {
                 let mut response = (
@@ -257,7 +262,7 @@ async fn browser_cookie(request: axum::extract::Request, next: axum::middleware:
     if let Ok(value) = HeaderValue::from_str(&format!("{}={id}", auth::BROWSER_COOKIE)) {
         parts.headers.append(http::header::COOKIE, value);
     }
-    let secure = if views::forwarded_https(&parts.headers) {
+    let secure = if session::forwarded_https(&parts.headers) {
         "; Secure"
     } else {
         ""

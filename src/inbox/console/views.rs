@@ -2,19 +2,16 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, OriginalUri, Path, Query, State};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use http::header::SET_COOKIE;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use http::StatusCode;
 use serde::Deserialize;
 
-use super::auth::SESSION_COOKIE;
-use super::html::{badge, chart, confirm, esc, home, page, time, url, Confirm};
-use super::{Base, Ctx, Shared};
-use crate::inbox::text::{body_text, parse_time, redacted, rfc3339, took};
+use super::html::{badge, chart, esc, page, time, url};
+use super::{Ctx, Shared};
+use crate::inbox::text::{body_text, redacted, took};
 use crate::inbox::{Dialect, InboxError, JobFilter, JobState};
 
 /// The most of a body a page shows.
@@ -30,7 +27,7 @@ pub(super) fn message(base: &str, status: StatusCode, title: &str, text: &str) -
     (status, Html(page(base, title, None, &body))).into_response()
 }
 
-fn failed(ctx: &Ctx, err: &InboxError) -> Response {
+pub(super) fn failed(ctx: &Ctx, err: &InboxError) -> Response {
     let body = format!(
         "<p class=\"error\">The inbox's database did not answer: {}</p>",
         esc(&err.to_string())
@@ -42,7 +39,7 @@ fn failed(ctx: &Ctx, err: &InboxError) -> Response {
         .into_response()
 }
 
-fn forbidden(ctx: &Ctx) -> Response {
+pub(super) fn forbidden(ctx: &Ctx) -> Response {
     let body = "<p class=\"error\">Refused: this request did not come from the console's own \
                 page (a cross-site request, or a stale form). Nothing was changed.</p>";
     (
@@ -52,7 +49,7 @@ fn forbidden(ctx: &Ctx) -> Response {
         .into_response()
 }
 
-fn done(ctx: &Ctx, title: &str, what: &str, back: &str) -> Response {
+pub(super) fn done(ctx: &Ctx, title: &str, what: &str, back: &str) -> Response {
     let body = format!(
         "<p class=\"notice\" id=\"result\">{what}</p><p><a href=\"{}\">Back</a></p>",
         esc(back)
@@ -64,19 +61,19 @@ fn done(ctx: &Ctx, title: &str, what: &str, back: &str) -> Response {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct ListQuery {
     #[serde(default)]
-    state: String,
+    pub(super) state: String,
     #[serde(default)]
-    layer: String,
+    pub(super) layer: String,
     #[serde(default, rename = "type")]
-    event_type: String,
+    pub(super) event_type: String,
     #[serde(default)]
-    event_id: String,
+    pub(super) event_id: String,
     #[serde(default)]
-    after: String,
+    pub(super) after: String,
 }
 
 impl ListQuery {
-    fn filter(&self) -> Result<JobFilter, String> {
+    pub(super) fn filter(&self) -> Result<JobFilter, String> {
         let state = match self.state.trim() {
             "" | "any" => None,
             name => Some(name.parse::<JobState>().map_err(|err| err.to_string())?),
@@ -90,14 +87,14 @@ impl ListQuery {
     }
 
     /// Whether no condition is set.
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         [&self.state, &self.layer, &self.event_type, &self.event_id]
             .iter()
             .all(|value| value.trim().is_empty() || value.trim() == "any")
     }
 
     /// The filter as a query string (without `after`).
-    fn query(&self) -> String {
+    pub(super) fn query(&self) -> String {
         format!(
             "state={}&layer={}&type={}&event_id={}",
             url(&self.state),
@@ -108,7 +105,7 @@ impl ListQuery {
     }
 
     /// The filter in words, escaped.
-    fn words(&self) -> String {
+    pub(super) fn words(&self) -> String {
         let mut parts = Vec::new();
         for (name, value) in [
             ("state", &self.state),
@@ -399,322 +396,4 @@ pub(super) async fn detail<D: Dialect>(
         );
     }
     Html(page(&ctx.base, "Delivery", ctx.nav(), &body)).into_response()
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-pub(super) async fn replay_one_confirm(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let action = format!("{}/jobs/{}/replay", ctx.base, url(&id));
-    let cancel = format!("{}/jobs/{}", ctx.base, url(&id));
-    let what = format!(
-        "Queue the dead-lettered job <span class=\"mono\">{}</span> again? Its handler runs \
-         again, with all its attempts.",
-        esc(&id)
-    );
-    let body = confirm(&Confirm {
-        action: &action,
-        cancel: &cancel,
-        csrf: &ctx.csrf,
-        fields: &[],
-        what: &what,
-        button: "Replay",
-    });
-    Html(page(&ctx.base, "Replay a delivery", ctx.nav(), &body)).into_response()
-}
-
-pub(super) async fn replay_one<D: Dialect>(
-    State(shared): Shared_<D>,
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    form: Result<Form<CsrfForm>, FormRejection>,
-) -> Response {
-    let Some(_) = ctx.allowed(&shared, &headers, form, |f| &f.csrf) else {
-        return forbidden(&ctx);
-    };
-    let back = format!("{}/jobs/{}", ctx.base, url(&id));
-    match shared.inbox.replay(&id).await {
-        Ok(true) => done(
-            &ctx,
-            "Replayed",
-            &format!(
-                "Replayed <span class=\"mono\">{}</span>: it is queued again.",
-                esc(&id)
-            ),
-            &back,
-        ),
-        Ok(false) => message(
-            &ctx.base,
-            StatusCode::CONFLICT,
-            "Not replayed",
-            "That job is not dead-lettered (replayed already, or never dead): nothing was changed.",
-        ),
-        Err(err) => failed(&ctx, &err),
-    }
-}
-
-pub(super) async fn replay_matching_confirm(ctx: Ctx, Query(query): Query<ListQuery>) -> Response {
-    if let Err(err) = query.filter() {
-        return message(&ctx.base, StatusCode::BAD_REQUEST, "Replay", &err);
-    }
-    let action = format!("{}/replay", ctx.base);
-    let cancel = format!("{}/jobs?{}", ctx.base, query.query());
-    let what = format!(
-        "Queue again every dead-lettered delivery matching {}? Their handlers run again.",
-        query.words()
-    );
-    let mut fields = vec![
-        ("state", query.state.as_str()),
-        ("layer", query.layer.as_str()),
-        ("type", query.event_type.as_str()),
-        ("event_id", query.event_id.as_str()),
-    ];
-    if query.is_empty() {
-        // Every dead letter: said in so many words, as the POST requires.
-        fields.push(("all", "yes"));
-    }
-    let body = confirm(&Confirm {
-        action: &action,
-        cancel: &cancel,
-        csrf: &ctx.csrf,
-        fields: &fields,
-        what: &what,
-        button: "Replay them",
-    });
-    Html(page(&ctx.base, "Replay dead letters", ctx.nav(), &body)).into_response()
-}
-
-/// What a replay by filter posts: the filter it confirmed, in the form's body only. With no
-/// filter it replays every dead letter only where `all=yes` says so.
-#[derive(Debug, Deserialize)]
-pub(super) struct ReplayForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    all: String,
-    #[serde(flatten)]
-    query: ListQuery,
-}
-
-pub(super) async fn replay_matching<D: Dialect>(
-    State(shared): Shared_<D>,
-    ctx: Ctx,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    form: Result<Form<ReplayForm>, FormRejection>,
-) -> Response {
-    let Some(form) = ctx.allowed(&shared, &headers, form, |f| &f.csrf) else {
-        return forbidden(&ctx);
-    };
-    // The filter is read from one place, the form that was confirmed: one in the query
-    // string would be a second, and was once ignored for an empty one, replaying all.
-    if uri.query().is_some_and(|query| !query.is_empty()) {
-        return message(
-            &ctx.base,
-            StatusCode::BAD_REQUEST,
-            "Not replayed",
-            "A replay's filter goes in the form's body (state, layer, type, event_id), not in \
-             the query string. Nothing was changed.",
-        );
-    }
-    if form.query.is_empty() && form.all != "yes" {
-        return message(
-            &ctx.base,
-            StatusCode::BAD_REQUEST,
-            "Not replayed",
-            "No filter: to replay every dead letter, send all=yes. Nothing was changed.",
-        );
-    }
-    let filter = match form.query.filter() {
-        Ok(filter) => filter,
-        Err(err) => return message(&ctx.base, StatusCode::BAD_REQUEST, "Replay", &err),
-    };
-    match shared.inbox.replay_matching(&filter).await {
-        Ok(n) => done(
-            &ctx,
-            "Replayed",
-            &format!(
-                "Replayed {n} dead-lettered deliveries matching {}.",
-                form.query.words()
-            ),
-            &format!("{}/jobs?{}", ctx.base, form.query.query()),
-        ),
-        Err(err) => failed(&ctx, &err),
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct PurgeQuery {
-    #[serde(default)]
-    before: String,
-    #[serde(default)]
-    csrf: String,
-}
-
-pub(super) async fn purge_confirm(ctx: Ctx, Query(query): Query<PurgeQuery>) -> Response {
-    let base = esc(&ctx.base);
-    let body = if query.before.trim().is_empty() {
-        let month_ago = SystemTime::now()
-            .checked_sub(Duration::from_secs(30 * 86_400))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let date = &rfc3339(month_ago)[..10];
-        format!(
-            "<form class=\"filters\" method=\"get\" action=\"{base}/purge\">\
-             <label>Delete the done deliveries finished before<input type=\"date\" name=\"before\" id=\"before\" value=\"{date}\" required></label>\
-             <button type=\"submit\">Next…</button></form>\
-             <p class=\"muted\">Dead letters and jobs still to run are kept; you confirm on the next page.</p>"
-        )
-    } else {
-        match parse_time(&query.before) {
-            Err(err) => return message(&ctx.base, StatusCode::BAD_REQUEST, "Purge", &err),
-            Ok(before) => {
-                let action = format!("{}/purge", ctx.base);
-                let cancel = format!("{}/purge", ctx.base);
-                let what = format!(
-                    "Delete every done delivery finished before {} UTC, with its attempts? This cannot be undone.",
-                    esc(&rfc3339(before))
-                );
-                confirm(&Confirm {
-                    action: &action,
-                    cancel: &cancel,
-                    csrf: &ctx.csrf,
-                    fields: &[("before", query.before.trim())],
-                    what: &what,
-                    button: "Delete",
-                })
-            }
-        }
-    };
-    Html(page(&ctx.base, "Purge done deliveries", ctx.nav(), &body)).into_response()
-}
-
-pub(super) async fn purge<D: Dialect>(
-    State(shared): Shared_<D>,
-    ctx: Ctx,
-    headers: HeaderMap,
-    form: Result<Form<PurgeQuery>, FormRejection>,
-) -> Response {
-    let Some(form) = ctx.allowed(&shared, &headers, form, |f| &f.csrf) else {
-        return forbidden(&ctx);
-    };
-    let before = match parse_time(&form.before) {
-        Ok(before) => before,
-        Err(err) => return message(&ctx.base, StatusCode::BAD_REQUEST, "Purge", &err),
-    };
-    match shared.inbox.purge_done_before(before).await {
-        Ok(n) => done(
-            &ctx,
-            "Purged",
-            &format!(
-                "Deleted {n} done deliveries finished before {} UTC.",
-                esc(&rfc3339(before))
-            ),
-            &home(&ctx.base),
-        ),
-        Err(err) => failed(&ctx, &err),
-    }
-}
-
-/// The sign-in form, with `status` and an error where the last try was wrong.
-pub(super) fn login_page(base: &str, status: StatusCode, error: Option<&str>) -> Response {
-    let error = error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\">{}</p>", esc(e))
-    });
-    let body = format!(
-        "{error}<form method=\"post\" action=\"{}/login\" class=\"filters\">\
-         <label>Console token<input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" required></label>\
-         <button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
-        esc(base)
-    );
-    (status, Html(page(base, "Sign in", None, &body))).into_response()
-}
-
-pub(super) async fn login_form<D: Dialect>(
-    State(shared): Shared_<D>,
-    Base(base): Base,
-) -> Response {
-    if !shared.auth.signs_in() {
-        return Redirect::to(&home(&base)).into_response();
-    }
-    login_page(&base, StatusCode::OK, None)
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct LoginForm {
-    #[serde(default)]
-    token: String,
-}
-
-pub(super) async fn login<D: Dialect>(
-    State(shared): Shared_<D>,
-    Base(base): Base,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    form: Result<Form<LoginForm>, FormRejection>,
-) -> Response {
-    if !super::auth::same_origin(&uri, &headers) {
-        return message(
-            &base,
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "Refused: a cross-site sign-in.",
-        );
-    }
-    let token = form.map(|Form(form)| form.token).unwrap_or_default();
-    let Some((session, lifetime)) = shared.auth.sign_in(&token) else {
-        return login_page(
-            &base,
-            StatusCode::UNAUTHORIZED,
-            Some("That is not the console's token."),
-        );
-    };
-    let secure = if forwarded_https(&headers) {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-        home(&base),
-        lifetime.as_secs()
-    );
-    let mut response = Redirect::to(&home(&base)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(SET_COOKIE, value);
-    }
-    response
-}
-
-pub(super) async fn logout<D: Dialect>(
-    State(shared): Shared_<D>,
-    ctx: Ctx,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, FormRejection>,
-) -> Response {
-    if ctx.allowed(&shared, &headers, form, |f| &f.csrf).is_none() {
-        return forbidden(&ctx);
-    }
-    // Revoked here and now: the cookie is refused even where it was kept.
-    shared.auth.sign_out(&headers);
-    let cookie = format!(
-        "{SESSION_COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
-        home(&ctx.base)
-    );
-    let mut response = Redirect::to(&format!("{}/login", ctx.base)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(SET_COOKIE, value);
-    }
-    response
-}
-
-/// Whether the request reached the proxy in front over HTTPS (or this server directly): the
-/// cookie is then `Secure`.
-pub(super) fn forwarded_https(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
 }
