@@ -750,6 +750,52 @@ async fn sqlite_the_schema_is_versioned() {
     );
 }
 
+/// A worker told to stop waits for its running attempt, and keeps renewing its lease
+/// meanwhile: a handler that runs longer than a lease is not taken back by another worker
+/// and run twice. (Before, the renewals stopped with the stop signal.)
+async fn a_stopping_worker_keeps_its_attempts_leased(place: Place) {
+    on_inbox!(&place, quick(3, Duration::ZERO), |inbox| {
+        let inbox = inbox.with_heartbeat(Duration::from_secs(1));
+        let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+        let runs = Arc::new(AtomicU32::new(0));
+        let started = Arc::new(tokio::sync::Notify::new());
+        let slow = {
+            let (runs, started) = (Arc::clone(&runs), Arc::clone(&started));
+            move |_: Event| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                started.notify_one();
+                async {
+                    // Three leases (2 s each).
+                    tokio::time::sleep(Duration::from_secs(6)).await;
+                    Ok::<_, Infallible>(())
+                }
+            }
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn(inbox.worker(slow.clone()).run_until(async {
+            let _ = stopped.await;
+        }));
+        let delivery = Delivery::new("{}").id(unique("drain"));
+        assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+        tokio::time::timeout(Duration::from_secs(20), started.notified())
+            .await
+            .expect("the attempt started");
+        let _ = stop.send(());
+        // Another worker sweeps all along.
+        let second = tokio::spawn(inbox.worker(slow).run());
+        first.await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        second.abort();
+        let counts = inbox.counts().await.unwrap();
+        assert_eq!(
+            (counts.done, counts.failed, counts.dead),
+            (1, 0, 0),
+            "{counts:?}"
+        );
+    });
+    assert_eq!(jobs(&place).await[0].1, 1, "one attempt");
+}
+
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reachable = runtime.block_on(async {
@@ -783,6 +829,9 @@ fn main() -> std::process::ExitCode {
         ),
         both("a_stop_at_any_point_puts_fetched_jobs_back", |p| {
             Box::pin(a_stop_at_any_point_puts_fetched_jobs_back(p))
+        }),
+        both("a_stopping_worker_keeps_its_attempts_leased", |p| {
+            Box::pin(a_stopping_worker_keeps_its_attempts_leased(p))
         }),
         both("a_job_its_live_worker_lost_is_taken_back", |p| {
             Box::pin(a_job_its_live_worker_lost_is_taken_back(p))

@@ -158,15 +158,16 @@ impl<D: Dialect> Inbox<D> {
     }
 
     /// Takes back the running jobs whose lease lapsed (their worker died, or runs them no
-    /// more), but those the worker `me` runs (its renewal failed, not the worker): each
-    /// attempt counted as failed, the job run again after its backoff, or dead-lettered
-    /// after its last. How many.
-    pub(crate) async fn sweep(&self, me: &str) -> Result<u64, InboxError> {
+    /// more), but those a live worker of this process runs (its renewal failed, not the
+    /// worker): each attempt counted as failed, the job run again after its backoff, or
+    /// dead-lettered after its last. How many.
+    pub(crate) async fn sweep(&self) -> Result<u64, InboxError> {
+        let lease = lease(self.settings.heartbeat);
         let args = [Text(&self.settings.queue)];
         let lapsed: Vec<Lapsed> = dialect::fetch::<D, _>(&self.pool, D::SQL.lapsed, &args).await?;
         let mut taken = 0;
         for job in lapsed {
-            if job.holder == me && self.running.runs(&job.id, me) {
+            if self.running.runs_alive(&job.id, &job.holder, lease) {
                 continue;
             }
             let fate = Fate::lapsed(job.attempt, job.max_attempts, self.settings.retry);

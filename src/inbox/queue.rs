@@ -11,10 +11,8 @@ use super::dialect::Arg::{Int, MaybeText, Text};
 use super::dialect::{self, Dialect, Pool};
 use super::door;
 use super::error::InboxError;
-use super::handler::Handler;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::rows::{CountsRow, DeadRow};
-use super::worker::Worker;
 use super::{RetryPolicy, Settings};
 use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
@@ -165,15 +163,6 @@ impl<D: Dialect> Inbox<D> {
     /// The pool the inbox runs on.
     pub fn pool(&self) -> &Pool<D> {
         &self.pool
-    }
-
-    /// A worker that runs `handler` on this inbox's jobs. See [`Worker`].
-    pub fn worker<H, A>(&self, handler: H) -> Worker<D, H, A>
-    where
-        H: Handler<A, D::Db>,
-        A: 'static,
-    {
-        Worker::new(self.clone(), handler)
     }
 
     /// How many jobs the queue holds, by state.

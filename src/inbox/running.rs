@@ -3,12 +3,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The jobs of an inbox whose attempts run in this process, with the worker that runs each,
 /// from their start until their end is written (or the attempt is given up). Shared by the
 /// inbox's clones.
 #[derive(Debug, Default)]
-pub(crate) struct Running(Mutex<HashMap<String, Arc<str>>>);
+pub(crate) struct Running {
+    jobs: Mutex<HashMap<String, Arc<str>>>,
+    /// The workers of this process, and when each last renewed its leases.
+    alive: Mutex<HashMap<Arc<str>, Instant>>,
+}
 
 impl Running {
     /// Counts the job `task_id` as run here by the worker `me` until the returned guard is
@@ -37,9 +42,29 @@ impl Running {
             .collect()
     }
 
+    /// The worker `me` is at work: its watch ticks every heartbeat.
+    pub(crate) fn tick(&self, me: &Arc<str>) {
+        let mut alive = self.alive.lock().unwrap_or_else(PoisonError::into_inner);
+        alive.insert(Arc::clone(me), Instant::now());
+    }
+
+    /// Whether the worker `holder` of this process runs an attempt of the job `task_id` and
+    /// its watch ticked within `lease`: then its renewal failed (the database was busy), not
+    /// the worker, and the job is its own. A worker whose future was dropped stops ticking,
+    /// and its jobs are taken back like a dead process's.
+    pub(crate) fn runs_alive(&self, task_id: &str, holder: &str, lease: Duration) -> bool {
+        if !self.runs(task_id, holder) {
+            return false;
+        }
+        let alive = self.alive.lock().unwrap_or_else(PoisonError::into_inner);
+        alive
+            .get(holder)
+            .is_some_and(|ticked| ticked.elapsed() < lease)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<str>>> {
         // Nothing panics under this lock: a poisoned one still holds a whole map.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -70,6 +95,17 @@ mod tests {
         assert!(!running.runs("job-2", "worker-1"));
         assert_eq!(running.ids_of("worker-1"), ["job-1"]);
         assert!(running.ids_of("worker-2").is_empty());
+        let lease = Duration::from_secs(10);
+        assert!(
+            !running.runs_alive("job-1", "worker-1", lease),
+            "never ticked"
+        );
+        running.tick(&me);
+        assert!(running.runs_alive("job-1", "worker-1", lease));
+        assert!(
+            !running.runs_alive("job-1", "worker-1", Duration::ZERO),
+            "ticked too long ago"
+        );
         drop(held);
         assert!(!running.runs("job-1", "worker-1"));
     }

@@ -17,6 +17,17 @@ use super::handler::Handler;
 use super::meter;
 use super::Inbox;
 
+impl<D: Dialect> Inbox<D> {
+    /// A worker that runs `handler` on this inbox's jobs. See [`Worker`].
+    pub fn worker<H, A>(&self, handler: H) -> Worker<D, H, A>
+    where
+        H: Handler<A, D::Db>,
+        A: 'static,
+    {
+        Worker::new(self.clone(), handler)
+    }
+}
+
 /// Workers for an inbox's jobs: [`Inbox::worker`](super::Inbox::worker).
 ///
 /// Run as many as you like, in this process or others sharing the queue: each job runs on
@@ -128,12 +139,15 @@ where
         let beside = async {
             futures_util::future::join3(sweeping, listening, held_back.hold()).await;
         };
-        let working = futures_util::future::join(taking, stopping);
-        let _ = select(std::pin::pin!(working), std::pin::pin!(beside)).await;
-        // Stopped taking jobs: wait for the attempts running, then for their ends.
         let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
-        let _ = slots.acquire_many(all).await;
-        inbox.ends.wait_a_while().await;
+        let working = async {
+            futures_util::future::join(taking, stopping).await;
+            // Stopped taking jobs: wait for the attempts running, then for their ends, their
+            // leases renewed meanwhile (a handler may run longer than a lease).
+            let _ = slots.acquire_many(all).await;
+            inbox.ends.wait_a_while().await;
+        };
+        let _ = select(std::pin::pin!(working), std::pin::pin!(beside)).await;
         drop(held_back);
         Ok(())
     }
@@ -233,10 +247,11 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 async fn watch<D: Dialect>(inbox: Inbox<D>, me: Arc<str>) {
     let every = inbox.settings.heartbeat;
     loop {
+        inbox.running.tick(&me);
         if let Err(err) = inbox.renew(&me).await {
             tracing::warn!(error = %err, "could not renew the leases of this worker's jobs");
         }
-        match inbox.sweep(&me).await {
+        match inbox.sweep().await {
             Ok(0) => {}
             Ok(jobs) => tracing::warn!(
                 jobs,
