@@ -37,14 +37,14 @@ fn sqlite_fill(queue: &str) -> Vec<String> {
     vec![format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {JOBS})
         INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type, received_at,
-            delivery, state, attempt, max_attempts, run_at, finished_at, last_error)
+            delivery, body, state, attempt, max_attempts, run_at, finished_at, last_error)
         SELECT '{prefix}' || printf('%016d', i), '{queue}', 'evt_' || i,
             CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
             'type.' || (i % 20), 1764900000000 + i,
             CAST(json_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
                 'layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
                 'event_type', 'type.' || (i % 20), 'received_at', 1764900000000 + i,
-                'headers', json_array(), 'body', 'e30=') AS BLOB),
+                'headers', json_array()) AS BLOB), X'7b7d',
             CASE WHEN i % 100 = 0 THEN 'queued' WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END,
             CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
             1764900000000, 1764900000000 + i * 100,
@@ -65,14 +65,14 @@ fn postgres_fill(queue: &str) -> Vec<String> {
     let prefix = prefix();
     vec![format!(
         "INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type, received_at,
-            delivery, state, attempt, max_attempts, run_at, finished_at, last_error)
+            delivery, body, state, attempt, max_attempts, run_at, finished_at, last_error)
         SELECT '{prefix}' || lpad(i::text, 16, '0'), '{queue}', 'evt_' || i,
             CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
             'type.' || (i % 20), 1764900000000 + i,
             convert_to(json_build_object('id', 'evt_' || i, 'key', 'k' || i, 'scheme', 'standard-webhooks',
                 'layer', CASE WHEN i % 1000 = 7 THEN 'rare' ELSE 'layer-' || (i % 4) END,
                 'event_type', 'type.' || (i % 20), 'received_at', 1764900000000 + i,
-                'headers', json_build_array(), 'body', 'e30=')::text, 'UTF8'),
+                'headers', json_build_array())::text, 'UTF8'), convert_to('{{}}', 'UTF8'),
             CASE WHEN i % 100 = 0 THEN 'queued' WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END,
             CASE WHEN i % 100 = 0 THEN 0 WHEN i % 50 = 1 THEN 3 ELSE 1 END, 3,
             1764900000000, 1764900000000 + i * 100,

@@ -42,7 +42,7 @@ pub(crate) async fn run<D, H, A>(
     inbox: Inbox<D>,
     handler: Arc<H>,
     me: Arc<str>,
-    (taken, held): (Taken, Held),
+    (mut taken, held): (Taken, Held),
     timeout: Duration,
 ) where
     D: Dialect,
@@ -50,10 +50,10 @@ pub(crate) async fn run<D, H, A>(
     A: 'static,
 {
     let retry = inbox.settings.retry;
-    let stored = serde_json::from_slice::<StoredDelivery>(&taken.delivery);
+    let stored = StoredDelivery::read(&taken.delivery, std::mem::take(&mut taken.body));
     let (event_id, layer) = match &stored {
-        Ok(stored) => (stored.id.clone(), stored.layer.clone()),
-        Err(_) => (String::new(), String::new()),
+        Some(stored) => (stored.id.clone(), stored.layer.clone()),
+        None => (String::new(), String::new()),
     };
     let attempt = u32::try_from(taken.attempt).unwrap_or(u32::MAX);
     let max_attempts = u32::try_from(taken.max_attempts).unwrap_or(u32::MAX);
@@ -66,8 +66,8 @@ pub(crate) async fn run<D, H, A>(
     );
     let started = std::time::Instant::now();
     let ran = match stored {
-        Err(err) => Ran::Dead(format!("the stored delivery does not read back: {err}")),
-        Ok(stored) => {
+        None => Ran::Dead("the stored delivery does not read back".to_owned()),
+        Some(stored) => {
             if attempt == 1 {
                 let now = crate::clock::unix_millis(std::time::SystemTime::now());
                 let waited = i64::try_from(now).unwrap_or(i64::MAX) - stored.received_at;
@@ -171,10 +171,7 @@ where
     H: Handler<A, D::Db>,
     D: Dialect,
 {
-    let Some(event) = stored.event() else {
-        return Ran::Dead("the stored body is not base64".to_owned());
-    };
-    let event = match H::Payload::from_event(event) {
+    let event = match H::Payload::from_event(stored.event()) {
         Ok(event) => event,
         Err(err) => return Ran::Dead(format!("body does not deserialize: {err}")),
     };

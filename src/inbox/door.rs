@@ -194,7 +194,7 @@ impl<D: Dialect> Writes<D> {
         tx: &mut DbTx<D>,
         deliveries: &[&StoredDelivery],
     ) -> Result<(), InboxError> {
-        const COLUMNS: usize = 9;
+        const COLUMNS: usize = 10;
         let queue = &*self.settings.queue;
         let jobs: Vec<Vec<u8>> = deliveries
             .iter()
@@ -208,7 +208,7 @@ impl<D: Dialect> Writes<D> {
         let max_attempts = Int(i64::from(self.settings.retry.attempts()));
         let mut sql = String::from(
             "INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type, tenant, \
-             received_at, delivery, max_attempts, run_at) VALUES ",
+             received_at, delivery, body, max_attempts, run_at) VALUES ",
         );
         let mut args = Vec::with_capacity(deliveries.len() * COLUMNS);
         for (row, ((stored, job), id)) in deliveries.iter().zip(&jobs).zip(&ids).enumerate() {
@@ -230,6 +230,7 @@ impl<D: Dialect> Writes<D> {
                 MaybeText(stored.tenant.as_deref()),
                 Int(stored.received_at),
                 Bytes(job),
+                Bytes(&stored.body),
                 max_attempts,
             ]);
         }

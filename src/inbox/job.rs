@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
@@ -32,8 +31,9 @@ pub(crate) struct StoredDelivery {
     /// Milliseconds since the Unix epoch.
     pub(crate) received_at: i64,
     pub(crate) headers: Vec<(String, String)>,
-    /// Base64 (standard, padded): bodies are bytes, and JSON keeps them compact this way.
-    pub(crate) body: String,
+    /// The body as it arrived: a column of its own (`body`), not part of the JSON.
+    #[serde(skip)]
+    pub(crate) body: Bytes,
     /// The fields of the body that hold the sender's secret
     /// ([`Scheme::secret_body_fields`]): shown redacted wherever the job is shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -68,7 +68,7 @@ impl StoredDelivery {
                     Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
                 })
                 .collect(),
-            body: base64::engine::general_purpose::STANDARD.encode(event.body()),
+            body: event.body().clone(),
             secret_fields: scheme
                 .secret_body_fields()
                 .iter()
@@ -77,22 +77,24 @@ impl StoredDelivery {
         }
     }
 
-    /// The event a handler sees: `None` where the stored body is not base64 (a row written
-    /// by hand).
-    pub(crate) fn event(&self) -> Option<Event> {
-        let body = base64::engine::general_purpose::STANDARD
-            .decode(&self.body)
-            .ok()?;
-        Some(
-            Event::new(
-                DeliveryId::from(self.id.as_str()),
-                self.timestamp,
-                self.event_type.clone(),
-                Bytes::from(body),
-                self.scheme.clone(),
-            )
-            .with_tenant(self.tenant.as_deref().map(Arc::from)),
+    /// The delivery as the door wrote it: the JSON of its fields (`delivery`) and its body
+    /// (`body`); `None` where the JSON does not read back (a row written by hand).
+    pub(crate) fn read(delivery: &[u8], body: Vec<u8>) -> Option<Self> {
+        let mut stored = serde_json::from_slice::<Self>(delivery).ok()?;
+        stored.body = Bytes::from(body);
+        Some(stored)
+    }
+
+    /// The event a handler sees.
+    pub(crate) fn event(&self) -> Event {
+        Event::new(
+            DeliveryId::from(self.id.as_str()),
+            self.timestamp,
+            self.event_type.clone(),
+            self.body.clone(),
+            self.scheme.clone(),
         )
+        .with_tenant(self.tenant.as_deref().map(Arc::from))
     }
 
     pub(crate) fn headers(&self) -> HeaderMap {

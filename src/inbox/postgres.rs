@@ -68,14 +68,15 @@ const STATEMENTS: Statements = Statements {
         now!(),
         " ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED) AS due
             WHERE jobs.id = due.id
-            RETURNING jobs.id, jobs.queue, jobs.delivery, jobs.attempt, jobs.max_attempts
+            RETURNING jobs.id, jobs.queue, jobs.delivery, jobs.body, jobs.attempt,
+                jobs.max_attempts
         ), started AS (
             INSERT INTO webhook_inbox_job_attempts (job_id, queue, attempt, worker, started_at)
             SELECT id, queue, attempt, $2, ",
         now!(),
         " FROM taken
         )
-        SELECT id, delivery, attempt, max_attempts FROM taken"
+        SELECT id, delivery, body, attempt, max_attempts FROM taken"
     ),
     started: None,
     renew: concat!(
@@ -121,7 +122,8 @@ const MIGRATIONS: &[&[&str]] = &[sql::first_migration!(
     after_jobs: [
         // The stored delivery (a kilobyte or more) out of line, uncompressed, from the
         // insert on: each change of the job's state copies the small row, not the delivery.
-        "ALTER TABLE webhook_inbox_jobs ALTER COLUMN delivery SET STORAGE EXTERNAL"
+        "ALTER TABLE webhook_inbox_jobs ALTER COLUMN delivery SET STORAGE EXTERNAL",
+        "ALTER TABLE webhook_inbox_jobs ALTER COLUMN body SET STORAGE EXTERNAL"
     ]
 )];
 

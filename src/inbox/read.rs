@@ -4,7 +4,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use bytes::Bytes;
 
 use super::browse::{
@@ -157,15 +156,11 @@ impl<D: Dialect> Inbox<D> {
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let stored = serde_json::from_slice::<StoredDelivery>(&row.delivery).ok();
+        let stored = StoredDelivery::read(&row.delivery, row.body.clone());
+        // A row the door did not write shows what it holds.
         let body = stored
             .as_ref()
-            .and_then(|s| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(&s.body)
-                    .ok()
-            })
-            .map_or_else(|| Bytes::from(row.delivery.clone()), Bytes::from);
+            .map_or_else(|| Bytes::from(row.delivery.clone()), |s| s.body.clone());
         let summary = JobSummary {
             task_id: row.id,
             event_id: stored.as_ref().map(|s| s.id.clone()).unwrap_or_default(),

@@ -34,8 +34,9 @@ row! {
     /// A job a worker took and started (`take`).
     Taken {
         id: String,
-        /// The stored delivery, as the door wrote it.
+        /// The stored delivery's fields, as the door wrote them.
         delivery: Vec<u8>,
+        body: Vec<u8>,
         /// The attempt just started, from 1.
         attempt: i64,
         max_attempts: i64,
@@ -98,6 +99,7 @@ row! {
         max_attempts: i64,
         last_error: Option<String>,
         delivery: Vec<u8>,
+        body: Vec<u8>,
     }
 }
 

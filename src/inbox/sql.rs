@@ -20,6 +20,7 @@ macro_rules! first_migration {
                     tenant TEXT,
                     received_at ", $int, " NOT NULL,
                     delivery ", $bytes, " NOT NULL,
+                    body ", $bytes, " NOT NULL,
                     state TEXT NOT NULL DEFAULT 'queued',
                     attempt ", $int, " NOT NULL DEFAULT 0,
                     max_attempts ", $int, " NOT NULL,
@@ -171,7 +172,7 @@ const DEAD: &str = "SELECT id, delivery, attempt, last_error FROM webhook_inbox_
 const BUMP_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $2 WHERE queue = $1";
 const DONE: &str = "SELECT CAST(1 AS BIGINT) FROM webhook_inbox_jobs
     WHERE id = $1 AND state = 'done' AND attempt = $2";
-const JOB: &str = "SELECT id, state, attempt, max_attempts, last_error, delivery
+const JOB: &str = "SELECT id, state, attempt, max_attempts, last_error, delivery, body
     FROM webhook_inbox_jobs WHERE queue = $1 AND id = $2";
 const ATTEMPTS: &str = "SELECT attempt, worker, started_at, ended_at, outcome, error
     FROM webhook_inbox_job_attempts WHERE job_id = $1 ORDER BY started_at, attempt";

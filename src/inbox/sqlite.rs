@@ -61,7 +61,7 @@ const STATEMENTS: Statements = Statements {
             WHERE queue = $1 AND state IN ('queued', 'retrying') AND run_at <= ",
         now!(),
         " ORDER BY run_at LIMIT $3)
-        RETURNING id, delivery, attempt, max_attempts"
+        RETURNING id, delivery, body, attempt, max_attempts"
     ),
     started: Some(concat!(
         "INSERT INTO webhook_inbox_job_attempts (job_id, queue, attempt, worker, started_at)
