@@ -181,7 +181,7 @@ async fn dead_lettered_and_replayed(inbox: &SqliteInbox) -> Result<(), Box<dyn s
 }
 
 async fn worker_stopped_mid_job(inbox: &SqliteInbox) -> Result<(), Box<dyn std::error::Error>> {
-    println!("4. a worker dies mid-job; after its heartbeat lapses, a new worker runs the job");
+    println!("4. a worker dies mid-job; once the job's lease lapses, a new worker runs it");
     let started = Arc::new(AtomicU32::new(0));
     let stuck = {
         let started = Arc::clone(&started);
@@ -196,7 +196,7 @@ async fn worker_stopped_mid_job(inbox: &SqliteInbox) -> Result<(), Box<dyn std::
     wait_until(|| started.load(Ordering::Relaxed) == 1).await;
     a.abort();
     let stopped = Instant::now();
-    println!("  worker A is gone (no shutdown, no more heartbeats)");
+    println!("  worker A is gone (no shutdown; its lease is no longer renewed)");
     let handled = Arc::new(AtomicU32::new(0));
     let b = {
         let handled = Arc::clone(&handled);

@@ -69,7 +69,7 @@ impl Ends {
         if tokio::time::timeout(ENDS_WAIT, self.wait()).await.is_err() {
             tracing::warn!(
                 pending = self.pending.load(Ordering::Acquire),
-                "stopped before the ends of some webhook jobs were written; they run again once this worker's heartbeat lapses"
+                "stopped before the ends of some webhook jobs were written; they run again once their leases lapse"
             );
         }
     }

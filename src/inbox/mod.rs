@@ -44,8 +44,8 @@
 //! written once whichever database it runs on. Every operation reports an [`InboxError`].
 //!
 //! A worker killed mid-job (SIGKILL, a lost machine) loses nothing: each job a worker runs
-//! is leased to it for twice the [heartbeat](SqliteInbox::with_heartbeat) (5 s by default)
-//! and renewed while its attempt runs; a lease that lapses is taken back by any worker, the
+//! is leased to it for twice the [heartbeat](SqliteInbox::with_heartbeat) (10 s by
+//! default) and renewed while its attempt runs; a lease that lapses is taken back by any worker, the
 //! cut-short run counted as a failed attempt and retried after its backoff, so a handler may
 //! run more than once for one delivery, as at-least-once delivery allows. A job whose
 //! worker died during its last attempt is dead-lettered ("its worker died during the last

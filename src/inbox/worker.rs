@@ -115,7 +115,7 @@ where
                 max_connections = inbox.pool.options().get_max_connections(),
                 "the inbox's pool is too small for its running workers: each holds {} \
                  connection besides its handlers' transactions, and 3 are kept for the door, \
-                 fetches and heartbeats; size the pool as 3 + {} per worker + the `Tx` \
+                 takes and lease renewals; size the pool as 3 + {} per worker + the `Tx` \
                  handlers to run at once",
                 crate::tx::Writers::PER_WORKER,
                 crate::tx::Writers::PER_WORKER,
