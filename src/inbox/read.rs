@@ -156,11 +156,9 @@ impl<D: Dialect> Inbox<D> {
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let stored = StoredDelivery::read(&row.delivery, row.body.clone());
-        // A row the door did not write shows what it holds.
-        let body = stored
-            .as_ref()
-            .map_or_else(|| Bytes::from(row.delivery.clone()), |s| s.body.clone());
+        // The body is its own column; the rest of the delivery is the JSON beside it.
+        let stored = StoredDelivery::read(&row.delivery, Vec::new());
+        let body = Bytes::from(row.body);
         let summary = JobSummary {
             task_id: row.id,
             event_id: stored.as_ref().map(|s| s.id.clone()).unwrap_or_default(),

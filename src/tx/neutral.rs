@@ -276,7 +276,10 @@ impl<DB: Neutral> super::Tx<DB> {
     }
 
     /// The rows `sql` reads with `args` in the transaction, the same way on SQLite and
-    /// PostgreSQL: each a [`SqlRow`] of [`SqlValue`]s.
+    /// PostgreSQL: each a [`SqlRow`] of [`SqlValue`]s. Each column must be a boolean, an
+    /// integer, a double, text or bytes (cast any other in the statement, as
+    /// `CAST(created_at AS TEXT)`): a column of another type fails the call with sqlx's
+    /// error.
     pub async fn fetch_all(
         &mut self,
         sql: &str,
