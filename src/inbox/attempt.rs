@@ -69,8 +69,8 @@ pub(crate) async fn run<D, H, A>(
         None => Ran::Dead("the stored delivery does not read back".to_owned()),
         Some(stored) => {
             if attempt == 1 {
-                let now = crate::clock::unix_millis(std::time::SystemTime::now());
-                let waited = i64::try_from(now).unwrap_or(i64::MAX) - stored.received_at;
+                let now = crate::clock::unix_millis_i64(std::time::SystemTime::now());
+                let waited = now.saturating_sub(stored.received_at);
                 let waited = u64::try_from(waited).unwrap_or(0);
                 meter::start_delay(&stored.layer, Duration::from_millis(waited));
             }

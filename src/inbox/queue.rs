@@ -227,7 +227,7 @@ impl<D: Dialect> Inbox<D> {
         &self,
         before: std::time::SystemTime,
     ) -> Result<u64, InboxError> {
-        let before = i64::try_from(crate::clock::unix_millis(before)).unwrap_or(i64::MAX);
+        let before = crate::clock::unix_millis_i64(before);
         let args = [Text(&self.settings.queue), Int(before)];
         let mut tx = dialect::begin::<D>(&self.pool).await?;
         D::execute_on(&mut tx, D::SQL.purge_attempts, &args).await?;

@@ -79,11 +79,6 @@ fn summary(row: SummaryRow) -> JobSummary {
     }
 }
 
-/// Milliseconds since the Unix epoch, as the attempts are kept.
-fn millis(at: SystemTime) -> i64 {
-    i64::try_from(crate::clock::unix_millis(at)).unwrap_or(i64::MAX)
-}
-
 /// The smallest ULID of the millisecond `at`: ids below it were made before.
 fn ulid_floor(at: SystemTime) -> String {
     const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -271,7 +266,7 @@ impl<D: Dialect> Inbox<D> {
         let bucket_ms = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
         let args = [
             Text(&self.settings.queue),
-            Int(millis(since)),
+            Int(crate::clock::unix_millis_i64(since)),
             Int(bucket_ms),
         ];
         let rows: Vec<EndedRow> = dialect::fetch::<D, _>(&self.pool, D::SQL.ended, &args).await?;
