@@ -3,6 +3,7 @@
 //! handler that does nothing).
 //!
 //!     cargo bench --bench inbox --all-features
+//!     cargo bench --bench inbox --all-features -- postgres   # one database's rows only
 //!
 //! 32 connections with keep-alive send 1 KiB deliveries, each with a fresh id, for a fixed
 //! number of requests per row; the table gives requests per second, the latency of an
@@ -376,8 +377,18 @@ async fn main() {
         "| ---------------------------------------- | ---------: | -------: | -------: | ------: | -------: | -------: |"
     );
 
-    sqlite_rows(&dir).await;
-    postgres_rows(&url).await;
+    // `-- sqlite` or `-- postgres` runs that database's rows only.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let wanted = |rows: &str| only.is_empty() || only.iter().any(|arg| arg == rows);
+    if wanted("sqlite") {
+        sqlite_rows(&dir).await;
+    }
+    if wanted("postgres") {
+        postgres_rows(&url).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

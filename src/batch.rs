@@ -7,6 +7,11 @@
 //! store so sends each call at once, alone; a busy one sends fewer, larger statements, and a
 //! backend's cost per statement (parse, plan, transaction, commit, the round trip) is shared.
 //!
+//! A statement takes its batch once it has its turn ([`Execute::turn`]): a backend that
+//! builds one transaction at a time while another commits has the second wait for the
+//! first to be built, and then take everything queued meanwhile, not the one call that
+//! was queued when it started.
+//!
 //! Statements run on tasks of their own, never on a caller's future: a caller that stops
 //! waiting (the sender hung up) does not take the other calls of its statement with it.
 
@@ -20,11 +25,20 @@ use tokio::sync::oneshot;
 pub(crate) trait Execute: Send + Sync + 'static {
     type Request: Send + 'static;
     type Answer: Send + 'static;
+    /// What a statement holds from before it takes its batch until it lets the next one
+    /// take theirs (`()`: nothing, and each takes what is queued as soon as it runs).
+    type Turn: Send;
 
-    /// Sends `batch` (at least one call) and answers each of its calls.
+    /// Waits until a statement may take its batch. A statement that waits here takes what
+    /// was queued meanwhile, so that batches stay as large as the wait allows.
+    fn turn(&self) -> impl Future<Output = Self::Turn> + Send;
+
+    /// Sends `batch` (at least one call) and answers each of its calls; `turn` is held
+    /// until the next statement may take its batch.
     fn execute(
         &self,
         batch: Vec<Pending<Self::Request, Self::Answer>>,
+        turn: Self::Turn,
     ) -> impl Future<Output = ()> + Send;
 }
 
@@ -144,6 +158,7 @@ impl<E: Execute> Running<E> {
     async fn drain(mut self) {
         let batcher = Arc::clone(&self.batcher);
         loop {
+            let turn = batcher.executor.turn().await;
             let batch = {
                 let mut queue = batcher.lock();
                 if queue.waiting.is_empty() {
@@ -157,7 +172,7 @@ impl<E: Execute> Running<E> {
                 queue.waiting = batch.split_off(batch.len() - rest);
                 batch
             };
-            batcher.executor.execute(batch).await;
+            batcher.executor.execute(batch, turn).await;
         }
     }
 }
@@ -193,8 +208,11 @@ mod tests {
     impl Execute for Arc<Doubler> {
         type Request = u32;
         type Answer = u32;
+        type Turn = ();
 
-        async fn execute(&self, batch: Vec<Pending<u32, u32>>) {
+        async fn turn(&self) {}
+
+        async fn execute(&self, batch: Vec<Pending<u32, u32>>, (): ()) {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_in_flight.fetch_max(now, Ordering::SeqCst);
             self.sizes.lock().unwrap().push(batch.len());
@@ -229,6 +247,78 @@ mod tests {
         assert_eq!(batcher.lock().running, 0);
     }
 
+    /// Records each statement's size; a statement takes its batch only with the gate.
+    struct Gated {
+        gate: Arc<tokio::sync::Mutex<()>>,
+        /// Statements that asked for their turn.
+        asked: AtomicUsize,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    impl Execute for Arc<Gated> {
+        type Request = u32;
+        type Answer = u32;
+        type Turn = tokio::sync::OwnedMutexGuard<()>;
+
+        async fn turn(&self) -> Self::Turn {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Arc::clone(&self.gate).lock_owned().await
+        }
+
+        async fn execute(&self, batch: Vec<Pending<u32, u32>>, _turn: Self::Turn) {
+            self.sizes.lock().unwrap().push(batch.len());
+            for pending in batch {
+                let answer = pending.request;
+                pending.answer(answer);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_statement_waiting_its_turn_takes_what_was_queued_meanwhile() {
+        let gated = Arc::new(Gated {
+            gate: Arc::default(),
+            asked: AtomicUsize::new(0),
+            sizes: Mutex::default(),
+        });
+        let batcher = Arc::new(Batcher::new(Arc::clone(&gated), 8, 2));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let call = |n: u32| {
+            let (batcher, sent) = (Arc::clone(&batcher), Arc::clone(&sent));
+            tokio::spawn(async move {
+                let mut answer = std::pin::pin!(batcher.call(n));
+                // Queued by the call's first poll.
+                std::future::poll_fn(|cx| {
+                    let _ = answer.as_mut().poll(cx);
+                    Poll::Ready(())
+                })
+                .await;
+                sent.fetch_add(1, Ordering::SeqCst);
+                answer.await.unwrap()
+            })
+        };
+        // Another statement is being built: this batcher's wait for their turn.
+        let building = Arc::clone(&gated.gate).lock_owned().await;
+        let mut calls = vec![call(0)];
+        // The first call's statement is waiting for its turn...
+        while gated.asked.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        // ... when four more calls are queued.
+        calls.extend((1..5).map(call));
+        while sent.load(Ordering::SeqCst) < 5 {
+            tokio::task::yield_now().await;
+        }
+        drop(building);
+        for (n, call) in (0..5u32).zip(calls) {
+            assert_eq!(call.await.unwrap(), n);
+        }
+        // The first statement to get its turn took all five, not the one queued when it
+        // started.
+        assert_eq!(*gated.sizes.lock().unwrap(), [5]);
+        assert_eq!(batcher.lock().running, 0);
+    }
+
     #[tokio::test]
     async fn an_idle_batcher_sends_a_call_alone_at_once() {
         let doubler = Arc::new(Doubler::default());
@@ -243,8 +333,11 @@ mod tests {
     impl Execute for Panics {
         type Request = ();
         type Answer = ();
+        type Turn = ();
 
-        async fn execute(&self, _batch: Vec<Pending<(), ()>>) {
+        async fn turn(&self) {}
+
+        async fn execute(&self, _batch: Vec<Pending<(), ()>>, (): ()) {
             panic!("a statement task that fails");
         }
     }
@@ -291,7 +384,9 @@ mod tests {
         impl Execute for Echo {
             type Request = u8;
             type Answer = u8;
-            async fn execute(&self, batch: Vec<Pending<u8, u8>>) {
+            type Turn = ();
+            async fn turn(&self) {}
+            async fn execute(&self, batch: Vec<Pending<u8, u8>>, (): ()) {
                 for pending in batch {
                     let answer = pending.request;
                     pending.answer(answer);

@@ -76,7 +76,9 @@ pub trait Backend: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Marked>, InboxError>> + Send;
     /// Counts the `added` jobs just written in `tx` against the bound `max`: whether they
     /// fit. The check is part of the transaction, so it holds for every process on the
-    /// database.
+    /// database. Where other processes may run the jobs (PostgreSQL), jobs that fit are
+    /// announced to their workers by the same statement, once `tx` commits: one
+    /// notification a batch.
     fn admit(
         tx: &mut DbTx<Self>,
         queue: &str,
@@ -117,9 +119,6 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Deletes the expired dedup marks of `store`.
     fn cleanup(store: &Self::Store) -> impl Future<Output = Result<(), InboxError>> + Send;
 
-    /// The statement (its argument: the queue) that tells the workers of every process,
-    /// once the door's transaction commits, that jobs are waiting: one a batch.
-    const NOTIFY: Option<&'static str>;
     /// Tells `wake` whenever any process commits jobs to `queue` (PostgreSQL's
     /// `LISTEN`/`NOTIFY`); SQLite, where only this process writes, never does. Never ends.
     fn listen(

@@ -28,11 +28,18 @@ pub(crate) struct Entry {
 /// The answer to a delivery at the door.
 pub(crate) type Answer = Result<Enqueued, InboxError>;
 
+/// The door's turn to build a transaction, let go when it commits (`None` once let go).
+pub(crate) type Turn = Option<tokio::sync::OwnedMutexGuard<()>>;
+
 /// The writes of one inbox's door, batched.
 pub(crate) type Door<D> = Batcher<Writes<D>>;
 
 /// The door of an inbox: on SQLite one transaction at a time (one writer); on PostgreSQL
-/// two, so that one is built while the other waits for its commit.
+/// two, so that one is built while the other waits for its commit. A transaction takes its
+/// batch only once the one before it is built ([`Writes::turn`]): the deliveries that
+/// arrive meanwhile go out together, rather than in two half batches that cost each
+/// delivery twice the statements (measured: PostgreSQL's CPU per answer from about 80 µs
+/// to 120 µs with two free-running transactions, 180 µs with four).
 pub(crate) fn door<D: Dialect>(
     pool: Pool<D>,
     store: D::Store,
@@ -44,6 +51,7 @@ pub(crate) fn door<D: Dialect>(
         store,
         settings,
         wake,
+        preparing: Arc::default(),
     };
     let concurrency = if D::ONE_WRITER { 1 } else { 2 };
     Arc::new(Batcher::new(writes, MAX_BATCH, concurrency))
@@ -56,19 +64,28 @@ pub(crate) struct Writes<D: Dialect> {
     settings: Settings,
     /// Tells this process's workers that jobs were committed.
     wake: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Held by the transaction being built, from before it takes its batch until it
+    /// commits: the next one takes its batch when this one waits for the disk.
+    preparing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<D: Dialect> Execute for Writes<D> {
     type Request = Entry;
     type Answer = Answer;
+    type Turn = Turn;
 
-    async fn execute(&self, batch: Vec<Pending<Entry, Answer>>) {
+    /// Waits until no transaction of this door is being built.
+    async fn turn(&self) -> Self::Turn {
+        Some(Arc::clone(&self.preparing).lock_owned().await)
+    }
+
+    async fn execute(&self, batch: Vec<Pending<Entry, Answer>>, mut turn: Self::Turn) {
         if let [pending] = &batch[..] {
-            let answer = self.alone(&pending.request).await;
+            let answer = self.alone(&pending.request, &mut turn).await;
             return self.answer(batch, [answer]);
         }
         let entries: Vec<&Entry> = batch.iter().map(|pending| &pending.request).collect();
-        match self.many(&entries).await {
+        match self.many(&entries, &mut turn).await {
             Ok(Some(answers)) => return self.answer(batch, answers.into_iter().map(Ok)),
             // Over the bound: one at a time, so that as many fit as the bound lets in.
             Ok(None) => {}
@@ -79,7 +96,7 @@ impl<D: Dialect> Execute for Writes<D> {
             }
         }
         for pending in batch {
-            let answer = self.alone(&pending.request).await;
+            let answer = self.alone(&pending.request, &mut turn).await;
             self.answer(vec![pending], [answer]);
         }
     }
@@ -98,8 +115,8 @@ impl<D: Dialect> Writes<D> {
     }
 
     /// Writes one delivery with its dedup mark, in a transaction of its own.
-    async fn alone(&self, entry: &Entry) -> Answer {
-        let written = self.many(&[entry]).await?;
+    async fn alone(&self, entry: &Entry, turn: &mut Turn) -> Answer {
+        let written = self.many(&[entry], turn).await?;
         Ok(written
             .and_then(|answers| answers.first().copied())
             .unwrap_or(Enqueued::Full))
@@ -130,7 +147,11 @@ impl<D: Dialect> Writes<D> {
     /// A delivery whose key comes twice is marked once: the later copies answer as the
     /// first (a duplicate of it where it was taken). Keys are marked in order, so that two
     /// batches in flight on PostgreSQL take their rows' locks in the same order.
-    async fn many(&self, entries: &[&Entry]) -> Result<Option<Vec<Enqueued>>, InboxError> {
+    async fn many(
+        &self,
+        entries: &[&Entry],
+        turn: &mut Turn,
+    ) -> Result<Option<Vec<Enqueued>>, InboxError> {
         let queue = &*self.settings.queue;
         let mut order: Vec<usize> = (0..entries.len()).collect();
         order.sort_by(|&a, &b| entries[a].stored.key.cmp(&entries[b].stored.key));
@@ -183,12 +204,14 @@ impl<D: Dialect> Writes<D> {
                 return Ok(None);
             }
         }
+        // Built: the next transaction takes its batch while this one waits for the disk.
+        drop(turn.take());
         tx.commit().await.map_err(D::error)?;
         Ok(Some(answers))
     }
 
     /// Writes a job for each of `deliveries` in `tx`, in one statement (one step of the
-    /// writer for a batch), and tells the workers of every process once it commits.
+    /// writer for a batch).
     async fn insert(
         &self,
         tx: &mut DbTx<D>,
@@ -235,9 +258,6 @@ impl<D: Dialect> Writes<D> {
             ]);
         }
         D::execute_on(tx, &sql, &args).await?;
-        if let Some(notify) = D::NOTIFY {
-            D::execute_on(tx, notify, &[Text(queue)]).await?;
-        }
         Ok(())
     }
 }

@@ -110,9 +110,28 @@ const ENSURE_DEPTH: &str =
     "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES ($1, 0) ON CONFLICT (queue) DO NOTHING";
 const LOCK_DEPTH: &str = "SELECT jobs FROM webhook_inbox_depth WHERE queue = $1 FOR UPDATE";
 const SET_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = $2 WHERE queue = $1";
+/// The name of [`CHANNEL`], for the statements that notify it.
+macro_rules! channel {
+    () => {
+        "webhook_inbox"
+    };
+}
+
+/// [`sql::ADMIT`], and the notification of the jobs it let in, sent when they commit: one
+/// round trip for both.
+const ADMIT: &str = concat!(
+    "WITH admitted AS (",
+    sql::admit!(),
+    ") SELECT jobs FROM admitted CROSS JOIN LATERAL (SELECT pg_notify('",
+    channel!(),
+    "', $1)) AS told"
+);
+/// Tells the workers of every process, once the transaction commits, that jobs are waiting
+/// in the queue `$1`.
+const NOTIFY: &str = concat!("SELECT pg_notify('", channel!(), "', $1)");
 
 /// The channel the door notifies once a batch commits, with the queue's name.
-const CHANNEL: &str = "webhook_inbox";
+const CHANNEL: &str = channel!();
 
 /// The schema, migration by migration.
 const MIGRATIONS: &[&[&str]] = &[sql::first_migration!(
@@ -216,7 +235,7 @@ impl Backend for Postgres {
         max: i64,
         added: i64,
     ) -> Result<bool, InboxError> {
-        let counted: Option<i64> = sqlx::query_scalar(sql::ADMIT)
+        let counted: Option<i64> = sqlx::query_scalar(ADMIT)
             .bind(queue)
             .bind(max)
             .bind(added)
@@ -247,7 +266,15 @@ impl Backend for Postgres {
             .execute(&mut **tx)
             .await
             .map_err(Postgres::error)?;
-        Ok(jobs <= max)
+        let fits = jobs <= max;
+        if fits {
+            sqlx::query(NOTIFY)
+                .bind(queue)
+                .execute(&mut **tx)
+                .await
+                .map_err(Postgres::error)?;
+        }
+        Ok(fits)
     }
 
     const SQL: Statements = STATEMENTS;
@@ -259,7 +286,6 @@ impl Backend for Postgres {
     // Replicas starting together take turns, and look again once it is theirs.
     const MIGRATION_LOCK: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(7245091368231790171)");
-    const NOTIFY: Option<&'static str> = Some("SELECT pg_notify('webhook_inbox', $1)");
 
     async fn execute_on(
         conn: &mut PgConnection,

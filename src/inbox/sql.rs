@@ -189,8 +189,18 @@ pub(crate) const DEPTH: &str = "SELECT COUNT(*) FROM webhook_inbox_jobs
     WHERE queue = $1 AND state IN ('queued', 'retrying', 'running')";
 /// The bound's counter: jobs this queue took in since its last count, plus that count. It
 /// is counted again when it reaches the bound (workers finish jobs without telling it).
-pub(crate) const ADMIT: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $3
-    WHERE queue = $1 AND jobs + $3 <= $2 RETURNING jobs";
+macro_rules! admit {
+    () => {
+        "UPDATE webhook_inbox_depth SET jobs = jobs + $3
+            WHERE queue = $1 AND jobs + $3 <= $2 RETURNING jobs"
+    };
+}
+// PostgreSQL's door sends it with its `NOTIFY`.
+#[cfg_attr(not(feature = "inbox-postgres"), allow(unused_imports))]
+pub(crate) use admit;
+/// [`admit!`] as a statement: SQLite's.
+#[cfg_attr(not(feature = "inbox-sqlite"), allow(dead_code))]
+pub(crate) const ADMIT: &str = admit!();
 
 /// The tables a database holding an inbox has (the dedup marks' may be elsewhere, or have a
 /// name of the app's own).

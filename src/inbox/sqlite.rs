@@ -234,7 +234,6 @@ impl Backend for Sqlite {
         WHERE type = 'table' AND name = 'webhook_inbox_schema'";
     // The migration's transaction is `BEGIN IMMEDIATE`: it holds the file's write lock.
     const MIGRATION_LOCK: Option<&'static str> = None;
-    const NOTIFY: Option<&'static str> = None;
 
     async fn execute_on(
         conn: &mut SqliteConnection,

@@ -131,8 +131,11 @@ fn by_call<T: Clone>(calls: usize, rows: impl IntoIterator<Item = (i64, T)>) -> 
 impl Execute for Claims {
     type Request = ClaimCall;
     type Answer = Result<Claim, StoreError>;
+    type Turn = ();
 
-    async fn execute(&self, batch: Vec<ClaimPending>) {
+    async fn turn(&self) {}
+
+    async fn execute(&self, batch: Vec<ClaimPending>, (): ()) {
         let statements = &*self.0;
         let timeout = statements.statement_timeout;
         // A claim that waited its whole timeout in the queue is not sent: its caller has
@@ -270,8 +273,11 @@ async fn settle(statements: &Statements, batch: Vec<SettlePending>, complete: bo
 impl Execute for Settles {
     type Request = SettleCall;
     type Answer = Result<bool, StoreError>;
+    type Turn = ();
 
-    async fn execute(&self, batch: Vec<SettlePending>) {
+    async fn turn(&self) {}
+
+    async fn execute(&self, batch: Vec<SettlePending>, (): ()) {
         settle(&self.statements, batch, self.complete).await;
     }
 }
