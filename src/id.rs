@@ -8,7 +8,7 @@ use http::HeaderName;
 use serde_json::Value;
 
 use crate::json;
-use crate::key::dedup_key;
+use crate::pipeline::key::dedup_key;
 use crate::scheme::engine::body_hash;
 use crate::scheme::{DeliveryId, Scheme, Verified};
 

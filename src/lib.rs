@@ -83,7 +83,8 @@
 //! # #[cfg(all(feature = "axum", feature = "postgres"))]
 //! # mod inline {
 //! use axum::http::StatusCode;
-//! use sqlx::Postgres;
+//! // sqlx as the crate re-exports it (or your own sqlx 0.9): the same `Postgres` either way.
+//! use tower_webhook::store::postgres::sqlx::{self, Postgres};
 //! use tower_webhook::{Event, Tx};
 //!
 //! async fn paid(event: Event, mut tx: Tx<Postgres>) -> StatusCode {
@@ -120,9 +121,11 @@
 //! }
 //!
 //! let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"; // from the sender's dashboard
+//! // `route_layer`: the layer runs for this router's routes only, so a health check or an
+//! // unknown path (404) merged beside them never needs a signature.
 //! let app: Router = Router::new()
 //!     .route("/webhooks", post(handle))
-//!     .layer(VerifyWebhookLayer::new(StandardWebhooks::new(secret)?).with_store(MemoryStore::new()));
+//!     .route_layer(VerifyWebhookLayer::new(StandardWebhooks::new(secret)?).with_store(MemoryStore::new()));
 //! # let _ = app;
 //! # Ok(())
 //! # }
@@ -165,6 +168,7 @@
 //! - `cli`: `inbox::cli` and the `webhook-inbox` binary, the same operations from a terminal.
 //! - `ed25519`: Standard Webhooks `v1a` signatures
 //!   ([`StandardWebhooks::from_public_key`](scheme::StandardWebhooks::from_public_key)).
+//! - `sendgrid`: SendGrid's Event Webhook, ECDSA P-256 signatures.
 //! - `metrics`: counters and histograms through the `metrics` facade (see [`metrics`]).
 //! - `test-util`: `testkit`, signed deliveries for your tests.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -172,16 +176,9 @@
 // Group commit: the PostgreSQL store's statements, and the inbox's door.
 #[cfg(any(feature = "postgres", feature = "inbox-sqlite"))]
 mod batch;
-mod body;
-mod claim;
 pub mod clock;
-mod config;
-mod door;
-mod enqueue;
 mod event;
-mod future;
 mod id;
-mod identify;
 #[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
 #[cfg_attr(
     docsrs,
@@ -189,15 +186,9 @@ mod identify;
 )]
 pub mod inbox;
 mod json;
-mod key;
-mod layer;
 pub mod metrics;
-mod reject;
-mod report;
-mod response;
-mod runtime;
+mod pipeline;
 pub mod scheme;
-mod service;
 mod stats;
 pub mod store;
 mod tenant;
@@ -206,16 +197,14 @@ mod tenant;
 pub mod testkit;
 mod tx;
 
-pub use body::ResponseBody;
 pub use event::{Event, EventTypeSource, Unparsed};
 #[cfg(feature = "axum")]
 pub use event::{EventRejection, EventRejectionKind};
-pub use future::ResponseFuture;
 pub use id::IdSource;
-pub use layer::VerifyWebhookLayer;
-pub use reject::{Rejection, RejectionKind};
-pub use response::{Duplicate, DUPLICATE_HEADER};
-pub use service::VerifyWebhook;
+pub use pipeline::{
+    Duplicate, Rejection, RejectionKind, ResponseBody, ResponseFuture, VerifyWebhook,
+    VerifyWebhookLayer, DUPLICATE_HEADER,
+};
 pub use stats::{Stats, StatsSnapshot};
 pub use tenant::{Tenant, TenantError, TenantFrom, Tenants};
 #[cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres")))]

@@ -280,7 +280,7 @@ mod tests {
     /// rejection it answers with.
     #[test]
     fn every_outcome_has_one_name_everywhere() {
-        use crate::reject::{Rejection, RejectionKind};
+        use crate::pipeline::reject::{Rejection, RejectionKind};
         let names: Vec<&str> = Outcome::DELIVERIES.iter().map(|o| o.name()).collect();
         let mut unique = names.clone();
         unique.sort_unstable();

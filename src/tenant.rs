@@ -13,7 +13,7 @@ use http::HeaderName;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::key::escape_segment;
+use crate::pipeline::key::escape_segment;
 use crate::scheme::Scheme;
 
 /// What a lookup found: the tenant's scheme, or `None` for a tenant that does not exist.

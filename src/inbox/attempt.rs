@@ -146,7 +146,7 @@ impl Ran {
                 tracing::error!(%error, "webhook job failed its last attempt; dead-lettered");
             }
             Ran::Failed(error) => {
-                tracing::warn!(%error, retry_in_ms = crate::report::millis(delay), "webhook job failed; it will run again");
+                tracing::warn!(%error, retry_in_ms = crate::pipeline::report::millis(delay), "webhook job failed; it will run again");
             }
         }
     }

@@ -13,7 +13,7 @@ use super::error::{InboxError, InboxErrorKind};
 use super::job::StoredDelivery;
 use super::Settings;
 use crate::batch::{Batcher, Execute, Pending};
-use crate::door::Enqueued;
+use crate::pipeline::handoff::Enqueued;
 use crate::store::Marked;
 
 /// At most this many deliveries in one transaction.

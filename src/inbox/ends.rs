@@ -27,7 +27,7 @@ pub(crate) fn write_end<D: Dialect>(
     let queue = inbox.clone();
     let write = async move {
         let _held = held;
-        match settle(|| queue.end_job(&task_id, (&me, attempt), &fate)).await {
+        match until_written(|| queue.end_job(&task_id, (&me, attempt), &fate)).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!("webhook job taken back from this worker while it ran; its end is written by the run that holds it"),
             // Its lease lapses once this worker stops renewing it: taken back, and run
@@ -91,7 +91,7 @@ impl Ends {
 /// Runs `write` until it is done or fails for good: the end of a job must reach the queue,
 /// or the job runs again once its lease lapses. While the database is unavailable,
 /// a worker has nothing else to do.
-async fn settle<T, F, Fut>(mut write: F) -> Result<T, InboxError>
+async fn until_written<T, F, Fut>(mut write: F) -> Result<T, InboxError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, InboxError>>,
@@ -100,7 +100,7 @@ where
     loop {
         match write().await {
             Err(err) if err.kind() == InboxErrorKind::Unavailable => {
-                tracing::warn!(error = %err, retry_in_ms = crate::report::millis(pause), "could not write to the inbox's queue; trying again");
+                tracing::warn!(error = %err, retry_in_ms = crate::pipeline::report::millis(pause), "could not write to the inbox's queue; trying again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }

@@ -79,12 +79,13 @@
 //!     .with_inbox(inbox.clone());
 //! let app: Router = Router::new()
 //!     .route("/webhooks", post(tower_webhook::inbox::accepted))
-//!     .layer(layer);
+//!     .route_layer(layer);
 //! tokio::spawn(inbox.worker(handle).concurrency(8).run());
 //! # Ok(())
 //! # }
 //! ```
 
+mod accepted;
 mod attempt;
 mod browse;
 #[cfg(feature = "cli")]
@@ -98,7 +99,6 @@ mod door;
 mod ends;
 mod error;
 mod handler;
-mod handoff;
 mod job;
 mod lease;
 mod meter;
@@ -118,6 +118,7 @@ mod postgres;
 #[cfg(feature = "inbox-sqlite")]
 mod sqlite;
 
+pub use accepted::accepted;
 pub use attempt::DEFAULT_ATTEMPT_TIMEOUT;
 pub use browse::{
     Activity, AttemptOutcome, AttemptRecord, JobDetail, JobFilter, JobPage, JobState, JobSummary,
@@ -126,7 +127,6 @@ pub use browse::{
 pub use dialect::Dialect;
 pub use error::{InboxError, InboxErrorKind};
 pub use handler::{BoxError, Handler};
-pub use handoff::accepted;
 pub use job::{Counts, DeadLetter, Job, Payload};
 #[cfg(feature = "inbox-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "inbox-postgres")))]

@@ -14,8 +14,8 @@ use super::error::InboxError;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::rows::{CountsRow, DeadRow};
 use super::{RetryPolicy, Settings};
-use crate::door::{Door, DoorError, Enqueued};
 use crate::event::Event;
+use crate::pipeline::handoff::{Enqueued, Handoff, HandoffError};
 use crate::store::BoxFuture;
 
 /// An inbox: the layer writes each verified delivery to it and answers `202 Accepted` once
@@ -237,7 +237,7 @@ impl<D: Dialect> Inbox<D> {
     }
 }
 
-impl<D: Dialect> Door for Inbox<D> {
+impl<D: Dialect> Handoff for Inbox<D> {
     fn enqueue(
         &self,
         event: &Event,
@@ -246,7 +246,7 @@ impl<D: Dialect> Door for Inbox<D> {
         headers: &HeaderMap,
         scheme: &dyn crate::scheme::Scheme,
         window: Duration,
-    ) -> BoxFuture<Result<Enqueued, DoorError>> {
+    ) -> BoxFuture<Result<Enqueued, HandoffError>> {
         if self.settings.max_queued == 0 {
             return Box::pin(async { Ok(Enqueued::Full) });
         }

@@ -186,7 +186,7 @@ async fn take_jobs<D, H, A>(
             }
             Err(err) => {
                 // Busy, restarting, unreachable: look again after a pause, longer each time.
-                tracing::warn!(error = %err, retry_in_ms = crate::report::millis(pause), "could not take jobs from the inbox's queue; trying again");
+                tracing::warn!(error = %err, retry_in_ms = crate::pipeline::report::millis(pause), "could not take jobs from the inbox's queue; trying again");
                 drop(permits);
                 if until_stopped(&mut stop, tokio::time::sleep(pause))
                     .await

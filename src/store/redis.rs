@@ -13,7 +13,7 @@ pub use ::redis;
 use super::{
     stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
 };
-use crate::key::escape_segment;
+use crate::pipeline::key::escape_segment;
 
 /// The value of a completed key.
 const COMPLETED: &str = "completed";

@@ -112,7 +112,7 @@ impl<S: TxStore> Offered for Offer<S> {
                 }
                 release.await;
             };
-            if !crate::runtime::finish_in_background(finish, limit) {
+            if !crate::pipeline::runtime::finish_in_background(finish, limit) {
                 tracing::debug!("no Tokio runtime to roll back an abandoned transaction on; it ends with its connection");
             }
         });

@@ -1,33 +1,74 @@
-//! Hand off: the verified delivery written to the inbox, answered once the write is
-//! committed, and a write nobody waits for any more finished in the background.
+//! Hand off: the layer's side of an [inbox](crate::inbox). The verified delivery is written
+//! to the inbox with its dedup mark and answered once the write is committed; a write nobody
+//! waits for any more is finished in the background. Here, outside the inbox's features, so
+//! that the response future has one shape whatever the features.
 
+use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use http_body_util::Full;
 use tracing::{Instrument as _, Span};
 
-use crate::config::Config;
-use crate::door::DoorError;
-use crate::door::{Door, Enqueued};
+use super::config::Config;
+use super::reject::{Rejection, RejectionKind};
+use super::runtime::{self, Timed};
+use super::verify::SchemeOf;
+use super::{report, response};
 use crate::event::Event;
-use crate::identify::SchemeOf;
-use crate::reject::{Rejection, RejectionKind};
-use crate::report;
-use crate::response;
-use crate::runtime::{self, Timed};
-use crate::scheme::DeliveryId;
+use crate::scheme::{DeliveryId, Scheme};
 use crate::store::BoxFuture;
+
+/// Why a write to the inbox failed: the inbox's own error, boxed, as the layer only logs it.
+pub(crate) type HandoffError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What became of a write to the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(any(feature = "inbox-sqlite", feature = "inbox-postgres")),
+    allow(dead_code)
+)]
+#[allow(unreachable_pub)]
+pub enum Enqueued {
+    /// Committed: answer 202.
+    Accepted,
+    /// A copy queued within the dedup window: answer 200, duplicate.
+    Duplicate,
+    /// The key is claimed in flight by an inline layer sharing the table: answer 429.
+    InFlight,
+    /// The queue is over its bound: answer 429.
+    Full,
+}
+
+/// Where the layer hands verified deliveries: an [`Inbox`](crate::inbox::Inbox) on any
+/// database. Public in a private module: no one outside the crate can name it.
+#[allow(unreachable_pub)]
+pub trait Handoff: fmt::Debug + Send + Sync {
+    /// Writes the delivery (`event` and its `headers`, received by the layer `layer` and
+    /// verified by `scheme`, which names the headers it must not store) with its dedup mark
+    /// under `key`, kept for `window`, in one transaction, unless a live mark is there
+    /// already or the queue is over its bound.
+    fn enqueue(
+        &self,
+        event: &Event,
+        key: &str,
+        layer: &str,
+        headers: &HeaderMap,
+        scheme: &dyn Scheme,
+        window: Duration,
+    ) -> BoxFuture<Result<Enqueued, HandoffError>>;
+}
 
 /// Writes the verified `request` to `inbox` under `key`: the write, and the delivery's id.
 pub(crate) fn write(
     config: &Config,
-    inbox: &Arc<dyn Door>,
+    inbox: &Arc<dyn Handoff>,
     request: &Request<Full<Bytes>>,
     key: &str,
-) -> (BoxFuture<Result<Enqueued, DoorError>>, DeliveryId) {
+) -> (BoxFuture<Result<Enqueued, HandoffError>>, DeliveryId) {
     let event = request
         .extensions()
         .get::<Event>()
@@ -53,8 +94,8 @@ pub(crate) fn write(
 pub(crate) fn enqueued(
     config: &Config,
     span: &Span,
-    write: Pin<&mut Timed<Enqueued, DoorError>>,
-    answer: Option<Result<Enqueued, DoorError>>,
+    write: Pin<&mut Timed<Enqueued, HandoffError>>,
+    answer: Option<Result<Enqueued, HandoffError>>,
     id: DeliveryId,
 ) -> Response<Bytes> {
     let refuse = |kind| response::rejection(config, span, Rejection::new(kind));
@@ -85,7 +126,7 @@ pub(crate) fn enqueued(
 pub(crate) fn finish_enqueue(
     config: &Config,
     span: &Span,
-    write: BoxFuture<Result<Enqueued, DoorError>>,
+    write: BoxFuture<Result<Enqueued, HandoffError>>,
 ) {
     let background = async move {
         match write.await {

@@ -9,9 +9,9 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::body::ResponseBody;
-use crate::config::Config;
-use crate::future::ResponseFuture;
+use crate::pipeline::body::ResponseBody;
+use crate::pipeline::config::Config;
+use crate::pipeline::future::ResponseFuture;
 
 /// Verifies and deduplicates webhook deliveries before calling the inner service. Made by
 /// [`VerifyWebhookLayer`](crate::VerifyWebhookLayer).

@@ -7,7 +7,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::reject::RejectionKind;
+use crate::pipeline::reject::RejectionKind;
 
 pin_project! {
     /// The body of a response from [`VerifyWebhook`](crate::VerifyWebhook): the inner

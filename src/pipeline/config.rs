@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::door::Door;
 use crate::event::EventTypeSource;
 use crate::id::IdSource;
-use crate::key::escape_segment;
 use crate::metrics::Meter;
+use crate::pipeline::handoff::Handoff;
+use crate::pipeline::key::escape_segment;
 use crate::scheme::Scheme;
 use crate::stats::Stats;
 use crate::store::DynStore;
@@ -60,7 +60,7 @@ pub(crate) enum Behind {
         not(any(feature = "inbox-sqlite", feature = "inbox-postgres")),
         allow(dead_code)
     )]
-    Inbox(Arc<dyn Door>),
+    Inbox(Arc<dyn Handoff>),
 }
 
 impl Behind {

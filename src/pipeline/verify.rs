@@ -9,11 +9,11 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tracing::Span;
 
-use crate::config::{Behind, Config};
 use crate::event::Event;
 use crate::id::{IdSource, NoId};
-use crate::reject::{Rejection, RejectionKind};
-use crate::response;
+use crate::pipeline::config::{Behind, Config};
+use crate::pipeline::reject::{Rejection, RejectionKind};
+use crate::pipeline::response;
 use crate::scheme::Scheme;
 use crate::tenant::{self, Tenant};
 

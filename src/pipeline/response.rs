@@ -11,10 +11,10 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderName, Response, StatusCode};
 use tracing::Span;
 
-use crate::body::ResponseBody;
-use crate::config::Config;
-use crate::reject::Rejection;
-use crate::report;
+use crate::pipeline::body::ResponseBody;
+use crate::pipeline::config::Config;
+use crate::pipeline::reject::Rejection;
+use crate::pipeline::report;
 use crate::scheme::{DeliveryId, Handshake};
 
 /// The header that marks the answer to a copy of a delivery that was handled already.

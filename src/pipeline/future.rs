@@ -1,7 +1,7 @@
 //! The response future: one state for each thing it waits on (the body, a store call, the
 //! inner service) and one for the answer. The work of each step is in its own module:
-//! `body` collects, `identify` verifies and finds the id, `claim` claims and settles,
-//! `enqueue` hands off to the inbox, `response` and `report` answer and tell.
+//! `body` collects, `verify` verifies and finds the id, `claim` claims and settles,
+//! `handoff` hands off to the inbox, `response` and `report` answer and tell.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,18 +19,18 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 use tracing::Span;
 
-use crate::body::{Collector, ResponseBody};
-use crate::claim::{self, Claimed, Held};
-use crate::config::{Behind, Config};
-use crate::door::{DoorError, Enqueued};
-use crate::enqueue;
 use crate::event::Event;
-use crate::identify::{identify, Key, Next};
 use crate::metrics::Timer;
-use crate::reject::{Rejection, RejectionKind};
-use crate::report;
-use crate::response::{self, Then};
-use crate::runtime::Timed;
+use crate::pipeline::body::{Collector, ResponseBody};
+use crate::pipeline::claim::{self, Claimed, Held};
+use crate::pipeline::config::{Behind, Config};
+use crate::pipeline::handoff;
+use crate::pipeline::handoff::{Enqueued, HandoffError};
+use crate::pipeline::reject::{Rejection, RejectionKind};
+use crate::pipeline::report;
+use crate::pipeline::response::{self, Then};
+use crate::pipeline::runtime::Timed;
+use crate::pipeline::verify::{identify, Key, Next};
 use crate::scheme::{DeliveryId, VerifyError, VerifyErrorKind};
 use crate::stats::Outcome;
 use crate::store::{Claim, DynStore, StoreCall};
@@ -127,7 +127,7 @@ pin_project! {
         // Written to the inbox: answered once the write is committed.
         Enqueueing {
             #[pin]
-            write: Timed<Enqueued, DoorError>,
+            write: Timed<Enqueued, HandoffError>,
             id: Option<DeliveryId>,
         },
         // The answer (or the inner service's panic) goes out.
@@ -285,7 +285,7 @@ where
                 StateProj::Enqueueing { mut write, id } => {
                     let answer = ready!(write.as_mut().poll(&config.meter, timeout, cx));
                     let id = id.take().expect(POLLED_AFTER_END);
-                    State::answer(enqueue::enqueued(config, span, write, answer, id))
+                    State::answer(handoff::enqueued(config, span, write, answer, id))
                 }
                 StateProj::Ready { then } => return then.take().expect(POLLED_AFTER_END).go_on(),
             };
@@ -343,7 +343,7 @@ where
         }
         (Behind::Inbox(inbox), Some(key)) => {
             let timer = Timer::start();
-            let (write, id) = enqueue::write(config, inbox, &request, &key);
+            let (write, id) = handoff::write(config, inbox, &request, &key);
             State::Enqueueing {
                 write: Timed::new("enqueue", write, timer),
                 id: Some(id),
@@ -589,7 +589,7 @@ where
         }
         StateProj::Enqueueing { write, .. } => {
             if let Some(write) = write.take() {
-                enqueue::finish_enqueue(config, span, write);
+                handoff::finish_enqueue(config, span, write);
             }
         }
         StateProj::Collecting { .. } | StateProj::Resolving { .. } | StateProj::Ready { .. } => {}

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use http::Response;
 use tracing::{Instrument as _, Span};
 
-use crate::config::Config;
-use crate::identify::Key;
-use crate::reject::{Rejection, RejectionKind};
-use crate::report;
-use crate::response;
-use crate::runtime::{self, Timed};
+use crate::pipeline::config::Config;
+use crate::pipeline::reject::{Rejection, RejectionKind};
+use crate::pipeline::report;
+use crate::pipeline::response;
+use crate::pipeline::runtime::{self, Timed};
+use crate::pipeline::verify::Key;
 use crate::scheme::DeliveryId;
 use crate::stats::Outcome;
 use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, StoreCall, StoreError, StoreErrorKind};

@@ -6,12 +6,12 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Behind, Config, Peer};
 use crate::event::EventTypeSource;
 use crate::id::IdSource;
 use crate::metrics::Meter;
+use crate::pipeline::config::{Behind, Config, Peer};
+use crate::pipeline::service::VerifyWebhook;
 use crate::scheme::{Scheme, Verified, VerifyError, VerifyErrorKind};
-use crate::service::VerifyWebhook;
 use crate::stats::Stats;
 use crate::store::{clamp_ttl, IdempotencyStore, MIN_TTL};
 use crate::tenant::Tenants;

@@ -4,8 +4,8 @@
 use http::StatusCode;
 use tracing::Span;
 
-use crate::config::Config;
-use crate::reject::Rejection;
+use crate::pipeline::config::Config;
+use crate::pipeline::reject::Rejection;
 use crate::stats::Outcome;
 use crate::store::StoreError;
 
