@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing_subscriber::EnvFilter;
 
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::post;
@@ -26,6 +27,11 @@ const ATTACKER_SECRET: &str = "whsec_bm90IHRoZSBzZW5kZXIncyBzZWNyZXQgYXQgYWxs";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The layer's logs, off so that the scenes read plainly: RUST_LOG=info shows its line for
+    // each answer.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()))
+        .init();
     let handled = Arc::new(AtomicUsize::new(0));
     let app = {
         let handled = Arc::clone(&handled);

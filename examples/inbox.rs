@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing_subscriber::EnvFilter;
 
 use axum::routing::post;
 use axum::Router;
@@ -24,6 +25,11 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Warnings only beside the scenes (a failed attempt, a dead letter); RUST_LOG=info shows
+    // a line for every answer and attempt.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
     let dir = std::env::temp_dir().join(format!("tower-webhook-inbox-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("webhooks.db");
@@ -50,7 +56,7 @@ fn app(inbox: &SqliteInbox) -> Result<Router, Box<dyn std::error::Error>> {
     let layer = VerifyWebhookLayer::new(StandardWebhooks::new(SECRET)?).with_inbox(inbox.clone());
     Ok(Router::new()
         .route("/webhooks", post(accepted))
-        .layer(layer))
+        .route_layer(layer))
 }
 
 /// Sends one signed delivery; prints and returns how long the answer took.

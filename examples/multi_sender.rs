@@ -33,6 +33,7 @@ use serde::Deserialize;
 use tower_webhook::scheme::{HmacScheme, InvalidSecret, StandardWebhooks};
 use tower_webhook::store::MemoryStore;
 use tower_webhook::{Event, IdSource, VerifyWebhookLayer};
+use tracing_subscriber::EnvFilter;
 
 /// The signing secrets, one per sender, as their dashboards show them.
 struct Secrets {
@@ -112,6 +113,11 @@ fn app(secrets: &Secrets, store: &MemoryStore) -> Result<Router, InvalidSecret> 
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Warnings only beside the scenes (a rejected delivery, and why); RUST_LOG=info shows a
+    // line for every answer.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
     let secret = |name: &str| {
         std::env::var(name).map_err(|_| format!("set {name} to that sender's signing secret"))
     };

@@ -3,6 +3,7 @@
 use axum::{http::StatusCode, routing::post, Router};
 use serde::Deserialize;
 use tower_webhook::{scheme::StandardWebhooks, store::MemoryStore, Event, VerifyWebhookLayer};
+use tracing_subscriber::EnvFilter;
 
 #[derive(Deserialize)]
 struct Payload {
@@ -16,6 +17,10 @@ async fn handle(event: Event<Payload>) -> StatusCode {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The layer's logs (a rejected delivery says why); RUST_LOG=debug for more.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     // The endpoint's signing secret, `whsec_...`, from the sender's dashboard.
     let secret = std::env::var("WEBHOOK_SECRET")?;
     let layer =

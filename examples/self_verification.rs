@@ -22,6 +22,7 @@ use tower::ServiceExt;
 use tower_webhook::scheme::StandardWebhooks;
 use tower_webhook::store::MemoryStore;
 use tower_webhook::{Event, IdSource, VerifyWebhookLayer, DUPLICATE_HEADER};
+use tracing_subscriber::EnvFilter;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -84,7 +85,7 @@ fn app() -> Result<Router, Box<dyn std::error::Error>> {
         .with_store(MemoryStore::new());
     Ok(Router::new()
         .route("/webhooks/self", post(handle))
-        .layer(layer))
+        .route_layer(layer))
 }
 
 /// Signs `body` as Self would, sends it, and prints what came back.
@@ -116,6 +117,11 @@ async fn deliver(
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Warnings only beside the scenes (a rejected delivery, and why); RUST_LOG=info shows a
+    // line for every answer.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
     let app = app()?;
     let completed = |id: &str, status: &str| {
         format!(

@@ -50,6 +50,7 @@
 //! `GET /metrics` serves the layer's metrics in the Prometheus text format.
 
 use std::net::SocketAddr;
+use tracing_subscriber::EnvFilter;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -66,6 +67,10 @@ use tower_webhook::{Duplicate, Event, IdSource, Rejection, VerifyWebhookLayer};
 
 #[tokio::main]
 async fn main() {
+    // The layer's and the workers' logs (a failed attempt is a warning); RUST_LOG=debug for more.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     if let Err(err) = run().await {
         eprintln!("error: {err}");
         std::process::exit(1);

@@ -17,7 +17,7 @@
 //!         assert_eq!(event.event_type(), Some("push"));
 //!         StatusCode::NO_CONTENT
 //!     }))
-//!     .layer(VerifyWebhookLayer::new(github.clone()).with_store(MemoryStore::new()));
+//!     .route_layer(VerifyWebhookLayer::new(github.clone()).with_store(MemoryStore::new()));
 //!
 //! let request = Delivery::new(r#"{"ref":"refs/heads/main"}"#)
 //!     .event_type("push")

@@ -32,3 +32,53 @@ fn the_readme_links_point_at_files_that_exist() {
         );
     }
 }
+
+#[test]
+fn the_readme_names_every_cargo_feature() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let manifest = std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap();
+    let features = &manifest[manifest.find("[features]").unwrap()..];
+    let features = &features[..features[1..]
+        .find("\n[")
+        .map_or(features.len(), |end| end + 1)];
+    let names: Vec<&str> = features
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(" = ").map(|(name, _)| name.trim()))
+        .filter(|name| *name != "default")
+        .collect();
+    assert!(
+        names.len() >= 10,
+        "the features read from Cargo.toml: {names:?}"
+    );
+    for name in names {
+        assert!(
+            readme.contains(&format!("| `{name}`")),
+            "README.md's table of what is built in has no row for the feature `{name}`"
+        );
+    }
+}
+
+#[test]
+fn the_readme_points_at_nothing_outside_the_repository() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    // A path dependency on the user's checkout of the crate is theirs, not ours.
+    let outside = readme
+        .lines()
+        .find(|line| line.contains("../") && !line.contains("path = \"../tower-webhook\""));
+    assert!(
+        outside.is_none(),
+        "README.md names a path outside the repository: {outside:?}"
+    );
+    let issue = readme.match_indices('#').find(|(at, _)| {
+        readme[at + 1..].starts_with(|c: char| c.is_ascii_digit())
+            && !readme[..*at].ends_with(|c: char| c.is_alphanumeric())
+    });
+    assert!(
+        issue.is_none(),
+        "README.md cites an issue number: {}",
+        &readme[issue.unwrap().0..][..8]
+    );
+}

@@ -112,7 +112,7 @@ struct ExpiryIndex {
 
 impl ExpiryIndex {
     fn insert(&mut self, place: (u64, u64), indexed: Indexed) {
-        if self.queue.back().map_or(true, |(last, _)| *last < place) {
+        if self.queue.back().is_none_or(|(last, _)| *last < place) {
             self.queue.push_back((place, indexed));
         } else {
             self.rest.insert(place, indexed);
@@ -465,7 +465,7 @@ impl Entries {
                 } else {
                     &mut self.in_flight
                 };
-                if index.first().map_or(true, |(expiry, _)| expiry > now) {
+                if index.first().is_none_or(|(expiry, _)| expiry > now) {
                     break;
                 }
                 let Some(indexed) = index.pop_first() else {

@@ -82,7 +82,7 @@ impl FaultProxy {
             inner
                 .acceptor
                 .as_ref()
-                .map_or(true, tokio::task::JoinHandle::is_finished)
+                .is_none_or(tokio::task::JoinHandle::is_finished)
         };
         if relisten {
             // The aborted acceptor drops its listener as it unwinds; retry until the port is

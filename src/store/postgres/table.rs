@@ -169,7 +169,7 @@ pub(crate) fn table_parts(name: &str) -> Option<(Option<&str>, &str)> {
         Some((schema, table)) => (Some(schema), table),
         None => (None, name),
     };
-    let valid = schema.map_or(true, |schema| is_identifier(schema, 63)) && is_identifier(table, 40);
+    let valid = schema.is_none_or(|schema| is_identifier(schema, 63)) && is_identifier(table, 40);
     valid.then_some((schema, table))
 }
 
