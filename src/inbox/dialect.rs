@@ -56,7 +56,7 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// The turns of the database's writers among handlers' transactions, shared by the
     /// clones of `store`.
-    fn writers(store: &Self::Store) -> std::sync::Arc<crate::tx::Writers>;
+    fn writers(store: &Self::Store) -> std::sync::Arc<crate::store::writers::Writers>;
 
     /// Whether a database error code is worth a retry (the inbox is unavailable, not broken).
     fn transient(code: &str) -> bool;

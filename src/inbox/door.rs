@@ -160,7 +160,7 @@ impl<D: Dialect> Writes<D> {
         // With one writer (SQLite), the batch goes before every handler transaction waiting
         // to begin: the door waits for the one in progress at most.
         let _turn = D::writers(&self.store)
-            .door_turn(crate::tx::Writers::DOOR_PATIENCE)
+            .door_turn(crate::store::writers::Writers::DOOR_PATIENCE)
             .await;
         // Made durable by the marks' statement.
         let mut tx = self.pool.begin().await.map_err(D::error)?;

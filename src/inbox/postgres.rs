@@ -213,7 +213,7 @@ impl Backend for Postgres {
     // Concurrent transactions wait for the bound's counter only to commit.
     const ONE_WRITER: bool = false;
 
-    fn writers(store: &PostgresStore) -> std::sync::Arc<crate::tx::Writers> {
+    fn writers(store: &PostgresStore) -> std::sync::Arc<crate::store::writers::Writers> {
         std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
     }
 

@@ -178,7 +178,7 @@ impl Backend for Sqlite {
     const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
     const ONE_WRITER: bool = true;
 
-    fn writers(store: &SqliteStore) -> std::sync::Arc<crate::tx::Writers> {
+    fn writers(store: &SqliteStore) -> std::sync::Arc<crate::store::writers::Writers> {
         std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
     }
 

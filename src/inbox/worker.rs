@@ -117,8 +117,8 @@ where
                  connection besides its handlers' transactions, and 3 are kept for the door, \
                  takes and lease renewals; size the pool as 3 + {} per worker + the `Tx` \
                  handlers to run at once",
-                crate::tx::Writers::PER_WORKER,
-                crate::tx::Writers::PER_WORKER,
+                crate::store::writers::Writers::PER_WORKER,
+                crate::store::writers::Writers::PER_WORKER,
             );
         }
         let slots = Arc::new(Semaphore::new(self.concurrency));

@@ -20,6 +20,13 @@ pub mod redis;
 pub mod sqlite;
 mod stored;
 mod token;
+// Who writes to a store's database: a `Tx`, the inbox's door, its workers.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(
+    not(any(feature = "axum", feature = "inbox-sqlite", feature = "inbox-postgres")),
+    allow(dead_code, unused_imports)
+)]
+pub(crate) mod writers;
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

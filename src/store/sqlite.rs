@@ -48,7 +48,7 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     /// The file's one writer among handlers' transactions (`Tx`): they wait for it here,
     /// without a connection, rather than in SQLite's busy handler holding one.
-    writers: Arc<crate::tx::Writers>,
+    writers: Arc<super::writers::Writers>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -118,7 +118,7 @@ impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self {
             clock: Arc::new(SystemClock),
-            writers: crate::tx::Writers::new(&pool, true),
+            writers: super::writers::Writers::new(&pool, true),
             pool,
         }
     }
@@ -134,6 +134,11 @@ impl SqliteStore {
     /// The pool the store runs on.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Who writes to the store's file, for a `Tx` (`crate::tx::TxStore`).
+    pub(crate) fn writers(&self) -> &Arc<super::writers::Writers> {
+        &self.writers
     }
 
     /// Creates the table `webhook_claims` and its index if they do not exist.
@@ -220,7 +225,7 @@ impl SqliteStore {
 
     /// Completes the claim of `key` held by `token` on `executor`: the pool, or a handler's
     /// transaction.
-    async fn complete_on<'e>(
+    pub(crate) async fn complete_on<'e>(
         &self,
         executor: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
         key: &str,
@@ -333,34 +338,5 @@ impl IdempotencyStore for SqliteStore {
             .await
             .map_err(store_error)?;
         Ok(done.rows_affected() == 1)
-    }
-}
-
-impl crate::tx::TxStore for SqliteStore {
-    type Db = sqlx::Sqlite;
-    // The write lock from the start: a transaction that read first and wrote later could
-    // not take it while another writer held it, and would fail rather than wait.
-    const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
-
-    fn tx_pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    fn tx_writers(&self) -> &Arc<crate::tx::Writers> {
-        &self.writers
-    }
-
-    async fn complete_in(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        key: &str,
-        token: &ClaimToken,
-        keep_for: Duration,
-    ) -> Result<bool, StoreError> {
-        self.complete_on(conn, key, token, keep_for).await
-    }
-
-    fn error(err: sqlx::Error) -> StoreError {
-        store_error(err)
     }
 }

@@ -25,7 +25,7 @@ pub(crate) trait TxStore: IdempotencyStore + Clone {
 
     /// The turns of the database's writers (see [`writers`](super::writers)), shared by the
     /// store's clones.
-    fn tx_writers(&self) -> &Arc<super::Writers>;
+    fn tx_writers(&self) -> &Arc<crate::store::writers::Writers>;
 
     /// Completes the claim of `key` held by `token` in `conn` (the handler's transaction),
     /// as [`IdempotencyStore::complete`] does: `false` where `token` no longer holds it.

@@ -26,12 +26,9 @@ mod probe;
     allow(dead_code, unused_imports)
 )]
 mod slot;
+// The stores' side of a `Tx`: here, so that the stores do not import this module.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[cfg_attr(
-    not(any(feature = "axum", feature = "inbox-sqlite", feature = "inbox-postgres")),
-    allow(dead_code, unused_imports)
-)]
-mod writers;
+mod stores;
 
 #[cfg(all(feature = "axum", any(feature = "sqlite", feature = "postgres")))]
 pub use extract::TxRejection;
@@ -51,5 +48,3 @@ pub(crate) use slot::Open;
 pub use slot::Tx;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use slot::{roll_back, roll_back_checked, Orphan, Slot, Taken};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use writers::Writers;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sqlx::{Database, Pool, Transaction};
 
-use super::writers::{Turn, Writers};
+use crate::store::writers::{Turn, Writers};
 
 /// A database transaction whose writes commit if and only if the delivery is recorded as
 /// done: the handler's side of [the work done once](crate#the-work-done-once).

@@ -37,6 +37,7 @@
 mod actions;
 mod auth;
 mod charts;
+mod csrf;
 mod html;
 mod session;
 mod views;
@@ -103,7 +104,7 @@ impl<D: Dialect> Console<D> {
         let shared = Arc::new(Shared {
             inbox: self.inbox,
             auth: self.auth,
-            csrf: auth::Csrf::new(),
+            csrf: csrf::Csrf::new(),
             stats: self.stats,
             charts: charts::Charts::default(),
         });
@@ -151,7 +152,7 @@ impl<D: Dialect> From<Console<D>> for Router {
 pub(super) struct Shared<D: Dialect> {
     inbox: Inbox<D>,
     auth: ConsoleAuth,
-    csrf: auth::Csrf,
+    csrf: csrf::Csrf,
     stats: Vec<(String, Stats)>,
     charts: charts::Charts,
 }
@@ -244,7 +245,7 @@ impl Ctx {
     ) -> Option<F> {
         let axum::Form(form) = form.ok()?;
         let valid =
-            auth::same_origin(&self.uri, headers) && shared.csrf.valid(&self.identity, csrf(&form));
+            csrf::same_origin(&self.uri, headers) && shared.csrf.valid(&self.identity, csrf(&form));
         valid.then_some(form)
     }
 }

@@ -55,7 +55,7 @@ pub(super) async fn login<D: Dialect>(
     OriginalUri(uri): OriginalUri,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    if !super::auth::same_origin(&uri, &headers) {
+    if !super::csrf::same_origin(&uri, &headers) {
         return message(
             &base,
             StatusCode::FORBIDDEN,

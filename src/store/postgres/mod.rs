@@ -4,10 +4,14 @@
 pub use sqlx;
 
 mod error;
+#[cfg(feature = "inbox-postgres")]
+mod marks;
 mod statements;
 mod store;
 mod table;
+mod upkeep;
 
+pub(crate) use error::store_error;
 #[cfg(feature = "inbox-postgres")]
 pub(crate) use error::transient;
 pub use store::PostgresStore;

@@ -10,11 +10,8 @@ use super::error::{store_error, unanswered};
 use super::statements::{ClaimCall, Claims, SettleCall, Settles, Statements};
 use super::table::{table_parts, InvalidTableName, Sql};
 use crate::batch::Batcher;
+use crate::store::writers::Writers;
 use crate::store::{stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError};
-
-/// Rows deleted per statement by [`PostgresStore::cleanup`], so that no statement holds
-/// many locks or runs for long.
-const CLEANUP_BATCH: i64 = 10_000;
 
 /// An [`IdempotencyStore`] in a PostgreSQL table, shared by every replica that uses the same
 /// database.
@@ -76,9 +73,9 @@ const CLEANUP_BATCH: i64 = 10_000;
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
-    table: Arc<str>,
-    sql: Arc<Sql>,
+    pub(super) pool: PgPool,
+    pub(super) table: Arc<str>,
+    pub(super) sql: Arc<Sql>,
     statement_timeout: Duration,
     synchronous_commit: bool,
     max_batch: usize,
@@ -87,7 +84,7 @@ pub struct PostgresStore {
     /// the last setting; each setter starts anew.
     batchers: Arc<OnceLock<Batchers>>,
     /// How many handlers' transactions (`Tx`) may be open at once on the pool.
-    writers: Arc<crate::tx::Writers>,
+    writers: Arc<Writers>,
 }
 
 /// The queue of each kind of call, and its statements under way.
@@ -131,7 +128,7 @@ impl PostgresStore {
             max_batch: Self::DEFAULT_MAX_BATCH,
             max_statements: Self::DEFAULT_MAX_STATEMENTS,
             batchers: Arc::default(),
-            writers: crate::tx::Writers::new(&pool, false),
+            writers: Writers::new(&pool, false),
             pool,
         }
     }
@@ -365,134 +362,6 @@ impl PostgresStore {
         })
     }
 
-    /// Creates the table and its index if they do not exist. Safe to call from every replica
-    /// at start: an advisory lock makes concurrent calls wait for each other.
-    ///
-    /// ```no_run
-    /// # async fn doc(store: tower_webhook::store::PostgresStore) -> Result<(), tower_webhook::store::StoreError> {
-    /// // At start, from every replica: they wait for each other.
-    /// store.create_table().await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn create_table(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tower-webhook:' || $1))")
-            .bind(&*self.table)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::query(self.sql.create_table.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::query(self.sql.create_index.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)
-    }
-
-    /// Deletes expired rows, in batches, and returns how many it deleted.
-    ///
-    /// ```no_run
-    /// # async fn doc(store: tower_webhook::store::PostgresStore) -> Result<(), tower_webhook::store::StoreError> {
-    /// let deleted = store.cleanup().await?;
-    /// println!("deleted {deleted} expired claims");
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn cleanup(&self) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        loop {
-            let batch = sqlx::query(self.sql.cleanup.clone())
-                .bind(CLEANUP_BATCH)
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?
-                .rows_affected();
-            deleted += batch;
-            if batch < CLEANUP_BATCH.unsigned_abs() {
-                return Ok(deleted);
-            }
-        }
-    }
-
-    /// Runs [`cleanup`](Self::cleanup) every `every` on the Tokio runtime, logging failures.
-    /// It runs until the returned handle is aborted or the runtime shuts down.
-    ///
-    /// ```no_run
-    /// # async fn doc(store: tower_webhook::store::PostgresStore) {
-    /// let cleanup = store.spawn_cleanup(std::time::Duration::from_secs(3600));
-    /// // ... and at shutdown:
-    /// cleanup.abort();
-    /// # }
-    /// ```
-    pub fn spawn_cleanup(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let store = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match store.cleanup().await {
-                    Ok(deleted) => {
-                        tracing::debug!(deleted, table = %store.table, "webhook claims cleaned up");
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, table = %store.table, "webhook claims cleanup failed");
-                    }
-                }
-            }
-        })
-    }
-
-    /// Marks each of `keys` (distinct) completed for its window on `conn`, in one
-    /// statement, unless a live mark is there: each key's outcome, in the order given.
-    #[cfg(feature = "inbox-postgres")]
-    pub(crate) async fn mark_many(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        keys: &[(&str, Duration)],
-    ) -> Result<Vec<crate::store::Marked>, StoreError> {
-        let stored: Vec<Vec<u8>> = keys
-            .iter()
-            .map(|(key, _)| stored_key(key).into_owned())
-            .collect();
-        let keep: Vec<f64> = keys.iter().map(|&(_, window)| secs(window)).collect();
-        let rows: Vec<(i64, bool, Option<bool>)> = sqlx::query_as(self.sql.mark_many.clone())
-            .bind(stored)
-            .bind(keep)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        let mut marked = vec![None; keys.len()];
-        for (n, taken, completed) in rows {
-            let Some(slot) = usize::try_from(n - 1)
-                .ok()
-                .and_then(|at| marked.get_mut(at))
-            else {
-                continue;
-            };
-            *slot = Some(if taken {
-                crate::store::Marked::Fresh
-            } else {
-                crate::store::Marked::live(completed)
-            });
-        }
-        // Every key has its row: an answer missing would be a delivery neither queued nor
-        // refused.
-        marked
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                StoreError::new(
-                    crate::store::StoreErrorKind::Backend,
-                    "a mark's outcome is missing",
-                )
-            })
-    }
-
     /// The pool the store runs on.
     ///
     /// ```no_run
@@ -505,6 +374,29 @@ impl PostgresStore {
     /// ```
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Who writes to the store's database, for a `Tx` (`crate::tx::TxStore`).
+    pub(crate) fn writers(&self) -> &Arc<Writers> {
+        &self.writers
+    }
+
+    /// Completes the claim of `key` held by `token` on `conn`, a handler's transaction.
+    pub(crate) async fn complete_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        key: &str,
+        token: &ClaimToken,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql.complete_in.clone())
+            .bind(&*stored_key(key))
+            .bind(token.as_str())
+            .bind(secs(keep_for))
+            .execute(conn)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -521,7 +413,7 @@ impl fmt::Debug for PostgresStore {
 }
 
 /// Seconds of a lease or window, within what every store keeps.
-fn secs(ttl: Duration) -> f64 {
+pub(super) fn secs(ttl: Duration) -> f64 {
     Duration::from_millis(ttl_millis(ttl)).as_secs_f64()
 }
 
@@ -568,39 +460,5 @@ impl IdempotencyStore for PostgresStore {
             .call(call)
             .await
             .map_err(unanswered)?
-    }
-}
-
-impl crate::tx::TxStore for PostgresStore {
-    type Db = sqlx::Postgres;
-    const BEGIN: Option<&'static str> = None;
-
-    fn tx_pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    fn tx_writers(&self) -> &Arc<crate::tx::Writers> {
-        &self.writers
-    }
-
-    async fn complete_in(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        key: &str,
-        token: &ClaimToken,
-        keep_for: Duration,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(self.sql.complete_in.clone())
-            .bind(&*stored_key(key))
-            .bind(token.as_str())
-            .bind(secs(keep_for))
-            .execute(conn)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    fn error(err: sqlx::Error) -> StoreError {
-        store_error(err)
     }
 }

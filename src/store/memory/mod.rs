@@ -2,12 +2,14 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use hashbrown::HashTable;
+use shard::{entry_bytes, lock, Dropped, Entries, Shard, State, ENTRIES_PER_SHARD, MAX_SHARDS};
+
+mod expiry;
+mod shard;
 
 use super::{
     stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError, StoreErrorKind,
@@ -60,130 +62,6 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     max_entries: usize,
     max_bytes: usize,
-}
-
-/// One shard, aligned to two cache lines (what x86's adjacent-line prefetch fetches
-/// together), so that threads locking neighbouring shards do not fight over one line.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Shard(Mutex<Entries>);
-
-/// One shard's entries, and two indexes of them in order of expiry.
-#[derive(Debug, Default)]
-struct Entries {
-    by_key: HashTable<Entry>,
-    /// The claims in flight by (expiry in ms, sequence number), to their key's hash and key:
-    /// expired ones are found from the front without a scan, and an entry's place is its own
-    /// two numbers.
-    in_flight: ExpiryIndex,
-    /// The same for completed entries: the first is the one to forget to make room, without
-    /// walking past the claims in flight.
-    completed: ExpiryIndex,
-    next_seq: u64,
-    /// What the entries take, as [`entry_bytes`] counts it.
-    bytes: usize,
-}
-
-/// The keys of entries dropped under a shard's lock, to be freed after it: a few in place
-/// (a claim usually makes room by dropping one), any more freed at once.
-#[derive(Default)]
-struct Dropped([Option<Arc<[u8]>>; 4]);
-
-impl Dropped {
-    fn push(&mut self, key: Arc<[u8]>) {
-        if let Some(free) = self.0.iter_mut().find(|slot| slot.is_none()) {
-            *free = Some(key);
-        }
-    }
-}
-
-/// Entries in order of (expiry, sequence number). The usual entry comes after every other (a
-/// layer claims with one lease and completes with one window, on a clock that does not go
-/// back): it goes to the back of a queue, and the first to expire is at its front, each one
-/// line of memory. Any other goes to a sorted map. A queue's end is what two threads
-/// claiming in one shard both write: a queue writes one line where a B-tree's leaf shifts
-/// several.
-#[derive(Debug, Default)]
-struct ExpiryIndex {
-    /// In order: each place greater than the one before.
-    queue: VecDeque<((u64, u64), Indexed)>,
-    rest: BTreeMap<(u64, u64), Indexed>,
-}
-
-impl ExpiryIndex {
-    fn insert(&mut self, place: (u64, u64), indexed: Indexed) {
-        if self.queue.back().is_none_or(|(last, _)| *last < place) {
-            self.queue.push_back((place, indexed));
-        } else {
-            self.rest.insert(place, indexed);
-        }
-    }
-
-    fn remove(&mut self, place: &(u64, u64)) -> Option<Indexed> {
-        // A claim completes soon after it was made: its place is near the back.
-        match self.queue.binary_search_by(|(at, _)| at.cmp(place)) {
-            Ok(at) => self.queue.remove(at).map(|(_, indexed)| indexed),
-            Err(_) => self.rest.remove(place),
-        }
-    }
-
-    /// The place of the entry that expires first.
-    fn first(&self) -> Option<(u64, u64)> {
-        match (self.queue.front(), self.rest.first_key_value()) {
-            (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
-            (Some((a, _)), None) => Some(*a),
-            (None, Some((b, _))) => Some(*b),
-            (None, None) => None,
-        }
-    }
-
-    fn pop_first(&mut self) -> Option<Indexed> {
-        let first = self.first()?;
-        if self.queue.front().is_some_and(|(at, _)| *at == first) {
-            self.queue.pop_front().map(|(_, indexed)| indexed)
-        } else {
-            self.rest.pop_first().map(|(_, indexed)| indexed)
-        }
-    }
-}
-
-/// What an expiry index holds of an entry: enough to find it.
-#[derive(Debug)]
-struct Indexed {
-    hash: u64,
-    key: Arc<[u8]>,
-}
-
-/// Stores of up to this many entries have one shard, and so bounds that hold exactly.
-const ENTRIES_PER_SHARD: usize = 4096;
-const MAX_SHARDS: usize = 16;
-
-/// What one entry takes: its key, and an estimate of the rest (the map slot, the expiry index
-/// node, the shared key's header, a claim's token).
-fn entry_bytes(key: &[u8]) -> usize {
-    key.len() + 160
-}
-
-fn lock(shard: &Shard) -> MutexGuard<'_, Entries> {
-    // Nothing panics while the lock is held, and the maps stay consistent between statements,
-    // so a poisoned lock is still sound to use.
-    shard.0.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-#[derive(Debug)]
-struct Entry {
-    /// The key's keyed hash, so that moving the entry as the table grows reads no key.
-    hash: u64,
-    key: Arc<[u8]>,
-    state: State,
-    expires_at: u64,
-    seq: u64,
-}
-
-#[derive(Debug)]
-enum State {
-    InFlight(ClaimToken),
-    Completed,
 }
 
 impl MemoryStore {
@@ -429,78 +307,6 @@ impl Default for MemoryStore {
     }
 }
 
-impl Entries {
-    fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
-        self.by_key.find(hash, |entry| *entry.key == *key)
-    }
-
-    fn insert(&mut self, hash: u64, key: Arc<[u8]>, state: State, expires_at: u64) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.bytes += entry_bytes(&key);
-        let indexed = Indexed {
-            hash,
-            key: Arc::clone(&key),
-        };
-        match state {
-            State::InFlight(_) => &mut self.in_flight,
-            State::Completed => &mut self.completed,
-        }
-        .insert((expires_at, seq), indexed);
-        let entry = Entry {
-            hash,
-            key,
-            state,
-            expires_at,
-            seq,
-        };
-        self.by_key.insert_unique(hash, entry, |entry| entry.hash);
-    }
-
-    fn drop_expired(&mut self, now: u64, dropped: &mut Dropped) {
-        for completed in [false, true] {
-            loop {
-                let index = if completed {
-                    &mut self.completed
-                } else {
-                    &mut self.in_flight
-                };
-                if index.first().is_none_or(|(expiry, _)| expiry > now) {
-                    break;
-                }
-                let Some(indexed) = index.pop_first() else {
-                    break;
-                };
-                self.drop_unindexed(&indexed, dropped);
-            }
-        }
-    }
-
-    /// Forgets the completed entry that would expire first: the first of its index. In-flight
-    /// entries are kept: one forgotten would let a second copy of a delivery run while the
-    /// first still runs.
-    fn forget_one_completed(&mut self, dropped: &mut Dropped) -> bool {
-        let Some(indexed) = self.completed.pop_first() else {
-            return false;
-        };
-        self.drop_unindexed(&indexed, dropped);
-        true
-    }
-
-    /// Drops the entry that `indexed` stood for, taken out of its index already. The index
-    /// holds the entry's own key, so it is found by address, without reading the key.
-    fn drop_unindexed(&mut self, indexed: &Indexed, dropped: &mut Dropped) {
-        let found = self
-            .by_key
-            .find_entry(indexed.hash, |entry| Arc::ptr_eq(&entry.key, &indexed.key));
-        if let Ok(slot) = found {
-            let (entry, _) = slot.remove();
-            self.bytes -= entry_bytes(&entry.key);
-            dropped.push(entry.key);
-        }
-    }
-}
-
 impl IdempotencyStore for MemoryStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         self.claim_key(key, None, lease)
@@ -542,35 +348,6 @@ impl IdempotencyStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn indexed(n: u64) -> Indexed {
-        Indexed {
-            hash: n,
-            key: Arc::from(n.to_string().as_bytes()),
-        }
-    }
-
-    /// In order or not, entries come out first to expire first, and each is found to remove.
-    #[test]
-    fn an_expiry_index_keeps_the_order_whatever_the_inserts() {
-        let mut index = ExpiryIndex::default();
-        // (expiry, seq): in order, then two earlier (another lease), then in order again.
-        let places = [(10, 1), (20, 2), (30, 3), (5, 4), (25, 5), (40, 6), (40, 7)];
-        for (n, place) in places.iter().enumerate() {
-            index.insert(*place, indexed(n as u64));
-        }
-        assert_eq!(index.rest.len(), 2, "the two out of order");
-        assert_eq!(index.remove(&(20, 2)).map(|i| i.hash), Some(1));
-        assert_eq!(index.remove(&(25, 5)).map(|i| i.hash), Some(4));
-        assert!(index.remove(&(20, 2)).is_none());
-        let mut order = Vec::new();
-        while let Some(first) = index.first() {
-            order.push(first);
-            index.pop_first().unwrap();
-        }
-        assert_eq!(order, [(5, 4), (10, 1), (30, 3), (40, 6), (40, 7)]);
-        assert!(index.pop_first().is_none());
-    }
 
     /// A store whose claims take two leases drops the shorter one's entry first.
     #[test]
