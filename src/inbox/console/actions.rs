@@ -2,7 +2,6 @@
 //! confirmation page, then a form posted with its CSRF token.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, OriginalUri, Path, Query, State};
@@ -10,7 +9,9 @@ use axum::response::{Html, IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::html::{confirm, esc, home, page, url, Confirm};
+use maud::html;
+
+use super::pages::{self, home, page, url};
 use super::views::{done, failed, forbidden, message, ListQuery};
 use super::{Ctx, Shared};
 use crate::inbox::text::{parse_time, rfc3339};
@@ -25,21 +26,7 @@ pub(super) struct CsrfForm {
 }
 
 pub(super) async fn replay_one_confirm(ctx: Ctx, Path(id): Path<String>) -> Response {
-    let action = format!("{}/jobs/{}/replay", ctx.base, url(&id));
-    let cancel = format!("{}/jobs/{}", ctx.base, url(&id));
-    let what = format!(
-        "Queue the dead-lettered job <span class=\"mono\">{}</span> again? Its handler runs \
-         again, with all its attempts.",
-        esc(&id)
-    );
-    let body = confirm(&Confirm {
-        action: &action,
-        cancel: &cancel,
-        csrf: &ctx.csrf,
-        fields: &[],
-        what: &what,
-        button: "Replay",
-    });
+    let body = pages::replay_one_asked(&ctx.base, &ctx.csrf, &id);
     Html(page(&ctx.base, "Replay a delivery", ctx.nav(), &body)).into_response()
 }
 
@@ -58,10 +45,7 @@ pub(super) async fn replay_one<D: Dialect>(
         Ok(true) => done(
             &ctx,
             "Replayed",
-            &format!(
-                "Replayed <span class=\"mono\">{}</span>: it is queued again.",
-                esc(&id)
-            ),
+            &html! { "Replayed " span class="mono" { (id) } ": it is queued again." },
             &back,
         ),
         Ok(false) => message(
@@ -78,30 +62,7 @@ pub(super) async fn replay_matching_confirm(ctx: Ctx, Query(query): Query<ListQu
     if let Err(err) = query.filter() {
         return message(&ctx.base, StatusCode::BAD_REQUEST, "Replay", &err);
     }
-    let action = format!("{}/replay", ctx.base);
-    let cancel = format!("{}/jobs?{}", ctx.base, query.query());
-    let what = format!(
-        "Queue again every dead-lettered delivery matching {}? Their handlers run again.",
-        query.words()
-    );
-    let mut fields = vec![
-        ("state", query.state.as_str()),
-        ("layer", query.layer.as_str()),
-        ("type", query.event_type.as_str()),
-        ("event_id", query.event_id.as_str()),
-    ];
-    if query.is_empty() {
-        // Every dead letter: said in so many words, as the POST requires.
-        fields.push(("all", "yes"));
-    }
-    let body = confirm(&Confirm {
-        action: &action,
-        cancel: &cancel,
-        csrf: &ctx.csrf,
-        fields: &fields,
-        what: &what,
-        button: "Replay them",
-    });
+    let body = pages::replay_matching_asked(&ctx.base, &ctx.csrf, &query);
     Html(page(&ctx.base, "Replay dead letters", ctx.nav(), &body)).into_response()
 }
 
@@ -154,10 +115,7 @@ pub(super) async fn replay_matching<D: Dialect>(
         Ok(n) => done(
             &ctx,
             "Replayed",
-            &format!(
-                "Replayed {n} dead-lettered deliveries matching {}.",
-                form.query.words()
-            ),
+            &html! { "Replayed " (n) " dead-lettered deliveries matching " (form.query.words()) "." },
             &format!("{}/jobs?{}", ctx.base, form.query.query()),
         ),
         Err(err) => failed(&ctx, &err),
@@ -173,37 +131,13 @@ pub(super) struct PurgeQuery {
 }
 
 pub(super) async fn purge_confirm(ctx: Ctx, Query(query): Query<PurgeQuery>) -> Response {
-    let base = esc(&ctx.base);
-    let body = if query.before.trim().is_empty() {
-        let month_ago = SystemTime::now()
-            .checked_sub(Duration::from_secs(30 * 86_400))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let date = &rfc3339(month_ago)[..10];
-        format!(
-            "<form class=\"filters\" method=\"get\" action=\"{base}/purge\">\
-             <label>Delete the done deliveries finished before<input type=\"date\" name=\"before\" id=\"before\" value=\"{date}\" required></label>\
-             <button type=\"submit\">Next…</button></form>\
-             <p class=\"muted\">Dead letters and jobs still to run are kept; you confirm on the next page.</p>"
-        )
+    let given = query.before.trim();
+    let body = if given.is_empty() {
+        pages::purge_when(&ctx.base)
     } else {
-        match parse_time(&query.before) {
+        match parse_time(given) {
             Err(err) => return message(&ctx.base, StatusCode::BAD_REQUEST, "Purge", &err),
-            Ok(before) => {
-                let action = format!("{}/purge", ctx.base);
-                let cancel = format!("{}/purge", ctx.base);
-                let what = format!(
-                    "Delete every done delivery finished before {} UTC, with its attempts? This cannot be undone.",
-                    esc(&rfc3339(before))
-                );
-                confirm(&Confirm {
-                    action: &action,
-                    cancel: &cancel,
-                    csrf: &ctx.csrf,
-                    fields: &[("before", query.before.trim())],
-                    what: &what,
-                    button: "Delete",
-                })
-            }
+            Ok(before) => pages::purge_asked(&ctx.base, &ctx.csrf, before, given),
         }
     };
     Html(page(&ctx.base, "Purge done deliveries", ctx.nav(), &body)).into_response()
@@ -226,10 +160,7 @@ pub(super) async fn purge<D: Dialect>(
         Ok(n) => done(
             &ctx,
             "Purged",
-            &format!(
-                "Deleted {n} done deliveries finished before {} UTC.",
-                esc(&rfc3339(before))
-            ),
+            &html! { "Deleted " (n) " done deliveries finished before " (rfc3339(before)) " UTC." },
             &home(&ctx.base),
         ),
         Err(err) => failed(&ctx, &err),

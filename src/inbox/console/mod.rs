@@ -38,7 +38,7 @@ mod actions;
 mod auth;
 mod charts;
 mod csrf;
-mod html;
+mod pages;
 mod session;
 mod views;
 
@@ -208,11 +208,11 @@ impl<D: Dialect> FromRequestParts<Arc<Shared<D>>> for Ctx {
             Err(auth::Refused::Basic) => {
                 let mut response = (
                     StatusCode::UNAUTHORIZED,
-                    axum::response::Html(html::page(
+                    axum::response::Html(pages::page(
                         &base,
                         "Sign in",
                         None,
-                        "<p>This page needs the console's credentials.</p>",
+                        &pages::credentials_needed(),
                     )),
                 )
                     .into_response();
@@ -274,7 +274,7 @@ async fn browser_cookie(request: axum::extract::Request, next: axum::middleware:
     let cookie = format!(
         "{}={id}; Path={}; HttpOnly; SameSite=Strict{secure}",
         auth::BROWSER_COOKIE,
-        html::home(&base)
+        pages::home(&base)
     );
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response
@@ -285,7 +285,7 @@ async fn browser_cookie(request: axum::extract::Request, next: axum::middleware:
 }
 
 async fn stylesheet() -> Response {
-    let mut response = html::CSS.into_response();
+    let mut response = pages::CSS.into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/css; charset=utf-8"),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::actions::CsrfForm;
 use super::auth::SESSION_COOKIE;
-use super::html::{esc, home, page};
+use super::pages::{self, home, page};
 use super::views::{forbidden, message};
 use super::{Base, Ctx, Shared};
 use crate::inbox::Dialect;
@@ -20,15 +20,7 @@ type Shared_<D> = State<Arc<Shared<D>>>;
 
 /// The sign-in form, with `status` and an error where the last try was wrong.
 pub(super) fn login_page(base: &str, status: StatusCode, error: Option<&str>) -> Response {
-    let error = error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\">{}</p>", esc(e))
-    });
-    let body = format!(
-        "{error}<form method=\"post\" action=\"{}/login\" class=\"filters\">\
-         <label>Console token<input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" required></label>\
-         <button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
-        esc(base)
-    );
+    let body = pages::sign_in(base, error);
     (status, Html(page(base, "Sign in", None, &body))).into_response()
 }
 
