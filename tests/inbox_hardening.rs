@@ -729,6 +729,7 @@ async fn sqlite_the_schema_is_versioned() {
         [
             "webhook_claims",
             "webhook_inbox_depth",
+            "webhook_inbox_done",
             "webhook_inbox_job_attempts",
             "webhook_inbox_jobs",
             "webhook_inbox_schema",
@@ -738,7 +739,7 @@ async fn sqlite_the_schema_is_versioned() {
         .fetch_all(again.pool())
         .await
         .unwrap();
-    assert_eq!(versions, [1], "migrated once");
+    assert_eq!(versions, [2], "migrated once, to the current version");
     lite::query("INSERT INTO webhook_inbox_schema (version) VALUES (99)")
         .execute(again.pool())
         .await
@@ -796,6 +797,92 @@ async fn a_stopping_worker_keeps_its_attempts_leased(place: Place) {
     assert_eq!(jobs(&place).await[0].1, 1, "one attempt");
 }
 
+/// Done jobs are read from their count, kept by the statements that end a job done (and,
+/// on PostgreSQL, in shards) and by the purge: exact through failures, dead letters and a
+/// purge, with no count of the jobs table.
+async fn the_done_count_is_kept_exact(place: Place) {
+    on_inbox!(&place, quick(1, Duration::ZERO), |inbox| {
+        let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+        for (n, kind) in ["ok", "bad", "ok", "ok", "bad", "ok", "ok"]
+            .iter()
+            .enumerate()
+        {
+            let delivery = Delivery::new("{}").id(unique(&format!("{kind}-{n}")));
+            assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+        }
+        let worker = tokio::spawn(
+            inbox
+                .worker(|event: Event| async move {
+                    if event.id().starts_with("bad") {
+                        Err(std::io::Error::other("a bad delivery"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .run(),
+        );
+        let counts = read_until(
+            30,
+            || async { inbox.counts().await.unwrap() },
+            |counts| counts.done + counts.dead == 7,
+        )
+        .await;
+        worker.abort();
+        assert_eq!((counts.done, counts.dead, counts.queued), (5, 2, 0));
+        let in_a_minute = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert_eq!(inbox.purge_done_before(in_a_minute).await.unwrap(), 5);
+        let counts = inbox.counts().await.unwrap();
+        assert_eq!((counts.done, counts.dead), (0, 2), "the purge counted off");
+    });
+}
+
+/// A file of the first schema (no count of done jobs) is refused by the read-only open,
+/// saying why, and migrated by the next start, its done jobs counted.
+async fn sqlite_an_older_schema_is_migrated_with_its_done_jobs_counted() {
+    let Place::Sqlite(path) = Place::sqlite() else {
+        unreachable!()
+    };
+    let inbox = SqliteInbox::open(&path).await.unwrap();
+    let layer = VerifyWebhookLayer::new(common::scheme()).with_inbox(inbox.clone());
+    for n in 0..3 {
+        let delivery = Delivery::new("{}").id(unique(&format!("old-{n}")));
+        assert_eq!(send(&layer, &delivery).await.0, StatusCode::ACCEPTED);
+    }
+    let handled = Arc::new(AtomicU32::new(0));
+    let worker = tokio::spawn(inbox.worker(counting::<Unparsed>(&handled)).run());
+    let counts = read_until(
+        30,
+        || async { inbox.counts().await.unwrap() },
+        |counts| counts.done == 3,
+    )
+    .await;
+    worker.abort();
+    assert_eq!(counts.done, 3);
+    // The first schema, as an older build left it.
+    for statement in [
+        "DROP TABLE webhook_inbox_done",
+        "DELETE FROM webhook_inbox_schema",
+        "INSERT INTO webhook_inbox_schema (version) VALUES (1)",
+    ] {
+        lite::query(statement).execute(inbox.pool()).await.unwrap();
+    }
+    drop(inbox);
+    let refused = SqliteInbox::open_existing(&path).await.unwrap_err();
+    assert!(refused.to_string().contains("older schema"), "{refused}");
+    let again = SqliteInbox::open(&path).await.unwrap();
+    assert_eq!(
+        again.counts().await.unwrap().done,
+        3,
+        "counted by the migration"
+    );
+    let versions: Vec<i64> =
+        lite::query_scalar("SELECT version FROM webhook_inbox_schema ORDER BY version")
+            .fetch_all(again.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2]);
+}
+
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let reachable = runtime.block_on(async {
@@ -836,11 +923,18 @@ fn main() -> std::process::ExitCode {
         both("a_job_its_live_worker_lost_is_taken_back", |p| {
             Box::pin(a_job_its_live_worker_lost_is_taken_back(p))
         }),
+        both("the_done_count_is_kept_exact", |p| {
+            Box::pin(the_done_count_is_kept_exact(p))
+        }),
     ];
     let (mut sqlite_trials, mut postgres_trials): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
     sqlite_trials.push(common::trial(
         "sqlite::the_schema_is_versioned",
         sqlite_the_schema_is_versioned,
+    ));
+    sqlite_trials.push(common::trial(
+        "sqlite::an_older_schema_is_migrated_with_its_done_jobs_counted",
+        sqlite_an_older_schema_is_migrated_with_its_done_jobs_counted,
     ));
     sqlite_trials.push(common::trial(
         "sqlite::marks_follow_the_stores_clock",

@@ -184,6 +184,9 @@ pub struct Statements {
     /// job id, attempt, outcome, error: closes the attempt's record, in the end's
     /// transaction; none where `end` closes it itself, in one statement.
     pub end_attempt: Option<&'static str>,
+    /// queue, shard, count: counts a job the end left done, in the end's transaction; none
+    /// where `end` counts it itself, in one statement.
+    pub end_done: Option<&'static str>,
     /// job id, attempt: a row if the job was done by that attempt.
     pub done: &'static str,
     /// queue, job id: id, state, attempt, max attempts, last error, delivery.

@@ -89,6 +89,17 @@ impl InboxError {
         if missing.is_empty() {
             return Ok(());
         }
+        if !present.is_empty() {
+            return Err(Self::new(
+                InboxErrorKind::NoInbox,
+                format!(
+                    "{place} holds a webhook inbox of an older schema (no table {}); nothing was \
+                     changed in it. Start a receiver or worker of this version once: it migrates \
+                     the schema",
+                    missing.join(", ")
+                ),
+            ));
+        }
         Err(Self::new(
             InboxErrorKind::NoInbox,
             format!(

@@ -62,12 +62,14 @@ fn id_list(ids: &[String]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Writes `fate` as the end of attempt `attempt` of the job `id` held by `holder`, on
-/// `conn` (in a transaction where the dialect closes the attempt's record in a statement of
-/// its own): whether that holder held that attempt (and, where `lapsed_only`, its lease had
-/// lapsed). The attempt's record is closed with it.
+/// Writes `fate` as the end of attempt `attempt` of the job `id` (of `queue`) held by
+/// `holder`, on `conn` (in a transaction where the dialect closes the attempt's record or
+/// counts the done job in statements of their own): whether that holder held that attempt
+/// (and, where `lapsed_only`, its lease had lapsed). The attempt's record is closed, and a
+/// job ended done counted, with it.
 async fn write_end<D: Backend>(
     conn: &mut Conn<D>,
+    queue: &str,
     (id, holder, attempt): (&str, &str, i64),
     fate: &Fate,
     lapsed_only: bool,
@@ -91,6 +93,9 @@ async fn write_end<D: Backend>(
         let args = [Text(id), Int(attempt), Text(outcome), MaybeText(error)];
         D::execute_on(conn, end_attempt, &args).await?;
     }
+    if let (Fate::Done, Some(end_done)) = (fate, D::SQL.end_done) {
+        D::execute_on(conn, end_done, &[Text(queue), Int(0), Int(1)]).await?;
+    }
     Ok(true)
 }
 
@@ -98,16 +103,17 @@ async fn write_end<D: Backend>(
 /// transaction of its own where the dialect needs one: whether it ended.
 async fn end_alone<D: Backend>(
     pool: &super::dialect::Pool<D>,
+    queue: &str,
     holder: (&str, &str, i64),
     fate: &Fate,
     lapsed_only: bool,
 ) -> Result<bool, InboxError> {
-    if D::SQL.end_attempt.is_none() {
+    if D::SQL.end_attempt.is_none() && D::SQL.end_done.is_none() {
         let mut conn = pool.acquire().await.map_err(D::error)?;
-        return write_end::<D>(&mut conn, holder, fate, lapsed_only).await;
+        return write_end::<D>(&mut conn, queue, holder, fate, lapsed_only).await;
     }
     let mut tx = dialect::begin::<D>(pool).await?;
-    if write_end::<D>(&mut tx, holder, fate, lapsed_only).await? {
+    if write_end::<D>(&mut tx, queue, holder, fate, lapsed_only).await? {
         tx.commit().await.map_err(D::error)?;
         Ok(true)
     } else {
@@ -172,7 +178,8 @@ impl<D: Dialect> Inbox<D> {
             }
             let fate = Fate::lapsed(job.attempt, job.max_attempts, self.settings.retry);
             let holder = (&*job.id, &*job.holder, job.attempt);
-            taken += u64::from(end_alone::<D>(&self.pool, holder, &fate, true).await?);
+            let queue = &self.settings.queue;
+            taken += u64::from(end_alone::<D>(&self.pool, queue, holder, &fate, true).await?);
         }
         Ok(taken)
     }
@@ -186,7 +193,8 @@ impl<D: Dialect> Inbox<D> {
         (me, attempt): (&str, i64),
         fate: &Fate,
     ) -> Result<bool, InboxError> {
-        end_alone::<D>(&self.pool, (task_id, me, attempt), fate, false).await
+        let queue = &self.settings.queue;
+        end_alone::<D>(&self.pool, queue, (task_id, me, attempt), fate, false).await
     }
 
     /// Writes the job `task_id` done by attempt `attempt` in `tx`, the handler's
@@ -204,7 +212,8 @@ impl<D: Dialect> Inbox<D> {
                 D::error,
             )
         })?;
-        match write_end::<D>(&mut tx, (task_id, me, attempt), &Fate::Done, false).await {
+        let queue = &self.settings.queue;
+        match write_end::<D>(&mut tx, queue, (task_id, me, attempt), &Fate::Done, false).await {
             Ok(true) => {}
             held => {
                 roll_back(tx).await;

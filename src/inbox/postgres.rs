@@ -92,13 +92,17 @@ const STATEMENTS: Statements = Statements {
         "WITH ended AS (",
         sql::end_job!(now!()),
         "
-            RETURNING id, attempt
+            RETURNING id, attempt, queue, state
         ), closed AS (
             UPDATE webhook_inbox_job_attempts AS attempts SET ended_at = ",
         now!(),
         ", outcome = $8, error = $5
             FROM ended WHERE attempts.job_id = ended.id AND attempts.attempt = ended.attempt
             AND attempts.ended_at IS NULL
+        ), tallied AS (
+            INSERT INTO webhook_inbox_done (queue, shard, jobs)
+            SELECT queue, hashtext(id) & 7, 1 FROM ended WHERE state = 'done'
+            ON CONFLICT (queue, shard) DO UPDATE SET jobs = webhook_inbox_done.jobs + 1
         )
         SELECT id FROM ended"
     ),
@@ -134,17 +138,20 @@ const NOTIFY: &str = concat!("SELECT pg_notify('", channel!(), "', $1)");
 const CHANNEL: &str = channel!();
 
 /// The schema, migration by migration.
-const MIGRATIONS: &[&[&str]] = &[sql::first_migration!(
-    int: "BIGINT",
-    bytes: "BYTEA",
-    options: " WITH (toast_tuple_target = 128)",
-    after_jobs: [
-        // The stored delivery (a kilobyte or more) out of line, uncompressed, from the
-        // insert on: each change of the job's state copies the small row, not the delivery.
-        "ALTER TABLE webhook_inbox_jobs ALTER COLUMN delivery SET STORAGE EXTERNAL",
-        "ALTER TABLE webhook_inbox_jobs ALTER COLUMN body SET STORAGE EXTERNAL"
-    ]
-)];
+const MIGRATIONS: &[&[&str]] = &[
+    sql::first_migration!(
+        int: "BIGINT",
+        bytes: "BYTEA",
+        options: " WITH (toast_tuple_target = 128)",
+        after_jobs: [
+            // The stored delivery (a kilobyte or more) out of line, uncompressed, from the
+            // insert on: each change of the job's state copies the small row, not the delivery.
+            "ALTER TABLE webhook_inbox_jobs ALTER COLUMN delivery SET STORAGE EXTERNAL",
+            "ALTER TABLE webhook_inbox_jobs ALTER COLUMN body SET STORAGE EXTERNAL"
+        ]
+    ),
+    sql::SECOND_MIGRATION,
+];
 
 impl Inbox<Postgres> {
     /// Connects to the database at `url` (a pool of its own, as

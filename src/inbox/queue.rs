@@ -13,6 +13,7 @@ use super::door;
 use super::error::InboxError;
 use super::job::{Counts, DeadLetter, StoredDelivery};
 use super::rows::{CountsRow, DeadRow};
+use super::sql;
 use super::{RetryPolicy, Settings};
 use crate::event::Event;
 use crate::pipeline::handoff::{Enqueued, Handoff, HandoffError};
@@ -232,6 +233,12 @@ impl<D: Dialect> Inbox<D> {
         let mut tx = dialect::begin::<D>(&self.pool).await?;
         D::execute_on(&mut tx, D::SQL.purge_attempts, &args).await?;
         let purged = D::execute_on(&mut tx, D::SQL.purge_before, &args).await?;
+        if purged > 0 {
+            // The count of done jobs, less those deleted, in the same transaction.
+            let less = Int(-i64::try_from(purged).unwrap_or(i64::MAX));
+            let args = [Text(&self.settings.queue), Int(0), less];
+            D::execute_on(&mut tx, sql::TALLY_DONE, &args).await?;
+        }
         tx.commit().await.map_err(D::error)?;
         Ok(purged)
     }

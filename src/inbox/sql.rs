@@ -80,6 +80,26 @@ macro_rules! first_migration {
 }
 pub(crate) use first_migration;
 
+/// The second migration, the same in both dialects: the count of each queue's done jobs,
+/// kept by the statements that end a job done or purge done jobs (`counts` reads it rather
+/// than count a million index entries), in rows of a few shards so that concurrent ends
+/// rarely wait for each other's row. Filled from the jobs already done.
+pub(crate) const SECOND_MIGRATION: &[&str] = &[
+    "CREATE TABLE webhook_inbox_done (
+        queue TEXT NOT NULL,
+        shard BIGINT NOT NULL,
+        jobs BIGINT NOT NULL,
+        PRIMARY KEY (queue, shard)
+    )",
+    "INSERT INTO webhook_inbox_done (queue, shard, jobs)
+        SELECT queue, 0, COUNT(*) FROM webhook_inbox_jobs WHERE state = 'done' GROUP BY queue",
+];
+
+/// Adds `$3` to the count of the queue `$1`'s done jobs, in its shard `$2`.
+pub(crate) const TALLY_DONE: &str = "INSERT INTO webhook_inbox_done (queue, shard, jobs)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (queue, shard) DO UPDATE SET jobs = webhook_inbox_done.jobs + excluded.jobs";
+
 /// What a replay sets on a dead job, with the database's expression of `$now`: queued
 /// again now, attempts from zero.
 macro_rules! replayed {
@@ -150,6 +170,7 @@ pub(crate) const SHARED: Statements = Statements {
     purge_before: PURGE_BEFORE,
     ended: ENDED,
     // Each dialect's own.
+    end_done: None,
     replay: "",
     take: "",
     started: None,
@@ -159,14 +180,15 @@ pub(crate) const SHARED: Statements = Statements {
     end_attempt: None,
 };
 
-/// Each state counted on the index of (queue, state): a million done jobs are a count of
-/// index entries, not a read of each job.
+/// Each state counted on the index of (queue, state), but done jobs, which are read from
+/// their count (`webhook_inbox_done`): the states of jobs still to run are as many as the
+/// bound lets in, done jobs as many as the weeks kept.
 const COUNTS: &str = "SELECT
     (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state IN ('queued', 'retrying')),
     (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'running'),
     (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'retrying'),
     (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'dead'),
-    (SELECT COUNT(*) FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'done')";
+    (SELECT CAST(COALESCE(SUM(jobs), 0) AS BIGINT) FROM webhook_inbox_done WHERE queue = $1)";
 const DEAD: &str = "SELECT id, delivery, attempt, last_error FROM webhook_inbox_jobs
     WHERE queue = $1 AND state = 'dead' ORDER BY finished_at DESC LIMIT $2";
 const BUMP_DEPTH: &str = "UPDATE webhook_inbox_depth SET jobs = jobs + $2 WHERE queue = $1";
@@ -204,9 +226,10 @@ pub(crate) const ADMIT: &str = admit!();
 
 /// The tables a database holding an inbox has (the dedup marks' may be elsewhere, or have a
 /// name of the app's own).
-pub(crate) const INBOX_TABLES: [&str; 4] = [
+pub(crate) const INBOX_TABLES: [&str; 5] = [
     "webhook_inbox_jobs",
     "webhook_inbox_job_attempts",
     "webhook_inbox_depth",
     "webhook_inbox_schema",
+    "webhook_inbox_done",
 ];

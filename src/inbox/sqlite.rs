@@ -83,6 +83,7 @@ const STATEMENTS: Statements = Statements {
         ", outcome = $3, error = $4
         WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL"
     )),
+    end_done: Some(sql::TALLY_DONE),
     ..sql::SHARED
 };
 
@@ -90,12 +91,15 @@ const SET_DEPTH: &str = "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES ($
     ON CONFLICT (queue) DO UPDATE SET jobs = excluded.jobs";
 
 /// The schema, migration by migration.
-const MIGRATIONS: &[&[&str]] = &[sql::first_migration!(
-    int: "INTEGER",
-    bytes: "BLOB",
-    options: "",
-    after_jobs: []
-)];
+const MIGRATIONS: &[&[&str]] = &[
+    sql::first_migration!(
+        int: "INTEGER",
+        bytes: "BLOB",
+        options: "",
+        after_jobs: []
+    ),
+    sql::SECOND_MIGRATION,
+];
 
 impl Inbox<Sqlite> {
     /// Opens (or creates) the inbox in the SQLite file at `path`: its tables, migrated to
