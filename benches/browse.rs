@@ -94,7 +94,7 @@ fn postgres_fill(queue: &str) -> Vec<String> {
             (extract(epoch FROM now())::BIGINT - 86400) * 1000 + i * 86 + 5,
             CASE WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END
         FROM generate_series(1, {JOBS}) AS i",
-    ), done_count(queue), "ANALYZE webhook_inbox_jobs".to_owned(), "ANALYZE webhook_inbox_job_attempts".to_owned()]
+    ), done_count(queue)]
 }
 
 /// Times `op` [`RUNS`] times (each must succeed): the median, the worst, and its answer.
@@ -242,6 +242,7 @@ async fn main() {
         "SET LOCAL statement_timeout = 0",
         "DELETE FROM webhook_inbox_job_attempts WHERE queue LIKE 'bench-browse-%'",
         "DELETE FROM webhook_inbox_jobs WHERE queue LIKE 'bench-browse-%'",
+        "DELETE FROM webhook_inbox_done WHERE queue LIKE 'bench-browse-%'",
     ];
     let fill = leftovers
         .into_iter()
@@ -256,6 +257,18 @@ async fn main() {
         .unwrap();
     }
     tx.commit().await.unwrap();
+    // What autovacuum does after a million inserts (`autovacuum_vacuum_insert_threshold`):
+    // the visibility map set, so that an index-only scan does not visit the heap. Right
+    // after the fill, before it, counting the 30 000 jobs not done took 200 ms of heap
+    // fetches; after it, 5 ms.
+    for table in ["webhook_inbox_jobs", "webhook_inbox_job_attempts"] {
+        tower_webhook::store::postgres::sqlx::query(
+            tower_webhook::store::postgres::sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {table}")),
+        )
+        .execute(inbox.pool())
+        .await
+        .unwrap();
+    }
     header("PostgreSQL", started.elapsed());
     rows(&inbox).await;
     let mut tx = inbox.pool().begin().await.unwrap();
@@ -263,6 +276,7 @@ async fn main() {
         "SET LOCAL statement_timeout = 0",
         "DELETE FROM webhook_inbox_job_attempts WHERE queue = $1",
         "DELETE FROM webhook_inbox_jobs WHERE queue = $1",
+        "DELETE FROM webhook_inbox_done WHERE queue = $1",
     ] {
         let query = tower_webhook::store::postgres::sqlx::query(cleanup);
         let query = if cleanup.contains("$1") {
