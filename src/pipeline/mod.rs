@@ -2,8 +2,8 @@
 //!
 //! [`VerifyWebhookLayer`] (`layer.rs`, with its settings in `config.rs`) makes a
 //! [`VerifyWebhook`] service (`service.rs`) for the inner service; each request becomes a
-//! [`ResponseFuture`] (`future.rs`), a state machine that hands each step to its file and
-//! holds no logic of its own:
+//! [`ResponseFuture`] (`future/`: its states, and the moves between them), a state machine
+//! that hands each step to its file and holds no logic of its own:
 //!
 //! 1. `body.rs`: the body collected once under the limit (`413`, `408`);
 //! 2. `verify.rs`: the signature and timestamp checked, the delivery's id found (`key.rs`:

@@ -77,20 +77,8 @@ pub(super) fn same_origin(uri: &Uri, headers: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_headers as headers;
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(name, value)| {
-                (
-                    http::HeaderName::from_static(name),
-                    HeaderValue::from_str(value).unwrap(),
-                )
-            })
-            .collect()
-    }
 
     #[test]
     fn cross_site_requests_are_told_apart() {

@@ -318,3 +318,17 @@ async fn secure(mut response: Response) -> Response {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
+
+/// A header map of `pairs`, for the tests of who may sign in and of the same-origin check.
+#[cfg(test)]
+fn test_headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            (
+                http::HeaderName::from_static(name),
+                HeaderValue::from_str(value).unwrap(),
+            )
+        })
+        .collect()
+}

@@ -3,6 +3,7 @@
 /// The `sqlx` this store is built on, so that your pool's version matches.
 pub use sqlx;
 
+mod calls;
 mod error;
 #[cfg(feature = "inbox-postgres")]
 mod marks;

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::error::{store_error, unanswered};
-use super::statements::{ClaimCall, Claims, SettleCall, Settles, Statements};
+use super::error::store_error;
+use super::statements::{Claims, Settles, Statements};
 use super::table::{table_parts, InvalidTableName, Sql};
 use crate::batch::Batcher;
 use crate::store::writers::Writers;
-use crate::store::{stored_key, ttl_millis, Claim, ClaimToken, IdempotencyStore, StoreError};
+use crate::store::{stored_key, ttl_millis, ClaimToken, StoreError};
 
-/// An [`IdempotencyStore`] in a PostgreSQL table, shared by every replica that uses the same
+/// An [`IdempotencyStore`](crate::store::IdempotencyStore) in a PostgreSQL table, shared by every replica that uses the same
 /// database.
 ///
 /// Each call is one row of a statement on the pool you pass in:
@@ -88,10 +88,10 @@ pub struct PostgresStore {
 }
 
 /// The queue of each kind of call, and its statements under way.
-struct Batchers {
-    claims: Arc<Batcher<Claims>>,
-    completions: Arc<Batcher<Settles>>,
-    releases: Arc<Batcher<Settles>>,
+pub(super) struct Batchers {
+    pub(super) claims: Arc<Batcher<Claims>>,
+    pub(super) completions: Arc<Batcher<Settles>>,
+    pub(super) releases: Arc<Batcher<Settles>>,
 }
 
 impl PostgresStore {
@@ -198,7 +198,7 @@ impl PostgresStore {
         }
     }
 
-    fn batchers(&self) -> &Batchers {
+    pub(super) fn batchers(&self) -> &Batchers {
         self.batchers.get_or_init(|| {
             let statements = Arc::new(Statements {
                 pool: self.pool.clone(),
@@ -415,50 +415,4 @@ impl fmt::Debug for PostgresStore {
 /// Seconds of a lease or window, within what every store keeps.
 pub(super) fn secs(ttl: Duration) -> f64 {
     Duration::from_millis(ttl_millis(ttl)).as_secs_f64()
-}
-
-impl IdempotencyStore for PostgresStore {
-    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
-        let call = ClaimCall {
-            key: stored_key(key).into_owned(),
-            token: ClaimToken::random(),
-            lease: secs(lease),
-        };
-        self.batchers()
-            .claims
-            .call(call)
-            .await
-            .map_err(unanswered)?
-    }
-
-    async fn complete(
-        &self,
-        key: &str,
-        token: &ClaimToken,
-        keep_for: Duration,
-    ) -> Result<bool, StoreError> {
-        let call = SettleCall {
-            key: stored_key(key).into_owned(),
-            token: token.clone(),
-            keep_for: secs(keep_for),
-        };
-        self.batchers()
-            .completions
-            .call(call)
-            .await
-            .map_err(unanswered)?
-    }
-
-    async fn release(&self, key: &str, token: &ClaimToken) -> Result<bool, StoreError> {
-        let call = SettleCall {
-            key: stored_key(key).into_owned(),
-            token: token.clone(),
-            keep_for: 0.0,
-        };
-        self.batchers()
-            .releases
-            .call(call)
-            .await
-            .map_err(unanswered)?
-    }
 }

@@ -1,20 +1,8 @@
 //! Tokens, credentials and sessions: who gets in, and for how long.
 
 use super::super::csrf::Csrf;
+use super::super::test_headers as headers;
 use super::*;
-use http::HeaderValue;
-
-fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-    pairs
-        .iter()
-        .map(|(name, value)| {
-            (
-                http::HeaderName::from_static(name),
-                HeaderValue::from_str(value).unwrap(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn tokens_and_credentials() {
