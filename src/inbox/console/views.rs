@@ -156,7 +156,7 @@ pub(super) async fn list<D: Dialect>(
         Ok(page) => page,
         Err(err) => return failed(&ctx, &err),
     };
-    let body = pages::jobs(&ctx.base, &query, &jobs, after);
+    let body = pages::jobs(&ctx.base, &query, filter.state, &jobs, after);
     Html(page(&ctx.base, "Deliveries", ctx.nav(), &body)).into_response()
 }
 

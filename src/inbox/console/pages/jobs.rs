@@ -6,13 +6,17 @@ use super::{badge, time, url};
 use crate::inbox::console::views::ListQuery;
 use crate::inbox::{JobPage, JobState};
 
-/// The listing's body: `jobs` matching `query`, the page after `after` where there is one.
-pub(crate) fn jobs(base: &str, query: &ListQuery, jobs: &JobPage, after: Option<&str>) -> Markup {
+/// The listing's body: `jobs` matching `query` (whose state is `state`, read by the
+/// handler), the page after `after` where there is one.
+pub(crate) fn jobs(
+    base: &str,
+    query: &ListQuery,
+    state: Option<JobState>,
+    jobs: &JobPage,
+    after: Option<&str>,
+) -> Markup {
     let filter = query.query();
-    let dead_or_any = matches!(
-        query.filter().map(|filter| filter.state),
-        Ok(None | Some(JobState::Dead))
-    );
+    let dead_or_any = matches!(state, None | Some(JobState::Dead));
     html! {
         (filters(base, query))
         table id="jobs" {
