@@ -159,7 +159,7 @@ impl<D: Dialect> Writes<D> {
         let mut fresh = Vec::with_capacity(entries.len());
         // With one writer (SQLite), the batch goes before every handler transaction waiting
         // to begin: the door waits for the one in progress at most.
-        let _turn = D::writers(&self.store)
+        let _writer = D::writers(&self.store)
             .door_turn(crate::store::writers::Writers::DOOR_PATIENCE)
             .await;
         // Made durable by the marks' statement.
