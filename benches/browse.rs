@@ -4,11 +4,13 @@
 //!     cargo bench --bench browse --all-features
 //!
 //! The jobs are written straight into the inbox's table (as the door writes them, one
-//! statement for all, with the inbox's indexes in place): 97 % done, 2 %
-//! dead-lettered, 1 % queued, over five layers (one of them rare: 1 in 1 000) and twenty
-//! event types, each with one attempt. `found`: the jobs of the page, the attempts of the
-//! job, the done jobs counted, the deliveries accepted / attempts handled. Not criterion: a row is one query on a
-//! big table, and its worst run matters as much as its median.
+//! statement for all, with the inbox's indexes in place): 97 % done, 2 % dead-lettered,
+//! 1 % queued, over five layers (one of them rare: 1 in 1 000) and twenty event types, each
+//! with one attempt, the attempts' ends spread over the last day; then the counts the door
+//! and the ends keep (the done jobs, the activity's per tick), as they would have kept them.
+//! `found`: the jobs of the page, the attempts of the job, the done jobs counted, the
+//! deliveries accepted / attempts handled. Not criterion: a row is one query on a big
+//! table, and its worst run matters as much as its median.
 
 use std::time::{Duration, Instant};
 
@@ -17,18 +19,45 @@ use tower_webhook::inbox::{Dialect, Inbox, JobFilter, JobState, PostgresInbox, S
 const JOBS: i64 = 1_000_000;
 const RUNS: usize = 15;
 
-/// The first ten characters (the time) of a ULID made 23 hours ago: the jobs' ids are it and
-/// a counter, so that the activity's last day counts them all as accepted.
-fn prefix() -> &'static str {
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PREFIX.get_or_init(|| {
-        let ago = std::time::SystemTime::now() - Duration::from_secs(23 * 3600);
+/// The time of the jobs' ids (ms since the epoch): 23 and a half hours ago, so that the
+/// activity's last day counts them all as accepted, half an hour from any of its buckets'
+/// edges.
+fn made_at() -> u64 {
+    static MADE_AT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MADE_AT.get_or_init(|| {
+        let ago = std::time::SystemTime::now() - Duration::from_secs(23 * 3600 + 1800);
         let ms = ago
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis();
-        ulid::Ulid::from_parts(u64::try_from(ms).unwrap(), 0).to_string()[..10].to_owned()
+        u64::try_from(ms).unwrap()
     })
+}
+
+/// The first ten characters (the time) of a ULID made at [`made_at`]: the jobs' ids are it
+/// and a counter.
+fn prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| ulid::Ulid::from_parts(made_at(), 0).to_string()[..10].to_owned())
+}
+
+/// The activity's counts of the queue's jobs and attempts, as the door and the ends keep
+/// them: the attempts' in eight shards (by the last digit of their job's id), as
+/// PostgreSQL's ends spread them.
+fn activity_counts(queue: &str) -> [String; 2] {
+    let tick = made_at() / 32_768;
+    [
+        format!(
+            "INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n)
+            VALUES ('{queue}', {tick}, 'accepted', 0, {JOBS})"
+        ),
+        format!(
+            "INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n)
+            SELECT queue, ended_at / 32768, outcome, CAST(substr(job_id, 26, 1) AS BIGINT) % 8,
+                COUNT(*)
+            FROM webhook_inbox_job_attempts WHERE queue = '{queue}' GROUP BY 1, 2, 3, 4"
+        ),
+    ]
 }
 
 /// The statements that fill a queue `$q` with [`JOBS`] jobs, on SQLite.
@@ -57,7 +86,10 @@ fn sqlite_fill(queue: &str) -> Vec<String> {
             (strftime('%s', 'now') - 86400) * 1000 + i * 86, (strftime('%s', 'now') - 86400) * 1000 + i * 86 + 5,
             CASE WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END
         FROM n"
-    ), done_count(queue), "ANALYZE".to_owned()]
+    ), done_count(queue)]
+    .into_iter()
+    .chain(activity_counts(queue))
+    .collect()
 }
 
 /// The count of the queue's done jobs, as the statements that end jobs keep it.
@@ -95,6 +127,9 @@ fn postgres_fill(queue: &str) -> Vec<String> {
             CASE WHEN i % 50 = 1 THEN 'dead' ELSE 'done' END
         FROM generate_series(1, {JOBS}) AS i",
     ), done_count(queue)]
+    .into_iter()
+    .chain(activity_counts(queue))
+    .collect()
 }
 
 /// Times `op` [`RUNS`] times (each must succeed): the median, the worst, and its answer.
@@ -243,6 +278,7 @@ async fn main() {
         "DELETE FROM webhook_inbox_job_attempts WHERE queue LIKE 'bench-browse-%'",
         "DELETE FROM webhook_inbox_jobs WHERE queue LIKE 'bench-browse-%'",
         "DELETE FROM webhook_inbox_done WHERE queue LIKE 'bench-browse-%'",
+        "DELETE FROM webhook_inbox_activity WHERE queue LIKE 'bench-browse-%'",
     ];
     let fill = leftovers
         .into_iter()
@@ -261,7 +297,11 @@ async fn main() {
     // the visibility map set, so that an index-only scan does not visit the heap. Right
     // after the fill, before it, counting the 30 000 jobs not done took 200 ms of heap
     // fetches; after it, 5 ms.
-    for table in ["webhook_inbox_jobs", "webhook_inbox_job_attempts"] {
+    for table in [
+        "webhook_inbox_jobs",
+        "webhook_inbox_job_attempts",
+        "webhook_inbox_activity",
+    ] {
         tower_webhook::store::postgres::sqlx::query(
             tower_webhook::store::postgres::sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {table}")),
         )
@@ -277,6 +317,7 @@ async fn main() {
         "DELETE FROM webhook_inbox_job_attempts WHERE queue = $1",
         "DELETE FROM webhook_inbox_jobs WHERE queue = $1",
         "DELETE FROM webhook_inbox_done WHERE queue = $1",
+        "DELETE FROM webhook_inbox_activity WHERE queue = $1",
     ] {
         let query = tower_webhook::store::postgres::sqlx::query(cleanup);
         let query = if cleanup.contains("$1") {

@@ -324,6 +324,150 @@ where
     );
 }
 
+/// The deliveries and ended attempts of a queue, as rows: each job's id, and each ended
+/// attempt's end (ms) and outcome.
+type Rows = (Vec<String>, Vec<(i64, String)>);
+
+const JOB_IDS: &str = "SELECT id FROM webhook_inbox_jobs WHERE queue = $1";
+const ENDS: &str = "SELECT ended_at, outcome FROM webhook_inbox_job_attempts
+    WHERE queue = $1 AND ended_at IS NOT NULL";
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap())
+}
+
+/// The activity counted from every row, as the activity is defined.
+fn counted_from_rows((ids, ends): &Rows, since: i64, bucket: i64, buckets: usize) -> [Vec<u64>; 4] {
+    let mut series: [Vec<u64>; 4] = std::array::from_fn(|_| vec![0; buckets]);
+    let slot = |ms: i64| {
+        (ms >= since).then(|| {
+            usize::try_from((ms - since) / bucket)
+                .unwrap()
+                .min(buckets - 1)
+        })
+    };
+    for id in ids {
+        let ms = i64::try_from(ulid::Ulid::from_string(id).unwrap().timestamp_ms()).unwrap();
+        if let Some(i) = slot(ms) {
+            series[0][i] += 1;
+        }
+    }
+    for (ended_at, outcome) in ends {
+        let kind = match outcome.as_str() {
+            "done" => 1,
+            "failed" => 2,
+            "dead" => 3,
+            other => panic!("an ended attempt's outcome: {other}"),
+        };
+        if let Some(i) = slot(*ended_at) {
+            series[kind][i] += 1;
+        }
+    }
+    series
+}
+
+/// The activity is what counting every row gives, for buckets of any length from any
+/// time (edges inside a tick, on one, ticks held whole), and stays so after a purge.
+async fn the_activity_is_what_its_rows_count<D: Dialect, F>(inbox: Inbox<D>, rows: impl Fn() -> F)
+where
+    F: std::future::Future<Output = Rows>,
+{
+    let inbox = inbox.with_retry(no_wait());
+    for n in 0..24 {
+        let body = match n % 6 {
+            0 => format!(r#"{{"n":{n},"fail":true}}"#),
+            1 => format!(r#"{{"n":{n},"flaky":true}}"#),
+            _ => format!(r#"{{"n":{n}}}"#),
+        };
+        common::inbox::send_github(&inbox, "github", "push", &body).await;
+        if n == 11 {
+            // Ends between the deliveries: the worker takes the first half.
+            common::inbox::work_until(&inbox, 10, 2).await;
+        }
+    }
+    common::inbox::work_until(&inbox, 20, 4).await;
+    let tick = 32_768;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut random = move |below: i64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        i64::try_from(seed % u64::try_from(below).unwrap()).unwrap()
+    };
+    let mut compare = |rows: Rows, cases: usize| {
+        let times: Vec<i64> = rows
+            .0
+            .iter()
+            .map(|id| i64::try_from(ulid::Ulid::from_string(id).unwrap().timestamp_ms()).unwrap())
+            .chain(rows.1.iter().map(|(ended_at, _)| *ended_at))
+            .collect();
+        let (first, last) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+        (0..cases)
+            .map(|_| {
+                let bucket = match random(9) {
+                    0 => 1_000,
+                    1 => 1_001,
+                    2 => tick - 1,
+                    3 => tick,
+                    4 => tick + 1,
+                    5 => 3 * tick + 5,
+                    6 => 3_600_000,
+                    _ => 1_000 + random(200_000),
+                };
+                let buckets = 1 + random(30);
+                let since = match random(4) {
+                    // On a tick's edge.
+                    0 => (first - random(3 * tick)) / tick * tick,
+                    _ => first - random(3 * tick) + random(last - first + 2),
+                };
+                (
+                    since,
+                    bucket,
+                    usize::try_from(buckets).unwrap(),
+                    rows.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for purged in [false, true] {
+        if purged {
+            // The first half's done jobs go, with their attempts.
+            let (_, ends) = rows().await;
+            let mut done: Vec<i64> = ends
+                .iter()
+                .filter(|(_, outcome)| outcome == "done")
+                .map(|(ended_at, _)| *ended_at)
+                .collect();
+            done.sort_unstable();
+            let middle = done[done.len() / 2];
+            let before = SystemTime::UNIX_EPOCH + millis(middle);
+            assert!(inbox.purge_done_before(before).await.unwrap() > 0);
+        }
+        for (since, bucket, buckets, rows) in compare(rows().await, 150) {
+            let activity = inbox
+                .activity_from(
+                    SystemTime::UNIX_EPOCH + millis(since),
+                    millis(bucket),
+                    u32::try_from(buckets).unwrap(),
+                )
+                .await
+                .unwrap();
+            let [accepted, handled, failed, dead] =
+                counted_from_rows(&rows, since, bucket, buckets);
+            assert_eq!(
+                (
+                    &activity.accepted,
+                    &activity.handled,
+                    &activity.failed,
+                    &activity.dead_lettered
+                ),
+                (&accepted, &handled, &failed, &dead),
+                "from {since}, {buckets} of {bucket} ms, purged: {purged}"
+            );
+        }
+    }
+}
+
 /// A running job held by a silent worker, its lease lapsed.
 const TAKE_BACK: &str = "UPDATE webhook_inbox_jobs SET holder = 'a-silent-worker',
     lease_until = 0 WHERE id = $1 AND state = 'running'";
@@ -351,6 +495,24 @@ fn main() -> std::process::ExitCode {
         common::trial("sqlite::browse", || async {
             browse_suite(sqlite_inbox().await).await;
         }),
+        common::trial("sqlite::the_activity_is_what_its_rows_count", || async {
+            let inbox = sqlite_inbox().await;
+            let pool = inbox.pool().clone();
+            the_activity_is_what_its_rows_count(inbox, || {
+                let pool = pool.clone();
+                async move {
+                    use tower_webhook::store::sqlite::sqlx;
+                    let ids = sqlx::query_scalar(JOB_IDS)
+                        .bind(tower_webhook::inbox::DEFAULT_QUEUE)
+                        .fetch_all(&pool);
+                    let ends = sqlx::query_as(ENDS)
+                        .bind(tower_webhook::inbox::DEFAULT_QUEUE)
+                        .fetch_all(&pool);
+                    (ids.await.unwrap(), ends.await.unwrap())
+                }
+            })
+            .await;
+        }),
         common::trial("sqlite::attempts_exact_through_a_takeover", || async {
             let inbox = sqlite_inbox().await;
             let pool = inbox.pool().clone();
@@ -375,6 +537,24 @@ fn main() -> std::process::ExitCode {
         vec![
             common::trial("postgres::browse", || async {
                 browse_suite(postgres_inbox().await).await;
+            }),
+            common::trial("postgres::the_activity_is_what_its_rows_count", || async {
+                let queue = unique("test-queue");
+                let inbox = PostgresInbox::connect(&common::database_url())
+                    .await
+                    .unwrap()
+                    .with_queue(&queue);
+                let pool = inbox.pool().clone();
+                the_activity_is_what_its_rows_count(inbox, || {
+                    let (pool, queue) = (pool.clone(), queue.clone());
+                    async move {
+                        use tower_webhook::store::postgres::sqlx;
+                        let ids = sqlx::query_scalar(JOB_IDS).bind(&queue).fetch_all(&pool);
+                        let ends = sqlx::query_as(ENDS).bind(&queue).fetch_all(&pool);
+                        (ids.await.unwrap(), ends.await.unwrap())
+                    }
+                })
+                .await;
             }),
             common::trial("postgres::attempts_exact_through_a_takeover", || async {
                 let inbox = postgres_inbox().await;

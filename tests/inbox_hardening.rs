@@ -16,7 +16,7 @@ mod common;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::inbox::{counting, eventually, first_dead_letters, read_until, send, unique};
 use http::StatusCode;
@@ -728,6 +728,7 @@ async fn sqlite_the_schema_is_versioned() {
         tables,
         [
             "webhook_claims",
+            "webhook_inbox_activity",
             "webhook_inbox_depth",
             "webhook_inbox_done",
             "webhook_inbox_job_attempts",
@@ -739,7 +740,7 @@ async fn sqlite_the_schema_is_versioned() {
         .fetch_all(again.pool())
         .await
         .unwrap();
-    assert_eq!(versions, [2], "migrated once, to the current version");
+    assert_eq!(versions, [3], "migrated once, to the current version");
     lite::query("INSERT INTO webhook_inbox_schema (version) VALUES (99)")
         .execute(again.pool())
         .await
@@ -836,9 +837,10 @@ async fn the_done_count_is_kept_exact(place: Place) {
     });
 }
 
-/// A file of the first schema (no count of done jobs) is refused by the read-only open,
-/// saying why, and migrated by the next start, its done jobs counted.
-async fn sqlite_an_older_schema_is_migrated_with_its_done_jobs_counted() {
+/// A file of the first schema (no count of done jobs, no activity's counts) is refused by
+/// the read-only open, saying why, and migrated by the next start, its done jobs and its
+/// activity counted.
+async fn sqlite_an_older_schema_is_migrated_with_its_counts() {
     let Place::Sqlite(path) = Place::sqlite() else {
         unreachable!()
     };
@@ -860,6 +862,7 @@ async fn sqlite_an_older_schema_is_migrated_with_its_done_jobs_counted() {
     assert_eq!(counts.done, 3);
     // The first schema, as an older build left it.
     for statement in [
+        "DROP TABLE webhook_inbox_activity",
         "DROP TABLE webhook_inbox_done",
         "DELETE FROM webhook_inbox_schema",
         "INSERT INTO webhook_inbox_schema (version) VALUES (1)",
@@ -880,7 +883,27 @@ async fn sqlite_an_older_schema_is_migrated_with_its_done_jobs_counted() {
             .fetch_all(again.pool())
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 3]);
+    // The activity counted by the migration too: two buckets of whole ticks (2^15 ms), the
+    // jobs and their attempts in the last.
+    let tick = 32_768;
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let since = u64::try_from(hour_ago.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+        / tick
+        * tick;
+    let activity = again
+        .activity_from(
+            UNIX_EPOCH + Duration::from_millis(since),
+            Duration::from_millis(110 * tick),
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (activity.accepted, activity.handled),
+        (vec![0, 3], vec![0, 3]),
+        "counted by the migration"
+    );
 }
 
 fn main() -> std::process::ExitCode {
@@ -933,8 +956,8 @@ fn main() -> std::process::ExitCode {
         sqlite_the_schema_is_versioned,
     ));
     sqlite_trials.push(common::trial(
-        "sqlite::an_older_schema_is_migrated_with_its_done_jobs_counted",
-        sqlite_an_older_schema_is_migrated_with_its_done_jobs_counted,
+        "sqlite::an_older_schema_is_migrated_with_its_counts",
+        sqlite_an_older_schema_is_migrated_with_its_counts,
     ));
     sqlite_trials.push(common::trial(
         "sqlite::marks_follow_the_stores_clock",

@@ -50,6 +50,10 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// 100 ms a turn), which made the tail.
     const ONE_WRITER: bool;
 
+    /// Whether a statement's `WITH` may write (PostgreSQL's): the door then counts its
+    /// batch in the statement that writes it, rather than in one more.
+    const WRITING_WITH: bool;
+
     /// The statement that begins a transaction that writes, where not the database's
     /// default (SQLite's `BEGIN IMMEDIATE`: a reader that turns writer could deadlock).
     const BEGIN: Option<&'static str>;
@@ -179,11 +183,16 @@ pub struct Statements {
     /// only (1 or 0), outcome (`done`, `failed`, `dead`): the attempt's end, while that
     /// holder holds that attempt (and, where lapsed only, while its lease is lapsed): the
     /// holder cleared, the job run again after the delay if retrying; where `end_attempt`
-    /// is none, the attempt's record closed too. A row (its id) if it ended.
+    /// is none, the attempt's record closed and counted in the activity too. A row (its
+    /// id) if it ended.
     pub end: &'static str,
     /// job id, attempt, outcome, error: closes the attempt's record, in the end's
-    /// transaction; none where `end` closes it itself, in one statement.
+    /// transaction: the time it ended at; none where `end` closes it itself, in one
+    /// statement.
     pub end_attempt: Option<&'static str>,
+    /// queue, tick, kind, shard, count: counts the attempt `end_attempt` closed in the
+    /// activity, in the end's transaction; none where `end` counts it itself.
+    pub end_activity: Option<&'static str>,
     /// queue, shard, count: counts a job the end left done, in the end's transaction; none
     /// where `end` counts it itself, in one statement.
     pub end_done: Option<&'static str>,
@@ -197,8 +206,9 @@ pub struct Statements {
     pub purge_attempts: &'static str,
     /// queue, a time: deletes the jobs done before it.
     pub purge_before: &'static str,
-    /// queue, since, bucket: bucket, outcome, attempts ended in it.
-    pub ended: &'static str,
+    /// queue, a time, shard: takes the deliveries of the jobs done before it off the
+    /// activity's counts, in that shard.
+    pub purge_accepted: &'static str,
 }
 
 /// A row every dialect reads. Each dialect's reading is a supertrait, empty where its

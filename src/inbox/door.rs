@@ -11,7 +11,7 @@ use super::dialect::Arg::{Bytes, Int, MaybeText, Text};
 use super::dialect::{DbTx, Dialect, Pool};
 use super::error::{InboxError, InboxErrorKind};
 use super::job::StoredDelivery;
-use super::Settings;
+use super::{sql, Settings};
 use crate::batch::{Batcher, Execute, Pending};
 use crate::pipeline::handoff::Enqueued;
 use crate::store::Marked;
@@ -210,8 +210,9 @@ impl<D: Dialect> Writes<D> {
         Ok(Some(answers))
     }
 
-    /// Writes a job for each of `deliveries` in `tx`, in one statement (one step of the
-    /// writer for a batch).
+    /// Writes a job for each of `deliveries` in `tx`, and counts them in the activity, in
+    /// one statement where the database's `WITH` may write (one step of the writer for a
+    /// batch).
     async fn insert(
         &self,
         tx: &mut DbTx<D>,
@@ -224,10 +225,17 @@ impl<D: Dialect> Writes<D> {
             .map(serde_json::to_vec)
             .collect::<Result<_, _>>()
             .map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
-        let ids: Vec<String> = deliveries
+        // One time for the batch: its jobs fall in one tick of the activity.
+        let now = std::time::SystemTime::now();
+        let ids: Vec<ulid::Ulid> = deliveries
             .iter()
-            .map(|_| ulid::Ulid::generate().to_string())
+            .map(|_| ulid::Ulid::from_datetime(now))
             .collect();
+        let tick = i64::try_from(ids[0].timestamp_ms()).unwrap_or(i64::MAX) / sql::TICK_MS;
+        // Door transactions in flight at once count in rows of their own (the ids' random
+        // bits), rather than wait for each other's.
+        let shard = i64::try_from(ids[0].random() & 7).unwrap_or(0);
+        let ids: Vec<String> = ids.iter().map(ulid::Ulid::to_string).collect();
         let max_attempts = Int(i64::from(self.settings.retry.attempts()));
         let mut sql = String::from(
             "INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type, tenant, \
@@ -257,7 +265,22 @@ impl<D: Dialect> Writes<D> {
                 max_attempts,
             ]);
         }
-        D::execute_on(tx, &sql, &args).await?;
+        let counted = [
+            Text(queue),
+            Int(tick),
+            Text("accepted"),
+            Int(shard),
+            Int(i64::try_from(deliveries.len()).unwrap_or(i64::MAX)),
+        ];
+        if D::WRITING_WITH {
+            // The count's arguments after the jobs'.
+            let count = sql::tally_activity(args.len());
+            args.extend(counted);
+            D::execute_on(tx, &format!("WITH jobs AS ({sql}) {count}"), &args).await?;
+        } else {
+            D::execute_on(tx, &sql, &args).await?;
+            D::execute_on(tx, sql::TALLY_ACTIVITY, &counted).await?;
+        }
         Ok(())
     }
 }

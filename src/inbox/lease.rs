@@ -9,7 +9,7 @@ use super::dialect::Arg::{self, Int, MaybeText, Text};
 use super::dialect::{self, Backend, Conn, Dialect};
 use super::error::{InboxError, InboxErrorKind};
 use super::rows::{Lapsed, Taken};
-use super::{Inbox, RetryPolicy};
+use super::{sql, Inbox, RetryPolicy};
 use crate::tx::{roll_back, Open};
 
 /// How an attempt ended, as the queue writes it.
@@ -65,8 +65,8 @@ fn id_list(ids: &[String]) -> String {
 /// Writes `fate` as the end of attempt `attempt` of the job `id` (of `queue`) held by
 /// `holder`, on `conn` (in a transaction where the dialect closes the attempt's record or
 /// counts the done job in statements of their own): whether that holder held that attempt
-/// (and, where `lapsed_only`, its lease had lapsed). The attempt's record is closed, and a
-/// job ended done counted, with it.
+/// (and, where `lapsed_only`, its lease had lapsed). The attempt's record is closed, and
+/// counted in the activity (a job ended done in the done jobs too), with it.
 async fn write_end<D: Backend>(
     conn: &mut Conn<D>,
     queue: &str,
@@ -91,7 +91,17 @@ async fn write_end<D: Backend>(
     }
     if let Some(end_attempt) = D::SQL.end_attempt {
         let args = [Text(id), Int(attempt), Text(outcome), MaybeText(error)];
-        D::execute_on(conn, end_attempt, &args).await?;
+        let closed: Vec<(i64,)> = D::fetch_on(conn, end_attempt, &args).await?;
+        if let (Some(&(ended_at,)), Some(end_activity)) = (closed.first(), D::SQL.end_activity) {
+            let args = [
+                Text(queue),
+                Int(ended_at.div_euclid(sql::TICK_MS)),
+                Text(outcome),
+                Int(0),
+                Int(1),
+            ];
+            D::execute_on(conn, end_activity, &args).await?;
+        }
     }
     if let (Fate::Done, Some(end_done)) = (fate, D::SQL.end_done) {
         D::execute_on(conn, end_done, &[Text(queue), Int(0), Int(1)]).await?;
@@ -108,7 +118,7 @@ async fn end_alone<D: Backend>(
     fate: &Fate,
     lapsed_only: bool,
 ) -> Result<bool, InboxError> {
-    if D::SQL.end_attempt.is_none() && D::SQL.end_done.is_none() {
+    if D::SQL.end_attempt.is_none() && D::SQL.end_done.is_none() && D::SQL.end_activity.is_none() {
         let mut conn = pool.acquire().await.map_err(D::error)?;
         return write_end::<D>(&mut conn, queue, holder, fate, lapsed_only).await;
     }

@@ -86,6 +86,7 @@
 //! ```
 
 mod accepted;
+mod activity;
 mod attempt;
 mod browse;
 #[cfg(feature = "cli")]

@@ -20,7 +20,8 @@ pub struct Postgres;
 /// share one queue. See [the module](super) for what the layer answers.
 ///
 /// The jobs live in the inbox's tables (`webhook_inbox_jobs`, `webhook_inbox_job_attempts`,
-/// `webhook_inbox_depth`, `webhook_inbox_schema`, migrated by [`connect`](Self::connect)
+/// `webhook_inbox_depth`, `webhook_inbox_done`, `webhook_inbox_activity`,
+/// `webhook_inbox_schema`, migrated by [`connect`](Self::connect)
 /// and [`new`](Self::new)); the dedup marks in the table of [`PostgresStore`],
 /// `webhook_claims`, written in the same transaction as the job. Each enqueue waits for its
 /// commit, `synchronous_commit` on whatever the server's default: a delivery answered 202
@@ -99,6 +100,11 @@ const STATEMENTS: Statements = Statements {
         ", outcome = $8, error = $5
             FROM ended WHERE attempts.job_id = ended.id AND attempts.attempt = ended.attempt
             AND attempts.ended_at IS NULL
+            RETURNING attempts.queue, attempts.job_id, attempts.ended_at
+        ), counted AS (
+            INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n)
+            SELECT queue, ended_at / 32768, $8, hashtext(job_id) & 7, 1 FROM closed
+            ON CONFLICT (queue, tick, kind, shard) DO UPDATE SET n = webhook_inbox_activity.n + 1
         ), tallied AS (
             INSERT INTO webhook_inbox_done (queue, shard, jobs)
             SELECT queue, hashtext(id) & 7, 1 FROM ended WHERE state = 'done'
@@ -107,6 +113,7 @@ const STATEMENTS: Statements = Statements {
         SELECT id FROM ended"
     ),
     end_attempt: None,
+    purge_accepted: sql::purge_accepted!("strpos"),
     ..sql::SHARED
 };
 
@@ -151,6 +158,7 @@ const MIGRATIONS: &[&[&str]] = &[
         ]
     ),
     sql::SECOND_MIGRATION,
+    sql::third_migration!(position: "strpos"),
 ];
 
 impl Inbox<Postgres> {
@@ -219,6 +227,7 @@ impl Backend for Postgres {
     const BEGIN: Option<&'static str> = None;
     // Concurrent transactions wait for the bound's counter only to commit.
     const ONE_WRITER: bool = false;
+    const WRITING_WITH: bool = true;
 
     fn writers(store: &PostgresStore) -> std::sync::Arc<crate::store::writers::Writers> {
         std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))

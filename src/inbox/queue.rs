@@ -231,12 +231,17 @@ impl<D: Dialect> Inbox<D> {
         let before = crate::clock::unix_millis_i64(before);
         let args = [Text(&self.settings.queue), Int(before)];
         let mut tx = dialect::begin::<D>(&self.pool).await?;
+        // The activity, less what is deleted, in the same transaction: counted off first,
+        // while the rows are there.
+        let off = [args[0], args[1], Int(sql::PURGE_SHARD)];
+        D::execute_on(&mut tx, sql::PURGE_ENDED, &off).await?;
+        D::execute_on(&mut tx, D::SQL.purge_accepted, &off).await?;
         D::execute_on(&mut tx, D::SQL.purge_attempts, &args).await?;
         let purged = D::execute_on(&mut tx, D::SQL.purge_before, &args).await?;
         if purged > 0 {
             // The count of done jobs, less those deleted, in the same transaction.
             let less = Int(-i64::try_from(purged).unwrap_or(i64::MAX));
-            let args = [Text(&self.settings.queue), Int(0), less];
+            let args = [Text(&self.settings.queue), Int(sql::PURGE_SHARD), less];
             D::execute_on(&mut tx, sql::TALLY_DONE, &args).await?;
         }
         tx.commit().await.map_err(D::error)?;

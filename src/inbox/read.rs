@@ -2,19 +2,18 @@
 //! activity, replay by filter and purge, as statements of either dialect. The types they
 //! answer with are `browse`'s.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::browse::{
-    Activity, AttemptOutcome, AttemptRecord, JobDetail, JobFilter, JobPage, JobState, JobSummary,
-    MAX_PAGE,
+    AttemptOutcome, AttemptRecord, JobDetail, JobFilter, JobPage, JobState, JobSummary, MAX_PAGE,
 };
 use super::dialect::Arg::{self, Int, Text};
 use super::dialect::{self, Backend, Dialect};
 use super::error::InboxError;
 use super::job::{from_epoch_millis, StoredDelivery};
-use super::rows::{AcceptedRow, AttemptRow, DetailRow, EndedRow, SummaryRow};
+use super::rows::{AttemptRow, DetailRow, SummaryRow};
 use super::Inbox;
 
 /// A statement put together from fixed parts, each value an argument.
@@ -77,19 +76,6 @@ fn summary(row: SummaryRow) -> JobSummary {
         received_at: from_epoch_millis(row.received_at),
         last_error: row.last_error,
     }
-}
-
-/// The smallest ULID of the millisecond `at`: ids below it were made before.
-fn ulid_floor(at: SystemTime) -> String {
-    const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let ms = crate::clock::unix_millis(at).min((1 << 48) - 1);
-    let mut text = String::with_capacity(26);
-    for i in (0..10).rev() {
-        let digit = usize::try_from((ms >> (i * 5)) & 31).unwrap_or(0);
-        text.push(char::from(CROCKFORD[digit]));
-    }
-    text.push_str("0000000000000000");
-    text
 }
 
 impl<D: Dialect> Inbox<D> {
@@ -198,96 +184,6 @@ impl<D: Dialect> Inbox<D> {
         self.count_replayed(replayed).await?;
         Ok(replayed)
     }
-
-    /// What the inbox did in the `buckets` spans of `bucket` up to now, the oldest first.
-    pub async fn activity(&self, bucket: Duration, buckets: u32) -> Result<Activity, InboxError> {
-        let bucket = bucket.max(Duration::from_secs(1));
-        let buckets = buckets.clamp(1, 1_000);
-        let since = SystemTime::now()
-            .checked_sub(bucket * buckets)
-            .unwrap_or(UNIX_EPOCH)
-            .max(UNIX_EPOCH);
-        self.activity_from(since, bucket, buckets).await
-    }
-
-    /// What the inbox did in the `buckets` spans of `bucket` from `since` (the last one
-    /// open-ended: it takes in everything after its start). A chart that keeps the buckets
-    /// that have closed asks only for the open ones.
-    pub async fn activity_from(
-        &self,
-        since: SystemTime,
-        bucket: Duration,
-        buckets: u32,
-    ) -> Result<Activity, InboxError> {
-        let bucket = bucket.max(Duration::from_secs(1));
-        let buckets = buckets.clamp(1, 1_000);
-        let since = since.max(UNIX_EPOCH);
-        let len = buckets as usize;
-        let mut activity = Activity {
-            since,
-            bucket,
-            accepted: vec![0; len],
-            handled: vec![0; len],
-            failed: vec![0; len],
-            dead_lettered: vec![0; len],
-        };
-        // Accepted: the jobs whose ids (ULIDs: the time they were made, first) fall in
-        // each bucket, counted on the ids' index.
-        let mut sql = Sql::<D>::new("SELECT CAST(CASE");
-        let bounds: Vec<String> = (1..buckets)
-            .map(|i| ulid_floor(since + bucket * i))
-            .collect();
-        for (i, bound) in bounds.iter().enumerate() {
-            let bound = sql.arg(Text(bound));
-            sql.push(&format!(" WHEN id < {bound} THEN {i}"));
-        }
-        // One bucket: a CASE of no WHEN is not SQL.
-        sql.push(&format!(
-            " WHEN 1 = 0 THEN 0 ELSE {} END AS BIGINT)",
-            buckets - 1
-        ));
-        sql.push(", COUNT(*) FROM webhook_inbox_jobs");
-        let queue = sql.arg(Text(&self.settings.queue));
-        let floor = ulid_floor(since);
-        let floor = sql.arg(Text(&floor));
-        sql.push(&format!(
-            " WHERE queue = {queue} AND id >= {floor} GROUP BY 1"
-        ));
-        let rows: Vec<AcceptedRow> =
-            dialect::fetch::<D, _>(&self.pool, &sql.text, &sql.args).await?;
-        for row in rows {
-            if let Some(slot) = usize::try_from(row.bucket)
-                .ok()
-                .and_then(|i| activity.accepted.get_mut(i))
-            {
-                *slot = u64::try_from(row.jobs).unwrap_or(0);
-            }
-        }
-        let bucket_ms = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
-        let args = [
-            Text(&self.settings.queue),
-            Int(crate::clock::unix_millis_i64(since)),
-            Int(bucket_ms),
-        ];
-        let rows: Vec<EndedRow> = dialect::fetch::<D, _>(&self.pool, D::SQL.ended, &args).await?;
-        for EndedRow {
-            bucket: i,
-            outcome,
-            attempts: count,
-        } in rows
-        {
-            let series = match AttemptOutcome::of(&outcome) {
-                AttemptOutcome::Done => &mut activity.handled,
-                AttemptOutcome::Failed => &mut activity.failed,
-                AttemptOutcome::Dead => &mut activity.dead_lettered,
-                AttemptOutcome::Running => continue,
-            };
-            if let Some(slot) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) {
-                *slot += u64::try_from(count).unwrap_or(0);
-            }
-        }
-        Ok(activity)
-    }
 }
 
 fn attempt(row: AttemptRow) -> AttemptRecord {
@@ -300,20 +196,5 @@ fn attempt(row: AttemptRow) -> AttemptRecord {
         }),
         outcome: AttemptOutcome::of(&row.outcome),
         error: row.error,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_ulid_floor_orders_as_its_time() {
-        let at = UNIX_EPOCH + Duration::from_millis(1_765_000_000_123);
-        let floor = ulid_floor(at);
-        assert_eq!(floor.len(), 26);
-        assert!(ulid_floor(at - Duration::from_millis(1)) < floor);
-        assert!(floor < ulid_floor(at + Duration::from_millis(1)));
-        assert_eq!(ulid_floor(UNIX_EPOCH), "0".repeat(26));
     }
 }

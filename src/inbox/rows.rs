@@ -116,7 +116,16 @@ row! {
 }
 
 row! {
-    /// The attempts that ended in a bucket of the activity, by outcome (`ended`).
+    /// The activity's count of one kind in one tick (`ACTIVITY`).
+    TickRow {
+        tick: i64,
+        kind: String,
+        n: i64,
+    }
+}
+
+row! {
+    /// The attempts that ended in a bucket of the activity, by outcome.
     EndedRow {
         bucket: i64,
         outcome: String,

@@ -95,6 +95,156 @@ pub(crate) const SECOND_MIGRATION: &[&str] = &[
         SELECT queue, 0, COUNT(*) FROM webhook_inbox_jobs WHERE state = 'done' GROUP BY queue",
 ];
 
+/// The activity's upsert, with its placeholders.
+macro_rules! tally_activity {
+    ($queue:literal, $tick:literal, $kind:literal, $shard:literal, $n:literal) => {
+        concat!(
+            "INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n) VALUES (",
+            $queue,
+            ", ",
+            $tick,
+            ", ",
+            $kind,
+            ", ",
+            $shard,
+            ", ",
+            $n,
+            ") ON CONFLICT (queue, tick, kind, shard)
+            DO UPDATE SET n = webhook_inbox_activity.n + excluded.n"
+        )
+    };
+}
+
+/// The activity's tick: 2^15 ms (about 33 s), the time a ULID's first seven characters tell,
+/// so that a job's tick is read from its id as an attempt's is from its end.
+pub(crate) const TICK_MS: i64 = 1 << 15;
+
+/// The shard a purge takes its counts off in: one no door or end writes to, so that a purge
+/// never waits for, nor holds, a row they take.
+pub(crate) const PURGE_SHARD: i64 = -1;
+
+/// The tick of the job whose id (a ULID) is the column `$id`, with the database's
+/// `$position(haystack, needle)` (1 for the first character): its first seven characters
+/// read as a number in ULIDs' base 32 (Crockford's alphabet, in ASCII order).
+macro_rules! ulid_tick {
+    ($position:literal, $id:literal) => {
+        concat!(
+            "((CAST(",
+            $position,
+            "('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substr(",
+            $id,
+            ", 1, 1)) AS BIGINT) - 1) * 1073741824",
+            " + (CAST(",
+            $position,
+            "('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substr(",
+            $id,
+            ", 2, 1)) AS BIGINT) - 1) * 33554432",
+            " + (CAST(",
+            $position,
+            "('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substr(",
+            $id,
+            ", 3, 1)) AS BIGINT) - 1) * 1048576",
+            " + (CAST(",
+            $position,
+            "('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substr(",
+            $id,
+            ", 4, 1)) AS BIGINT) - 1) * 32768",
+            " + (CAST(",
+            $position,
+            "('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substr(",
+            $id,
+            ", 5, 1)) AS BIGINT) - 1) * 1024",
+            " + (CAST(",
+            $position,
+            "('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substr(",
+            $id,
+            ", 6, 1)) AS BIGINT) - 1) * 32",
+            " + (CAST(",
+            $position,
+            "('0123456789ABCDEFGHJKMNPQRSTVWXYZ', substr(",
+            $id,
+            ", 7, 1)) AS BIGINT) - 1))"
+        )
+    };
+}
+pub(crate) use ulid_tick;
+
+/// The third migration, with the database's `$position` (see [`ulid_tick!`]): the activity's
+/// counts, by queue, [tick](TICK_MS), kind (`accepted`, or an attempt's outcome: `done`,
+/// `failed`, `dead`) and shard, kept by the statements that write what they count (the
+/// door's batch, an attempt's end, a purge), so that the activity of a day reads a few
+/// thousand counts rather than a million rows. Filled from the jobs and attempts there.
+macro_rules! third_migration {
+    (position: $position:literal) => {
+        &[
+            "CREATE TABLE webhook_inbox_activity (
+                queue TEXT NOT NULL,
+                tick BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                shard BIGINT NOT NULL,
+                n BIGINT NOT NULL,
+                PRIMARY KEY (queue, tick, kind, shard)
+            )",
+            concat!(
+                "INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n)
+                SELECT queue, ",
+                $crate::inbox::sql::ulid_tick!($position, "id"),
+                ", 'accepted', 0, COUNT(*) FROM webhook_inbox_jobs GROUP BY 1, 2"
+            ),
+            "INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n)
+                SELECT queue, ended_at / 32768, outcome, 0, COUNT(*)
+                FROM webhook_inbox_job_attempts WHERE ended_at IS NOT NULL GROUP BY 1, 2, 3",
+        ]
+    };
+}
+pub(crate) use third_migration;
+
+/// The statement that takes the deliveries of the jobs a purge deletes (queue `$1`, done
+/// before `$2`) off the activity, in the shard `$3`, with the database's `$position` (see
+/// [`ulid_tick!`]).
+macro_rules! purge_accepted {
+    ($position:literal) => {
+        concat!(
+            "INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n)
+            SELECT queue, ",
+            $crate::inbox::sql::ulid_tick!($position, "id"),
+            ", 'accepted', $3, -COUNT(*) FROM webhook_inbox_jobs
+            WHERE queue = $1 AND state = 'done' AND finished_at < $2
+            GROUP BY 1, 2 ORDER BY 2
+            ON CONFLICT (queue, tick, kind, shard)
+            DO UPDATE SET n = webhook_inbox_activity.n + excluded.n"
+        )
+    };
+}
+pub(crate) use purge_accepted;
+
+/// Takes the attempts of the jobs a purge deletes (queue `$1`, done before `$2`) off the
+/// activity, in the shard `$3`.
+pub(crate) const PURGE_ENDED: &str =
+    "INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n)
+    SELECT queue, ended_at / 32768, outcome, $3, -COUNT(*) FROM webhook_inbox_job_attempts
+    WHERE job_id IN (SELECT id FROM webhook_inbox_jobs
+        WHERE queue = $1 AND state = 'done' AND finished_at < $2)
+    AND ended_at IS NOT NULL
+    GROUP BY 1, 2, 3 ORDER BY 2, 3
+    ON CONFLICT (queue, tick, kind, shard) DO UPDATE SET n = webhook_inbox_activity.n + excluded.n";
+
+/// Adds `$5` to the activity's count of `$3` in the queue `$1`'s tick `$2`, shard `$4`.
+pub(crate) const TALLY_ACTIVITY: &str = tally_activity!("$1", "$2", "$3", "$4", "$5");
+
+/// [`TALLY_ACTIVITY`] with its arguments after the `before` of another statement.
+pub(crate) fn tally_activity(before: usize) -> String {
+    let [queue, tick, kind, shard, n] = [1, 2, 3, 4, 5].map(|i| format!("${}", before + i));
+    format!(
+        tally_activity!("{}", "{}", "{}", "{}", "{}"),
+        queue, tick, kind, shard, n
+    )
+}
+
+/// The activity's counts of the queue `$1` from the tick `$2` on: tick, kind, count.
+pub(crate) const ACTIVITY: &str = "SELECT tick, kind, CAST(SUM(n) AS BIGINT)
+    FROM webhook_inbox_activity WHERE queue = $1 AND tick >= $2 GROUP BY tick, kind";
+
 /// Adds `$3` to the count of the queue `$1`'s done jobs, in its shard `$2`.
 pub(crate) const TALLY_DONE: &str = "INSERT INTO webhook_inbox_done (queue, shard, jobs)
     VALUES ($1, $2, $3)
@@ -168,9 +318,10 @@ pub(crate) const SHARED: Statements = Statements {
     attempts: ATTEMPTS,
     purge_attempts: PURGE_ATTEMPTS,
     purge_before: PURGE_BEFORE,
-    ended: ENDED,
     // Each dialect's own.
     end_done: None,
+    end_activity: None,
+    purge_accepted: "",
     replay: "",
     take: "",
     started: None,
@@ -202,9 +353,6 @@ const PURGE_ATTEMPTS: &str = "DELETE FROM webhook_inbox_job_attempts WHERE job_i
     (SELECT id FROM webhook_inbox_jobs WHERE queue = $1 AND state = 'done' AND finished_at < $2)";
 const PURGE_BEFORE: &str = "DELETE FROM webhook_inbox_jobs
     WHERE queue = $1 AND state = 'done' AND finished_at < $2";
-const ENDED: &str = "SELECT (ended_at - $2) / $3, outcome, COUNT(*)
-    FROM webhook_inbox_job_attempts WHERE queue = $1 AND ended_at >= $2
-    GROUP BY 1, 2";
 
 /// Jobs waiting or running: what the bound counts.
 pub(crate) const DEPTH: &str = "SELECT COUNT(*) FROM webhook_inbox_jobs
@@ -226,10 +374,42 @@ pub(crate) const ADMIT: &str = admit!();
 
 /// The tables a database holding an inbox has (the dedup marks' may be elsewhere, or have a
 /// name of the app's own).
-pub(crate) const INBOX_TABLES: [&str; 5] = [
+pub(crate) const INBOX_TABLES: [&str; 6] = [
     "webhook_inbox_jobs",
     "webhook_inbox_job_attempts",
     "webhook_inbox_depth",
     "webhook_inbox_schema",
     "webhook_inbox_done",
+    "webhook_inbox_activity",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statements that divide a time by the tick say the tick's length.
+    #[test]
+    fn the_statements_tick_as_the_reader_does() {
+        let divided = format!("ended_at / {TICK_MS}");
+        assert!(PURGE_ENDED.contains(&divided));
+        for migration in [
+            third_migration!(position: "instr"),
+            third_migration!(position: "strpos"),
+        ] {
+            assert!(migration[2].contains(&divided));
+        }
+        #[cfg(feature = "inbox-postgres")]
+        {
+            use crate::inbox::dialect::Backend as _;
+            assert!(crate::inbox::Postgres::SQL.end.contains(&divided));
+        }
+        // A ULID's first seven characters are the time over 2^15.
+        assert_eq!(TICK_MS, 1 << (48 - (3 + 6 * 5)));
+    }
+
+    #[test]
+    fn the_activitys_upsert_takes_its_arguments_anywhere() {
+        assert_eq!(tally_activity(0), TALLY_ACTIVITY);
+        assert!(tally_activity(30).contains("VALUES ($31, $32, $33, $34, $35)"));
+    }
+}

@@ -20,7 +20,8 @@ pub struct Sqlite;
 /// lost when it restarts. See [the module](super) for what the layer answers.
 ///
 /// The file holds the inbox's tables (`webhook_inbox_jobs`, `webhook_inbox_job_attempts`,
-/// `webhook_inbox_depth`, `webhook_inbox_schema`) and the dedup marks (`webhook_claims`,
+/// `webhook_inbox_depth`, `webhook_inbox_done`, `webhook_inbox_activity`,
+/// `webhook_inbox_schema`) and the dedup marks (`webhook_claims`,
 /// the table of [`SqliteStore`]). Each commit waits for the disk (`synchronous = FULL`): a
 /// delivery answered 202 survives a power cut, not only a killed process.
 ///
@@ -81,9 +82,11 @@ const STATEMENTS: Statements = Statements {
         "UPDATE webhook_inbox_job_attempts SET ended_at = ",
         now!(),
         ", outcome = $3, error = $4
-        WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL"
+        WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL RETURNING ended_at"
     )),
     end_done: Some(sql::TALLY_DONE),
+    end_activity: Some(sql::TALLY_ACTIVITY),
+    purge_accepted: sql::purge_accepted!("instr"),
     ..sql::SHARED
 };
 
@@ -99,6 +102,7 @@ const MIGRATIONS: &[&[&str]] = &[
         after_jobs: []
     ),
     sql::SECOND_MIGRATION,
+    sql::third_migration!(position: "instr"),
 ];
 
 impl Inbox<Sqlite> {
@@ -181,6 +185,7 @@ impl Backend for Sqlite {
     const NAME: &'static str = "SqliteInbox";
     const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
     const ONE_WRITER: bool = true;
+    const WRITING_WITH: bool = false;
 
     fn writers(store: &SqliteStore) -> std::sync::Arc<crate::store::writers::Writers> {
         std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
