@@ -7,6 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use super::door::Batch;
 use super::error::InboxError;
 use crate::store::{BoxFuture, Marked};
 
@@ -50,10 +51,6 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// 100 ms a turn), which made the tail.
     const ONE_WRITER: bool;
 
-    /// Whether a statement's `WITH` may write (PostgreSQL's): the door then counts its
-    /// batch in the statement that writes it, rather than in one more.
-    const WRITING_WITH: bool;
-
     /// The statement that begins a transaction that writes, where not the database's
     /// default (SQLite's `BEGIN IMMEDIATE`: a reader that turns writer could deadlock).
     const BEGIN: Option<&'static str>;
@@ -78,6 +75,12 @@ pub trait Backend: Sized + Send + Sync + 'static {
         tx: &mut DbTx<Self>,
         keys: &[(&str, Duration)],
     ) -> impl Future<Output = Result<Vec<Marked>, InboxError>> + Send;
+    /// Writes the door's `batch` of jobs in `tx`, queued to run now, and adds them to the
+    /// activity's count of deliveries accepted in their tick.
+    fn insert_jobs(
+        tx: &mut DbTx<Self>,
+        batch: &Batch<'_>,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send;
     /// Counts the `added` jobs just written in `tx` against the bound `max`: whether they
     /// fit. The check is part of the transaction, so it holds for every process on the
     /// database. Where other processes may run the jobs (PostgreSQL), jobs that fit are
@@ -93,9 +96,6 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// The statements on the queue's jobs, each with its arguments in the order
     /// [`Statements`] gives.
     const SQL: Statements;
-    /// Now, in milliseconds since the Unix epoch, as an SQL expression: the time every
-    /// statement of the queue reads, the database's clock (one for every machine).
-    const NOW: &'static str;
     /// What a replay sets on a dead job: queued again now, attempts from zero.
     const REPLAYED: &'static str;
     /// The schema's migrations, in order: the statements of each. The version of a schema

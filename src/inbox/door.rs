@@ -3,11 +3,9 @@
 //! transaction (one commit, one wait for the disk), each answered as if written alone; an
 //! idle inbox writes a lone delivery at once.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dialect::Arg::{Bytes, Int, MaybeText, Text};
 use super::dialect::{DbTx, Dialect, Pool};
 use super::error::{InboxError, InboxErrorKind};
 use super::job::StoredDelivery;
@@ -210,21 +208,13 @@ impl<D: Dialect> Writes<D> {
         Ok(Some(answers))
     }
 
-    /// Writes a job for each of `deliveries` in `tx`, and counts them in the activity, in
-    /// one statement where the database's `WITH` may write (one step of the writer for a
-    /// batch).
+    /// Writes a job for each of `deliveries` in `tx`, and counts them in the activity, as
+    /// the dialect writes a batch.
     async fn insert(
         &self,
         tx: &mut DbTx<D>,
         deliveries: &[&StoredDelivery],
     ) -> Result<(), InboxError> {
-        const COLUMNS: usize = 10;
-        let queue = &*self.settings.queue;
-        let jobs: Vec<Vec<u8>> = deliveries
-            .iter()
-            .map(serde_json::to_vec)
-            .collect::<Result<_, _>>()
-            .map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
         // One time for the batch: its jobs fall in one tick of the activity.
         let now = std::time::SystemTime::now();
         let ids: Vec<ulid::Ulid> = deliveries
@@ -235,54 +225,50 @@ impl<D: Dialect> Writes<D> {
         // Door transactions in flight at once count in rows of their own (the ids' random
         // bits), rather than wait for each other's.
         let shard = i64::try_from(ids[0].random() & 7).unwrap_or(0);
-        let ids: Vec<String> = ids.iter().map(ulid::Ulid::to_string).collect();
-        let max_attempts = Int(i64::from(self.settings.retry.attempts()));
-        let mut sql = String::from(
-            "INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type, tenant, \
-             received_at, delivery, body, max_attempts, run_at) VALUES ",
-        );
-        let mut args = Vec::with_capacity(deliveries.len() * COLUMNS);
-        for (row, ((stored, job), id)) in deliveries.iter().zip(&jobs).zip(&ids).enumerate() {
-            if row > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for column in 1..=COLUMNS {
-                let _ = write!(sql, "${}, ", row * COLUMNS + column);
-            }
-            sql.push_str(D::NOW);
-            sql.push(')');
-            args.extend([
-                Text(id),
-                Text(queue),
-                Text(&stored.id),
-                Text(&stored.layer),
-                MaybeText(stored.event_type.as_deref()),
-                MaybeText(stored.tenant.as_deref()),
-                Int(stored.received_at),
-                Bytes(job),
-                Bytes(&stored.body),
-                max_attempts,
-            ]);
-        }
-        let counted = [
-            Text(queue),
-            Int(tick),
-            Text("accepted"),
-            Int(shard),
-            Int(i64::try_from(deliveries.len()).unwrap_or(i64::MAX)),
-        ];
-        if D::WRITING_WITH {
-            // The count's arguments after the jobs'.
-            let count = sql::tally_activity(args.len());
-            args.extend(counted);
-            D::execute_on(tx, &format!("WITH jobs AS ({sql}) {count}"), &args).await?;
-        } else {
-            D::execute_on(tx, &sql, &args).await?;
-            D::execute_on(tx, sql::TALLY_ACTIVITY, &counted).await?;
-        }
-        Ok(())
+        let jobs = deliveries
+            .iter()
+            .zip(ids)
+            .map(|(&stored, id)| {
+                Ok(NewJob {
+                    id: id.to_string(),
+                    stored,
+                    delivery: serde_json::to_vec(stored)?,
+                })
+            })
+            .collect::<Result<_, serde_json::Error>>()
+            .map_err(|err| InboxError::new(InboxErrorKind::Database, err))?;
+        let batch = Batch {
+            queue: &self.settings.queue,
+            max_attempts: i64::from(self.settings.retry.attempts()),
+            tick,
+            shard,
+            jobs,
+        };
+        D::insert_jobs(tx, &batch).await
     }
+}
+
+/// A batch of jobs for the door to write, and where it counts in the activity. Public in a
+/// private module, as [`Backend`](super::dialect::Backend) names it.
+#[allow(unreachable_pub)]
+pub struct Batch<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) max_attempts: i64,
+    /// The activity's tick of every job of the batch (their ids' time).
+    pub(crate) tick: i64,
+    /// The activity's row of the batch's count.
+    pub(crate) shard: i64,
+    pub(crate) jobs: Vec<NewJob<'a>>,
+}
+
+/// A job the door writes.
+#[allow(unreachable_pub)]
+pub struct NewJob<'a> {
+    /// A ULID.
+    pub(crate) id: String,
+    pub(crate) stored: &'a StoredDelivery,
+    /// `stored` as JSON (its body apart).
+    pub(crate) delivery: Vec<u8>,
 }
 
 impl From<Marked> for Enqueued {

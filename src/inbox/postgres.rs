@@ -6,6 +6,7 @@ use sqlx::postgres::{PgArguments, PgListener};
 use sqlx::{Arguments as _, PgConnection, PgPool, Postgres as Db};
 
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
+use super::door::Batch;
 use super::error::InboxError;
 use super::{sql, Inbox};
 use crate::store::postgres::transient;
@@ -117,6 +118,27 @@ const STATEMENTS: Statements = Statements {
     ..sql::SHARED
 };
 
+/// The door's batch (queue `$1`, max attempts `$2`, its jobs' columns as arrays from `$5`),
+/// and its count in the activity (tick `$3`, shard `$4`). One text whatever the batch's
+/// size: prepared once per connection, where rows of `VALUES` made a statement (and a plan)
+/// per size.
+const INSERT_JOBS: &str = concat!(
+    "WITH jobs AS (
+        INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type, tenant,
+            received_at, delivery, body, max_attempts, run_at)
+        SELECT id, $1, event_id, layer, event_type, tenant, received_at, delivery, body, $2, ",
+    now!(),
+    "
+        FROM unnest($5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[],
+            $11::BYTEA[], $12::BYTEA[])
+            AS job (id, event_id, layer, event_type, tenant, received_at, delivery, body)
+        RETURNING 1
+    )
+    INSERT INTO webhook_inbox_activity (queue, tick, kind, shard, n)
+    SELECT $1, $3, 'accepted', $4, COUNT(*) FROM jobs
+    ON CONFLICT (queue, tick, kind, shard) DO UPDATE SET n = webhook_inbox_activity.n + excluded.n"
+);
+
 const ENSURE_DEPTH: &str =
     "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES ($1, 0) ON CONFLICT (queue) DO NOTHING";
 const LOCK_DEPTH: &str = "SELECT jobs FROM webhook_inbox_depth WHERE queue = $1 FOR UPDATE";
@@ -227,7 +249,6 @@ impl Backend for Postgres {
     const BEGIN: Option<&'static str> = None;
     // Concurrent transactions wait for the bound's counter only to commit.
     const ONE_WRITER: bool = false;
-    const WRITING_WITH: bool = true;
 
     fn writers(store: &PostgresStore) -> std::sync::Arc<crate::store::writers::Writers> {
         std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
@@ -243,6 +264,55 @@ impl Backend for Postgres {
         keys: &[(&str, Duration)],
     ) -> Result<Vec<Marked>, InboxError> {
         Ok(store.mark_many(tx, keys).await?)
+    }
+
+    async fn insert_jobs(tx: &mut DbTx<Self>, batch: &Batch<'_>) -> Result<(), InboxError> {
+        let jobs = &batch.jobs;
+        sqlx::query(INSERT_JOBS)
+            .bind(batch.queue)
+            .bind(batch.max_attempts)
+            .bind(batch.tick)
+            .bind(batch.shard)
+            .bind(jobs.iter().map(|job| job.id.as_str()).collect::<Vec<_>>())
+            .bind(
+                jobs.iter()
+                    .map(|job| job.stored.id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|job| job.stored.layer.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|job| job.stored.event_type.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|job| job.stored.tenant.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|job| job.stored.received_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|job| job.delivery.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                jobs.iter()
+                    .map(|job| &job.stored.body[..])
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut **tx)
+            .await
+            .map_err(Postgres::error)?;
+        Ok(())
     }
 
     async fn admit(
@@ -294,7 +364,6 @@ impl Backend for Postgres {
     }
 
     const SQL: Statements = STATEMENTS;
-    const NOW: &'static str = now!();
     const REPLAYED: &'static str = sql::replayed!(now!());
     const MIGRATIONS: &'static [&'static [&'static str]] = MIGRATIONS;
     const SCHEMA_TABLE: &'static str =

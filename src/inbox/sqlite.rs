@@ -6,7 +6,10 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteSynchronous};
 use sqlx::Arguments as _;
 use sqlx::{Sqlite as Db, SqliteConnection};
 
+use std::fmt::Write as _;
+
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
+use super::door::Batch;
 use super::error::InboxError;
 use super::{sql, Inbox};
 use crate::store::sqlite::{open_pool, transient, BEGIN_IMMEDIATE};
@@ -89,6 +92,10 @@ const STATEMENTS: Statements = Statements {
     purge_accepted: sql::purge_accepted!("instr"),
     ..sql::SHARED
 };
+
+/// The door's insert, its rows' `VALUES` after it.
+const INSERT_JOBS: &str = "INSERT INTO webhook_inbox_jobs (id, queue, event_id, layer, event_type,
+    tenant, received_at, delivery, body, max_attempts, run_at) VALUES ";
 
 const SET_DEPTH: &str = "INSERT INTO webhook_inbox_depth (queue, jobs) VALUES ($1, $2)
     ON CONFLICT (queue) DO UPDATE SET jobs = excluded.jobs";
@@ -185,7 +192,6 @@ impl Backend for Sqlite {
     const NAME: &'static str = "SqliteInbox";
     const BEGIN: Option<&'static str> = Some(BEGIN_IMMEDIATE);
     const ONE_WRITER: bool = true;
-    const WRITING_WITH: bool = false;
 
     fn writers(store: &SqliteStore) -> std::sync::Arc<crate::store::writers::Writers> {
         std::sync::Arc::clone(crate::tx::TxStore::tx_writers(store))
@@ -201,6 +207,47 @@ impl Backend for Sqlite {
         keys: &[(&str, Duration)],
     ) -> Result<Vec<Marked>, InboxError> {
         Ok(store.mark_many(tx, keys).await?)
+    }
+
+    async fn insert_jobs(tx: &mut DbTx<Self>, batch: &Batch<'_>) -> Result<(), InboxError> {
+        // One step of the writer: every job in one statement, bound one by one.
+        const COLUMNS: usize = 10;
+        let mut sql = String::from(INSERT_JOBS);
+        let mut args = Vec::with_capacity(batch.jobs.len() * COLUMNS);
+        for (row, job) in batch.jobs.iter().enumerate() {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for column in 1..=COLUMNS {
+                let _ = write!(sql, "${}, ", row * COLUMNS + column);
+            }
+            sql.push_str(now!());
+            sql.push(')');
+            let stored = job.stored;
+            args.extend([
+                Arg::Text(&job.id),
+                Arg::Text(batch.queue),
+                Arg::Text(&stored.id),
+                Arg::Text(&stored.layer),
+                Arg::MaybeText(stored.event_type.as_deref()),
+                Arg::MaybeText(stored.tenant.as_deref()),
+                Arg::Int(stored.received_at),
+                Arg::Bytes(&job.delivery),
+                Arg::Bytes(&stored.body),
+                Arg::Int(batch.max_attempts),
+            ]);
+        }
+        Self::execute_on(tx, &sql, &args).await?;
+        let counted = [
+            Arg::Text(batch.queue),
+            Arg::Int(batch.tick),
+            Arg::Text("accepted"),
+            Arg::Int(batch.shard),
+            Arg::Int(i64::try_from(batch.jobs.len()).unwrap_or(i64::MAX)),
+        ];
+        Self::execute_on(tx, sql::TALLY_ACTIVITY, &counted).await?;
+        Ok(())
     }
 
     async fn admit(
@@ -236,7 +283,6 @@ impl Backend for Sqlite {
     }
 
     const SQL: Statements = STATEMENTS;
-    const NOW: &'static str = now!();
     const REPLAYED: &'static str = sql::replayed!(now!());
     const MIGRATIONS: &'static [&'static [&'static str]] = MIGRATIONS;
     const SCHEMA_TABLE: &'static str = "SELECT COUNT(*) FROM sqlite_master
