@@ -16,7 +16,7 @@ mod common;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use common::inbox::{counting, eventually, first_dead_letters, read_until, send, unique};
 use http::StatusCode;
@@ -884,24 +884,45 @@ async fn sqlite_an_older_schema_is_migrated_with_its_counts() {
             .await
             .unwrap();
     assert_eq!(versions, [1, 3]);
-    // The activity counted by the migration too: two buckets of whole ticks (2^15 ms), the
-    // jobs and their attempts in the last.
-    let tick = 32_768;
-    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    let since = u64::try_from(hour_ago.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-        / tick
-        * tick;
+    // The activity counted by the migration too, read in buckets of one whole tick (2^15
+    // ms) each, so from the migration's counts alone: each job in the tick of its id, each
+    // attempt in the tick of its end.
+    let tick = 32_768_i64;
+    let ids: Vec<String> = lite::query_scalar("SELECT id FROM webhook_inbox_jobs")
+        .fetch_all(again.pool())
+        .await
+        .unwrap();
+    let ends: Vec<i64> = lite::query_scalar(
+        "SELECT ended_at FROM webhook_inbox_job_attempts WHERE outcome = 'done'",
+    )
+    .fetch_all(again.pool())
+    .await
+    .unwrap();
+    let made: Vec<i64> = ids
+        .iter()
+        .map(|id| i64::try_from(ulid::Ulid::from_string(id).unwrap().timestamp_ms()).unwrap())
+        .collect();
+    let first = made.iter().chain(&ends).min().unwrap() / tick - 2;
+    let last = made.iter().chain(&ends).max().unwrap() / tick + 2;
+    let buckets = usize::try_from(last - first + 1).unwrap();
+    let mut accepted = vec![0; buckets];
+    let mut handled = vec![0; buckets];
+    for (times, series) in [(&made, &mut accepted), (&ends, &mut handled)] {
+        for at in times {
+            series[usize::try_from(at / tick - first).unwrap()] += 1;
+        }
+    }
     let activity = again
         .activity_from(
-            UNIX_EPOCH + Duration::from_millis(since),
-            Duration::from_millis(110 * tick),
-            2,
+            UNIX_EPOCH + Duration::from_millis(u64::try_from(first * tick).unwrap()),
+            Duration::from_millis(u64::try_from(tick).unwrap()),
+            u32::try_from(buckets).unwrap(),
         )
         .await
         .unwrap();
     assert_eq!(
         (activity.accepted, activity.handled),
-        (vec![0, 3], vec![0, 3]),
+        (accepted, handled),
         "counted by the migration"
     );
 }
