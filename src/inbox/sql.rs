@@ -105,7 +105,7 @@ pub(crate) const PURGE_SHARD: i64 = -1;
 
 /// The tick of the job whose id (a ULID) is the column `$id`, with the database's
 /// `$position(haystack, needle)` (1 for the first character): its first seven characters
-/// read as a number in ULIDs' base 32 (Crockford's alphabet, in ASCII order).
+/// read as a number in ULIDs' base 32 (Crockford's alphabet).
 macro_rules! ulid_tick {
     ($position:literal, $id:literal) => {
         concat!(
