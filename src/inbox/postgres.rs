@@ -6,7 +6,7 @@ use sqlx::postgres::{PgArguments, PgListener};
 use sqlx::{Arguments as _, PgConnection, PgPool, Postgres as Db};
 
 use super::dialect::{Arg, Backend, DbTx, Dialect, Pool, Row, Statements};
-use super::door::Batch;
+use super::door::{Batch, NewJob};
 use super::error::InboxError;
 use super::{sql, Inbox};
 use crate::store::postgres::transient;
@@ -239,6 +239,11 @@ fn arguments(args: &[Arg<'_>]) -> Result<PgArguments, InboxError> {
     Ok(bound)
 }
 
+/// One column of `jobs`, as an array to bind.
+fn column<'a, T>(jobs: &'a [NewJob<'a>], value: impl Fn(&'a NewJob<'a>) -> T) -> Vec<T> {
+    jobs.iter().map(value).collect()
+}
+
 impl Dialect for Postgres {}
 
 impl Backend for Postgres {
@@ -267,48 +272,20 @@ impl Backend for Postgres {
     }
 
     async fn insert_jobs(tx: &mut DbTx<Self>, batch: &Batch<'_>) -> Result<(), InboxError> {
-        let jobs = &batch.jobs;
+        let jobs = &batch.jobs[..];
         sqlx::query(INSERT_JOBS)
             .bind(batch.queue)
             .bind(batch.max_attempts)
             .bind(batch.tick)
             .bind(batch.shard)
-            .bind(jobs.iter().map(|job| job.id.as_str()).collect::<Vec<_>>())
-            .bind(
-                jobs.iter()
-                    .map(|job| job.stored.id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                jobs.iter()
-                    .map(|job| job.stored.layer.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                jobs.iter()
-                    .map(|job| job.stored.event_type.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                jobs.iter()
-                    .map(|job| job.stored.tenant.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                jobs.iter()
-                    .map(|job| job.stored.received_at)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                jobs.iter()
-                    .map(|job| job.delivery.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                jobs.iter()
-                    .map(|job| &job.stored.body[..])
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(jobs, |job| job.id.as_str()))
+            .bind(column(jobs, |job| job.stored.id.as_str()))
+            .bind(column(jobs, |job| job.stored.layer.as_str()))
+            .bind(column(jobs, |job| job.stored.event_type.as_deref()))
+            .bind(column(jobs, |job| job.stored.tenant.as_deref()))
+            .bind(column(jobs, |job| job.stored.received_at))
+            .bind(column(jobs, |job| job.delivery.as_slice()))
+            .bind(column(jobs, |job| &job.stored.body[..]))
             .execute(&mut **tx)
             .await
             .map_err(Postgres::error)?;

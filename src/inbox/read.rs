@@ -1,6 +1,6 @@
-//! The read model's queries: a listing and its filters, one job with its attempts, the
-//! activity, replay by filter and purge, as statements of either dialect. The types they
-//! answer with are `browse`'s.
+//! The read model's queries: a listing and its filters, one job with its attempts, replay
+//! by filter, as statements of either dialect (the activity is `activity.rs`'s). The types
+//! they answer with are `browse`'s.
 
 use std::time::Duration;
 
