@@ -431,7 +431,7 @@ where
     };
     for purged in [false, true] {
         if purged {
-            // The first half's done jobs go, with their attempts.
+            // About half the done jobs go, with their attempts.
             let (_, ends) = rows().await;
             let mut done: Vec<i64> = ends
                 .iter()
