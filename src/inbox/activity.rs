@@ -87,11 +87,12 @@ impl Plan {
     fn segments(&self) -> Vec<Segment> {
         let mut segments = Vec::new();
         for (&tick, edges) in &self.cut {
-            let start = tick * sql::TICK_MS;
+            // Saturating: a bucket or a start of any length, however far off.
+            let start = tick.saturating_mul(sql::TICK_MS);
             let mut points = Vec::with_capacity(edges.len() + 2);
             points.push(start);
             points.extend(edges);
-            points.push(start + sql::TICK_MS);
+            points.push(start.saturating_add(sql::TICK_MS));
             for piece in points.windows(2) {
                 let (lo, hi) = (piece[0].max(self.since), piece[1]);
                 if lo < hi {
@@ -334,6 +335,16 @@ mod tests {
                     "{ms} of ({since}, {bucket}, {buckets})"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn buckets_and_starts_far_off_do_not_overflow() {
+        for (since, bucket) in [(0, i64::MAX), (i64::MAX, 1_000), (i64::MAX - 5, i64::MAX)] {
+            let plan = Plan::new(since, bucket, 1_000);
+            let _ = plan.segments();
+            let _ = plan.whole(plan.first_tick());
+            let _ = plan.bucket_of(i64::MAX);
         }
     }
 
