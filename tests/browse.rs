@@ -207,6 +207,15 @@ async fn browse_suite<D: Dialect>(inbox: Inbox<D>) {
         .await
         .unwrap();
     assert_eq!((later.accepted[0], later.handled[0]), (0, 0));
+    // Buckets and starts however far off answer, and never panic.
+    let far = inbox.activity(Duration::MAX, 1_000).await.unwrap();
+    assert_eq!(far.accepted.iter().sum::<u64>(), 5, "{far:?}");
+    let century = Duration::from_secs(100 * 365 * 86_400);
+    let far = inbox
+        .activity_from(SystemTime::now() + century, Duration::MAX, 3)
+        .await
+        .unwrap();
+    assert_eq!(far.accepted, [0, 0, 0]);
 
     // Replay by filter: only dead letters, only those the filter matches.
     assert_eq!(

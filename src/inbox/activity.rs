@@ -156,8 +156,9 @@ impl<D: Dialect> Inbox<D> {
     pub async fn activity(&self, bucket: Duration, buckets: u32) -> Result<Activity, InboxError> {
         let bucket = bucket.max(Duration::from_secs(1));
         let buckets = buckets.clamp(1, 1_000);
-        let since = SystemTime::now()
-            .checked_sub(bucket * buckets)
+        let since = bucket
+            .checked_mul(buckets)
+            .and_then(|span| SystemTime::now().checked_sub(span))
             .unwrap_or(UNIX_EPOCH)
             .max(UNIX_EPOCH);
         self.activity_from(since, bucket, buckets).await
